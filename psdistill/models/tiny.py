@@ -1,0 +1,162 @@
+"""Tiny random-weight models for tests and the embedded demo (no hub, no download).
+
+One factory shared by the tests and `psdistill demo`, so both exercise the real architectures
+(Qwen3-VL, CLIP) at a size that trains in minutes on two CPU cores. Weights are random, so what
+these models "prefer" is meaningless until they are trained; the demo therefore teaches them with
+the simulated judge.
+
+The tokenizer is a byte-level BPE trained here on a small corpus that contains the prompts and
+answer words psdistill uses, so those words are single tokens, as in the real Qwen vocabulary.
+"""
+from __future__ import annotations
+
+from functools import lru_cache
+
+import torch
+
+# Qwen's special tokens; the processor looks these up by name.
+SPECIAL_TOKENS = [
+    "<|endoftext|>", "<|im_start|>", "<|im_end|>", "<|vision_start|>", "<|vision_end|>",
+    "<|image_pad|>", "<|video_pad|>",
+]
+
+# A Qwen-style chat template reduced to what psdistill sends: text and image items, optional
+# generation prompt. Real checkpoints ship their own template; this one renders the same layout.
+CHAT_TEMPLATE = (
+    "{% for message in messages %}<|im_start|>{{ message['role'] }}\n"
+    "{% if message['content'] is string %}{{ message['content'] }}"
+    "{% else %}{% for item in message['content'] %}"
+    "{% if item['type'] == 'image' %}<|vision_start|><|image_pad|><|vision_end|>"
+    "{% elif item['type'] == 'text' %}{{ item['text'] }}{% endif %}"
+    "{% endfor %}{% endif %}<|im_end|>\n{% endfor %}"
+    "{% if add_generation_prompt %}<|im_start|>assistant\n{% endif %}"
+)
+
+# Words that must be single tokens: pairwise answers, quality levels, digits, prompt vocabulary.
+_CORPUS_WORDS = (
+    "A B 1 2 3 4 5 6 7 8 9 10 first second image Image excellent good fair poor bad high low "
+    "Which of the two images is better more aesthetically pleasing in terms of overall aesthetics "
+    "composition color colour lighting detail technique mood Answer with one letter only "
+    "Rate the quality this painting photo picture The is system user assistant You are an expert "
+    "judge critic art photography brushwork expression artistic conception layout"
+).split()
+
+
+@lru_cache(maxsize=1)
+def _tokenizer_json() -> str:
+    # Trained once per process; lru_cache keeps the tests from retraining it for every model.
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
+
+    tok = Tokenizer(models.BPE(unk_token=None))
+    tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    tok.decoder = decoders.ByteLevel()
+    corpus = [" ".join(_CORPUS_WORDS)] * 50 + [" " + w for w in _CORPUS_WORDS] * 20 + _CORPUS_WORDS * 20
+    trainer = trainers.BpeTrainer(
+        vocab_size=640, special_tokens=SPECIAL_TOKENS, show_progress=False,
+        initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
+    )
+    tok.train_from_iterator(corpus, trainer)
+    return tok.to_str()
+
+
+def tiny_tokenizer():
+    """A Qwen2 fast tokenizer with a locally trained vocabulary (left padding, for batched judging)."""
+    from tokenizers import Tokenizer
+    from transformers import Qwen2TokenizerFast
+
+    tok = Qwen2TokenizerFast(
+        tokenizer_object=Tokenizer.from_str(_tokenizer_json()),
+        unk_token=None, bos_token=None, eos_token="<|im_end|>", pad_token="<|endoftext|>",
+        padding_side="left",
+    )
+    tok.chat_template = CHAT_TEMPLATE
+    return tok
+
+
+def tiny_qwen3_vl_processor(image_size: int = 64):
+    """Qwen3-VL processor built from parts: PIL image processor (no torchvision), local tokenizer.
+
+    `image_size` bounds the pixels so a demo image becomes (image_size/32)^2 merged tokens.
+    """
+    from transformers.models.qwen2_vl.image_processing_pil_qwen2_vl import Qwen2VLImageProcessorPil
+
+    from psdistill.models.loading import image_only_processor
+
+    # Qwen3-VL's published preprocessor values: 16 px patches, merged 2x2, mean/std 0.5.
+    pixels = image_size * image_size
+    image_processor = Qwen2VLImageProcessorPil(
+        patch_size=16, temporal_patch_size=2, merge_size=2,
+        image_mean=[0.5, 0.5, 0.5], image_std=[0.5, 0.5, 0.5],
+        size={"shortest_edge": min(pixels, 32 * 32), "longest_edge": pixels},
+    )
+    return image_only_processor(image_processor, tiny_tokenizer(), CHAT_TEMPLATE)
+
+
+def tiny_qwen3_vl_config(vocab_size: int):
+    """A Qwen3-VL config a few MB large that keeps every architectural feature (deepstack, M-RoPE)."""
+    from transformers import Qwen3VLConfig
+
+    tok = tiny_tokenizer()
+    ids = {t: tok.convert_tokens_to_ids(t) for t in SPECIAL_TOKENS}
+    head_dim = 16
+    return Qwen3VLConfig(
+        text_config=dict(
+            vocab_size=vocab_size, hidden_size=64, intermediate_size=128, num_hidden_layers=2,
+            num_attention_heads=4, num_key_value_heads=2, head_dim=head_dim,
+            max_position_embeddings=2048, tie_word_embeddings=False,
+            # M-RoPE sections (temporal, height, width) must sum to head_dim / 2.
+            rope_parameters={"rope_type": "default", "rope_theta": 10000.0,
+                             "mrope_section": [4, 2, 2], "mrope_interleaved": True},
+            pad_token_id=ids["<|endoftext|>"],
+        ),
+        vision_config=dict(
+            depth=2, hidden_size=32, intermediate_size=64, num_heads=2, patch_size=16,
+            spatial_merge_size=2, temporal_patch_size=2, out_hidden_size=64,
+            # A perfect square: the learned position grid is interpolated to the image's grid.
+            num_position_embeddings=16, deepstack_visual_indexes=[0],
+        ),
+        image_token_id=ids["<|image_pad|>"], video_token_id=ids["<|video_pad|>"],
+        vision_start_token_id=ids["<|vision_start|>"], vision_end_token_id=ids["<|vision_end|>"],
+        tie_word_embeddings=False,
+    )
+
+
+def tiny_qwen3_vl(seed: int = 0, image_size: int = 64):
+    """(model, processor): a random-weight Qwen3-VL (~0.1M parameters) and its processor."""
+    from transformers import Qwen3VLForConditionalGeneration
+
+    processor = tiny_qwen3_vl_processor(image_size)
+    torch.manual_seed(seed)
+    model = Qwen3VLForConditionalGeneration(tiny_qwen3_vl_config(len(processor.tokenizer)))
+    model.eval()
+    return model, processor
+
+
+def tiny_clip(seed: int = 0, image_size: int = 64):
+    """(model, processor): a random-weight CLIP with the ViT-B/16 layout shrunk (patch 16)."""
+    from transformers import CLIPConfig, CLIPImageProcessorPil, CLIPModel, CLIPProcessor
+
+    tok = tiny_tokenizer()
+    config = CLIPConfig(
+        text_config=dict(vocab_size=len(tok), hidden_size=32, intermediate_size=64,
+                         num_hidden_layers=2, num_attention_heads=2, max_position_embeddings=64,
+                         pad_token_id=tok.pad_token_id, eos_token_id=tok.eos_token_id,
+                         bos_token_id=tok.eos_token_id),
+        vision_config=dict(hidden_size=32, intermediate_size=64, num_hidden_layers=2,
+                           num_attention_heads=2, image_size=image_size, patch_size=16),
+        projection_dim=32,
+    )
+    torch.manual_seed(seed)
+    model = CLIPModel(config).eval()
+    # The PIL image processor: the default one wants torchvision (see psdistill.models.loading).
+    image_processor = CLIPImageProcessorPil(
+        size={"shortest_edge": image_size}, crop_size={"height": image_size, "width": image_size},
+    )
+    return model, CLIPProcessor(image_processor=image_processor, tokenizer=tok)
+
+
+def save_tiny(model, processor, path) -> str:
+    """Save a tiny model and its processor so `from_pretrained(path)` loads them back."""
+    model.save_pretrained(path)
+    processor.save_pretrained(path)
+    return str(path)
