@@ -1,0 +1,55 @@
+"""Predictions of one scorer: `<run>/predictions/<scorer>.csv` with columns id,path,<dimension>...
+
+Every scorer (student, teacher, pseudo-scores, FGAesQ) writes this format, so evaluation reads them
+all the same way and puts them side by side.
+"""
+from __future__ import annotations
+
+import csv
+import math
+from pathlib import Path
+from typing import Mapping, Sequence
+
+from psdistill.data.records import ImageRecord
+from psdistill.errors import DataError
+
+
+def write_predictions(path: str | Path, records: Sequence[ImageRecord],
+                      scores: Mapping[str, Sequence[float]]) -> Path:
+    """`scores` maps a dimension to one score per record (same order as `records`)."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    dims = list(scores)
+    for d in dims:
+        if len(scores[d]) != len(records):
+            raise ValueError(f"{d}: {len(scores[d])} scores for {len(records)} records")
+    tmp = path.with_suffix(".tmp")
+    with open(tmp, "w", newline="") as f:
+        w = csv.writer(f)
+        w.writerow(["id", "path"] + dims)
+        for n, r in enumerate(records):
+            w.writerow([r.id, r.path] + [repr(float(scores[d][n])) for d in dims])
+    tmp.replace(path)  # atomic: a killed run never leaves half a predictions file
+    return path
+
+
+def read_predictions(path: str | Path) -> dict[str, dict[str, float]]:
+    """{dimension: {image id: score}}."""
+    path = Path(path)
+    if not path.is_file():
+        raise DataError(f"{path}: predictions file not found")
+    with open(path, newline="") as f:
+        reader = csv.DictReader(f)
+        dims = [c for c in (reader.fieldnames or []) if c not in ("id", "path")]
+        if "id" not in (reader.fieldnames or []) or not dims:
+            raise DataError(f"{path}: needs columns id,path,<dimension>... (found {reader.fieldnames})")
+        out: dict[str, dict[str, float]] = {d: {} for d in dims}
+        for line, row in enumerate(reader, start=2):
+            for d in dims:
+                try:
+                    v = float(row[d])
+                except (TypeError, ValueError):
+                    raise DataError(f"{path}, line {line}: field {d!r} is not a number: {row[d]!r}") from None
+                if not math.isnan(v):
+                    out[d][row["id"]] = v
+    return out
