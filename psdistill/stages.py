@@ -1,0 +1,71 @@
+"""Run stages in one run directory: skip what is finished, redo what its config changed.
+
+A stage is done when `<run>/stages/<name>.json` holds the fingerprint of the config sections it
+reads plus the fingerprints of the stages before it; rerunning with the same config reuses it,
+changing e.g. `distill.learning_rate` reruns distill and everything after it, never the judging.
+Interrupted stages resume through their own mechanisms (the judgment store, trainer checkpoints).
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Callable, Sequence
+
+from psdistill.config import to_dict
+
+
+@dataclass(frozen=True)
+class Stage:
+    name: str
+    sections: tuple[str, ...]  # config sections (dotted) whose values decide this stage's result
+    run: Callable[[Any], dict]  # takes the run context, returns a JSON-able summary
+    description: str = ""
+
+
+def _section(cfg, dotted: str):
+    node = cfg
+    for part in dotted.split("."):
+        node = getattr(node, part)
+    return to_dict(node) if hasattr(node, "__dataclass_fields__") else node
+
+
+def fingerprint(cfg, stage: Stage, upstream: Sequence[str]) -> str:
+    payload = json.dumps({"sections": {s: _section(cfg, s) for s in stage.sections}, "upstream": list(upstream)},
+                         sort_keys=True, default=str)
+    return hashlib.sha256(payload.encode()).hexdigest()[:16]
+
+
+def marker_path(run_dir: Path, name: str) -> Path:
+    return Path(run_dir) / "stages" / f"{name}.json"
+
+
+def run_stages(ctx, stages: Sequence[Stage], stop_after: str | None = None, log=print) -> dict[str, dict]:
+    """Run `stages` in order, reusing finished ones, up to and including `stop_after`."""
+    results: dict[str, dict] = {}
+    upstream: list[str] = []
+    for stage in stages:
+        fp = fingerprint(ctx.cfg, stage, upstream)
+        path = marker_path(ctx.run_dir, stage.name)
+        marker = json.loads(path.read_text()) if path.is_file() else None
+        if marker and marker.get("fingerprint") == fp:
+            marker["status"] = "reused"
+            log(f"[{stage.name}] finished earlier with the same config: reused")
+        else:
+            log(f"[{stage.name}] {stage.description}")
+            start = time.time()
+            summary = stage.run(ctx)
+            marker = {"stage": stage.name, "fingerprint": fp, "seconds": round(time.time() - start, 1),
+                      "finished_at": time.strftime("%Y-%m-%d %H:%M:%S"), "summary": summary}
+            path.parent.mkdir(parents=True, exist_ok=True)
+            tmp = path.with_suffix(".tmp")
+            tmp.write_text(json.dumps(marker, indent=2, default=str))
+            tmp.replace(path)  # the marker appears only once the stage's outputs are complete
+            marker["status"] = "ran"
+        results[stage.name] = marker
+        upstream.append(fp)
+        if stage.name == stop_after:
+            break
+    return results
