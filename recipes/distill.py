@@ -1,0 +1,20 @@
+"""PSDistill end to end: judge -> pseudo-scores -> distill -> score -> evaluate.
+
+    accelerate launch recipes/distill.py                                   # embedded demo, CPU, minutes
+    accelerate launch recipes/distill.py --config recipes/configs/demo.yaml distill.max_steps=100
+    accelerate launch --config_file launch/ddp.yaml recipes/distill.py --config recipes/configs/ppaint_qwen3vl8b.yaml
+
+With no arguments it runs the embedded default: the demo data set built from scikit-image's photos,
+a tiny random-weight Qwen3-VL, and the SIMULATED judge (a noisy oracle on the demo's known
+degradation order), so every stage runs on a laptop without weights. Rerun the same command to
+reuse finished stages; a killed run resumes.
+"""
+import sys
+
+from psdistill.cli import DEMO_CONFIG, main
+
+if __name__ == "__main__":
+    argv = sys.argv[1:]
+    if not any(a in ("--config", "-c") or a.startswith("--config=") for a in argv):
+        argv = ["--config", DEMO_CONFIG] + argv
+    sys.exit(main(["run"] + argv))
