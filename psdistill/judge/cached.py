@@ -1,0 +1,127 @@
+"""A judge in front of the judgment store: each pair is judged once, ever, and a killed run resumes.
+
+    judge = CachedJudge(VLMJudge(model, processor, model_id=...), JudgmentStore("run/judgments.sqlite"))
+    p, p_ab, p_ba = prefer_both_orders(judge, pairs, "overall")     # base.py; both orders are stored
+
+Data-parallel judging: every rank judges its shard into the same store, then reads all of it:
+
+    accelerate launch --num_processes 8 my_judging_script.py      # calls judge_sharded(judge, pairs, dim)
+
+`CachedJudge` needs nothing of the judge beyond the `Judge` protocol; a judge that also has
+`prompt_hash(dimension)` gets it in the key, and one with a `failures` dict (path -> reason) gets
+its unreadable images recorded in the store.
+"""
+from __future__ import annotations
+
+from typing import Optional, Sequence, TypeVar
+
+import numpy as np
+from tqdm.auto import tqdm
+
+from psdistill.errors import DataError
+from psdistill.judge.base import Judge, Pair
+from psdistill.judge.store import JudgmentStore
+
+T = TypeVar("T")
+
+
+class CachedJudge:
+    """Implements `Judge`: answers from the store, computes only missing pairs, `batch_size` at a time.
+
+    Each batch is committed as soon as it is judged, so a killed run loses at most the batch in
+    flight. Counters over the object's life: `hits` (pairs answered from the store), `computed`
+    (pairs judged now), `failed` (pairs with an image that could not be hashed or judged: NaN).
+    """
+
+    def __init__(self, judge: Judge, store: JudgmentStore, batch_size: int = 16, progress: bool = True):
+        self.judge, self.store, self.batch_size, self.progress = judge, store, batch_size, progress
+        self.judge_id, self.simulated = judge.judge_id, judge.simulated
+        self.hits = self.computed = self.failed = 0
+        self._recorded: set[str] = set()  # failure paths already written to the store
+
+    def prompt_hash(self, dimension: str) -> str:
+        own = getattr(self.judge, "prompt_hash", None)
+        return own(dimension) if own else "-"  # a judge without a prompt (the simulated one)
+
+    def prefer(self, pairs: Sequence[Pair], dimension: str) -> np.ndarray:
+        """P(first shown preferred) per pair, in presentation order; NaN for pairs with a failed image."""
+        pairs = list(pairs)
+        hashes, keys, out = self._lookup(pairs, dimension)
+        self.hits += int(np.isfinite(out).sum())
+        missing: dict[tuple, list[int]] = {}  # a pair asked twice is judged once
+        for n, key in enumerate(keys):
+            if key is not None and np.isnan(out[n]):
+                missing.setdefault(key, []).append(n)
+        self.failed += sum(key is None for key in keys)
+        todo = list(missing)
+        prompt = self.prompt_hash(dimension)
+        with tqdm(total=len(todo), desc=f"judging {dimension}", unit="pair",
+                  disable=not (self.progress and todo)) as bar:
+            for start in range(0, len(todo), self.batch_size):
+                chunk = todo[start:start + self.batch_size]
+                p = np.asarray(self.judge.prefer([pairs[missing[k][0]] for k in chunk], dimension), dtype=float)
+                self._record_failures(hashes)
+                ok = np.isfinite(p)
+                self.store.put(self.judge_id, prompt, dimension, [k for k, good in zip(chunk, ok) if good], p[ok])
+                for k, value in zip(chunk, p):
+                    out[missing[k]] = value
+                self.computed += int(ok.sum())
+                self.failed += int(sum(len(missing[k]) for k, good in zip(chunk, ok) if not good))
+                bar.update(len(chunk))
+        return out
+
+    def lookup(self, pairs: Sequence[Pair], dimension: str) -> np.ndarray:
+        """Stored P(first shown preferred) per pair, NaN where not (yet) stored; judges nothing."""
+        return self._lookup(list(pairs), dimension)[2]
+
+    def position_bias(self, dimension: str) -> tuple[float, int]:
+        """(mean logit shift toward the first-shown image, pairs) over this judge's pairs stored in both orders."""
+        return self.store.position_bias(self.judge_id, self.prompt_hash(dimension), dimension)
+
+    def _lookup(self, pairs: list[Pair], dimension: str):
+        hashes = {}
+        for path in dict.fromkeys(r.path for pair in pairs for r in pair):
+            try:
+                hashes[path] = self.store.content_hash(path)
+            except DataError as e:
+                hashes[path] = None
+                if path not in self._recorded:
+                    self.store.add_failures([(path, None, str(e))])
+                    self._recorded.add(path)
+        keys = [(hashes[a.path], hashes[b.path]) if hashes[a.path] and hashes[b.path] else None for a, b in pairs]
+        known = [k for k in keys if k is not None]
+        stored = iter(self.store.get(self.judge_id, self.prompt_hash(dimension), dimension, known))
+        return hashes, keys, np.array([next(stored) if k is not None else np.nan for k in keys])
+
+    def _record_failures(self, hashes: dict[str, str | None]):
+        new = {p: r for p, r in getattr(self.judge, "failures", {}).items() if p not in self._recorded}
+        if new:
+            self.store.add_failures([(p, hashes.get(p), r) for p, r in new.items()])
+            self._recorded.update(new)
+
+
+def shard(items: Sequence[T], rank: int, world_size: int) -> list[T]:
+    """The items rank `rank` of `world_size` handles: every world_size-th, from `rank` (balanced within one)."""
+    return list(items)[rank::world_size]
+
+
+def judge_sharded(judge: CachedJudge, pairs: Sequence[Pair], dimension: str,
+                  rank: Optional[int] = None, world_size: Optional[int] = None) -> np.ndarray:
+    """Judge `pairs` data-parallel: this rank judges `shard(pairs, rank, world_size)` into the shared store.
+
+    Without `rank`/`world_size` they come from accelerate (`accelerate launch`), every rank waits
+    for the others, and every rank returns P for all pairs, read from the store. With explicit
+    ranks (independent jobs) nothing waits, and pairs of unfinished shards are NaN. Load the model
+    on `accelerate.PartialState().device` so each rank uses its own GPU.
+    """
+    wait = None
+    if rank is None or world_size is None:
+        from accelerate import PartialState
+
+        state = PartialState()
+        rank, world_size, wait = state.process_index, state.num_processes, state.wait_for_everyone
+    judge.progress = judge.progress and rank == 0  # one progress bar, not one per rank
+    judge.prefer(shard(pairs, rank, world_size), dimension)
+    if wait is not None:
+        wait()
+    return judge.lookup(pairs, dimension)

@@ -1,0 +1,122 @@
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from psdistill.data.records import ImageRecord
+from psdistill.errors import DataError
+from psdistill.judge.base import position_bias, prefer_both_orders
+from psdistill.judge.cached import CachedJudge, shard
+from psdistill.judge.simulated import SimulatedJudge, SimulatedJudgeConfig
+from psdistill.judge.store import JudgmentStore
+
+WORKER = Path(__file__).parent / "_judge_worker.py"
+
+
+def _images(folder: Path, n: int, size: int = 32) -> list[ImageRecord]:
+    folder.mkdir(parents=True, exist_ok=True)
+    rng = np.random.default_rng(0)
+    records = []
+    for k in range(n):
+        path = folder / f"img{k:02d}.png"
+        Image.fromarray(rng.integers(0, 255, (size, size, 3), dtype=np.uint8)).save(path)
+        records.append(ImageRecord(id=path.stem, path=str(path), scores={"overall": float(k)}))
+    return records
+
+
+def test_put_get_ignores_duplicates_and_keeps_the_first_value(tmp_path):
+    store = JudgmentStore(tmp_path / "j.sqlite")
+    keys = [("h1", "h2"), ("h2", "h1")]
+    assert store.put("judge", "prompt", "overall", keys, [0.7, 0.4]) == 2
+    assert store.put("judge", "prompt", "overall", keys + [("h1", "h3")], [0.1, 0.1, 0.2]) == 1
+    np.testing.assert_array_equal(store.get("judge", "prompt", "overall", keys + [("h1", "h3")]), [0.7, 0.4, 0.2])
+    # Every part of the key separates judgments.
+    assert np.isnan(store.get("judge", "prompt", "color", keys)).all()
+    assert np.isnan(store.get("judge", "other prompt", "overall", keys)).all()
+    assert np.isnan(store.get("other judge", "prompt", "overall", keys)).all()
+    assert len(store.rows()) == 3
+    store.close()
+    assert len(JudgmentStore(tmp_path / "j.sqlite").rows("judge")) == 3  # persisted
+
+
+def test_content_hash_follows_bytes_not_names(tmp_path):
+    store = JudgmentStore(tmp_path / "j.sqlite")
+    a, b = tmp_path / "a.bin", tmp_path / "b.bin"
+    a.write_bytes(b"same bytes")
+    b.write_bytes(b"same bytes")
+    assert store.content_hash(str(a)) == store.content_hash(str(b))
+    before = store.content_hash(str(a))
+    a.write_bytes(b"other bytes!")
+    os.utime(a, ns=(1, 1))  # a new (size, mtime) key, even on filesystems with coarse mtimes
+    assert store.content_hash(str(a)) != before
+    # The hash of an unchanged file comes from the store in a new process (no re-read).
+    assert JudgmentStore(tmp_path / "j.sqlite").conn.execute("SELECT count(*) FROM file_hashes").fetchone()[0] == 3
+    with pytest.raises(DataError, match="missing.jpg: cannot read file"):
+        store.content_hash(str(tmp_path / "missing.jpg"))
+
+
+def test_failures_table_and_summary(tmp_path):
+    store = JudgmentStore(tmp_path / "j.sqlite")
+    assert store.failure_summary() == "no image failures"
+    store.add_failures([("/x/missing.jpg", None, "/x/missing.jpg: not found"), ("/x/bad.jpg", "abc", "/x/bad.jpg: truncated")])
+    store.add_failures([("/x/bad.jpg", "abc", "/x/bad.jpg: truncated again")])  # latest reason wins, no duplicate
+    failures = store.failures()
+    assert [(f.path, f.hash) for f in failures] == [("/x/bad.jpg", "abc"), ("/x/missing.jpg", None)]
+    assert failures[0].reason.endswith("truncated again")
+    summary = store.failure_summary()
+    assert summary.startswith("2 image(s)") and "missing.jpg" in summary and "bad.jpg" in summary
+
+
+def test_cached_judge_stores_both_orders_and_reports_position_bias(tmp_path):
+    records = _images(tmp_path / "img", 6)
+    pairs = [(records[i], records[j]) for i in range(6) for j in range(i + 1, 6)]
+    store = JudgmentStore(tmp_path / "j.sqlite")
+    sim = SimulatedJudge(SimulatedJudgeConfig(position_bias=0.4))
+    judge = CachedJudge(sim, store, batch_size=4, progress=False)
+    p, p_ab, p_ba = prefer_both_orders(judge, pairs, "overall")
+    assert (judge.hits, judge.computed, judge.failed) == (0, 30, 0)
+    np.testing.assert_array_equal(np.concatenate([p_ab, p_ba]),
+                                  sim.prefer(pairs + [(b, a) for a, b in pairs], "overall"))
+    rows = {(r[3], r[4]): r[5] for r in store.rows(sim.judge_id)}
+    assert len(rows) == 30
+    for (a, b), x, y in zip(pairs, p_ab, p_ba):
+        ha, hb = store.content_hash(a.path), store.content_hash(b.path)
+        assert rows[(ha, hb)] == x and rows[(hb, ha)] == y  # two rows, order swapped
+    bias, n = judge.position_bias("overall")
+    assert n == 15 and bias == pytest.approx(position_bias(p_ab, p_ba)) and bias == pytest.approx(0.4)
+    # Asked again, in another order and with repeats: everything from the store.
+    again = CachedJudge(sim, store, batch_size=4, progress=False).prefer(pairs[::-1] + pairs[:2], "overall")
+    np.testing.assert_array_equal(again, np.concatenate([p_ab[::-1], p_ab[:2]]))
+
+
+def test_shard_covers_every_pair_once():
+    items = list(range(11))
+    shards = [shard(items, r, 3) for r in range(3)]
+    assert sorted(sum(shards, [])) == items and max(map(len, shards)) - min(map(len, shards)) <= 1
+
+
+def test_two_processes_write_one_store_without_duplicates(tmp_path):
+    records = _images(tmp_path / "img", 12)
+    store_path = tmp_path / "j.sqlite"
+    cmd = [sys.executable, str(WORKER), str(store_path), str(tmp_path / "img"), "--judge", "simulated",
+           "--batch-size", "1", "--world-size", "2"]  # one commit per pair: the most lock contention
+    procs = [subprocess.Popen(cmd + ["--rank", str(r)], stdout=subprocess.PIPE, text=True) for r in range(2)]
+    results = [json.loads(p.communicate(timeout=120)[0]) for p in procs]
+    assert all(p.returncode == 0 for p in procs)
+    assert sorted(r["computed"] for r in results) == [66, 66] and all(r["hits"] == 0 for r in results)
+    store = JudgmentStore(store_path)
+    rows = store.rows()
+    keys = {(r[3], r[4]) for r in rows}
+    hashes = [store.content_hash(r.path) for r in records]
+    assert len(rows) == len(keys) == 132
+    assert keys == {(a, b) for a in hashes for b in hashes if a != b}
+    # The values are the judge's: the same as judging in this process.
+    sim = SimulatedJudge()
+    pairs = [(a, b) for a in records for b in records if a is not b]
+    np.testing.assert_array_equal(CachedJudge(sim, store, progress=False).lookup(pairs, "overall"),
+                                  sim.prefer(pairs, "overall"))

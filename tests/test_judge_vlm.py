@@ -1,0 +1,166 @@
+import json
+import signal
+import sqlite3
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from psdistill.data.records import ImageRecord
+from psdistill.errors import ConfigError, PsdistillError
+from psdistill.judge.base import prefer_both_orders
+from psdistill.judge.cached import CachedJudge
+from psdistill.judge.prompts import list_prompt_sets, load_prompt_set, prompt_hash
+from psdistill.judge.store import JudgmentStore
+from psdistill.judge.vlm import VLMJudge, VLMJudgeConfig
+from psdistill.models.loading import ModelConfig
+from psdistill.models.tiny import tiny_qwen3_vl
+
+WORKER = Path(__file__).parent / "_judge_worker.py"
+MODEL_ID = ModelConfig().model_id
+
+
+@pytest.fixture(scope="module")
+def tiny():
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)  # tiny matrices: one thread is faster, and the cores are shared
+    yield tiny_qwen3_vl(seed=0)
+    torch.set_num_threads(threads)
+
+
+def _images(folder: Path, sizes) -> list[ImageRecord]:
+    folder.mkdir(parents=True, exist_ok=True)
+    rng = np.random.default_rng(1)
+    records = []
+    for k, (w, h) in enumerate(sizes):
+        path = folder / f"img{k:02d}.png"
+        Image.fromarray(rng.integers(0, 255, (h, w, 3), dtype=np.uint8)).save(path)
+        records.append(ImageRecord(id=path.stem, path=str(path)))
+    return records
+
+
+def _stock_reference(model, processor, text, answer_ids, pair) -> float:
+    """One pair through the processor and the model's plain forward, as any user would run it."""
+    inputs = processor(text=[text], images=[[Image.open(r.path).convert("RGB") for r in pair]], return_tensors="pt")
+    with torch.no_grad():
+        logits = model(**inputs).logits[0, -1, answer_ids]
+    return float(torch.softmax(logits.float(), -1)[0])
+
+
+# Mixed sizes: 2x2, 3x1.5 (rounded), 1x2, ... merged-token grids, so batches mix sequence lengths.
+SIZES = [(64, 64), (96, 48), (40, 80), (64, 64), (128, 96), (50, 50), (32, 128)]
+
+
+def test_batched_vision_reuse_equals_one_pair_at_a_time(tiny, tmp_path):
+    model, processor = tiny
+    records = _images(tmp_path, SIZES)
+    pairs = [(a, b) for a in records for b in records if a is not b]
+    fast = VLMJudge(model, processor, VLMJudgeConfig(batch_size=5, vision_cache_images=3), model_id=MODEL_ID)
+    assert fast.reuse_vision
+    p_fast = fast.prefer(pairs, "overall")
+    p_stock = VLMJudge(model, processor, VLMJudgeConfig(batch_size=5, reuse_vision=False), model_id=MODEL_ID) \
+        .prefer(pairs, "overall")
+    p_single = VLMJudge(model, processor, VLMJudgeConfig(batch_size=1, reuse_vision=False), model_id=MODEL_ID) \
+        .prefer(pairs, "overall")
+    text = fast.prompts.render(processor, "overall")
+    reference = [_stock_reference(model, processor, text, fast.answer_ids, pair) for pair in pairs[::7]]
+    np.testing.assert_allclose(p_fast, p_single, atol=1e-4)
+    np.testing.assert_allclose(p_stock, p_single, atol=1e-4)
+    np.testing.assert_allclose(p_fast[::7], reference, atol=1e-4)
+    assert len(fast._encoded) == 3  # the LRU bound held, and results did not depend on it
+    # A second call reuses the encoded images and gives the same answers.
+    np.testing.assert_allclose(fast.prefer(pairs[:6], "overall"), p_fast[:6], atol=1e-6)
+    # The readout is a probability that depends on the images, not a constant.
+    assert np.all((p_fast > 0) & (p_fast < 1)) and np.ptp(p_fast) > 1e-4
+
+
+def test_both_orders_are_stored_as_two_rows(tiny, tmp_path):
+    model, processor = tiny
+    records = _images(tmp_path / "img", SIZES[:4])
+    pairs = [(records[0], records[1]), (records[2], records[3]), (records[1], records[3])]
+    vlm = VLMJudge(model, processor, VLMJudgeConfig(prompt_set="photo"), model_id=MODEL_ID)
+    store = JudgmentStore(tmp_path / "j.sqlite")
+    judge = CachedJudge(vlm, store, batch_size=2, progress=False)
+    p, p_ab, p_ba = prefer_both_orders(judge, pairs, "composition")
+    assert judge.computed == 6 and judge.hits == 0
+    rows = {(r[3], r[4]): r for r in store.rows()}
+    assert len(rows) == 6
+    for (a, b), x, y in zip(pairs, p_ab, p_ba):
+        ha, hb = store.content_hash(a.path), store.content_hash(b.path)
+        assert rows[(ha, hb)][5] == pytest.approx(x) and rows[(hb, ha)][5] == pytest.approx(y)
+        assert rows[(ha, hb)][1] == vlm.prompt_hash("composition") and rows[(ha, hb)][2] == "composition"
+    assert rows[(ha, hb)][0] == vlm.judge_id and MODEL_ID in vlm.judge_id
+    bias, n = judge.position_bias("composition")
+    assert n == 3 and np.isfinite(bias)
+    # Judging again: all from the store.
+    prefer_both_orders(judge, pairs, "composition")
+    assert judge.computed == 6 and judge.hits == 6
+
+
+def test_multi_token_answer_word_fails_loudly(tiny, tmp_path):
+    model, processor = tiny
+    data = dict(name="bad", system="", labels=["Image A:", "Image B:"], question="Better in {criterion}?",
+                answers=["zebra", "B"], dimensions={"overall": "overall quality"})
+    path = tmp_path / "bad.yaml"
+    path.write_text(json.dumps(data))  # JSON is YAML
+    with pytest.raises(PsdistillError, match=r"answer word 'zebra' is [2-9] tokens \["):
+        VLMJudge(model, processor, VLMJudgeConfig(prompt_set=str(path)), model_id=MODEL_ID)
+
+
+def test_prompt_sets_render_with_the_chat_template(tiny):
+    _, processor = tiny
+    assert {"painting", "photo"} <= set(list_prompt_sets())
+    painting = load_prompt_set("painting")
+    assert len(painting.dimensions) == 5 and "overall" in painting.dimensions
+    text = painting.render(processor, "brushwork")
+    assert text.count("<|image_pad|>") == 2 and text.endswith("<|im_start|>assistant\n")
+    assert "brush strokes" in text and painting.system in text
+    hashes = {prompt_hash(painting.render(processor, d), painting.answers) for d in painting.dimensions}
+    assert len(hashes) == 5
+    assert prompt_hash(text, ("1", "2")) != prompt_hash(text, painting.answers)
+    with pytest.raises(ConfigError, match="no dimension 'sharpness'"):
+        painting.render(processor, "sharpness")
+    with pytest.raises(ConfigError, match="neither a bundled prompt set"):
+        load_prompt_set("no-such-set")
+
+
+def _count_rows(path) -> int:
+    try:
+        with sqlite3.connect(path, timeout=10) as conn:
+            return conn.execute("SELECT count(*) FROM judgments").fetchone()[0]
+    except sqlite3.OperationalError:  # not created yet
+        return 0
+
+
+def test_sigkill_mid_run_then_resume_computes_only_the_missing_pairs(tmp_path):
+    n = 10  # 90 ordered pairs in 45 batches
+    records = _images(tmp_path / "img", [(64, 64)] * n)
+    store_path, go = tmp_path / "j.sqlite", tmp_path / "go"
+    cmd = [sys.executable, str(WORKER), str(store_path), str(tmp_path / "img"), "--judge", "tiny", "--batch-size", "2"]
+    first = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
+    # The resuming process loads meanwhile (imports are most of its run time) and waits for `go`.
+    resumed = subprocess.Popen(cmd + ["--start-when", str(go)], stdout=subprocess.PIPE, text=True)
+    deadline = time.time() + 90
+    while _count_rows(store_path) < 10 and first.poll() is None and time.time() < deadline:
+        time.sleep(0.02)
+    first.send_signal(signal.SIGKILL)
+    first.wait()
+    done = _count_rows(store_path)
+    assert 10 <= done < n * (n - 1), "the worker was not killed mid-run"
+    assert done % 2 == 0  # whole batches only: the batch in flight is lost, never half-stored
+    go.touch()
+    out, _ = resumed.communicate(timeout=120)
+    assert resumed.returncode == 0
+    assert json.loads(out) == {"hits": done, "computed": n * (n - 1) - done, "known": n * (n - 1)}
+    store = JudgmentStore(store_path)
+    rows = store.rows()
+    keys = {(r[3], r[4]) for r in rows}
+    hashes = [store.content_hash(r.path) for r in records]
+    assert len(rows) == len(keys) == n * (n - 1)
+    assert keys == {(a, b) for a in hashes for b in hashes if a != b}
+    assert all(0 < r[5] < 1 for r in rows)
