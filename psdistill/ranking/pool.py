@@ -1,0 +1,366 @@
+"""The Elo reference pool: calibrated pseudo-scores from O(N k) judgments instead of O(N^2).
+
+(Named after PSDistill's "Elo reference pool"; the scores are Bradley-Terry logits, the model
+that online Elo approximates, fitted in batch so that they do not depend on the order of the
+judgments.)
+
+1. Choose k references spanning the quality range (`choose_references`: stratified on a prior
+   score when one is given, else at random).
+2. Calibrate them among themselves: all k (k - 1) / 2 pairs, in both presentation orders, in one
+   judge call. The two orders give the judge's position bias and one debiased outcome per pair;
+   a Bradley-Terry fit of those gives the references' scores and covariance.
+3. Place every other item by judgments against the references only, whose scores stay fixed.
+   Each item has a Gaussian posterior (Laplace approximation) on the same latent logit scale.
+   - fixed pool (``adaptive=False``, as in PSDistill): every item meets every reference.
+   - adaptive pool: in rounds, each unfinished item meets the reference with the largest expected
+     Fisher information under its current posterior (the one nearest its current estimate, so
+     the sequence is a noisy binary search, cf. Waeber, Frazier & Henderson 2013), and stops once
+     its posterior sd is small enough. Each round is one batched judge call for all unfinished items.
+
+The judge's answers are soft, correlated across the two orders of a pair and not Bernoulli
+draws, so the likelihood is a quasi-likelihood (McCullagh & Nelder 1989, ch. 9): its dispersion
+phi, the deviance per degree of freedom (first on the reference round-robin, at the end pooled
+over every comparison; steadier than Pearson's X^2 when some fitted probabilities are extreme),
+scales every variance. The confidence of a training pair is then the posterior probability
+P(s_i > s_j) (`pair_confidence`).
+
+Everything after the choice of references is a deterministic function of the judge's answers,
+so rerunning with the same seed against a judge that caches its answers replays the same pairs.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Callable, Optional
+
+import numpy as np
+from scipy.special import expit, logit, ndtr, xlogy
+
+from psdistill.errors import ConfigError, DataError
+from psdistill.ranking.design import choose_references
+from psdistill.ranking.pairwise import fit_bradley_terry
+from psdistill.ranking.utils import ConvergenceError
+
+__all__ = ["ReferencePoolConfig", "PoolResult", "run_reference_pool", "pair_confidence", "to_rating_scale"]
+
+Judge = Callable[[np.ndarray], np.ndarray]
+
+_EPS = 1e-6  # judge probabilities are clipped to [eps, 1 - eps] before taking logits
+_GH_X, _GH_W = np.polynomial.hermite_e.hermegauss(16)
+_GH_W = _GH_W / _GH_W.sum()  # E[f(Z)], Z ~ N(0, 1), as sum(w * f(x))
+
+
+@dataclass
+class ReferencePoolConfig:
+    """Reference pool settings (`run_reference_pool`).
+
+    The defaults are this project's choices (PAPER_NOTES section 3: the paper gives none).
+    """
+
+    k: int = field(default=16, metadata={"help": "number of reference items, calibrated round-robin"})
+    adaptive: bool = field(default=True, metadata={
+        "help": "pick each item's next reference from its posterior and stop early; "
+                "false: every item meets every reference"})
+    max_comparisons_per_item: Optional[int] = field(default=None, metadata={
+        "help": "adaptive only: most references an item meets (one pair each, judged in both orders "
+                "if both_orders); empty: k"})
+    stop_sd: float = field(default=0.3, metadata={
+        "help": "adaptive only: stop placing an item once its posterior sd on the latent logit scale is "
+                "below this (0: never stop early)"})
+    both_orders: bool = field(default=True, metadata={
+        "help": "judge each item-reference pair in both orders (the references always are)"})
+    alpha: float = field(default=0.01, metadata={
+        "help": "precision of the N(0, 1/alpha) prior on reference scores; "
+                "keeps them finite when the judge is certain"})
+    estimate_dispersion: bool = field(default=True, metadata={
+        "help": "scale variances by the quasi-likelihood dispersion measured on the references"})
+    seed: int = field(default=0, metadata={"help": "seeds the choice of references"})
+
+    def __post_init__(self):
+        if isinstance(self.k, bool) or not isinstance(self.k, int) or self.k < 3:
+            raise ConfigError(f"k: need an integer >= 3 (the dispersion needs k - 1 < k (k - 1) / 2), got {self.k!r}")
+        cap = self.max_comparisons_per_item
+        if cap is not None:
+            if not self.adaptive and cap != self.k:
+                raise ConfigError(f"max_comparisons_per_item: only the adaptive pool stops early; with "
+                                  f"adaptive=false every item meets all k={self.k} references (leave it empty)")
+            if not 1 <= cap <= self.k:
+                raise ConfigError(f"max_comparisons_per_item: need 1 <= value <= k={self.k} (pairs are not "
+                                  f"repeated), got {cap}")
+        if not (np.isfinite(self.stop_sd) and self.stop_sd >= 0):
+            raise ConfigError(f"stop_sd: need a finite value >= 0, got {self.stop_sd}")
+        if not (np.isfinite(self.alpha) and self.alpha > 0):
+            raise ConfigError(f"alpha: need a finite value > 0, got {self.alpha}")
+
+
+@dataclass(frozen=True)
+class PoolResult:
+    """Output of `run_reference_pool`.
+
+    ``mu``, ``var``: posterior mean and variance of every item on the latent logit scale.
+    ``comparisons``: every judgment in the order asked, an (m, 3) float array of (first index,
+    second index, P(first preferred) as the judge answered). ``n_judge_calls``: number of
+    (batched) judge calls. ``n_references_met``: how many references each item was compared with
+    (k - 1 for a reference). ``position_bias``: the judge's logit shift toward the first-shown
+    item, measured on the references. ``dispersion``: the quasi-likelihood dispersion phi.
+    """
+
+    mu: np.ndarray
+    var: np.ndarray
+    reference_ids: np.ndarray
+    comparisons: np.ndarray
+    n_judge_calls: int
+    n_references_met: np.ndarray
+    position_bias: float
+    dispersion: float
+
+
+def run_reference_pool(n_items: int, judge: Judge, config: ReferencePoolConfig = ReferencePoolConfig(),
+                       prior=None, rng=None) -> PoolResult:
+    """Score ``n_items`` items with judgments against a calibrated reference pool.
+
+    Parameters
+    ----------
+    n_items : int
+        Number of items, 0..n_items-1 (the judge sees only these indices).
+    judge : callable
+        ``judge(pairs)`` with ``pairs`` an (m, 2) int array in presentation order returns an (m,)
+        array of P(first item preferred). Called once per round with every pair of the round.
+    config : ReferencePoolConfig
+    prior : array_like, shape (n_items,), optional
+        A cheap prior score per item (e.g. the judge's zero-shot pointwise score). Used to choose
+        the references (stratified) and, through its regression on the reference scores, as each
+        item's prior mean. Without it the prior is the references' mean and variance.
+    rng : int or numpy.random.Generator, optional
+        Seeds the choice of references; default ``config.seed``.
+
+    Returns
+    -------
+    PoolResult
+
+    Raises
+    ------
+    DataError
+        If ``n_items <= k``, the prior is malformed, or the judge returns a wrong shape or values
+        outside [0, 1].
+    ConvergenceError
+        If a fit fails to converge.
+    """
+    cfg = config
+    if n_items <= cfg.k:
+        raise DataError(f"n_items: the pool needs more items than references (k={cfg.k}), got {n_items}")
+    refs = choose_references(n_items, cfg.k, prior, cfg.seed if rng is None else rng)
+    log: list[np.ndarray] = []
+
+    def ask(pairs: np.ndarray) -> np.ndarray:
+        p = np.asarray(judge(pairs), dtype=float)
+        if p.shape != (len(pairs),) or not np.all((p >= 0) & (p <= 1)):
+            bad = " with values outside [0, 1] or NaN" if p.shape == (len(pairs),) else ""
+            raise DataError(f"judge: must return one probability in [0, 1] per pair, shape ({len(pairs)},); "
+                            f"got shape {p.shape}{bad}")
+        log.append(np.column_stack([pairs, p]))
+        return p
+
+    # -- 2. calibrate the references: round-robin, both orders, one call
+    k = cfg.k
+    ii, jj = np.triu_indices(k, 1)
+    pairs = np.column_stack([refs[ii], refs[jj]])
+    p = ask(np.concatenate([pairs, pairs[:, ::-1]]))
+    l_ab, l_ba = _logit(p[: len(ii)]), _logit(p[len(ii):])
+    bias = float(np.mean(l_ab + l_ba) / 2)  # logit p_ab = d + b, logit p_ba = -d + b
+    y_ref = expit((l_ab - l_ba) / 2)
+    fit = fit_bradley_terry(k, np.column_stack([ii, jj]), y_ref, alpha=cfg.alpha)
+    phi, dev_ref, df_ref = 1.0, _deviance(y_ref, expit(fit.params[ii] - fit.params[jj])), len(ii) - (k - 1)
+    if cfg.estimate_dispersion:
+        phi = dev_ref / df_ref
+        fit = fit_bradley_terry(k, np.column_stack([ii, jj]), y_ref, weights=np.full(len(ii), 1 / phi),
+                                alpha=cfg.alpha, initial_params=fit.params)
+    # Only score differences are identified; the prior's common shift (variance 1 / (alpha k))
+    # moves every item with the references and is projected out: C = P cov P, P = I - 11^T / k.
+    centre = np.eye(k) - 1 / k
+    mu_ref, cov_ref = fit.params, centre @ fit.cov @ centre
+    var_ref = np.diag(cov_ref).copy()
+
+    # -- 3. place the other items
+    others = np.setdiff1d(np.arange(n_items), refs)
+    prior_mu, prior_var = _item_prior(others, refs, mu_ref, var_ref, prior)
+    cap = k if not cfg.adaptive or cfg.max_comparisons_per_item is None else cfg.max_comparisons_per_item
+
+    def observe(rows, cols, rnd):
+        item, ref = others[rows], refs[cols]
+        if cfg.both_orders:
+            p = ask(np.concatenate([np.column_stack([item, ref]), np.column_stack([ref, item])]))
+            return expit((_logit(p[: len(rows)]) - _logit(p[len(rows):])) / 2)
+        # alternate which side is shown first, and remove the bias measured on the references
+        first = (rows + rnd) % 2 == 0
+        shown = np.where(first[:, None], np.column_stack([item, ref]), np.column_stack([ref, item]))
+        l = _logit(ask(shown)) - bias
+        return expit(np.where(first, l, -l))
+
+    y, post_mu, post_var = _placement(observe, mu_ref, cov_ref, prior_mu, prior_var, phi, cap, cfg.adaptive,
+                                      cfg.stop_sd)
+
+    if cfg.estimate_dispersion:
+        # Pool the dispersion over every comparison: the adaptive pool asks mostly close pairs,
+        # whose answers scatter differently about the fit than the round-robin's.
+        # Each item spends one effective parameter less the share its prior carries,
+        # h = 1 - 1 / (v0 * posterior curvature), the trace of a penalised fit's hat matrix.
+        seen = ~np.isnan(y)
+        f = expit(post_mu[:, None] - mu_ref[None, :])
+        dev_items = _deviance(y[seen], f[seen])
+        curv = np.sum(np.where(seen, f * (1 - f), 0.0), axis=1) / phi + 1 / prior_var
+        used = np.sum(1 - 1 / (prior_var * curv))
+        pooled = (dev_ref + dev_items) / (df_ref + seen.sum() - used)
+        cov_ref, var_ref = cov_ref * pooled / phi, var_ref * pooled / phi
+        phi = pooled
+        post_mu, post_var = _place(y, mu_ref, cov_ref, prior_mu, prior_var, phi, post_mu)
+    mu, var = np.empty(n_items), np.empty(n_items)
+    mu[refs], var[refs] = mu_ref, var_ref
+    mu[others], var[others] = post_mu, post_var
+    n_met = np.full(n_items, k - 1)
+    n_met[others] = (~np.isnan(y)).sum(axis=1)
+    return PoolResult(mu=mu, var=var, reference_ids=refs, comparisons=np.concatenate(log), n_judge_calls=len(log),
+                      n_references_met=n_met, position_bias=bias, dispersion=phi)
+
+
+def _logit(p):
+    return logit(np.clip(p, _EPS, 1 - _EPS))
+
+
+def _placement(observe, mu_ref, cov_ref, prior_mu, prior_var, phi, cap, adaptive, stop_sd):
+    """Judge items against references in rounds; return (outcomes (n, k), posterior mean, variance).
+
+    ``observe(rows, cols, round)`` returns the debiased outcomes of items ``rows`` against
+    references ``cols``. A fixed pool asks every pair in one round; an adaptive one asks each
+    unfinished item's most informative unused reference per round (a pair is never asked twice).
+    """
+    n, k = len(prior_mu), len(mu_ref)
+    used = np.zeros((n, k), bool)
+    y = np.full((n, k), np.nan)
+    post_mu, post_var = prior_mu.copy(), prior_var.copy()
+    var_ref = np.diag(cov_ref)
+    active = np.arange(n)
+    for rnd in range(cap if adaptive else 1):
+        if adaptive:
+            rows, cols = active, _most_informative(post_mu[active], post_var[active], mu_ref, var_ref, used[active])
+        else:
+            rows, cols = np.nonzero(~used)
+        y[rows, cols] = observe(rows, cols, rnd)
+        used[rows, cols] = True
+        post_mu, post_var = _place(y, mu_ref, cov_ref, prior_mu, prior_var, phi, post_mu)
+        met = (~np.isnan(y[active])).sum(axis=1)
+        active = active[(np.sqrt(post_var[active]) > stop_sd) & (met < cap)]
+        if not len(active):
+            break
+    return y, post_mu, post_var
+
+
+def _deviance(y, fitted) -> float:
+    """Binomial deviance of soft outcomes y about fitted means p:
+    2 sum [y log(y / p) + (1 - y) log((1 - y) / (1 - p))]."""
+    return float(2 * np.sum(xlogy(y, y / fitted) + xlogy(1 - y, (1 - y) / (1 - fitted))))
+
+
+def _item_prior(others, refs, mu_ref, var_ref, prior):
+    """Empirical-Bayes prior N(m0, v0) for each non-reference item on the references' scale.
+
+    With a prior score, the least-squares line of reference score on prior score predicts each
+    item's mean, with the residual variance (plus the mean reference variance) as its variance;
+    without one, every item starts at the references' mean and variance.
+    """
+    if prior is None:
+        return np.full(len(others), mu_ref.mean()), np.full(len(others), np.var(mu_ref, ddof=1))
+    x = np.asarray(prior, dtype=float)
+    slope, intercept = np.polyfit(x[refs], mu_ref, 1)
+    resid = mu_ref - (slope * x[refs] + intercept)
+    v0 = np.sum(resid ** 2) / (len(refs) - 2) + var_ref.mean()
+    return slope * x[others] + intercept, np.full(len(others), v0)
+
+
+def _most_informative(m, v, mu_ref, var_ref, used):
+    """Per item, the unused reference maximising E[F'(s - mu_r)] with s - mu_r ~ N(m - mu_r, v + var_r):
+    the expected Fisher information of one more comparison, which for a Gaussian posterior is the
+    comparison that most shrinks its variance. Gauss-Hermite quadrature, (items, k, nodes)."""
+    d = (m[:, None] - mu_ref[None, :])[..., None] + np.sqrt(v[:, None] + var_ref[None, :])[..., None] * _GH_X
+    f = expit(d)
+    info = np.sum(f * (1 - f) * _GH_W, axis=-1)
+    info[used] = -np.inf
+    return np.argmax(info, axis=1)
+
+
+def _place(y, mu_ref, cov_ref, prior_mu, prior_var, phi, start, max_iter=100, tol=1e-10):
+    """Laplace posterior of each item's score against fixed references, vectorised over items.
+
+    Maximises sum_r [y_r log F(s - mu_r) + (1 - y_r) log F(mu_r - s)] / phi - (s - m0)^2 / (2 v0)
+    by Newton's method (the log-posterior is concave, so the step is damped only against overshoot).
+    The variance adds the references' own uncertainty by the delta method: s moves with mu_r by
+    g_r = c_r / (sum(c) + 1 / v0), c_r being comparison r's curvature, adding g^T C_ref g.
+    """
+    seen = ~np.isnan(y)
+    y0 = np.where(seen, y, 0.0)
+    s = start.copy()
+    for _ in range(max_iter):
+        f = expit(s[:, None] - mu_ref[None, :])
+        grad = np.sum(np.where(seen, y0 - f, 0.0), axis=1) / phi - (s - prior_mu) / prior_var
+        curv = np.sum(np.where(seen, f * (1 - f), 0.0), axis=1) / phi + 1 / prior_var
+        step = np.clip(grad / curv, -2.0, 2.0)
+        s += step
+        if np.max(np.abs(step)) < tol:
+            break
+    else:
+        raise ConvergenceError(f"item placement: Newton did not converge in {max_iter} iterations "
+                               f"(largest step {np.max(np.abs(step)):.2e})")
+    f = expit(s[:, None] - mu_ref[None, :])
+    c = np.where(seen, f * (1 - f), 0.0) / phi
+    total = c.sum(axis=1) + 1 / prior_var
+    g = c / total[:, None]
+    return s, 1 / total + np.einsum("nk,kl,nl->n", g, cov_ref, g)
+
+
+def pair_confidence(mu, var, i, j) -> np.ndarray:
+    """P(s_i > s_j) = Phi((mu_i - mu_j) / sqrt(var_i + var_j)) for independent Gaussian posteriors.
+
+    ``i`` and ``j`` are index arrays (or scalars) of the same shape. It is the posterior
+    probability that i is better, not a sigmoid of the score gap: the same gap is near-certain
+    between two well-placed items and a coin flip between two barely judged ones. Two exact,
+    equal scores (zero variance) give 0.5.
+    """
+    mu, var = np.asarray(mu, dtype=float), np.asarray(var, dtype=float)
+    sd = np.sqrt(np.maximum(var[i] + var[j], 1e-24))
+    return ndtr((mu[i] - mu[j]) / sd)
+
+
+def to_rating_scale(mu, var, lo: float, hi: float, anchors=None):
+    """Map latent scores and variances affinely to the rating scale: (a mu + b, a^2 var).
+
+    With ``anchors`` (one rating per item, NaN where unrated; at least two distinct rated items)
+    ``a, b`` are the least-squares line of rating on score over the rated items, so anchored items
+    land near their ratings and the rest follow; scores are not clipped, an item better than every
+    anchor may land above ``hi``. Without anchors the lowest score maps to ``lo`` and the highest
+    to ``hi``.
+
+    Raises
+    ------
+    DataError
+        If ``lo >= hi``, the anchors are malformed or too few, all scores are equal, or the
+        ratings decrease with the scores (a negative slope: check the rating direction).
+    """
+    mu, var = np.asarray(mu, dtype=float), np.asarray(var, dtype=float)
+    if not lo < hi:
+        raise DataError(f"rating scale: need lo < hi, got [{lo}, {hi}]")
+    if anchors is None:
+        spread = mu.max() - mu.min()
+        if not spread > 0:
+            raise DataError("mu: all scores are equal; there is no range to map onto the rating scale")
+        slope = (hi - lo) / spread
+        return lo + slope * (mu - mu.min()), slope ** 2 * var
+    r = np.asarray(anchors, dtype=float)
+    if r.shape != mu.shape:
+        raise DataError(f"anchors: need one rating (or NaN) per item, shape {mu.shape}, got {r.shape}")
+    rated = np.isfinite(r)
+    if rated.sum() < 2 or np.ptp(mu[rated]) == 0:
+        raise DataError(f"anchors: need at least two rated items with different scores, got {int(rated.sum())} rated")
+    slope, intercept = np.polyfit(mu[rated], r[rated], 1)
+    if slope <= 0:
+        raise DataError(f"anchors: ratings decrease as scores increase (slope {slope:.3g}); "
+                        "check that a higher rating means better")
+    return slope * mu + intercept, slope ** 2 * var

@@ -1,0 +1,243 @@
+"""Input checks, graph helpers, simulators and metrics shared by the ranking modules.
+
+Data conventions (as in choix): items are integers 0..n_items-1. A comparison is a row
+``(a, b)`` of an ``(m, 2)`` integer array in presentation order (``a`` shown first) and an outcome
+``p`` = P(a preferred over b): 1 if ``a`` won, 0 if ``b`` won, 0.5 for a tie, anything in between
+for a soft judgment (a VLM's answer probability). Without outcomes, the first item of each row won.
+"""
+from __future__ import annotations
+
+from typing import Callable
+
+import numpy as np
+from scipy.sparse import coo_matrix
+from scipy.sparse.csgraph import connected_components
+from scipy.special import expit, logit, ndtr, ndtri
+
+from psdistill.errors import DataError
+
+__all__ = [
+    "ConvergenceError",
+    "check_comparisons",
+    "check_connected",
+    "simulate_comparisons",
+    "simulated_judge",
+    "expected_calibration_error",
+]
+
+Judge = Callable[[np.ndarray], np.ndarray]
+
+
+class ConvergenceError(RuntimeError):
+    """An optimiser stopped before meeting its tolerance; the estimate is not returned."""
+
+
+def _rows(rows: np.ndarray, limit: int = 5) -> str:
+    rows = np.flatnonzero(rows)
+    more = f" and {len(rows) - limit} more" if len(rows) > limit else ""
+    return ", ".join(map(str, rows[:limit])) + more
+
+
+def check_comparisons(n_items, pairs, outcomes=None, weights=None, ties=None):
+    """Validate comparison data and return ``(a, b, y, w)`` as flat arrays.
+
+    Parameters
+    ----------
+    n_items : int
+        Number of items; indices must lie in ``0..n_items-1``.
+    pairs : array_like, shape (m, 2)
+        Integer item indices in presentation order.
+    outcomes : array_like, shape (m,), optional
+        P(first item preferred) in [0, 1]. Default: the first item won every comparison.
+    weights : array_like, shape (m,), optional
+        Non-negative weight of each comparison in the likelihood. Default 1.
+    ties : array_like of bool, shape (m,), optional
+        Rows that are ties; their outcome is set to 0.5 (half a win for each side).
+
+    Returns
+    -------
+    a, b : numpy.ndarray of int, shape (m,)
+    y, w : numpy.ndarray of float, shape (m,)
+
+    Raises
+    ------
+    DataError
+        On a malformed shape, an index outside ``0..n_items-1``, a self-comparison, a NaN or
+        out-of-range outcome, or a negative or non-finite weight. The message names the rows.
+    """
+    if isinstance(n_items, bool) or not isinstance(n_items, (int, np.integer)) or n_items < 2:
+        raise DataError(f"n_items: need an integer >= 2, got {n_items!r}")
+    raw = np.asarray(pairs)
+    if raw.ndim != 2 or raw.shape[1] != 2 or raw.shape[0] == 0:
+        raise DataError(f"pairs: need a non-empty (m, 2) array of item indices, got shape {raw.shape}")
+    if not np.issubdtype(raw.dtype, np.integer):
+        if not np.all(np.isfinite(raw)) or np.any(raw != np.round(raw)):
+            raise DataError("pairs: item indices must be integers (rows " + _rows(
+                ~np.all(np.isfinite(raw) & (raw == np.round(raw)), axis=1)) + ")")
+    raw = raw.astype(np.int64)
+    bad = np.any((raw < 0) | (raw >= n_items), axis=1)
+    if bad.any():
+        r = int(np.flatnonzero(bad)[0])
+        raise DataError(f"pairs: unknown item index in row(s) {_rows(bad)} (row {r} is {raw[r].tolist()}); "
+                        f"indices must be 0..{n_items - 1}")
+    same = raw[:, 0] == raw[:, 1]
+    if same.any():
+        r = int(np.flatnonzero(same)[0])
+        raise DataError(f"pairs: self-comparison in row(s) {_rows(same)} (row {r} compares item {raw[r, 0]} "
+                        "with itself); drop those rows")
+    m = raw.shape[0]
+    y = np.ones(m) if outcomes is None else _vector(outcomes, m, "outcomes")
+    if np.isnan(y).any():
+        raise DataError(f"outcomes: NaN in row(s) {_rows(np.isnan(y))}; drop those comparisons "
+                        "(an unanswered judgment carries no information) or mark real ties with 0.5")
+    if np.any((y < 0) | (y > 1)):
+        raise DataError(f"outcomes: P(first preferred) must be in [0, 1]; row(s) {_rows((y < 0) | (y > 1))}")
+    if ties is not None:
+        t = np.asarray(ties, dtype=bool)
+        if t.shape != (m,):
+            raise DataError(f"ties: need shape ({m},), got {t.shape}")
+        y = np.where(t, 0.5, y)
+    w = np.ones(m) if weights is None else _vector(weights, m, "weights")
+    if np.any(~np.isfinite(w) | (w < 0)):
+        raise DataError(f"weights: must be finite and >= 0; row(s) {_rows(~np.isfinite(w) | (w < 0))}")
+    return raw[:, 0].copy(), raw[:, 1].copy(), y, w
+
+
+def _vector(x, m: int, name: str) -> np.ndarray:
+    v = np.asarray(x, dtype=float)
+    if v.shape != (m,):
+        raise DataError(f"{name}: need one value per comparison, shape ({m},), got {v.shape}")
+    return v
+
+
+def check_connected(n_items: int, a, b, y=None, w=None, strong: bool = False) -> None:
+    """Raise `DataError` unless the comparison graph links every item to every other.
+
+    Only comparisons with positive weight count. Scores in different components have no common
+    scale, so a fit across them would report differences that no data supports.
+
+    With ``strong=True`` (needed for an unregularised maximum-likelihood fit) the test is Ford's
+    (1957) condition: the directed graph with an edge a -> b whenever a won some share of a
+    comparison with b must be strongly connected, else an item that never loses to the rest of the
+    data has an infinite maximum-likelihood score.
+    """
+    a, b = np.asarray(a), np.asarray(b)
+    keep = np.ones(len(a), bool) if w is None else np.asarray(w) > 0
+    if strong:
+        y = np.asarray(y, dtype=float)
+        win, lose = keep & (y > 0), keep & (y < 1)
+        src = np.concatenate([a[win], b[lose]])
+        dst = np.concatenate([b[win], a[lose]])
+    else:
+        src, dst = a[keep], b[keep]
+    graph = coo_matrix((np.ones(len(src)), (src, dst)), shape=(n_items, n_items))
+    n_comp, label = connected_components(graph, directed=strong, connection="strong" if strong else "weak")
+    if n_comp == 1:
+        return
+    sizes = np.bincount(label)
+    small = np.flatnonzero(label != np.argmax(sizes))
+    example = ", ".join(map(str, small[:8])) + (" ..." if len(small) > 8 else "")
+    if strong:
+        raise DataError(
+            f"the maximum-likelihood estimate does not exist: the win graph splits into {n_comp} strongly "
+            f"connected parts (e.g. items {example} never lose to, or never beat, the rest); "
+            "pass alpha > 0 for a regularised fit")
+    raise DataError(
+        f"comparison graph is disconnected: {n_comp} components of sizes {sorted(sizes.tolist(), reverse=True)[:8]}; "
+        f"items {example} are not linked to the largest one (add comparisons across the components "
+        "or fit each component separately)")
+
+
+def simulate_comparisons(params, pairs, model: str = "bt", position_bias: float = 0.0, seed=0):
+    """Draw hard outcomes (1 = first preferred) for ``pairs`` under a known model.
+
+    P(first preferred) = F(params[a] - params[b] + position_bias), with F the logistic function
+    (``model="bt"``) or the standard normal CDF (``model="thurstone"``).
+    """
+    params = np.asarray(params, dtype=float)
+    pairs = np.asarray(pairs)
+    d = params[pairs[:, 0]] - params[pairs[:, 1]] + position_bias
+    prob = expit(d) if model == "bt" else ndtr(d)
+    return (np.random.default_rng(seed).random(len(d)) < prob).astype(float)
+
+
+def _pair_uniform(i: np.ndarray, j: np.ndarray, seed: int) -> np.ndarray:
+    """A uniform in [0, 1) per unordered pair, the same whatever the order or batch it comes in.
+
+    splitmix64 (Steele et al. 2014) of the pair key: deterministic like a cached judge's answer.
+    """
+    lo, hi = np.minimum(i, j).astype(np.uint64), np.maximum(i, j).astype(np.uint64)
+    with np.errstate(over="ignore"):
+        z = (lo << np.uint64(32)) ^ hi ^ (np.uint64(seed) * np.uint64(0x9E3779B97F4A7C15))
+        z = (z ^ (z >> np.uint64(30))) * np.uint64(0xBF58476D1CE4E5B9)
+        z = (z ^ (z >> np.uint64(27))) * np.uint64(0x94D049BB133111EB)
+        z = z ^ (z >> np.uint64(31))
+    return (z >> np.uint64(11)).astype(np.float64) / 2.0**53
+
+
+def simulated_judge(quality, accuracy: float = 0.85, position_bias: float = 0.0, kind: str = "constant",
+                    seed: int = 0) -> Judge:
+    """A SIMULATED judge over item indices, for tests and benchmarks: ``judge(pairs) -> P(first preferred)``.
+
+    Both kinds give each unordered pair one verdict, whatever the order or batch it is asked in,
+    and add ``position_bias`` to the logit of the first-shown item, as a real VLM judge with a
+    consistent opinion and a bias toward the first image would.
+
+    - ``"constant"`` (as `psdistill.judge.simulated.SimulatedJudge`): every pair of distinct
+      quality is ordered correctly with probability ``accuracy``, however far apart the items are,
+      and the answer is p = expit(+-logit(accuracy) + position_bias).
+    - ``"graded"`` (Thurstone, 1927): the judge perceives ``s * (q_a - q_b) + e`` with
+      e ~ N(0, 1) per pair and answers expit(perceived + position_bias). Close pairs are hard and
+      distant ones easy; ``s`` is set so that the share of random pairs ordered correctly is ``accuracy``.
+    """
+    q = np.asarray(quality, dtype=float)
+    if kind == "constant":
+        strength = logit(accuracy)
+
+        def judge(pairs):
+            pairs = np.asarray(pairs)
+            i, j = pairs[:, 0], pairs[:, 1]
+            sign = np.sign(q[i] - q[j])
+            sign = np.where(_pair_uniform(i, j, seed) >= accuracy, -sign, sign)
+            return expit(sign * strength + position_bias)
+
+        return judge
+    if kind == "graded":
+        # |gap| of random pairs (all pairs up to 500 items, a fixed sample of 10^5 beyond)
+        if len(q) <= 500:
+            gaps = np.abs(np.subtract.outer(q, q))[np.triu_indices(len(q), 1)]
+        else:
+            ij = np.random.default_rng(seed).integers(0, len(q), (100_000, 2))
+            gaps = np.abs(q[ij[:, 0]] - q[ij[:, 1]])[ij[:, 0] != ij[:, 1]]
+        lo, hi = 1e-6, 1e6
+        for _ in range(60):  # bisection on log s: mean Phi(s |gap|) is increasing in s
+            s = np.sqrt(lo * hi)
+            lo, hi = (s, hi) if ndtr(s * gaps).mean() < accuracy else (lo, s)
+        scale = np.sqrt(lo * hi)
+
+        def judge(pairs):
+            pairs = np.asarray(pairs)
+            i, j = pairs[:, 0], pairs[:, 1]
+            e = ndtri(np.clip(_pair_uniform(i, j, seed), 1e-12, 1 - 1e-12))
+            e = np.where(i < j, e, -e)  # one perception per unordered pair, seen from either side
+            return expit(scale * (q[i] - q[j]) + e + position_bias)
+
+        return judge
+    raise ValueError(f"kind: use 'constant' or 'graded', got {kind!r}")
+
+
+def expected_calibration_error(confidence, correct, n_bins: int = 15) -> float:
+    """Expected calibration error (Naeini et al. 2015) of binary probabilities.
+
+    ``confidence`` is P(event) and ``correct`` whether the event happened. The probabilities are
+    folded to the predicted side (max(c, 1 - c)), binned into ``n_bins`` equal-width bins on
+    [0.5, 1], and the bin-size-weighted mean |accuracy - mean confidence| is returned.
+    """
+    c = np.asarray(confidence, dtype=float)
+    hit = np.asarray(correct, dtype=bool)
+    conf = np.maximum(c, 1 - c)
+    acc = np.where(c >= 0.5, hit, ~hit)
+    bins = np.minimum(((conf - 0.5) * 2 * n_bins).astype(int), n_bins - 1)
+    count = np.bincount(bins, minlength=n_bins)
+    gap = np.abs(np.bincount(bins, acc, n_bins) - np.bincount(bins, conf, n_bins))
+    return float(gap.sum() / max(count.sum(), 1))

@@ -1,0 +1,167 @@
+"""The reference pool on simulated judges: accuracy, linear cost, batching, determinism and
+calibrated pair confidences; plus pair_confidence and to_rating_scale."""
+import numpy as np
+import pytest
+from scipy.special import ndtr
+from scipy.stats import spearmanr
+
+from psdistill.errors import ConfigError, DataError
+from psdistill.ranking import (ReferencePoolConfig, expected_calibration_error, pair_confidence, reference_pool_pairs,
+                               run_reference_pool, simulated_judge, to_rating_scale)
+
+
+def _quality(n, seed=1):
+    return np.random.default_rng(seed).normal(size=n)
+
+
+class Recorder:
+    """Wraps a judge and keeps every batch it was asked."""
+
+    def __init__(self, judge):
+        self.judge, self.calls = judge, []
+
+    def __call__(self, pairs):
+        self.calls.append(np.array(pairs))
+        return self.judge(pairs)
+
+
+def _ece(result, q, seed=0, n=20000):
+    ij = np.random.default_rng(seed).integers(0, len(q), (n, 2))
+    ij = ij[ij[:, 0] != ij[:, 1]]
+    return expected_calibration_error(pair_confidence(result.mu, result.var, ij[:, 0], ij[:, 1]),
+                                      q[ij[:, 0]] > q[ij[:, 1]])
+
+
+@pytest.mark.parametrize("kind", ["constant", "graded"])
+def test_pool_ranks_items_from_a_judge_with_accuracy_085(kind):
+    q = _quality(500)
+    judge = simulated_judge(q, accuracy=0.85, position_bias=0.3, kind=kind, seed=3)
+    res = run_reference_pool(500, judge, ReferencePoolConfig(k=32, max_comparisons_per_item=10))
+    assert spearmanr(res.mu, q)[0] >= 0.9
+    assert res.position_bias == pytest.approx(0.3, abs=0.05)
+    assert np.all(res.var > 0) and len(res.comparisons) <= 32 * 31 + 468 * 2 * 10
+
+
+def test_cost_grows_linearly_with_the_number_of_items():
+    per_item = {}
+    for n in (200, 800):
+        cost = []
+        for seed in range(3):  # the stopping point depends on the draw of references: average
+            q = _quality(n, seed=n + seed)
+            res = run_reference_pool(n, simulated_judge(q, 0.85, kind="graded", seed=seed),
+                                     ReferencePoolConfig(k=12, seed=seed))
+            cost.append((len(res.comparisons) - 12 * 11) / (n - 12))  # beyond the round-robin
+            assert cost[-1] <= 2 * 12  # never more than every reference in both orders
+        per_item[n] = np.mean(cost)
+    assert 0.8 < per_item[800] / per_item[200] < 1.25, per_item  # all pairs would be 4x per item
+    fixed = reference_pool_pairs(800, np.arange(12))
+    assert len(fixed) == 12 * 11 + 788 * 12 * 2
+
+
+def test_adaptive_rounds_are_batched_one_pair_per_unfinished_item():
+    q = _quality(300)
+    rec = Recorder(simulated_judge(q, 0.85, kind="graded", seed=4))
+    res = run_reference_pool(300, rec, ReferencePoolConfig(k=10, max_comparisons_per_item=6, stop_sd=0.5))
+    assert res.n_judge_calls == len(rec.calls) <= 1 + 6
+    refs = set(res.reference_ids.tolist())
+    calib = rec.calls[0]
+    assert len(calib) == 10 * 9 and set(calib.ravel().tolist()) == refs  # both orders of all 45 pairs
+    assert {tuple(p) for p in calib} == {(a, b) for a in refs for b in refs if a != b}
+    seen = set()
+    for batch in rec.calls[1:]:
+        half = len(batch) // 2
+        np.testing.assert_array_equal(batch[half:], batch[:half, ::-1])  # each pair in both orders
+        items = batch[:half, 0]
+        assert len(set(items.tolist())) == half and not refs & set(items.tolist())
+        assert set(batch[:half, 1].tolist()) <= refs
+        pairs = set(map(tuple, batch[:half].tolist()))
+        assert not pairs & seen  # a pair is never asked twice
+        seen |= pairs
+    assert len(rec.calls[-1]) < len(rec.calls[1])  # items finish early
+
+
+def test_same_seed_and_answers_replay_the_same_pairs():
+    q = _quality(200)
+    judge = simulated_judge(q, 0.8, 0.2, kind="constant", seed=5)
+    cfg = ReferencePoolConfig(k=8, max_comparisons_per_item=5, seed=7)
+    a, b = run_reference_pool(200, judge, cfg), run_reference_pool(200, judge, cfg)
+    np.testing.assert_array_equal(a.comparisons, b.comparisons)
+    np.testing.assert_array_equal(a.mu, b.mu)
+    other = run_reference_pool(200, judge, ReferencePoolConfig(k=8, max_comparisons_per_item=5, seed=8))
+    assert set(other.reference_ids.tolist()) != set(a.reference_ids.tolist())
+
+
+def test_pair_confidences_are_calibrated_on_simulation():
+    q = _quality(600, seed=2)
+    graded = run_reference_pool(600, simulated_judge(q, 0.85, 0.3, kind="graded", seed=6),
+                                ReferencePoolConfig(k=16, max_comparisons_per_item=8))
+    fixed = run_reference_pool(600, simulated_judge(q, 0.85, 0.3, kind="constant", seed=6),
+                               ReferencePoolConfig(k=16, adaptive=False))
+    assert _ece(graded, q) <= 0.03
+    assert _ece(fixed, q) <= 0.03
+
+
+def test_single_order_placement_removes_the_measured_position_bias():
+    q = _quality(400, seed=3)
+    judge = simulated_judge(q, 0.85, position_bias=0.8, kind="graded", seed=8)
+    one = run_reference_pool(400, judge, ReferencePoolConfig(k=10, adaptive=False, both_orders=False))
+    two = run_reference_pool(400, judge, ReferencePoolConfig(k=10, adaptive=False))
+    assert len(one.comparisons) == 90 + 390 * 10 and len(two.comparisons) == 90 + 390 * 20
+    assert spearmanr(one.mu, q)[0] > 0.9
+    assert np.abs(one.mu - two.mu).max() < 0.05 * np.ptp(two.mu)
+
+
+def test_prior_scores_choose_references_across_the_range():
+    q = _quality(400, seed=4)
+    noisy_prior = q + np.random.default_rng(0).normal(scale=0.5, size=400)
+    res = run_reference_pool(400, simulated_judge(q, 0.85, kind="graded"), ReferencePoolConfig(k=10),
+                             prior=noisy_prior)
+    ranks = np.argsort(np.argsort(noisy_prior))[res.reference_ids]
+    assert np.all(np.diff(np.sort(ranks)) <= 2 * 40)  # one per stratum of 40 items
+    assert spearmanr(res.mu, q)[0] > 0.9
+
+
+def test_pair_confidence_is_the_posterior_probability():
+    mu, var = np.array([0.0, 1.0, 1.0, 3.0]), np.array([1.0, 3.0, 0.0, 0.0])
+    i, j = np.array([1, 0, 2, 2]), np.array([0, 1, 2, 3])
+    c = pair_confidence(mu, var, i, j)
+    np.testing.assert_allclose(c, [ndtr(1 / 2), ndtr(-1 / 2), 0.5, 0.0], atol=1e-12)
+    np.testing.assert_allclose(pair_confidence(mu, var, j, i) + c, 1.0)
+    # the same gap is surer between tight posteriors than loose ones
+    assert pair_confidence([1, 0], [0.01, 0.01], 0, 1) > pair_confidence([1, 0], [1, 1], 0, 1) > 0.5
+
+
+def test_to_rating_scale_with_and_without_anchors():
+    mu, var = np.array([-2.0, 0.0, 1.0, 2.0]), np.array([0.1, 0.2, 0.3, 0.4])
+    s, v = to_rating_scale(mu, var, 1, 9)
+    np.testing.assert_allclose(s, [1, 5, 7, 9])
+    np.testing.assert_allclose(v, var * 4)
+    anchors = np.array([np.nan, 5.0, 6.5, np.nan])  # rating = 5 + 1.5 mu on the anchored items
+    s, v = to_rating_scale(mu, var, 1, 10, anchors=anchors)
+    np.testing.assert_allclose(s, 5 + 1.5 * mu)
+    np.testing.assert_allclose(v, 2.25 * var)
+    with pytest.raises(DataError, match="ratings decrease"):
+        to_rating_scale(mu, var, 1, 10, anchors=np.array([np.nan, 6.5, 5.0, np.nan]))
+    with pytest.raises(DataError, match="at least two rated"):
+        to_rating_scale(mu, var, 1, 10, anchors=np.array([np.nan, 6.5, np.nan, np.nan]))
+
+
+@pytest.mark.parametrize("kwargs, match", [
+    ({"k": 2}, "^k: need an integer >= 3"),
+    ({"k": 8, "max_comparisons_per_item": 9}, "^max_comparisons_per_item: need 1 <= value <= k=8"),
+    ({"adaptive": False, "max_comparisons_per_item": 4}, "^max_comparisons_per_item: only the adaptive"),
+    ({"stop_sd": -0.1}, "^stop_sd"),
+    ({"alpha": 0.0}, "^alpha"),
+])
+def test_config_errors_name_the_field(kwargs, match):
+    with pytest.raises(ConfigError, match=match):
+        ReferencePoolConfig(**kwargs)
+
+
+def test_bad_judge_output_and_too_few_items_raise():
+    with pytest.raises(DataError, match="judge: must return one probability"):
+        run_reference_pool(50, lambda pairs: np.full(len(pairs) - 1, 0.5), ReferencePoolConfig(k=4))
+    with pytest.raises(DataError, match="judge: must return one probability"):
+        run_reference_pool(50, lambda pairs: np.full(len(pairs), np.nan), ReferencePoolConfig(k=4))
+    with pytest.raises(DataError, match="more items than references"):
+        run_reference_pool(4, lambda pairs: np.full(len(pairs), 0.5), ReferencePoolConfig(k=4))
