@@ -57,7 +57,8 @@ def _dispatch(argv) -> int:
         rest = ["--config", DEMO_CONFIG] + rest
     cfg = parse_config(PipelineConfig, rest)
     results = run_pipeline(cfg, stop_after=None if command in ("run", "demo") else command)
-    print_report(cfg, results)
+    if os.environ.get("RANK", "0") == "0":
+        print_report(cfg, results)
     return 0
 
 

@@ -3,7 +3,7 @@
     <run>/config.yaml              the resolved config
     <run>/data/manifest.csv        the images (the demo is built here when no manifest is given)
     <run>/judgments.sqlite         every judgment, keyed by judge, prompt, dimension, image hashes, order
-    <run>/comparisons.csv          the pairs the reference pool asked for, with debiased P(first better)
+    <run>/comparisons.csv          every judgment the reference pool asked for, in presentation order
     <run>/pseudo_scores.csv        posterior mean and variance per training image, on the rating scale
     <run>/student/                 the distilled scorer (adapter or weights + scorer_config.json)
     <run>/predictions/<scorer>.csv scores of every image by every scorer
@@ -77,6 +77,17 @@ class PipelineConfig:
     pool: ReferencePoolConfig = field(default_factory=ReferencePoolConfig)
     distill: DistillConfig = field(default_factory=DistillConfig)
     teacher_pointwise: bool = field(default=True, metadata={"help": "also score zero-shot with the base VLM"})
+    validate_on_held_out: int = field(default=40, metadata={
+        "help": "held-out images scored during training to log eval_srcc (monitoring only: no checkpoint "
+                "is selected on it); 0: none"})
+
+    def __post_init__(self):
+        # The rating scale belongs to the data; the student's output scale follows it.
+        default = DistillConfig().rating_scale
+        if list(self.distill.rating_scale) not in (list(default), list(self.data.rating_scale)):
+            raise ConfigError(f"distill.rating_scale: set data.rating_scale instead (got {self.distill.rating_scale}"
+                              f" and data.rating_scale {list(self.data.rating_scale)})")
+        self.distill.rating_scale = list(self.data.rating_scale)
 
 
 class Run:
@@ -136,7 +147,6 @@ def stage_data(run: Run) -> dict:
 
 def stage_judge(run: Run) -> dict:
     """Judge the training images against an Elo reference pool (both orders, cached)."""
-    from psdistill.judge.base import prefer_both_orders
     from psdistill.judge.cached import CachedJudge
     from psdistill.judge.store import JudgmentStore
     from psdistill.ranking import run_reference_pool
@@ -147,14 +157,14 @@ def stage_judge(run: Run) -> dict:
                         batch_size=run.cfg.judge.batch_size)
 
     def judge_indices(pairs: np.ndarray) -> np.ndarray:
-        p, _, _ = prefer_both_orders(judge, [(records[i], records[j]) for i, j in pairs], dim)
-        return p
+        # In presentation order: the pool schedules both orders itself and measures the bias.
+        return judge.prefer([(records[i], records[j]) for i, j in pairs], dim)
 
     result = run_reference_pool(len(records), judge_indices, run.cfg.pool)
     comparisons = np.asarray(result.comparisons, dtype=float)
     with open(run.path("comparisons.csv"), "w", newline="") as f:
         w = csv.writer(f)
-        w.writerow(["first_id", "second_id", "p_first_better"])
+        w.writerow(["first_id", "second_id", "p_first_preferred"])
         for i, j, p in comparisons:
             w.writerow([records[int(i)].id, records[int(j)].id, repr(float(p))])
     (run.path("pool.json")).write_text(json.dumps({
@@ -164,7 +174,8 @@ def stage_judge(run: Run) -> dict:
     }))
     return {"judge": judge.judge_id, "simulated": judge.simulated, "images": len(records),
             "references": len(result.reference_ids), "pair_judgments": int(len(comparisons)),
-            "judge_calls_per_image": round(2 * len(comparisons) / max(len(records), 1), 2),
+            "judgments_per_image": round(len(comparisons) / max(len(records), 1), 2),
+            "position_bias": round(float(result.position_bias), 3),
             "computed": judge.computed, "from_store": judge.hits}
 
 
@@ -208,9 +219,12 @@ def stage_distill(run: Run) -> dict:
 
     pseudo = read_pseudo_scores(run.path("pseudo_scores.csv"))
     train = [r for r in run.train_records if r.id in pseudo]
+    held_out = [r for r in run.records if r.category not in run.train_categories]
+    n_val = run.cfg.validate_on_held_out
+    val = [held_out[i] for i in np.linspace(0, len(held_out) - 1, n_val).astype(int)] if n_val and held_out else None
     out = train_student(train, pseudo, run.cfg.model, run.cfg.distill, run.path("student"),
-                        dimension=run.cfg.data.dimension)
-    return {"student": str(out), "train_images": len(train)}
+                        val_records=val, dimension=run.cfg.data.dimension)
+    return {"student": str(out), "train_images": len(train), "validation_images": len(val or [])}
 
 
 def stage_score(run: Run) -> dict:
@@ -220,7 +234,7 @@ def stage_score(run: Run) -> dict:
     dim = run.cfg.data.dimension
     scorers = {"student": lambda: StudentScorer.from_pretrained(run.path("student"))}
     if run.cfg.teacher_pointwise:
-        scorers["teacher-pointwise"] = lambda: StudentScorer.zero_shot(run.cfg.model, run.cfg.distill)
+        scorers["teacher-pointwise"] = lambda: StudentScorer.from_model_config(run.cfg.model, run.cfg.distill, dim)
     paths = {}
     for name, make in scorers.items():
         scores = make().score([r.path for r in run.records])
@@ -248,7 +262,7 @@ STAGES = (
     Stage("data", ("data",), stage_data, "checking images"),
     Stage("judge", ("data.dimension", "model", "judge", "pool"), stage_judge, "judging against the reference pool"),
     Stage("fit", ("data.rating_scale",), stage_fit, "fitting pseudo-scores"),
-    Stage("distill", ("model", "distill"), stage_distill, "distilling the single-pass scorer"),
+    Stage("distill", ("model", "distill"), stage_distill, "distilling the single-pass scorer", all_ranks=True),
     Stage("score", ("teacher_pointwise",), stage_score, "scoring every image in one pass"),
     Stage("evaluate", (), stage_evaluate, "evaluating against ground truth"),
 )
@@ -256,10 +270,24 @@ STAGE_NAMES = tuple(s.name for s in STAGES)
 
 
 def run_pipeline(cfg: PipelineConfig, stop_after: str | None = None, log=print) -> dict:
-    run = Run(cfg, log)
-    run.run_dir.mkdir(parents=True, exist_ok=True)
-    save_config(cfg, run.path("config.yaml"))
-    return run_stages(run, STAGES, stop_after=stop_after, log=log)
+    """Run the stages (all, or up to `stop_after`); under `accelerate launch` with several processes
+    the training runs data-parallel and the other stages on the main process."""
+    import os
+
+    state = None
+    if int(os.environ.get("WORLD_SIZE", "1")) > 1:
+        from accelerate import PartialState
+
+        state = PartialState()
+    run = Run(cfg, log if state is None or state.is_main_process else (lambda *a, **k: None))
+    if state is None or state.is_main_process:
+        run.run_dir.mkdir(parents=True, exist_ok=True)
+        save_config(cfg, run.path("config.yaml"))
+    try:
+        return run_stages(run, STAGES, stop_after=stop_after, log=run.log, state=state)
+    finally:
+        if state is not None:
+            state.destroy_process_group()  # gloo may hang on exit otherwise
 
 
 def print_report(cfg: PipelineConfig, results: dict, out=print) -> None:
@@ -273,7 +301,7 @@ def print_report(cfg: PipelineConfig, results: dict, out=print) -> None:
         label = "  (SIMULATED judge: reads ground truth)" if judge["simulated"] else ""
         out(f"  judge: {judge['judge']}{label}")
         out(f"  {judge['images']} training images, {judge['references']} references, "
-            f"{judge['judge_calls_per_image']} judge calls per image")
+            f"{judge['judgments_per_image']} judgments per image, position bias {judge['position_bias']:+.2f} logit")
     evaluation = results.get("evaluate", {}).get("summary")
     if evaluation:
         for line in evaluation["headline"]:

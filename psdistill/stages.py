@@ -23,6 +23,7 @@ class Stage:
     sections: tuple[str, ...]  # config sections (dotted) whose values decide this stage's result
     run: Callable[[Any], dict]  # takes the run context, returns a JSON-able summary
     description: str = ""
+    all_ranks: bool = False  # True: every process runs it (data-parallel training); else the main one
 
 
 def _section(cfg, dotted: str):
@@ -42,10 +43,15 @@ def marker_path(run_dir: Path, name: str) -> Path:
     return Path(run_dir) / "stages" / f"{name}.json"
 
 
-def run_stages(ctx, stages: Sequence[Stage], stop_after: str | None = None, log=print) -> dict[str, dict]:
-    """Run `stages` in order, reusing finished ones, up to and including `stop_after`."""
+def run_stages(ctx, stages: Sequence[Stage], stop_after: str | None = None, log=print, state=None) -> dict[str, dict]:
+    """Run `stages` in order, reusing finished ones, up to and including `stop_after`.
+
+    `state` (an `accelerate.PartialState`) is given under a multi-process launch: stages that are
+    not `all_ranks` then run on the main process while the others wait, and all read its marker.
+    """
     results: dict[str, dict] = {}
     upstream: list[str] = []
+    is_main = state is None or state.is_main_process
     for stage in stages:
         fp = fingerprint(ctx.cfg, stage, upstream)
         path = marker_path(ctx.run_dir, stage.name)
@@ -54,18 +60,27 @@ def run_stages(ctx, stages: Sequence[Stage], stop_after: str | None = None, log=
             marker["status"] = "reused"
             log(f"[{stage.name}] finished earlier with the same config: reused")
         else:
-            log(f"[{stage.name}] {stage.description}")
-            start = time.time()
-            summary = stage.run(ctx)
-            marker = {"stage": stage.name, "fingerprint": fp, "seconds": round(time.time() - start, 1),
-                      "finished_at": time.strftime("%Y-%m-%d %H:%M:%S"), "summary": summary}
-            path.parent.mkdir(parents=True, exist_ok=True)
-            tmp = path.with_suffix(".tmp")
-            tmp.write_text(json.dumps(marker, indent=2, default=str))
-            tmp.replace(path)  # the marker appears only once the stage's outputs are complete
+            if stage.all_ranks or is_main:
+                log(f"[{stage.name}] {stage.description}")
+                start = time.time()
+                summary = stage.run(ctx)
+                if is_main:
+                    _write_marker(path, {"stage": stage.name, "fingerprint": fp,
+                                         "seconds": round(time.time() - start, 1),
+                                         "finished_at": time.strftime("%Y-%m-%d %H:%M:%S"), "summary": summary})
+            if state is not None:
+                state.wait_for_everyone()
+            marker = json.loads(path.read_text())
             marker["status"] = "ran"
         results[stage.name] = marker
         upstream.append(fp)
         if stage.name == stop_after:
             break
     return results
+
+
+def _write_marker(path: Path, marker: dict) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(".tmp")
+    tmp.write_text(json.dumps(marker, indent=2, default=str))
+    tmp.replace(path)  # the marker appears only once the stage's outputs are complete
