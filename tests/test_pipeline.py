@@ -1,0 +1,102 @@
+"""The staged pipeline on a small demo: outputs, reuse, partial reruns, resume and clear errors."""
+import json
+import sqlite3
+
+import pytest
+from PIL import Image
+
+from psdistill.cli import main
+from psdistill.config import parse_config
+from psdistill.pipeline import PipelineConfig, run_pipeline
+
+SMALL = ["data.demo.series_per_category=3", "data.demo.size=32", "pool.k=5", "judge.simulated.accuracy=0.95", "distill.max_steps=2",
+         "distill.per_device_train_batch_size=4", "distill.tuning=full", "distill.report_to=[]",
+         "validate_on_held_out=0", "teacher_pointwise=false"]
+
+
+def _cfg(tmp_path, *extra):
+    return parse_config(PipelineConfig, [f"run_dir={tmp_path / 'run'}", *SMALL, *extra])
+
+
+def _judgments(run_dir):
+    with sqlite3.connect(run_dir / "judgments.sqlite") as db:
+        return db.execute("SELECT COUNT(*) FROM judgments").fetchone()[0]
+
+
+@pytest.fixture(scope="module")
+def finished_run(tmp_path_factory):
+    tmp = tmp_path_factory.mktemp("pipeline")
+    cfg = _cfg(tmp)
+    return tmp, cfg, run_pipeline(cfg, log=lambda *a: None)
+
+
+def test_every_stage_writes_its_outputs(finished_run):
+    tmp, cfg, results = finished_run
+    run = tmp / "run"
+    assert [m["status"] for m in results.values()] == ["ran"] * 6
+    for name in ("config.yaml", "data/manifest.csv", "comparisons.csv", "pseudo_scores.csv",
+                 "student/scorer_config.json", "predictions/student.csv", "predictions/teacher-pairwise.csv",
+                 "report/metrics.json", "report/report.md"):
+        assert (run / name).is_file(), name
+    judge = results["judge"]["summary"]
+    # 15 training images (3 series x 5 levels); every judgment is in the store exactly once.
+    assert judge["images"] == 15 and judge["simulated"] is True
+    assert _judgments(run) == judge["pair_judgments"] == judge["computed"]
+    # Pseudo-scores from the simulated judge order the training images like the ground truth.
+    metrics = json.loads((run / "report/metrics.json").read_text())
+    assert metrics["metrics"]["teacher-pairwise"]["overall"]["all"]["srcc"] > 0.7
+
+
+def test_rerun_reuses_every_stage(finished_run):
+    tmp, cfg, _ = finished_run
+    run = tmp / "run"
+    before = (run / "student/scorer_config.json").stat().st_mtime_ns, _judgments(run)
+    again = run_pipeline(cfg, log=lambda *a: None)
+    assert [m["status"] for m in again.values()] == ["reused"] * 6
+    assert ((run / "student/scorer_config.json").stat().st_mtime_ns, _judgments(run)) == before
+
+
+def test_changed_training_config_reruns_only_training_and_after(tmp_path):
+    cfg = _cfg(tmp_path)
+    run_pipeline(cfg, stop_after="distill", log=lambda *a: None)
+    changed = _cfg(tmp_path, "distill.learning_rate=0.002")
+    results = run_pipeline(changed, stop_after="distill", log=lambda *a: None)
+    assert {k: m["status"] for k, m in results.items()} == {
+        "data": "reused", "judge": "reused", "fit": "reused", "distill": "ran"}
+
+
+def test_interrupted_judging_resumes_from_the_store(tmp_path):
+    cfg = _cfg(tmp_path)
+    first = run_pipeline(cfg, stop_after="judge", log=lambda *a: None)["judge"]["summary"]
+    # As if killed after the judgments were stored but before the stage finished.
+    (tmp_path / "run/stages/judge.json").unlink()
+    again = run_pipeline(cfg, stop_after="judge", log=lambda *a: None)["judge"]
+    assert again["status"] == "ran"
+    assert again["summary"]["computed"] == 0 and again["summary"]["from_store"] == first["computed"]
+
+
+def test_cli_names_a_bad_config_key(tmp_path, capsys):
+    assert main(["run", f"run_dir={tmp_path}", "distill.lerning_rate=1"]) == 2
+    err = capsys.readouterr().err
+    assert "distill.lerning_rate: unknown key; did you mean distill.learning_rate?" in err
+    assert "Traceback" not in err
+    assert main(["run", f"run_dir={tmp_path}", "judge.simulated.accuracy=2"]) == 2
+    assert "judge.simulated.accuracy" in capsys.readouterr().err
+
+
+def test_cli_names_a_bad_manifest_row_and_an_unreadable_image(tmp_path, capsys):
+    Image.new("RGB", (32, 32)).save(tmp_path / "ok.png")
+    (tmp_path / "broken.jpg").write_bytes(b"not a jpeg")
+    manifest = tmp_path / "m.csv"
+    manifest.write_text("path,category,overall\nok.png,a,3\nmissing.png,a,2\n")
+    assert main(["data", f"run_dir={tmp_path / 'run'}", f"data.manifest={manifest}"]) == 2
+    assert f"{manifest}, line 3: image file" in capsys.readouterr().err
+
+    manifest.write_text("path,category,overall\nok.png,a,3\nbroken.jpg,a,2\n")
+    assert main(["data", f"run_dir={tmp_path / 'run'}", f"data.manifest={manifest}"]) == 2
+    err = capsys.readouterr().err
+    assert "broken.jpg: cannot read image" in err and "data.on_bad_image=skip" in err
+    # Skipping keeps the readable images and lists the other.
+    assert main(["data", f"run_dir={tmp_path / 'run'}", f"data.manifest={manifest}", "data.on_bad_image=skip"]) == 0
+    marker = json.loads((tmp_path / "run/stages/data.json").read_text())
+    assert marker["summary"]["images"] == 1 and "broken.jpg" in marker["summary"]["skipped"][0]
