@@ -25,10 +25,10 @@ class Outer:
 
 def test_yaml_then_overrides_win(tmp_path):
     f = tmp_path / "c.yaml"
-    f.write_text("inner:\n  steps: 10\nlr: 0.5\nnames: [x, y]\n")
+    f.write_text("inner:\n  steps: 10\nlr: 2e-5\nnames: [x, y]\n")  # YAML 1.1 reads 2e-5 as a string
     cfg = parse_config(Outer, ["--config", str(f), "inner.steps=20", "inner.mode=full", "tag=run1"])
     assert cfg.inner.steps == 20 and cfg.inner.mode == "full"
-    assert cfg.lr == 0.5 and cfg.names == ("x", "y") and cfg.tag == "run1"
+    assert cfg.lr == 2e-5 and cfg.names == ("x", "y") and cfg.tag == "run1"
     assert isinstance(cfg.lr, float)
 
 

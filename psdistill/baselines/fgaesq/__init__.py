@@ -1,0 +1,32 @@
+"""FGAesQ as a baseline: Yang et al., "Fine-grained Image Aesthetic Assessment: Learning Discriminative
+Scores from Relative Ranks" (https://yzc-ippl.github.io/FG-IAA/).
+
+    model.py      CLIP ViT-B/16 vision tower + EMD head, single-image and DiffToken paths, save/load
+    difftoken.py  Difference-preserved Tokenization (Sec. 4.1)
+    losses.py     EMD, CTAlign, RankReg (Sec. 4.2-4.4)
+    official.py   official (OpenAI-CLIP naming) state dicts -> this model, with a key report
+    config.py     FGAesQConfig (paper defaults) ; data.py batches ; train.py the recipe's loop
+    evaluate.py   SRCC/PLCC, pair Acc, s-Acc, s-SRCC ; scorer.py FGAesQScorer ("fgaesq" in the registry)
+
+Imports are lazy: `import psdistill.baselines.fgaesq` loads no torch model code.
+"""
+__all__ = ["FGAesQConfig", "FGAesQModel", "FGAesQScorer", "DiffTokenConfig", "load_base", "run"]
+
+
+def __getattr__(name):
+    if name == "FGAesQConfig":
+        from psdistill.baselines.fgaesq.config import FGAesQConfig
+        return FGAesQConfig
+    if name in ("FGAesQModel", "load_base"):
+        from psdistill.baselines.fgaesq import model
+        return getattr(model, name)
+    if name == "FGAesQScorer":
+        from psdistill.baselines.fgaesq.scorer import FGAesQScorer
+        return FGAesQScorer
+    if name == "DiffTokenConfig":
+        from psdistill.baselines.fgaesq.difftoken import DiffTokenConfig
+        return DiffTokenConfig
+    if name == "run":
+        from psdistill.baselines.fgaesq.train import run
+        return run
+    raise AttributeError(name)

@@ -1,0 +1,390 @@
+"""Train and evaluate FGAesQ (Sec. 4.4): coarse pre-training, then alternating coarse/fine batches.
+
+    <run_dir>/config.yaml                 the resolved config
+    <run_dir>/checkpoint/                 config.json + model.safetensors + training.json (complete marker)
+    <run_dir>/train_state.pt              model + optimizer(s) after the last finished epoch (resume)
+    <run_dir>/train_log.jsonl             losses every `train.log_every` steps
+    <run_dir>/predictions/fgaesq.csv      every record, single-image path, on data.rating_scale
+    <run_dir>/predictions/fgaesq-difftoken.csv  series images scored against their series (DiffToken)
+    <run_dir>/metrics.json                test (and train) SRCC/PLCC, pair Acc, s-Acc, s-SRCC
+
+Runs under `accelerate launch` (DDP): every process draws the same batches from seeded
+generators and takes its share (`batch[rank::world]`); the model is called once per step.
+"""
+from __future__ import annotations
+
+import json
+import math
+import time
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+import torch
+
+from psdistill.baselines.fgaesq.config import FGAesQConfig
+from psdistill.baselines.fgaesq.data import (ImageCache, coarse_batches, coarse_items, cycle, fine_batches,
+                                            fine_series, from_bins, split_by_category)
+from psdistill.baselines.fgaesq.difftoken import collate_tokens, difftoken
+from psdistill.baselines.fgaesq.evaluate import evaluate
+from psdistill.baselines.fgaesq.losses import (ctalign_loss, describe_pair, direct_rank_loss, emd_loss,
+                                              rankreg_loss)
+from psdistill.baselines.fgaesq.model import FGAesQModel, load_base
+from psdistill.config import save_config
+from psdistill.data.manifest import read_manifest
+from psdistill.data.predictions import write_predictions
+from psdistill.errors import ConfigError
+
+SCORER = "fgaesq"
+
+
+def resolve_manifest(cfg: FGAesQConfig, run_dir: Path, accelerator) -> Path:
+    if cfg.data.manifest:
+        return Path(cfg.data.manifest)
+    from psdistill.data.demo import build_demo
+
+    from accelerate.utils import broadcast_object_list
+
+    path = [str(build_demo(run_dir / "demo", cfg.data.demo)) if accelerator.is_main_process else None]
+    if accelerator.num_processes > 1:
+        broadcast_object_list(path)  # only the main process writes the demo; the others read its path
+    return Path(path[0])
+
+
+def checkpoint_complete(ckpt: Path, fingerprint: str) -> bool:
+    """True when `ckpt` holds a finished model trained with this config; a different config is an error."""
+    marker = ckpt / "training.json"
+    if not (marker.is_file() and (ckpt / "config.json").is_file() and (ckpt / "model.safetensors").is_file()):
+        return False
+    info = json.loads(marker.read_text())
+    if not info.get("complete"):
+        return False
+    if info.get("fingerprint") != fingerprint:
+        raise ConfigError(f"{ckpt}: holds a model trained with another config (fingerprint {info.get('fingerprint')} "
+                          f"!= {fingerprint}); use a new run_dir or set overwrite=true to retrain")
+    return True
+
+
+class Trainer:
+    """The two-stage loop; `run()` trains (or resumes) and writes the checkpoint."""
+
+    def __init__(self, cfg: FGAesQConfig, train_records, accelerator, log: Callable = print):
+        self.cfg, self.acc, self.log = cfg, accelerator, log
+        self.run_dir = Path(cfg.run_dir)
+        d, lc = cfg.data, cfg.loss
+        self.coarse = coarse_items(train_records, d.dimension, d.rating_scale, d.target_sigma, d.histogram_prefix) \
+            if lc.emd else []
+        needs_fine = lc.ctalign or lc.rank != "none"
+        self.series = fine_series(train_records) if needs_fine else []
+        if lc.emd and not self.coarse:
+            raise ConfigError(f"loss.emd: no training record has a {d.dimension!r} score (or set loss.emd=false)")
+        if needs_fine and not self.series:
+            raise ConfigError("loss.ctalign/loss.rank: no training series with >= 2 ranked images "
+                              "(set loss.ctalign=false loss.rank=none to train on scores only)")
+        self.images = ImageCache(d.image_cache)
+
+        m = cfg.model
+        self.model, text = load_base(m.name_or_path, seed=m.seed, image_size=m.tiny_image_size,
+                                     with_text=lc.ctalign, difftoken=cfg.difftoken, head_input=m.head_input,
+                                     attn_implementation=m.attn_implementation)
+        if m.init_weights:
+            from psdistill.baselines.fgaesq.official import load_official_weights
+
+            self.log(load_official_weights(self.model, m.init_weights, strict=True).summary())
+        self.text_emb: dict[str, torch.Tensor] = {}
+        if lc.ctalign:
+            if text is None:
+                raise ConfigError(f"loss.ctalign: {m.name_or_path!r} has no text tower/tokenizer; set loss.ctalign=false")
+            texts = sorted({describe_pair(a.rank, b.rank, a.comment, b.comment)
+                            for s in self.series for a in s for b in s if a is not b})
+            emb = text.to(self.acc.device).encode(texts)
+            self.text_emb = {t: e for t, e in zip(texts, emb)}
+            del text  # frozen and precomputed: the text tower is not needed any more
+
+        if m.head_input == "pooled" and not lc.ctalign:
+            # Nothing reads the projection then; a parameter without a gradient would stall DDP.
+            self.model.visual_projection.requires_grad_(False)
+        tc = cfg.train
+        params = [p for p in self.model.parameters() if p.requires_grad]
+        # See FGAesQTrainConfig.momentum for the two readings of "momentum coefficients 0.615 and 0.8".
+        kinds = ("coarse", "fine") if tc.momentum == "per_objective" else ("shared",)
+        self.optimizers = {k: torch.optim.AdamW(params, lr=tc.lr, weight_decay=tc.weight_decay,
+                                                betas=(tc.fine_momentum if k == "fine" else tc.coarse_momentum,
+                                                       tc.adam_beta2)) for k in kinds}
+        self.step = 0
+        self.epochs = [("pretrain", e) for e in range(tc.pretrain_epochs if lc.emd else 0)] + \
+                      [("joint", e) for e in range(tc.joint_epochs)]
+
+    # -- helpers -------------------------------------------------------------------------------
+    @property
+    def unwrapped(self) -> FGAesQModel:
+        return self.acc.unwrap_model(self.ddp_model)
+
+    def _rng(self, *keys) -> np.random.Generator:
+        return np.random.default_rng([self.cfg.seed, *keys])
+
+    def _optimizer(self, kind: str):
+        """The optimizer of a coarse or fine step, with its momentum coefficient set."""
+        tc = self.cfg.train
+        if "shared" not in self.optimizers:
+            return self.optimizers[kind]
+        opt = self.optimizers["shared"]
+        for g in opt.param_groups:
+            g["betas"] = (tc.fine_momentum if kind == "fine" else tc.coarse_momentum, tc.adam_beta2)
+        return opt
+
+    def _single(self, images):
+        """Single-image path: model outputs in the order of `images`."""
+        groups, idx = self.unwrapped.preprocess(images)
+        out = self.ddp_model(pixel_values=[g.to(self.acc.device) for g in groups])
+        flat = [k for ks in idx for k in ks]
+        inv = torch.empty(len(flat), dtype=torch.long)
+        inv[torch.tensor(flat)] = torch.arange(len(flat))
+        return out, inv.to(self.acc.device)
+
+    # -- steps ---------------------------------------------------------------------------------
+    def coarse_loss(self, batch) -> tuple[torch.Tensor, dict]:
+        items = [self.coarse[k] for k in batch]
+        out, inv = self._single([self.images(it.record.path) for it in items])
+        target = torch.tensor(np.stack([it.target for it in items]), dtype=torch.float32, device=self.acc.device)
+        loss = emd_loss(out.probs[inv], target, r=self.cfg.loss.emd_r)
+        return loss, {"emd": loss.item()}
+
+    def fine_loss(self, batch, rng: np.random.Generator, gen: torch.Generator) -> tuple[torch.Tensor, dict]:
+        cfg = self.cfg
+        model = self.unwrapped
+        members, refs, spans = [], [], []
+        for k in batch:
+            s = self.series[k]
+            base = len(members)
+            # Each member is tokenized against a random other member of its series (the paper samples
+            # a pair (x, y1); we give every member a reference so all of them get scores for RankReg).
+            for a in range(len(s)):
+                b = int(rng.integers(len(s) - 1))
+                refs.append(base + (b if b < a else b + 1))
+                members.append(s[a])
+            spans.append((base, len(members)))
+        ims = [self.images(r.path) for r in members]
+        if cfg.difftoken.enabled:
+            toks = [difftoken(ims[i], ims[refs[i]], cfg.difftoken, model.image_size, model.patch_size,
+                              model.config.image_mean, model.config.image_std, gen)[0] for i in range(len(ims))]
+            batch_t = {k: v.to(self.acc.device) for k, v in collate_tokens(toks).items()}
+            out = self.ddp_model(**batch_t)
+            scores, embeds = out.scores, out.embeds
+        else:
+            out, inv = self._single(ims)
+            scores, embeds = out.scores[inv], out.embeds[inv]
+        logs, loss = {}, scores.new_zeros(())
+        if cfg.loss.rank != "none":
+            fn = rankreg_loss if cfg.loss.rank == "rankreg" else direct_rank_loss
+            rank = torch.stack([fn(scores[a:b], [r.rank for r in members[a:b]], gen) for a, b in spans]).mean()
+            loss = loss + rank
+            logs[cfg.loss.rank] = rank.item()
+        if cfg.loss.ctalign:
+            texts = torch.stack([self.text_emb[describe_pair(members[i].rank, members[refs[i]].rank, members[i].comment,
+                                                            members[refs[i]].comment)]
+                                 for i in range(len(members))]).to(embeds.dtype)
+            align = ctalign_loss(embeds, embeds[torch.tensor(refs, device=embeds.device)], texts)
+            loss = loss + cfg.loss.ctalign_weight * align
+            logs["ctalign"] = align.item()
+        return loss, logs
+
+    def optimizer_step(self, loss: torch.Tensor, kind: str):
+        opt = self._optimizer(kind)
+        opt.zero_grad(set_to_none=True)
+        self.acc.backward(loss)
+        if self.cfg.train.max_grad_norm:
+            self.acc.clip_grad_norm_(self.ddp_model.parameters(), self.cfg.train.max_grad_norm)
+        opt.step()
+        self.step += 1
+
+    # -- loop ----------------------------------------------------------------------------------
+    def run(self) -> dict:
+        from tqdm.auto import tqdm
+
+        cfg, tc, acc = self.cfg, self.cfg.train, self.acc
+        state_path = self.run_dir / "train_state.pt"
+        start_epoch = self._resume(state_path)
+        log_file = self.run_dir / "train_log.jsonl"
+        if start_epoch == 0 and acc.is_main_process:
+            log_file.unlink(missing_ok=True)  # a fresh start: the log of an abandoned run goes
+        names = list(self.optimizers)
+        self.ddp_model, *opts = acc.prepare(self.model, *self.optimizers.values())
+        self.optimizers = dict(zip(names, opts))
+        self.ddp_model.train()
+        world, rank = acc.num_processes, acc.process_index
+        t0 = time.time()
+        n_fine = len(fine_batches(self.series, tc.fine_batch_images, self._rng(0), world)) if self.series else 0
+        n_pre = len(coarse_batches(len(self.coarse), tc.coarse_batch_size, self._rng(0), world)) if self.coarse else 0
+        total = sum(n_pre if ph == "pretrain" else n_fine * (2 if cfg.loss.emd else 1) for ph, _ in self.epochs)
+        if tc.max_steps:
+            total = min(total, tc.max_steps)
+        bar = tqdm(total=total, initial=min(self.step, total), disable=not acc.is_local_main_process,
+                   desc="fgaesq", dynamic_ncols=True)
+        last: dict = {}
+        for e_idx in range(start_epoch, len(self.epochs)):
+            phase, epoch = self.epochs[e_idx]
+            rng = self._rng(1, e_idx)
+            gen = torch.Generator().manual_seed(int(rng.integers(2 ** 31)))
+            if phase == "pretrain":
+                plan = [("coarse", b) for b in coarse_batches(len(self.coarse), tc.coarse_batch_size, rng, world)]
+            else:
+                fb = fine_batches(self.series, tc.fine_batch_images, rng, world) if self.series else []
+                # Coarse batches of this joint epoch: reshuffled passes over the coarse set, seeded
+                # by the epoch so a resumed run draws the same ones.
+                coarse_iter = cycle(lambda k, e=e_idx: coarse_batches(
+                    len(self.coarse), tc.coarse_batch_size, self._rng(2, e, k), world)) if cfg.loss.emd else None
+                plan = []
+                for b in fb:
+                    if coarse_iter is not None:
+                        plan.append(("coarse", next(coarse_iter)))
+                    plan.append(("fine", b))
+            for kind, b in plan:
+                if tc.max_steps and self.step >= tc.max_steps:
+                    break
+                mine = b[rank::world]
+                with acc.autocast():
+                    if kind == "coarse":
+                        loss, logs = self.coarse_loss(mine)
+                    else:
+                        loss, logs = self.fine_loss(mine, rng, gen)
+                self.optimizer_step(loss, kind)
+                last = {"step": self.step, "phase": phase, "epoch": epoch, "batch": kind, "loss": loss.item(), **logs}
+                if acc.is_main_process and (self.step % tc.log_every == 0 or self.step == 1):
+                    with open(log_file, "a") as f:
+                        f.write(json.dumps(last) + "\n")
+                bar.set_postfix({k: round(v, 4) for k, v in last.items() if isinstance(v, float)}, refresh=False)
+                bar.update(1)
+            if tc.max_steps and self.step >= tc.max_steps:
+                break
+            self._save_state(state_path, e_idx + 1)
+        bar.close()
+        info = {"complete": True, "fingerprint": cfg.fingerprint(), "steps": self.step,
+                "seconds": round(time.time() - t0, 1), "last": last}
+        return info
+
+    # -- resume --------------------------------------------------------------------------------
+    def _save_state(self, path: Path, next_epoch: int):
+        self.acc.wait_for_everyone()
+        if self.acc.is_main_process:
+            tmp = path.with_suffix(".tmp")
+            # The unwrapped model's state: no DDP "module." prefix in the keys (see STYLE.md anti-pattern 2).
+            torch.save({"fingerprint": self.cfg.fingerprint(), "next_epoch": next_epoch, "step": self.step,
+                        "model": self.unwrapped.state_dict(),
+                        "optimizers": {k: o.state_dict() for k, o in self.optimizers.items()}}, tmp)
+            tmp.replace(path)
+        self.acc.wait_for_everyone()
+
+    def _resume(self, path: Path) -> int:
+        if not path.is_file():
+            return 0
+        state = torch.load(path, map_location="cpu", weights_only=True)
+        if state.get("fingerprint") != self.cfg.fingerprint():
+            self.log(f"{path}: from another config; starting over")
+            return 0
+        self.model.load_state_dict(state["model"])
+        for k, o in self.optimizers.items():
+            o.load_state_dict(state["optimizers"][k])
+        self.step = int(state["step"])
+        self.log(f"resuming after epoch {state['next_epoch']} of {len(self.epochs)} (step {self.step})")
+        return int(state["next_epoch"])
+
+
+# ---- prediction and metrics ------------------------------------------------------------------
+
+def predict_records(scorer, records, difftoken_series: bool = False) -> np.ndarray:
+    """Single-image scores of `records`; with `difftoken_series`, series images are scored against their series."""
+    if not difftoken_series:
+        return scorer.score([r.path for r in records])
+    out = np.full(len(records), np.nan)
+    groups: dict[tuple[str, str], list[int]] = {}
+    for k, r in enumerate(records):
+        if r.series:
+            groups.setdefault((r.category, r.series), []).append(k)
+    singles = [k for k in range(len(records)) if not records[k].series or len(groups[(records[k].category, records[k].series)]) < 2]
+    if singles:
+        out[singles] = scorer.score([records[k].path for k in singles])
+    for idx in groups.values():
+        if len(idx) >= 2:
+            out[idx] = scorer.score_series([records[k].path for k in idx])
+    return out
+
+
+def run(cfg: FGAesQConfig, accelerator=None, log: Callable = print) -> dict:
+    """Train (unless a complete checkpoint exists), then predict every record and compute metrics."""
+    from accelerate import Accelerator
+    from accelerate.utils import set_seed
+
+    from psdistill.baselines.fgaesq.scorer import FGAesQScorer
+
+    acc = accelerator or Accelerator()
+    say = log if acc.is_main_process else (lambda *a, **k: None)
+    set_seed(cfg.seed)
+    run_dir = Path(cfg.run_dir)
+    if acc.is_main_process:
+        run_dir.mkdir(parents=True, exist_ok=True)
+    acc.wait_for_everyone()
+    records = read_manifest(resolve_manifest(cfg, run_dir, acc))
+    train, test = split_by_category(records, cfg.data.train_categories)
+    say(f"fgaesq: {len(records)} images, train {len(train)} ({', '.join(cfg.data.train_categories)}), test {len(test)}")
+    ckpt = run_dir / "checkpoint"
+    fingerprint = cfg.fingerprint()
+    if cfg.overwrite:
+        if acc.is_main_process:
+            for p in (ckpt / "training.json", run_dir / "train_state.pt"):
+                p.unlink(missing_ok=True)
+        acc.wait_for_everyone()
+    complete = checkpoint_complete(ckpt, fingerprint)  # raises on a checkpoint of another config
+    if acc.is_main_process:  # only now: a refused config must not replace the run's config.yaml
+        save_config(cfg, run_dir / "config.yaml")
+    if complete:
+        say(f"fgaesq: {ckpt} is complete; skipping training")
+    else:
+        trainer = Trainer(cfg, train, acc, log=say)
+        info = trainer.run()
+        acc.wait_for_everyone()
+        if acc.is_main_process:
+            trainer.unwrapped.save_pretrained(ckpt)
+            (ckpt / "training.json").write_text(json.dumps(info, indent=2))
+        say(f"fgaesq: trained {info['steps']} steps in {info['seconds']} s -> {ckpt}")
+        del trainer
+    acc.wait_for_everyone()
+    metrics: dict = {}
+    if acc.is_main_process:
+        metrics = evaluate_run(cfg, ckpt, records, train, test, FGAesQScorer, acc.device)
+        say("fgaesq test: " + json.dumps({k: round(v, 4) if isinstance(v, float) else v
+                                          for k, v in metrics["test"]["single"].items()}))
+    acc.wait_for_everyone()
+    return metrics
+
+
+def evaluate_run(cfg: FGAesQConfig, ckpt: Path, records, train, test, scorer_cls, device) -> dict:
+    run_dir = Path(cfg.run_dir)
+    scorer = scorer_cls.from_pretrained(ckpt, device=str(device), batch_size=cfg.train.eval_batch_size)
+    scale = cfg.data.rating_scale
+    dim = cfg.data.dimension
+    variants = {"single": SCORER}
+    if cfg.difftoken.enabled and cfg.train.eval_difftoken:
+        variants["difftoken"] = f"{SCORER}-difftoken"
+    metrics = {"scorer": SCORER, "checkpoint": str(ckpt), "rating_scale": list(scale),
+               "train_categories": list(cfg.data.train_categories),
+               "test_categories": sorted({r.category for r in test}), "test": {}, "train": {}}
+    pos = {r.id: k for k, r in enumerate(records)}
+    for variant, name in variants.items():
+        pred = from_bins(predict_records(scorer, records, difftoken_series=variant == "difftoken"), scale)
+        write_predictions(run_dir / "predictions" / f"{name}.csv", records, {dim: pred})
+        for split, recs in (("test", test), ("train", train)):
+            metrics[split][variant] = evaluate(recs, [pred[pos[r.id]] for r in recs], dim) if recs else {}
+    (run_dir / "metrics.json").write_text(json.dumps(_finite(metrics), indent=2))
+    return metrics
+
+
+def _finite(obj):
+    """NaN -> null so metrics.json is strict JSON."""
+    if isinstance(obj, dict):
+        return {k: _finite(v) for k, v in obj.items()}
+    if isinstance(obj, list):
+        return [_finite(v) for v in obj]
+    if isinstance(obj, float) and math.isnan(obj):
+        return None
+    return obj
