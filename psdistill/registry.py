@@ -58,3 +58,10 @@ def create_scorer(name: str, **kwargs) -> Scorer:
     module, func = _SCORERS[name].factory.split(":")
     factory: Callable[..., Scorer] = getattr(importlib.import_module(module), func)
     return factory(**kwargs)
+
+
+register_scorer("psdistill", "psdistill.distill.scorer:load_student",
+                "the distilled single-pass student (path=<train_student output or checkpoint>)")
+register_scorer("teacher-pointwise", "psdistill.distill.scorer:teacher_pointwise",
+                "the base VLM zero-shot, no adapter: expected level-word value after a pointwise prompt (Q-Align)")
+register_scorer("fgaesq", "psdistill.baselines.fgaesq.scorer:create_fgaesq_scorer", "FGAesQ baseline (Yang et al.): CLIP ViT-B/16 + EMD head, coarse scores + fine series (path=<run>/checkpoint or an official .pth)")

@@ -1,0 +1,212 @@
+"""`DistillConfig`: the `distill:` section of a pipeline config.
+
+A plain dataclass rather than a `TrainingArguments` subclass (as TRL's `RewardConfig` is): the
+pipeline's YAML holds one section per stage, the output folder is the pipeline's to choose, and
+the 100+ `TrainingArguments` fields (hub pushing, FSDP, ...) would bury the dozen that matter here.
+The usual training fields are repeated under the same names and meanings; any other
+`TrainingArguments` field can still be set through `training_args` (checked by name).
+"""
+from __future__ import annotations
+
+import dataclasses
+import importlib.util
+import os
+from dataclasses import dataclass, field
+from typing import Optional
+
+from psdistill.errors import ConfigError
+
+HEADS = ("levels", "scalar")
+RANKING_LOSSES = ("pairwise", "listnet", "listmle")
+PAIR_WEIGHTINGS = ("margin", "soft")
+CALIBRATIONS = ("mse", "gaussian_nll", "none")
+SAMPLERS = ("series", "random")
+TUNINGS = ("lora", "qlora", "full")
+# Fields DistillTrainer sets itself; setting them through `training_args` would break it.
+_RESERVED = {"output_dir", "remove_unused_columns", "label_names", "include_for_metrics", "prediction_loss_only"}
+
+
+@dataclass
+class DistillConfig:
+    """How the single-pass student is built and trained from pseudo-scores.
+
+    Groups (defaults differing from `TrainingArguments` are marked *):
+    - head and prompt: `head`, `level_words`, `level_values`, `prompt`, `rating_scale`
+    - loss: `ranking_loss`, `pair_weighting`, `temperature`, `calibration`, `calibration_weight`
+    - batches: `sampler`, `images_per_series`
+    - tuning: `tuning`, `tune_vision`, `lora_r`, `lora_alpha`, `lora_dropout`, `lora_target_modules`
+    - optimisation: `learning_rate`* (1e-4), `num_train_epochs`, `max_steps`,
+      `per_device_train_batch_size`, `per_device_eval_batch_size`* (16), `gradient_accumulation_steps`,
+      `warmup_ratio`* (0.05), `lr_scheduler_type`* (cosine), `weight_decay`, `max_grad_norm`,
+      `seed`* (0), `bf16`* (auto), `gradient_checkpointing`
+    - bookkeeping: `logging_steps`* (10), `eval_steps`* (50), `save_steps`* (100),
+      `save_total_limit`* (2), `report_to`* (tensorboard), `resume_from_checkpoint`,
+      `dataloader_num_workers`, `training_args`
+    """
+
+    # --- head and prompt
+    head: str = field(default="levels", metadata={"help": (
+        "'levels': expected value over the next-token probabilities of the level words after the prompt "
+        "(Q-Align style, no new parameters: the student is the same VLM). 'scalar': a linear head on the "
+        "last token's final hidden state.")})
+    level_words: list[str] = field(default_factory=lambda: ["excellent", "good", "fair", "poor", "bad"], metadata={
+        "help": "Answer words of the 'levels' head; each must be a single token of the tokenizer."})
+    level_values: list[float] = field(default_factory=lambda: [5.0, 4.0, 3.0, 2.0, 1.0], metadata={
+        "help": "Value of each level word; min..max is mapped linearly onto rating_scale."})
+    prompt: str = field(default="Rate the aesthetic quality of this image. Answer with one word.", metadata={
+        "help": "User text after the image; '{dimension}' is replaced by the dimension name."})
+    rating_scale: list[float] = field(default_factory=lambda: [1.0, 5.0], metadata={
+        "help": "[low, high] of the rating scale the pseudo-scores and the scorer's outputs live on."})
+    # --- loss
+    ranking_loss: str = field(default="pairwise", metadata={"help": (
+        "'pairwise' (confidence-weighted Bradley-Terry over all pairs of a batch), 'listnet' or 'listmle'.")})
+    pair_weighting: str = field(default="margin", metadata={"help": (
+        "'margin': pairs ordered by pseudo-score, weight |2c-1| (c = 0.5 pairs count for nothing); "
+        "'soft': cross-entropy against the confidence c.")})
+    temperature: float = field(default=1.0, metadata={
+        "help": "T in sigmoid((f_i - f_j) / T), in rating-scale units."})
+    calibration: str = field(default="mse", metadata={"help": (
+        "Term that keeps outputs on the rating scale: 'mse', 'gaussian_nll' (weighted by the "
+        "pseudo-score variance) or 'none'.")})
+    calibration_weight: float = field(default=0.1, metadata={"help": "Weight of the calibration term."})
+    # --- batches
+    sampler: str = field(default="series", metadata={"help": (
+        "'series': each batch holds groups of images_per_series images from one series (fine, within-"
+        "series pairs) drawn from several series and categories (coarse pairs); 'random': uniform.")})
+    images_per_series: int = field(default=2, metadata={"help": "Group size of the 'series' sampler."})
+    # --- tuning
+    tuning: str = field(default="lora", metadata={"help": (
+        "'lora', 'qlora' (4-bit base via bitsandbytes, CUDA only) or 'full' fine-tuning.")})
+    tune_vision: bool = field(default=False, metadata={"help": (
+        "Also adapt the vision tower (LoRA on its linear layers, or train it under 'full'); frozen otherwise.")})
+    lora_r: int = field(default=16, metadata={"help": "LoRA rank."})
+    lora_alpha: int = field(default=32, metadata={"help": "LoRA alpha (scale alpha / r)."})
+    lora_dropout: float = field(default=0.05, metadata={"help": "LoRA dropout."})
+    lora_target_modules: Optional[list[str]] = field(default=None, metadata={"help": (
+        "peft target_modules; default: the language model's attention and MLP projections (plus the "
+        "vision tower's with tune_vision). Given explicitly, used as is.")})
+    # --- optimisation (same names and meanings as transformers.TrainingArguments)
+    learning_rate: float = field(default=1e-4, metadata={"help": "Peak learning rate (AdamW)."})
+    num_train_epochs: float = field(default=3.0, metadata={"help": "Epochs, when max_steps is -1."})
+    max_steps: int = field(default=-1, metadata={"help": "Optimizer steps; overrides num_train_epochs when > 0."})
+    per_device_train_batch_size: int = field(default=8, metadata={
+        "help": "Images per device per step; pairs are formed inside it, so at least 2."})
+    per_device_eval_batch_size: int = field(default=16, metadata={"help": "Images per device when validating."})
+    gradient_accumulation_steps: int = field(default=1, metadata={"help": "Batches accumulated per optimizer step."})
+    warmup_ratio: float = field(default=0.05, metadata={"help": "Share of the steps with linear warmup."})
+    lr_scheduler_type: str = field(default="cosine", metadata={"help": "transformers scheduler name."})
+    weight_decay: float = field(default=0.0, metadata={"help": "AdamW weight decay."})
+    max_grad_norm: float = field(default=1.0, metadata={"help": "Gradient clipping norm."})
+    seed: int = field(default=0, metadata={"help": "Seed of LoRA/head initialisation, sampling and dropout."})
+    bf16: Optional[bool] = field(default=None, metadata={
+        "help": "bf16 mixed precision; default: on where CUDA supports it, off on CPU."})
+    gradient_checkpointing: bool = field(default=False, metadata={
+        "help": "Recompute activations in backward (less memory, ~20-30% slower)."})
+    # --- bookkeeping
+    logging_steps: int = field(default=10, metadata={"help": "Steps between loss logs."})
+    eval_steps: int = field(default=50, metadata={"help": "Steps between validation SRCC evaluations (eval_srcc)."})
+    save_steps: int = field(default=100, metadata={"help": "Steps between checkpoints (output_dir/checkpoint-N)."})
+    save_total_limit: Optional[int] = field(default=2, metadata={"help": "Checkpoints kept (null: all)."})
+    report_to: list[str] = field(default_factory=lambda: ["tensorboard"], metadata={
+        "help": "Loggers: 'tensorboard', 'wandb' (must be installed), or 'none'."})
+    resume_from_checkpoint: Optional[str] = field(default=None, metadata={"help": (
+        "null: start fresh; 'last': continue from the newest checkpoint in the output folder if there is "
+        "one (so a requeued job picks up where it stopped); or a checkpoint folder.")})
+    dataloader_num_workers: int = field(default=0, metadata={"help": "Image-loading worker processes."})
+    training_args: dict = field(default_factory=dict, metadata={
+        "help": "Any other transformers.TrainingArguments field, by name (e.g. {optim: adamw_torch_fused})."})
+
+    def __post_init__(self):
+        def bad(name, msg):
+            raise ConfigError(f"distill.{name}: {msg}")
+
+        for name, allowed in (("head", HEADS), ("ranking_loss", RANKING_LOSSES), ("pair_weighting", PAIR_WEIGHTINGS),
+                              ("calibration", CALIBRATIONS), ("sampler", SAMPLERS), ("tuning", TUNINGS)):
+            if getattr(self, name) not in allowed:
+                bad(name, f"{getattr(self, name)!r} is not one of {', '.join(allowed)}")
+        if not self.level_words or len(set(self.level_words)) != len(self.level_words):
+            bad("level_words", f"need distinct words, got {self.level_words}")
+        if len(self.level_values) != len(self.level_words):
+            bad("level_values", f"{len(self.level_values)} values for {len(self.level_words)} level_words")
+        if len(set(self.level_values)) < 2:
+            bad("level_values", f"need at least two different values, got {self.level_values}")
+        if len(self.rating_scale) != 2 or not self.rating_scale[0] < self.rating_scale[1]:
+            bad("rating_scale", f"need [low, high] with low < high, got {self.rating_scale}")
+        if not self.prompt.strip():
+            bad("prompt", "is empty")
+        for name in ("temperature", "learning_rate", "lora_alpha", "lora_r", "logging_steps", "eval_steps",
+                     "save_steps", "per_device_eval_batch_size", "gradient_accumulation_steps",
+                     "images_per_series", "num_train_epochs", "max_grad_norm"):
+            if not getattr(self, name) > 0:
+                bad(name, f"must be > 0, got {getattr(self, name)}")
+        for name in ("calibration_weight", "weight_decay", "dataloader_num_workers"):
+            if getattr(self, name) < 0:
+                bad(name, f"must be >= 0, got {getattr(self, name)}")
+        if self.per_device_train_batch_size < 2:
+            bad("per_device_train_batch_size", f"pairs are formed inside a batch, so at least 2, got "
+                f"{self.per_device_train_batch_size}")
+        if not 0 <= self.lora_dropout < 1:
+            bad("lora_dropout", f"must be in [0, 1), got {self.lora_dropout}")
+        if not 0 <= self.warmup_ratio < 1:
+            bad("warmup_ratio", f"must be in [0, 1), got {self.warmup_ratio}")
+        if self.max_steps == 0 or self.max_steps < -1:
+            bad("max_steps", f"must be -1 (use num_train_epochs) or > 0, got {self.max_steps}")
+        if self.save_total_limit is not None and self.save_total_limit < 1:
+            bad("save_total_limit", f"must be >= 1 or null, got {self.save_total_limit}")
+        if "wandb" in self.report_to and importlib.util.find_spec("wandb") is None:
+            bad("report_to", "'wandb' asked for but not installed (pip install wandb), or drop it")
+        known = {f.name for f in dataclasses.fields(_training_arguments_cls())}
+        for key in self.training_args:
+            if key in _RESERVED or key in {f.name for f in dataclasses.fields(self)}:
+                bad(f"training_args.{key}", "is set by psdistill (or is a distill field); remove it here")
+            if key not in known:
+                bad(f"training_args.{key}", "is not a transformers.TrainingArguments field")
+
+    def rendered_prompt(self, dimension: str) -> str:
+        return self.prompt.replace("{dimension}", dimension)
+
+    def to_training_arguments(self, output_dir, with_eval: bool):
+        """The `TrainingArguments` for one run; `with_eval` turns on validation every `eval_steps`."""
+        import torch
+
+        cls = _training_arguments_cls()
+        fields = {f.name for f in dataclasses.fields(cls)}
+        bf16 = self.bf16 if self.bf16 is not None else bool(torch.cuda.is_available() and torch.cuda.is_bf16_supported())
+        kwargs = dict(
+            output_dir=str(output_dir), learning_rate=self.learning_rate, num_train_epochs=self.num_train_epochs,
+            max_steps=self.max_steps, per_device_train_batch_size=self.per_device_train_batch_size,
+            per_device_eval_batch_size=self.per_device_eval_batch_size,
+            gradient_accumulation_steps=self.gradient_accumulation_steps, lr_scheduler_type=self.lr_scheduler_type,
+            weight_decay=self.weight_decay, max_grad_norm=self.max_grad_norm, seed=self.seed, bf16=bf16,
+            logging_steps=self.logging_steps, save_strategy="steps", save_steps=self.save_steps,
+            save_total_limit=self.save_total_limit, report_to=self.report_to,
+            dataloader_num_workers=self.dataloader_num_workers,
+            eval_strategy="steps" if with_eval else "no", eval_steps=self.eval_steps, eval_on_start=with_eval,
+            # The collator needs the image paths and pseudo-scores, which are no model arguments.
+            remove_unused_columns=False, label_names=["target"],
+            # Every trainable parameter is used in each forward; saying so skips DDP's graph walk, which
+            # would also miss the scalar head (applied to the model's outputs, outside its forward).
+            ddp_find_unused_parameters=False,
+        )
+        # Renamed in transformers 5: warmup_ratio -> float warmup_steps, gradient_ -> activation_checkpointing.
+        if "warmup_ratio" in fields:
+            kwargs["warmup_ratio"] = self.warmup_ratio
+        else:
+            kwargs["warmup_steps"] = float(self.warmup_ratio)
+        ckpt = "activation_checkpointing" if "activation_checkpointing" in fields else "gradient_checkpointing"
+        kwargs[ckpt] = self.gradient_checkpointing
+        if self.gradient_checkpointing:
+            # Non-reentrant checkpointing works with frozen inputs (LoRA) without enable_input_require_grads.
+            kwargs[ckpt + "_kwargs"] = {"use_reentrant": False}
+        if int(os.environ.get("WORLD_SIZE", "1")) > 1 and not torch.cuda.is_available():
+            # Ranks launched by accelerate/torchrun on CPU: without use_cpu accelerate sees no device to
+            # distribute over and every rank trains alone; with it they form one gloo DDP group.
+            kwargs["use_cpu"] = True
+        kwargs.update(self.training_args)
+        return cls(**kwargs)
+
+
+def _training_arguments_cls():
+    from transformers import TrainingArguments
+
+    return TrainingArguments

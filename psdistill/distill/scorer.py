@@ -1,0 +1,297 @@
+"""The single-pass scorer: one forward pass of the (adapted) VLM per image.
+
+Two heads read a score from that pass:
+- `levels` (default; Q-Align, Wu et al. 2023, https://arxiv.org/abs/2312.17090): after a pointwise
+  prompt, softmax the next-token logits over the level words ("excellent" ... "bad") and take the
+  expected level value, mapped linearly onto the rating scale. No parameter is added, so the
+  student is the same VLM (plus LoRA), and the untrained model is the zero-shot teacher.
+- `scalar`: a linear head on the final hidden state of the last token (as reward models do).
+
+Batches are left-padded (the processor's tokenizer pads left), so the last position of every row is
+the answer position. A trained scorer folder holds `scorer_config.json` (`ScorerSpec`), which says
+how to rebuild it: base model, adapter or full weights, head, level words and values, prompt, scale.
+"""
+from __future__ import annotations
+
+import dataclasses
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Optional, Sequence, Union
+
+import numpy as np
+import torch
+from PIL import Image
+
+from psdistill.data.images import load_image
+from psdistill.data.records import ImageRecord
+from psdistill.errors import ConfigError, PsdistillError
+from psdistill.models.loading import ModelConfig, load_processor, load_vlm
+
+SPEC_FILE = "scorer_config.json"
+SPEC_FORMAT = "psdistill-scorer/1"
+
+ImageInput = Union[str, Path, Image.Image]
+
+
+@dataclass
+class ScorerSpec:
+    """What `scorer_config.json` holds. `weights`: 'base' (the base model as is: the zero-shot teacher),
+    'adapter' (a peft adapter in the folder, on top of `base_model`) or 'full' (full weights in the folder)."""
+
+    base_model: dict
+    weights: str
+    head: str
+    level_words: list[str]
+    level_values: list[float]
+    prompt: str  # the user text, already formatted for `dimension`
+    rating_scale: list[float]
+    dimension: str = "overall"
+    name: str = "psdistill"
+    format: str = SPEC_FORMAT
+    distill_config: dict = field(default_factory=dict)  # the resolved training config, for the record
+
+    @classmethod
+    def from_config(cls, model_cfg: ModelConfig, cfg, dimension: str, weights: str, name: str) -> "ScorerSpec":
+        return cls(base_model=dataclasses.asdict(model_cfg), weights=weights, head=cfg.head,
+                   level_words=list(cfg.level_words), level_values=[float(v) for v in cfg.level_values],
+                   prompt=cfg.rendered_prompt(dimension), rating_scale=[float(v) for v in cfg.rating_scale],
+                   dimension=dimension, name=name, distill_config=dataclasses.asdict(cfg))
+
+    def save(self, folder) -> Path:
+        path = Path(folder) / SPEC_FILE
+        path.write_text(json.dumps(dataclasses.asdict(self), indent=2) + "\n")
+        return path
+
+    @classmethod
+    def load(cls, folder) -> "ScorerSpec":
+        path = Path(folder) / SPEC_FILE
+        if not path.is_file():
+            raise PsdistillError(f"{folder}: no {SPEC_FILE}; is this a folder written by train_student?")
+        data = json.loads(path.read_text())
+        if data.get("format") != SPEC_FORMAT:
+            raise PsdistillError(f"{path}: format {data.get('format')!r}, expected {SPEC_FORMAT!r}")
+        return cls(**data)
+
+    @property
+    def model_config(self) -> ModelConfig:
+        return ModelConfig(**self.base_model)
+
+
+def render_prompt(processor, text: str) -> str:
+    """One user turn with one image and `text`, ending where the assistant's answer starts."""
+    messages = [{"role": "user", "content": [{"type": "image"}, {"type": "text", "text": text}]}]
+    return processor.apply_chat_template(messages, add_generation_prompt=True, tokenize=False)
+
+
+def level_token_ids(tokenizer, words: Sequence[str]) -> list[int]:
+    """The single token id of each level word; raises ConfigError naming the words that are not one token."""
+    ids, bad = [], []
+    for w in words:
+        tok = tokenizer.encode(w, add_special_tokens=False)
+        (ids if len(tok) == 1 else bad).append(tok[0] if len(tok) == 1 else (w, tokenizer.convert_ids_to_tokens(tok)))
+    if bad:
+        raise ConfigError(
+            "distill.level_words: the levels head reads one next-token probability per word, but "
+            + "; ".join(f"{w!r} is {len(t)} tokens {t}" for w, t in bad)
+            + " for this tokenizer; choose words that are single tokens (e.g. lower-case Q-Align words)")
+    return ids
+
+
+def attach_score_head(model, rating_scale: Sequence[float]) -> torch.nn.Linear:
+    """Adds `model.score_head` (hidden -> 1) for the scalar head, starting at the scale's midpoint.
+
+    Zero weights make the first outputs equal (no random initial ranking); the bias starts the
+    outputs in the middle of the scale, where the calibration term wants them on average.
+    """
+    hidden = model.config.get_text_config().hidden_size
+    head = torch.nn.Linear(hidden, 1, dtype=torch.float32, device=model.device)
+    torch.nn.init.zeros_(head.weight)
+    torch.nn.init.constant_(head.bias, (rating_scale[0] + rating_scale[1]) / 2)
+    model.score_head = head
+    return head
+
+
+def _score_head(model) -> torch.nn.Module:
+    while hasattr(model, "module"):  # DistributedDataParallel, DeepSpeed engine
+        model = model.module
+    if hasattr(model, "get_base_model"):  # peft: the head is a modules_to_save wrapper in the base model
+        model = model.get_base_model()
+    return model.score_head
+
+
+class Readout:
+    """Scores (B,) on the rating scale from one forward pass of `model` on processor inputs."""
+
+    def __init__(self, spec: ScorerSpec, tokenizer):
+        self.head = spec.head
+        if spec.head == "levels":
+            self.token_ids = torch.tensor(level_token_ids(tokenizer, spec.level_words))
+            # The affine map value -> rating scale commutes with the expectation, so map the values once.
+            v = np.asarray(spec.level_values, dtype=float)
+            lo, hi = spec.rating_scale
+            self.values = torch.tensor(lo + (v - v.min()) * (hi - lo) / (v.max() - v.min()), dtype=torch.float32)
+
+    def __call__(self, model, inputs: dict) -> torch.Tensor:
+        # logits_to_keep=1: only the answer position goes through lm_head (a 150k-vocab matmul per token otherwise).
+        out = model(**inputs, logits_to_keep=1, output_hidden_states=self.head == "scalar")
+        if self.head == "levels":
+            logits = out.logits[:, -1, self.token_ids.to(out.logits.device)].float()
+            return torch.softmax(logits, dim=-1) @ self.values.to(logits.device)
+        head = _score_head(model)
+        h = out.hidden_states[-1][:, -1]  # final-norm output at the last (non-pad: left padding) token
+        return head(h.to(next(head.parameters()).dtype)).squeeze(-1).float()
+
+
+def processor_inputs(processor, prompt: str, images: Sequence[Image.Image]) -> dict:
+    """Batched, left-padded model inputs for one rendered prompt per image."""
+    return dict(processor(text=[prompt] * len(images), images=list(images), return_tensors="pt", padding=True))
+
+
+class StudentScorer:
+    """A VLM scorer: `score(images) -> np.ndarray` on `score_range`, one forward pass per image.
+
+        >>> scorer = StudentScorer.from_pretrained("runs/demo/student")   # doctest: +SKIP
+        >>> scorer.score(["a.jpg", "b.jpg"], batch_size=16)               # doctest: +SKIP
+        array([3.91, 2.47])
+    """
+
+    lower_better = False
+
+    def __init__(self, model, processor, spec: ScorerSpec):
+        self.model = model.eval()
+        self.processor = processor
+        self.spec = spec
+        self.name = spec.name
+        self.score_range = tuple(spec.rating_scale)
+        self.dimension = spec.dimension
+        self.readout = Readout(spec, processor.tokenizer)
+        self.prompt = render_prompt(processor, spec.prompt)
+
+    @classmethod
+    def from_pretrained(cls, path, device: Optional[str] = None) -> "StudentScorer":
+        """Rebuild a scorer saved by `train_student` (or one of its checkpoints, or `export_merged`)."""
+        spec = ScorerSpec.load(path)
+        model_cfg = spec.model_config
+        if spec.weights == "full":
+            from transformers import AutoModelForImageTextToText
+
+            dtype = model_cfg.dtype if model_cfg.dtype == "auto" else getattr(torch, model_cfg.dtype)
+            model = AutoModelForImageTextToText.from_pretrained(path, dtype=dtype, device_map=model_cfg.device_map)
+            processor = load_processor(str(path), model_cfg.min_pixels, model_cfg.max_pixels)
+            if spec.head == "scalar":
+                _load_head(attach_score_head(model, spec.rating_scale), path)
+        elif spec.weights == "adapter":
+            from peft import PeftModel
+
+            model, processor = load_vlm(model_cfg)
+            if spec.head == "scalar":
+                attach_score_head(model, spec.rating_scale)  # its trained weights come with the adapter
+            model = PeftModel.from_pretrained(model, str(path))
+        elif spec.weights == "base":
+            model, processor = load_vlm(model_cfg)
+        else:
+            raise PsdistillError(f"{path}/{SPEC_FILE}: unknown weights {spec.weights!r}")
+        return cls(_place(model, model_cfg, device), processor, spec)
+
+    @classmethod
+    def from_model_config(cls, model_cfg: ModelConfig, cfg=None, dimension: str = "overall",
+                          device: Optional[str] = None, name: str = "teacher-pointwise") -> "StudentScorer":
+        """The base VLM with no adapter, read zero-shot through the levels head (the pointwise teacher)."""
+        from psdistill.distill.config import DistillConfig
+
+        cfg = cfg or DistillConfig()
+        if cfg.head != "levels":
+            raise ConfigError("distill.head: a scorer without training needs the 'levels' head "
+                              "(a fresh scalar head is untrained)")
+        model, processor = load_vlm(model_cfg)
+        return cls(_place(model, model_cfg, device), processor,
+                   ScorerSpec.from_config(model_cfg, cfg, dimension, weights="base", name=name))
+
+    @torch.inference_mode()
+    def score(self, images: Sequence[ImageInput], batch_size: int = 16) -> np.ndarray:
+        """Scores on `score_range`, one per image (paths or PIL images), in input order."""
+        device = next(self.model.parameters()).device
+        out = []
+        for start in range(0, len(images), batch_size):
+            chunk = [im if isinstance(im, Image.Image) else load_image(im) for im in images[start:start + batch_size]]
+            inputs = {k: v.to(device) for k, v in processor_inputs(self.processor, self.prompt, chunk).items()}
+            out.append(self.readout(self.model, inputs).cpu().numpy())
+        return np.concatenate(out).astype(float) if out else np.zeros(0)
+
+
+def _place(model, model_cfg: ModelConfig, device: Optional[str]):
+    if model_cfg.device_map and device is None:
+        return model  # already dispatched by device_map
+    return model.to(device or ("cuda" if torch.cuda.is_available() else "cpu"))
+
+
+def _load_head(head: torch.nn.Module, folder) -> None:
+    """Load `score_head.*` from full weights (single or sharded safetensors); from_pretrained drops them
+    because the stock architecture has no such module."""
+    from safetensors import safe_open
+
+    folder = Path(folder)
+    index = folder / "model.safetensors.index.json"
+    files = sorted(set(json.loads(index.read_text())["weight_map"].values())) if index.is_file() else ["model.safetensors"]
+    state = {}
+    for name in files:
+        with safe_open(folder / name, framework="pt") as f:
+            state.update({k.removeprefix("score_head."): f.get_tensor(k) for k in f.keys() if k.startswith("score_head.")})
+    if not state:
+        raise PsdistillError(f"{folder}: the scalar head's weights (score_head.*) are missing")
+    head.load_state_dict(state)
+
+
+def score_images(scorer, images: Sequence[Union[ImageInput, ImageRecord]], out_csv, batch_size: int = 16) -> np.ndarray:
+    """Score images with a tqdm bar and write `out_csv` in the predictions format (id,path,<dimension>).
+
+    Records keep their ids; a path's id is its file name without suffix.
+    """
+    from tqdm.auto import tqdm
+
+    from psdistill.data.predictions import write_predictions
+
+    records = [im if isinstance(im, ImageRecord) else ImageRecord(id=Path(im).stem, path=str(im)) for im in images]
+    scores = []
+    with tqdm(total=len(records), desc=f"scoring ({scorer.name})", unit="img") as bar:
+        for start in range(0, len(records), batch_size):
+            chunk = records[start:start + batch_size]
+            scores.append(scorer.score([r.path for r in chunk], batch_size=batch_size))
+            bar.update(len(chunk))
+    scores = np.concatenate(scores) if scores else np.zeros(0)
+    write_predictions(out_csv, records, {getattr(scorer, "dimension", "overall"): scores})
+    return scores
+
+
+def export_merged(path, out_dir) -> Path:
+    """Merge a LoRA student into its base and save full safetensors weights + processor + spec.
+
+    The result loads with `StudentScorer.from_pretrained(out_dir)` and, minus the scalar head, with any
+    transformers `from_pretrained`.
+    """
+    scorer = StudentScorer.from_pretrained(path, device="cpu")
+    model = scorer.model
+    if scorer.spec.weights == "adapter":
+        model = model.merge_and_unload()  # also swaps the trained scalar head in for its wrapper
+    out_dir = Path(out_dir)
+    model.save_pretrained(out_dir)
+    scorer.processor.save_pretrained(out_dir)
+    dataclasses.replace(scorer.spec, weights="full").save(out_dir)
+    return out_dir
+
+
+def load_student(path, device: Optional[str] = None) -> StudentScorer:
+    """Registry factory for "psdistill"."""
+    return StudentScorer.from_pretrained(path, device=device)
+
+
+def teacher_pointwise(model: Union[str, dict, ModelConfig] = "tiny", dimension: str = "overall",
+                      device: Optional[str] = None, **distill_fields) -> StudentScorer:
+    """Registry factory for "teacher-pointwise": `model` is a ModelConfig, its dict, or a name/path;
+    `distill_fields` override DistillConfig's prompt, level_words, level_values, rating_scale."""
+    from psdistill.distill.config import DistillConfig
+
+    model_cfg = model if isinstance(model, ModelConfig) else (
+        ModelConfig(**model) if isinstance(model, dict) else ModelConfig(name_or_path=str(model)))
+    return StudentScorer.from_model_config(model_cfg, DistillConfig(**distill_fields), dimension, device)

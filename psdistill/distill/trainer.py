@@ -1,0 +1,296 @@
+"""Distill pseudo-scores into a single-pass scorer: `DistillTrainer` (a `transformers.Trainer`) and
+`train_student`, the entry point the pipeline calls.
+
+The Trainer brings accelerate (DDP, DeepSpeed), gradient accumulation, schedulers, checkpoints,
+resume and logging; this module adds the data path (image records -> processor inputs + pseudo-scores),
+a sampler that makes in-batch pairs informative, the loss (`losses.py`), validation SRCC, and
+saving in the scorer format (`scorer.py`). Launch, one process or many:
+
+    accelerate launch --config_file launch/<x>.yaml recipes/distill.py --config recipes/configs/<y>.yaml
+"""
+from __future__ import annotations
+
+import importlib.util
+import logging
+import math
+from collections import defaultdict
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Mapping, Optional, Sequence
+
+import numpy as np
+import torch
+from scipy.stats import pearsonr, spearmanr
+from transformers import Trainer, set_seed
+from transformers.trainer import TRAINER_STATE_NAME
+from transformers.trainer_utils import PREFIX_CHECKPOINT_DIR
+
+from psdistill.data.images import load_image
+from psdistill.data.records import ImageRecord
+from psdistill.distill.config import DistillConfig
+from psdistill.distill.losses import confidence_matrix, distill_loss
+from psdistill.distill.scorer import (
+    Readout, ScorerSpec, attach_score_head, level_token_ids, processor_inputs, render_prompt,
+)
+from psdistill.errors import ConfigError, DataError
+from psdistill.models.loading import TINY, ModelConfig, load_processor, load_vlm
+
+logger = logging.getLogger(__name__)
+
+# Qwen-VL layer names. Language model: attention and MLP projections. Vision tower: its blocks'
+# attention and MLP, and the patch mergers (not the conv patch embedding).
+_LANGUAGE_TARGETS = r"(.*\.)?language_model\..*\.(q_proj|k_proj|v_proj|o_proj|gate_proj|up_proj|down_proj)"
+_VISION_TARGETS = (r"(.*\.)?visual\.(blocks\.\d+\.(attn\.(qkv|proj)|mlp\.linear_fc[12])"
+                   r"|(merger|deepstack_merger_list\.\d+)\.linear_fc[12])")
+
+
+class SeriesSampler(torch.utils.data.Sampler[int]):
+    """An epoch's order in which every `images_per_series` consecutive indices share a series.
+
+    A batch of B images then holds B / images_per_series groups: pairs inside a group are the fine,
+    within-series comparisons (a degradation ladder, a photo's variants), pairs across groups are
+    coarse comparisons across series and categories. Records without a series are their own series.
+    Deterministic in (seed, epoch), so every DDP process and a resumed run see the same order.
+    """
+
+    def __init__(self, series: Sequence[str], images_per_series: int, seed: int):
+        self.groups: dict[str, list[int]] = defaultdict(list)
+        for n, s in enumerate(series):
+            self.groups[s].append(n)
+        self.n = len(series)
+        self.k = images_per_series
+        self.seed = seed
+        self.epoch = 0
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = epoch
+
+    def __len__(self) -> int:
+        return self.n
+
+    def __iter__(self):
+        rng = np.random.default_rng([self.seed, self.epoch])
+        chunks = []
+        for members in self.groups.values():
+            members = rng.permutation(members)
+            chunks += [members[i:i + self.k] for i in range(0, len(members), self.k)]
+        for c in rng.permutation(len(chunks)):
+            yield from (int(i) for i in chunks[c])
+
+
+@dataclass
+class DistillCollator:
+    """Loads the images of a batch and builds left-padded processor inputs for the pointwise prompt.
+
+    Training features carry `mu`, `var` (pseudo-score mean and variance), which become `mu`, `var` and
+    the pair confidences `confidence` (B, B); validation features carry `target` (ground truth).
+
+        >>> collator = DistillCollator(processor, render_prompt(processor, "Rate ..."))   # doctest: +SKIP
+        >>> batch = collator([{"path": "a.png", "mu": 3.2, "var": 0.1}, {"path": "b.png", "mu": 2.0, "var": 0.2}])
+        >>> batch["confidence"]  # P(s_a > s_b) = Phi(1.2 / sqrt(0.3)) = 0.986               # doctest: +SKIP
+        tensor([[0.5000, 0.9858], [0.0142, 0.5000]])
+    """
+
+    processor: Any
+    prompt: str
+
+    def __call__(self, features: list[dict]) -> dict[str, torch.Tensor]:
+        batch = processor_inputs(self.processor, self.prompt, [load_image(f["path"]) for f in features])
+        if "mu" in features[0]:
+            mu = np.array([f["mu"] for f in features], dtype=float)
+            var = np.array([f["var"] for f in features], dtype=float)
+            batch["mu"] = torch.tensor(mu, dtype=torch.float32)
+            batch["var"] = torch.tensor(var, dtype=torch.float32)
+            batch["confidence"] = torch.tensor(confidence_matrix(mu, var), dtype=torch.float32)
+        if "target" in features[0]:
+            batch["target"] = torch.tensor([f["target"] for f in features], dtype=torch.float32)
+        return batch
+
+
+def srcc_metrics(eval_pred) -> dict[str, float]:
+    """SRCC and PLCC of the scores against ground truth (logged as eval_srcc, eval_plcc)."""
+    scores, target = np.asarray(eval_pred.predictions, float), np.asarray(eval_pred.label_ids, float)
+    if len(scores) < 2 or np.ptp(scores) == 0 or np.ptp(target) == 0:
+        return {"srcc": math.nan, "plcc": math.nan}  # undefined (constant scores), as psdistill.metrics says
+    return {"srcc": float(spearmanr(scores, target)[0]), "plcc": float(pearsonr(scores, target)[0])}
+
+
+class DistillTrainer(Trainer):
+    """`Trainer` whose loss is the confidence-weighted ranking + calibration loss of `distill_loss`.
+
+    `model` is the VLM (peft-wrapped or not), `readout` turns one forward pass into scores, `series`
+    gives each training record's series for the `series` sampler.
+    """
+
+    def __init__(self, *args, distill_config: DistillConfig, readout: Readout, spec: ScorerSpec,
+                 series: Optional[Sequence[str]] = None, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.distill_config = distill_config
+        self.readout = readout
+        self.spec = spec
+        self.series = series
+        self.loss_is_scaled_for_ga = False  # a per-batch mean: the Trainer divides by the accumulation steps
+        self._terms: dict[str, list[float]] = defaultdict(list)
+
+    def _get_train_sampler(self, train_dataset=None):
+        if self.distill_config.sampler == "series" and self.series is not None:
+            seed = self.args.data_seed if self.args.data_seed is not None else self.args.seed
+            return SeriesSampler(self.series, self.distill_config.images_per_series, seed)
+        return super()._get_train_sampler(train_dataset)
+
+    def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
+        cfg = self.distill_config
+        mu, var, confidence = inputs.pop("mu"), inputs.pop("var"), inputs.pop("confidence")
+        scores = self.readout(model, inputs)
+        parts = distill_loss(scores, mu, var, confidence, ranking=cfg.ranking_loss, weighting=cfg.pair_weighting,
+                             temperature=cfg.temperature, calibration=cfg.calibration,
+                             calibration_weight=cfg.calibration_weight)
+        self._terms["loss_rank"].append(parts["rank"].item())
+        self._terms["loss_cal"].append(parts["cal"].item())
+        return (parts["loss"], {"scores": scores}) if return_outputs else parts["loss"]
+
+    def prediction_step(self, model, inputs, prediction_loss_only, ignore_keys=None):
+        inputs = self._prepare_inputs(inputs)
+        target = inputs.pop("target")
+        with torch.no_grad():
+            scores = self.readout(model, inputs)
+        return None, scores.detach().float(), target
+
+    def log(self, logs: dict[str, float], *args, **kwargs) -> None:
+        # Add the mean loss terms since the last log (averaged over processes) to the training logs.
+        if "loss" in logs and self._terms:
+            for key, values in self._terms.items():
+                mean = torch.tensor(float(np.mean(values)), device=self.args.device)
+                logs[key] = round(self.accelerator.gather(mean).mean().item(), 6)
+            self._terms.clear()
+        super().log(logs, *args, **kwargs)
+
+    def _save(self, output_dir: Optional[str] = None, state_dict=None) -> None:
+        # The weights and processor as the Trainer saves them, plus the spec that makes the folder a scorer.
+        super()._save(output_dir, state_dict)
+        if self.args.should_save:
+            self.spec.save(output_dir if output_dir is not None else self.args.output_dir)
+
+
+def lora_target_modules(cfg: DistillConfig):
+    if cfg.lora_target_modules is not None:
+        return list(cfg.lora_target_modules)
+    return f"({_LANGUAGE_TARGETS}|{_VISION_TARGETS})" if cfg.tune_vision else _LANGUAGE_TARGETS
+
+
+def build_student(model_cfg: ModelConfig, cfg: DistillConfig):
+    """(model, processor) ready to train: head attached, LoRA wrapped or parameters (un)frozen."""
+    model, processor = _load_4bit(model_cfg) if cfg.tuning == "qlora" else load_vlm(model_cfg)
+    if cfg.head == "levels":
+        level_token_ids(processor.tokenizer, cfg.level_words)  # fail before training, not after
+    else:
+        attach_score_head(model, cfg.rating_scale)
+    if cfg.tuning == "full":
+        model.requires_grad_(True)
+        if not cfg.tune_vision:
+            _vision_tower(model).requires_grad_(False)
+        if cfg.head == "scalar":
+            model.get_output_embeddings().requires_grad_(False)  # lm_head plays no part in a scalar score
+        return model, processor
+    from peft import LoraConfig, get_peft_model, prepare_model_for_kbit_training
+
+    if cfg.tuning == "qlora":
+        model = prepare_model_for_kbit_training(model, use_gradient_checkpointing=cfg.gradient_checkpointing)
+    lora = LoraConfig(r=cfg.lora_r, lora_alpha=cfg.lora_alpha, lora_dropout=cfg.lora_dropout,
+                      target_modules=lora_target_modules(cfg),
+                      modules_to_save=["score_head"] if cfg.head == "scalar" else None)
+    return get_peft_model(model, lora), processor
+
+
+def _vision_tower(model) -> torch.nn.Module:
+    inner = getattr(model, "model", model)
+    for name in ("visual", "vision_tower", "vision_model"):
+        if hasattr(inner, name):
+            return getattr(inner, name)
+    raise ConfigError(f"distill.tune_vision: cannot find the vision tower of {type(model).__name__} to freeze; "
+                      "set tune_vision: true")
+
+
+def _load_4bit(model_cfg: ModelConfig):
+    """The base model in 4-bit NF4 (QLoRA, Dettmers et al. 2023, https://arxiv.org/abs/2305.14314)."""
+    if not torch.cuda.is_available():
+        raise ConfigError("distill.tuning: 'qlora' needs a CUDA GPU (bitsandbytes 4-bit kernels); "
+                          "use 'lora' or 'full' on this machine")
+    if importlib.util.find_spec("bitsandbytes") is None:
+        raise ConfigError("distill.tuning: 'qlora' needs bitsandbytes: pip install 'psdistill[quant]'")
+    if model_cfg.name_or_path == TINY:
+        raise ConfigError("distill.tuning: 'qlora' loads a checkpoint; save the tiny model first "
+                          "(psdistill.models.tiny.save_tiny) and point model.name_or_path at it")
+    from accelerate import PartialState
+    from transformers import AutoModelForImageTextToText, BitsAndBytesConfig
+
+    quant = BitsAndBytesConfig(load_in_4bit=True, bnb_4bit_quant_type="nf4", bnb_4bit_use_double_quant=True,
+                               bnb_4bit_compute_dtype=torch.bfloat16)
+    model = AutoModelForImageTextToText.from_pretrained(
+        model_cfg.name_or_path, revision=model_cfg.revision, trust_remote_code=model_cfg.trust_remote_code,
+        quantization_config=quant, dtype=torch.bfloat16, device_map={"": PartialState().local_process_index})
+    processor = load_processor(model_cfg.name_or_path, model_cfg.min_pixels, model_cfg.max_pixels,
+                               model_cfg.revision, model_cfg.trust_remote_code)
+    return model, processor
+
+
+def _train_rows(records: Sequence[ImageRecord], pseudo_scores: Mapping[str, Sequence[float]]) -> list[dict]:
+    missing = [r.id for r in records if r.id not in pseudo_scores]
+    if missing:
+        raise DataError(f"train_student: {len(missing)} training images have no pseudo-score "
+                        f"(first: {missing[:3]}); score them in the ranking stage or drop them")
+    rows = []
+    for r in records:
+        mu, var = (float(v) for v in pseudo_scores[r.id])
+        if not (math.isfinite(mu) and math.isfinite(var) and var >= 0):
+            raise DataError(f"train_student: pseudo-score of {r.id!r} is ({mu}, {var}); need finite mean, variance >= 0")
+        rows.append({"path": r.path, "mu": mu, "var": var})
+    return rows
+
+
+def _resume_point(cfg: DistillConfig, output_dir: Path):
+    if cfg.resume_from_checkpoint in (None, ""):
+        return None
+    if cfg.resume_from_checkpoint == "last":
+        # trainer_state.json is written last: a checkpoint cut off mid-write by a kill lacks it and is skipped.
+        done = [p for p in output_dir.glob(f"{PREFIX_CHECKPOINT_DIR}-*") if (p / TRAINER_STATE_NAME).is_file()]
+        if not done:
+            logger.info("distill.resume_from_checkpoint=last: no checkpoint in %s, starting fresh", output_dir)
+            return None
+        return str(max(done, key=lambda p: int(p.name.rsplit("-", 1)[1])))
+    if not Path(cfg.resume_from_checkpoint).is_dir():
+        raise ConfigError(f"distill.resume_from_checkpoint: {cfg.resume_from_checkpoint} is not a folder")
+    return cfg.resume_from_checkpoint
+
+
+def train_student(train_records: Sequence[ImageRecord], pseudo_scores: Mapping[str, Sequence[float]],
+                  model_cfg: ModelConfig, cfg: DistillConfig, output_dir, val_records: Optional[Sequence[ImageRecord]] = None,
+                  dimension: str = "overall", callbacks: Optional[list] = None) -> Path:
+    """Train the student on `pseudo_scores` (id -> (mean, variance) on the rating scale) and save it.
+
+    `val_records` with ground truth in `scores[dimension]` are scored every `cfg.eval_steps` (and at
+    the start), logged as eval_srcc / eval_plcc. Returns `output_dir`, which holds the adapter (or full
+    weights), the processor, `scorer_config.json` and the trainer state; `checkpoint-N/` folders are
+    scorers too. Works the same in one process and under `accelerate launch`. `callbacks` are extra
+    `transformers.TrainerCallback`s (early stopping, timing, ...).
+    """
+    output_dir = Path(output_dir)
+    set_seed(cfg.seed)  # LoRA and scalar-head initialisation happen before the Trainer seeds
+    model, processor = build_student(model_cfg, cfg)
+    weights = "full" if cfg.tuning == "full" else "adapter"
+    spec = ScorerSpec.from_config(model_cfg, cfg, dimension, weights=weights, name="psdistill")
+    train_rows = _train_rows(train_records, pseudo_scores)
+    val_rows = [{"path": r.path, "target": r.score(dimension)} for r in (val_records or [])
+                if math.isfinite(r.score(dimension))]
+    trainer = DistillTrainer(
+        model=model, args=cfg.to_training_arguments(output_dir, with_eval=bool(val_rows)),
+        train_dataset=train_rows, eval_dataset=val_rows or None,
+        data_collator=DistillCollator(processor, render_prompt(processor, spec.prompt)),
+        processing_class=processor, compute_metrics=srcc_metrics if val_rows else None,
+        distill_config=cfg, readout=Readout(spec, processor.tokenizer), spec=spec,
+        series=[r.series or r.id for r in train_records], callbacks=callbacks,
+    )
+    trainer.train(resume_from_checkpoint=_resume_point(cfg, output_dir))
+    trainer.save_model(str(output_dir))
+    trainer.save_state()
+    return output_dir
