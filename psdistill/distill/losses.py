@@ -15,18 +15,8 @@ from __future__ import annotations
 import numpy as np
 import torch
 import torch.nn.functional as F
-from scipy.stats import norm
 
-
-def pair_confidence(mu, var, i, j) -> np.ndarray:
-    """P(s_i > s_j) = Phi((mu_i - mu_j) / sqrt(var_i + var_j)) for independent Gaussian scores.
-
-    Stand-in for `psdistill.ranking.pair_confidence` (same signature) until the preference engine
-    lands. Two exact, equal scores (zero variance) give 0.5 rather than 0/0.
-    """
-    mu, var = np.asarray(mu, dtype=float), np.asarray(var, dtype=float)
-    sd = np.sqrt(np.maximum(var[i] + var[j], 1e-12))
-    return norm.cdf((mu[i] - mu[j]) / sd)
+from psdistill.ranking import pair_confidence
 
 
 def confidence_matrix(mu, var) -> np.ndarray:
