@@ -77,6 +77,9 @@ class PipelineConfig:
     pool: ReferencePoolConfig = field(default_factory=ReferencePoolConfig)
     distill: DistillConfig = field(default_factory=DistillConfig)
     teacher_pointwise: bool = field(default=True, metadata={"help": "also score zero-shot with the base VLM"})
+    compare_predictions: tuple[str, ...] = field(default=(), metadata={
+        "help": "predictions CSVs of other scorers (e.g. <fgaesq run>/predictions/fgaesq.csv) to put in the "
+                "same evaluation table; named by file stem"})
     validate_on_held_out: int = field(default=40, metadata={
         "help": "held-out images scored during training to log eval_srcc (monitoring only: no checkpoint "
                 "is selected on it); 0: none"})
@@ -251,11 +254,12 @@ def stage_evaluate(run: Run) -> dict:
     """Metrics of every scorer against ground truth, overall and per category; report files."""
     from psdistill.evaluation import evaluate, write_report
 
-    predictions = {p.stem: read_predictions(p) for p in sorted(run.path("predictions").glob("*.csv"))}
+    files = sorted(run.path("predictions").glob("*.csv")) + [Path(p) for p in run.cfg.compare_predictions]
+    predictions = {p.stem: read_predictions(p) for p in files}
     result = evaluate(run.records, predictions, held_out=[c for c in sorted({r.category for r in run.records})
                                                         if c not in run.train_categories])
-    files = write_report(result, run.path("report"))
-    return {"files": {k: str(v) for k, v in files.items()}, "headline": result.headline()}
+    written = write_report(result, run.path("report"))
+    return {"files": {k: str(v) for k, v in written.items()}, "headline": result.headline()}
 
 
 STAGES = (
@@ -264,7 +268,7 @@ STAGES = (
     Stage("fit", ("data.rating_scale",), stage_fit, "fitting pseudo-scores"),
     Stage("distill", ("model", "distill"), stage_distill, "distilling the single-pass scorer", all_ranks=True),
     Stage("score", ("teacher_pointwise",), stage_score, "scoring every image in one pass"),
-    Stage("evaluate", (), stage_evaluate, "evaluating against ground truth"),
+    Stage("evaluate", ("compare_predictions",), stage_evaluate, "evaluating against ground truth"),
 )
 STAGE_NAMES = tuple(s.name for s in STAGES)
 

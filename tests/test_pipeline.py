@@ -100,3 +100,18 @@ def test_cli_names_a_bad_manifest_row_and_an_unreadable_image(tmp_path, capsys):
     assert main(["data", f"run_dir={tmp_path / 'run'}", f"data.manifest={manifest}", "data.on_bad_image=skip"]) == 0
     marker = json.loads((tmp_path / "run/stages/data.json").read_text())
     assert marker["summary"]["images"] == 1 and "broken.jpg" in marker["summary"]["skipped"][0]
+
+
+def test_other_scorers_join_the_same_evaluation_table(finished_run):
+    tmp, cfg, _ = finished_run
+    from psdistill.data.manifest import read_manifest
+    from psdistill.data.predictions import write_predictions
+
+    records = read_manifest(tmp / "run/data/manifest.csv")
+    oracle = write_predictions(tmp / "oracle.csv", records, {"overall": [r.scores["overall"] for r in records]})
+    cfg2 = _cfg(tmp, f"compare_predictions=[{oracle}]")
+    results = run_pipeline(cfg2, log=lambda *a: None)
+    assert results["evaluate"]["status"] == "ran" and results["distill"]["status"] == "reused"
+    metrics = json.loads((tmp / "run/report/metrics.json").read_text())["metrics"]
+    assert metrics["oracle"]["overall"]["all"]["srcc"] == pytest.approx(1.0)
+    assert "oracle" in (tmp / "run/report/report.md").read_text()
