@@ -1,7 +1,7 @@
 #!/bin/bash
 # Multi-node distillation on SLURM: one `accelerate launch` per node, which starts one process per GPU.
 #   sbatch --nodes=2 launch/slurm_multinode.sh recipes/configs/<y>.yaml [--distill.max_steps 2000 ...]
-# ACCEL_CONFIG picks the strategy (default ZeRO-2; launch/multi_gpu.yaml for DDP, deepspeed_zero3.yaml
+# ACCEL_CONFIG picks the strategy (default ZeRO-2; launch/ddp.yaml for DDP, deepspeed_zero3.yaml
 # for full 8B fine-tuning). With `distill.resume_from_checkpoint: last` in the config, a preempted and
 # requeued job continues from its newest complete checkpoint (the output folder must be shared).
 #SBATCH --job-name=psdistill

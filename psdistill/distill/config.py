@@ -155,7 +155,7 @@ class DistillConfig:
             bad("save_total_limit", f"must be >= 1 or null, got {self.save_total_limit}")
         if "wandb" in self.report_to and importlib.util.find_spec("wandb") is None:
             bad("report_to", "'wandb' asked for but not installed (pip install wandb), or drop it")
-        known = {f.name for f in dataclasses.fields(_training_arguments_cls())}
+        known = {f.name for f in dataclasses.fields(_training_arguments_cls())} if self.training_args else set()
         for key in self.training_args:
             if key in _RESERVED or key in {f.name for f in dataclasses.fields(self)}:
                 bad(f"training_args.{key}", "is set by psdistill (or is a distill field); remove it here")
