@@ -37,11 +37,15 @@ def single(data, tmp_path_factory):
     return load_file(out / "model.safetensors")
 
 
-def _launch(config, data, out, port):
+def _launch(config, data, out, port, env=None):
     cmd = [sys.executable, "-m", "accelerate.commands.launch", "--config_file", str(REPO / "launch" / config),
            "--main_process_port", str(port), WORKER, "--data", str(data), "--out", str(out), "--steps", "3",
            "--batch", "4"]
-    run = subprocess.run(cmd, cwd=REPO, capture_output=True, text=True, timeout=230)
+    try:
+        run = subprocess.run(cmd, cwd=REPO, capture_output=True, text=True, timeout=230,
+                             env={**os.environ, **(env or {})})
+    except subprocess.TimeoutExpired as e:  # show where the ranks stopped instead of only the timeout
+        raise AssertionError(f"{config} timed out; stderr tail:\n{(e.stderr or b'')[-3000:]!r}") from None
     assert run.returncode == 0, run.stderr[-3000:]
     return run
 
@@ -65,7 +69,11 @@ def test_two_process_ddp_matches_one_process_with_the_same_global_batch(data, si
 
 def test_two_process_deepspeed_zero2_completes(data, single, tmp_path):
     pytest.importorskip("deepspeed")
-    _launch("cpu_deepspeed_zero2.yaml", data, tmp_path / "ds", 29543)
+    # DeepSpeed JIT-compiles its CPU shared-memory op under a lock file in TORCH_EXTENSIONS_DIR; a build killed
+    # midway elsewhere leaves that lock behind and every later run waits on it forever (seen in CI), so this
+    # run builds in a directory of its own.
+    _launch("cpu_deepspeed_zero2.yaml", data, tmp_path / "ds", 29543,
+            env={"TORCH_EXTENSIONS_DIR": str(tmp_path / "torch_extensions")})
     ds = load_file(tmp_path / "ds" / "model.safetensors")
     assert all(torch.isfinite(v).all() for v in ds.values())
     assert _max_diff(ds, single) < 1e-5
