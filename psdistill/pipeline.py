@@ -263,7 +263,8 @@ def stage_evaluate(run: Run) -> dict:
 
 
 STAGES = (
-    Stage("data", ("data",), stage_data, "checking images"),
+    Stage("data", ("data",), stage_data, "checking images",
+          input_files=lambda cfg: [cfg.data.manifest] if cfg.data.manifest else []),
     Stage("judge", ("data.dimension", "model", "judge", "pool"), stage_judge, "judging against the reference pool"),
     Stage("fit", ("data.rating_scale",), stage_fit, "fitting pseudo-scores"),
     Stage("distill", ("model", "distill"), stage_distill, "distilling the single-pass scorer", all_ranks=True),

@@ -1,7 +1,7 @@
 """Run stages in one run directory: skip what is finished, redo what its config changed.
 
 A stage is done when `<run>/stages/<name>.json` holds the fingerprint of the config sections it
-reads plus the fingerprints of the stages before it; rerunning with the same config reuses it,
+reads, the content of the input files it names, and the fingerprints of the stages before it; rerunning with the same config reuses it,
 changing e.g. `distill.learning_rate` reruns distill and everything after it, never the judging.
 Interrupted stages resume through their own mechanisms (the judgment store, trainer checkpoints).
 """
@@ -24,6 +24,9 @@ class Stage:
     run: Callable[[Any], dict]  # takes the run context, returns a JSON-able summary
     description: str = ""
     all_ranks: bool = False  # True: every process runs it (data-parallel training); else the main one
+    # Files outside the run dir whose content decides the result (e.g. the user's manifest): a file
+    # edited in place under the same path must redo the stage.
+    input_files: Callable[[Any], Sequence[str]] = lambda cfg: ()
 
 
 def _section(cfg, dotted: str):
@@ -33,8 +36,14 @@ def _section(cfg, dotted: str):
     return to_dict(node) if hasattr(node, "__dataclass_fields__") else node
 
 
+def _file_digest(path: str) -> str:
+    p = Path(path)
+    return hashlib.sha256(p.read_bytes()).hexdigest() if p.is_file() else "missing"
+
+
 def fingerprint(cfg, stage: Stage, upstream: Sequence[str]) -> str:
-    payload = json.dumps({"sections": {s: _section(cfg, s) for s in stage.sections}, "upstream": list(upstream)},
+    payload = json.dumps({"sections": {s: _section(cfg, s) for s in stage.sections}, "upstream": list(upstream),
+                          "files": {f: _file_digest(f) for f in stage.input_files(cfg)}},
                          sort_keys=True, default=str)
     return hashlib.sha256(payload.encode()).hexdigest()[:16]
 

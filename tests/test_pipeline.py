@@ -115,3 +115,18 @@ def test_other_scorers_join_the_same_evaluation_table(finished_run):
     metrics = json.loads((tmp / "run/report/metrics.json").read_text())["metrics"]
     assert metrics["oracle"]["overall"]["all"]["srcc"] == pytest.approx(1.0)
     assert "oracle" in (tmp / "run/report/report.md").read_text()
+
+
+def test_a_manifest_edited_in_place_redoes_the_data_stage(tmp_path):
+    for name in ("a.png", "b.png"):
+        Image.new("RGB", (32, 32)).save(tmp_path / name)
+    manifest = tmp_path / "m.csv"
+    manifest.write_text("path,category,overall\na.png,x,3\n")
+    args = ["data", f"run_dir={tmp_path / 'run'}", f"data.manifest={manifest}"]
+    marker = tmp_path / "run/stages/data.json"
+    assert main(args) == 0 and json.loads(marker.read_text())["summary"]["images"] == 1
+    first = json.loads(marker.read_text())["fingerprint"]
+    assert main(args) == 0 and json.loads(marker.read_text())["fingerprint"] == first  # unchanged: reused
+    manifest.write_text("path,category,overall\na.png,x,3\nb.png,x,5\n")  # same path, new content
+    assert main(args) == 0
+    assert json.loads(marker.read_text())["summary"]["images"] == 2
