@@ -15,7 +15,6 @@ from __future__ import annotations
 import argparse
 import datetime
 import platform
-import resource
 import sys
 import time
 from pathlib import Path
@@ -24,8 +23,9 @@ import numpy as np
 import torch
 from PIL import Image
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+sys.path[:0] = [str(Path(__file__).resolve().parents[1]), str(Path(__file__).resolve().parent)]
 
+from _bench_common import parse_args, peak_rss_mb, write_report  # noqa: E402
 from psdistill.baselines.fgaesq.model import FGAesQModel, load_base  # noqa: E402
 from psdistill.baselines.fgaesq.scorer import FGAesQScorer  # noqa: E402
 
@@ -41,10 +41,6 @@ def images(n: int, long_edge: int, seed: int = 0) -> list[Image.Image]:
         arr = np.clip(arr * 0.35 + 0.5 + rng.normal(0, 0.05, arr.shape), 0, 1)
         out.append(Image.fromarray((arr * 255).astype(np.uint8)))
     return out
-
-
-def peak_rss_mb() -> float:
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # KiB on Linux
 
 
 def build(model: str, tiny_image_size: int) -> FGAesQModel:
@@ -95,9 +91,7 @@ def main(argv=None) -> int:
     ap.add_argument("--source-size", type=int, default=None, help="longer edge of the test images (default: 2x image_size)")
     ap.add_argument("--threads", type=int, default=None, help="torch CPU threads")
     ap.add_argument("--out", default=None, help="markdown file to append the results to")
-    args = ap.parse_args(argv)
-    if args.threads:
-        torch.set_num_threads(args.threads)
+    args = parse_args(ap, argv)
 
     model = build(args.model, args.tiny_image_size).to(getattr(torch, args.dtype))
     scorer = FGAesQScorer(model, device=args.device, batch_size=args.batch_size)
@@ -126,13 +120,7 @@ def main(argv=None) -> int:
     for name, r in rows.items():
         mem = f"{r['peak_mem_mb']:.0f}" + (f" (RSS; +{r['rss_growth_mb']:.0f} during run)" if "rss_growth_mb" in r else " (CUDA allocated)")
         lines.append(f"| {name} | {r['images_per_s']:.1f} | {r['ms_per_image']:.2f} | {mem} |")
-    text = "\n".join(lines) + "\n"
-    print(text)
-    if args.out:
-        out = Path(args.out)
-        out.parent.mkdir(parents=True, exist_ok=True)
-        with open(out, "a") as f:
-            f.write(text + "\n")
+    write_report(lines, args.out, append=True)
     return 0
 
 

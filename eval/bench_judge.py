@@ -21,45 +21,30 @@ into the config): the speed of the real model, with meaningless answers.
 from __future__ import annotations
 
 import argparse
-import datetime
-import json
-import platform
 import sys
 import tempfile
-import time
 from pathlib import Path
 
 import numpy as np
 import torch
-from PIL import Image
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+sys.path[:0] = [str(Path(__file__).resolve().parents[1]), str(Path(__file__).resolve().parent)]
 
+from _bench_common import (add_model_args, add_runtime_args, command_line, environment_lines,  # noqa: E402
+                           parse_args, random_image_records, random_qwen3_vl, timed, write_report)
 from psdistill.data.images import load_image  # noqa: E402
-from psdistill.data.records import ImageRecord  # noqa: E402
 from psdistill.judge.vlm import VLMJudge, VLMJudgeConfig  # noqa: E402
 from psdistill.models.loading import _DTYPES, TINY, ModelConfig, load_vlm  # noqa: E402
 
 
 def build(args):
     """(model, processor, model_id) on args.device."""
-    from psdistill.models.tiny import tiny_qwen3_vl, tiny_qwen3_vl_processor
+    from psdistill.models.tiny import tiny_qwen3_vl
 
     pixels = args.image_size ** 2
     dtype = _DTYPES[args.dtype] if args.dtype != "auto" else torch.float32
     if args.config_json:
-        from transformers import Qwen3VLConfig, Qwen3VLForConditionalGeneration
-
-        processor = tiny_qwen3_vl_processor(args.image_size)
-        data = json.loads(Path(args.config_json).read_text())
-        data.pop("_comment", None)
-        tok = processor.tokenizer
-        for key, token in [("image_token_id", "<|image_pad|>"), ("video_token_id", "<|video_pad|>"),
-                           ("vision_start_token_id", "<|vision_start|>"), ("vision_end_token_id", "<|vision_end|>")]:
-            data[key] = tok.convert_tokens_to_ids(token)
-        torch.manual_seed(args.seed)
-        with torch.device(args.device):
-            model = Qwen3VLForConditionalGeneration._from_config(Qwen3VLConfig.from_dict(data), dtype=dtype)
+        model, processor = random_qwen3_vl(args.config_json, args.image_size, dtype, args.device, seed=args.seed)
         return model.eval(), processor, f"random({Path(args.config_json).name},seed={args.seed})"
     if args.model == TINY:
         model, processor = tiny_qwen3_vl(seed=args.seed, image_size=args.image_size)
@@ -71,12 +56,7 @@ def build(args):
 
 def make_pairs(folder: Path, args) -> list:
     rng = np.random.default_rng(args.seed)
-    records = []
-    for k in range(args.images):
-        w, h = (args.image_size * rng.uniform(0.6, 1.4, 2)).astype(int)
-        path = folder / f"img{k:03d}.png"
-        Image.fromarray(rng.integers(0, 255, (h, w, 3), dtype=np.uint8)).save(path)
-        records.append(ImageRecord(id=path.stem, path=str(path)))
+    records = random_image_records(folder, args.images, args.image_size, rng)
     pairs = []
     while len(pairs) < args.pairs:
         i, j = rng.choice(args.images, 2, replace=False)
@@ -99,45 +79,19 @@ def naive(model, processor, text, answers, pairs) -> np.ndarray:
     return out
 
 
-def timed(fn, repeats: int):
-    """(result, best seconds) over `repeats` calls of fn(); the minimum is the least disturbed run."""
-    best = float("inf")
-    for _ in range(repeats):
-        start = time.perf_counter()
-        result = fn()
-        if torch.cuda.is_available():
-            torch.cuda.synchronize()
-        best = min(best, time.perf_counter() - start)
-    return result, best
-
-
-def device_name(device: str) -> str:
-    if device.startswith("cuda"):
-        return torch.cuda.get_device_name(torch.device(device))
-    for line in Path("/proc/cpuinfo").read_text().splitlines() if Path("/proc/cpuinfo").exists() else []:
-        if line.startswith("model name"):
-            return line.split(":", 1)[1].strip()
-    return platform.processor() or "cpu"
-
-
 def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    ap.add_argument("--model", default=TINY, help="hub id, local folder, or 'tiny' (random-weight Qwen3-VL)")
-    ap.add_argument("--config-json", default=None, help="build this architecture with random weights instead")
+    add_model_args(ap)
     ap.add_argument("--pairs", type=int, default=64)
     ap.add_argument("--images", type=int, default=16, help="distinct images the pairs are drawn from")
     ap.add_argument("--image-size", type=int, default=128, help="typical image side; its square bounds the pixels")
     ap.add_argument("--batch-size", type=int, default=16)
-    ap.add_argument("--dtype", default="float32", choices=sorted(_DTYPES))
-    ap.add_argument("--device", default="cpu")
-    ap.add_argument("--threads", type=int, default=0, help="torch CPU threads (0: torch's default)")
+    add_runtime_args(ap)
     ap.add_argument("--prompt-set", default="painting")
     ap.add_argument("--repeats", type=int, default=3, help="timed runs per path; the fastest is reported")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--out", default="eval/results/bench_judge_cpu.md")
-    args = ap.parse_args(argv)
-    if args.threads:
-        torch.set_num_threads(args.threads)
+    args = parse_args(ap, argv)
 
     model, processor, model_id = build(args)
     config = VLMJudgeConfig(prompt_set=args.prompt_set, batch_size=args.batch_size)
@@ -171,16 +125,13 @@ def main(argv=None):
     n_params = sum(p.numel() for p in model.parameters())
     lines = [
         "# Judge throughput (eval/bench_judge.py)", "",
-        f"- date: {datetime.date.today().isoformat()}; device: {args.device} ({device_name(args.device)}), "
-        f"torch threads: {torch.get_num_threads()}",
-        f"- python {platform.python_version()}, torch {torch.__version__}, "
-        f"transformers {__import__('transformers').__version__}",
+        *environment_lines(args.device),
         f"- model: {model_id} ({n_params / 1e6:.2f}M parameters), dtype {args.dtype}",
         f"- {args.pairs} pairs (one order) drawn from {args.images} images, sides {args.image_size} x 0.6-1.4; "
         f"vision tokens per image {tokens_per_image.min():.0f}-{tokens_per_image.max():.0f} "
         f"(mean {tokens_per_image.mean():.1f}); ~{pair_tokens:.0f} tokens per pair; batch size {args.batch_size}; "
         f"best of {args.repeats} runs per path",
-        f"- command: `python eval/bench_judge.py {' '.join(sys.argv[1:] if argv is None else argv)}`", "",
+        command_line("eval/bench_judge.py", argv), "",
         "| path | what | pairs/s | seconds | speed-up vs naive |",
         "|---|---|---:|---:|---:|",
         *[f"| {name} | {what} | {args.pairs / t:.1f} | {t:.2f} | {t_naive / t:.1f}x |" for name, what, t in rows],
@@ -189,11 +140,7 @@ def main(argv=None):
         f"- naive answers parsed as {answers[0]}/{answers[1]}: {parsed.sum()}/{len(pairs)}; "
         f"agreement with the optimized path's argmax where parsed: {agree}",
     ]
-    report = "\n".join(lines) + "\n"
-    print(report)
-    Path(args.out).parent.mkdir(parents=True, exist_ok=True)
-    Path(args.out).write_text(report)
-    return report
+    return write_report(lines, args.out)
 
 
 if __name__ == "__main__":

@@ -15,10 +15,6 @@ memory of the real size, meaningless scores).
 from __future__ import annotations
 
 import argparse
-import datetime
-import json
-import platform
-import resource
 import sys
 import tempfile
 import time
@@ -29,11 +25,13 @@ import torch
 from PIL import Image
 from transformers import TrainerCallback
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+sys.path[:0] = [str(Path(__file__).resolve().parents[1]), str(Path(__file__).resolve().parent)]
 
+from _bench_common import (add_model_args, add_runtime_args, command_line, environment_lines,  # noqa: E402
+                           parse_args, peak_rss_mb, random_qwen3_vl, write_report)
 from psdistill.data.records import ImageRecord  # noqa: E402
 from psdistill.distill import DistillConfig, train_student  # noqa: E402
-from psdistill.models.loading import TINY, ModelConfig  # noqa: E402
+from psdistill.models.loading import ModelConfig  # noqa: E402
 
 
 class StepTimer(TrainerCallback):
@@ -57,38 +55,10 @@ class StepTimer(TrainerCallback):
 
 def random_model_folder(config_json: str, image_size: int, dtype: str, folder: Path) -> str:
     """Save a random-weight model of `config_json`'s architecture with the tiny tokenizer to `folder`."""
-    from transformers import Qwen3VLConfig, Qwen3VLForConditionalGeneration
+    from psdistill.models.tiny import save_tiny
 
-    from psdistill.models.tiny import save_tiny, tiny_qwen3_vl_processor
-
-    processor = tiny_qwen3_vl_processor(image_size)
-    data = json.loads(Path(config_json).read_text())
-    data.pop("_comment", None)
-    tok = processor.tokenizer
-    for key, token in [("image_token_id", "<|image_pad|>"), ("video_token_id", "<|video_pad|>"),
-                       ("vision_start_token_id", "<|vision_start|>"), ("vision_end_token_id", "<|vision_end|>")]:
-        data[key] = tok.convert_tokens_to_ids(token)
-    model = Qwen3VLForConditionalGeneration._from_config(Qwen3VLConfig.from_dict(data),
-                                                         dtype=getattr(torch, dtype) if dtype != "auto" else None)
+    model, processor = random_qwen3_vl(config_json, image_size, getattr(torch, dtype) if dtype != "auto" else None)
     return save_tiny(model, processor, folder)
-
-
-def _version(package: str) -> str:
-    from importlib.metadata import PackageNotFoundError, version
-
-    try:
-        return version(package)
-    except PackageNotFoundError:
-        return "not installed"
-
-
-def device_name(device: str) -> str:
-    if device.startswith("cuda"):
-        return torch.cuda.get_device_name(torch.device(device))
-    for line in Path("/proc/cpuinfo").read_text().splitlines() if Path("/proc/cpuinfo").exists() else []:
-        if line.startswith("model name"):
-            return line.split(":", 1)[1].strip()
-    return platform.processor() or "cpu"
 
 
 def run_one(records, pseudo, model_cfg, args, row: str, out_dir) -> dict:
@@ -106,14 +76,13 @@ def run_one(records, pseudo, model_cfg, args, row: str, out_dir) -> dict:
     step = float(np.median(timer.times[args.warmup:]))
     samples = args.batch_size * args.accumulation
     peak = (torch.cuda.max_memory_allocated() / 2 ** 30 if args.device.startswith("cuda")
-            else resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2 ** 20)
+            else peak_rss_mb() / 2 ** 10)
     return {"row": row, "samples_per_s": samples / step, "step_s": step, "peak_gib": peak}
 
 
 def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    ap.add_argument("--model", default=TINY, help="hub id, local folder, or 'tiny' (random-weight Qwen3-VL)")
-    ap.add_argument("--config-json", default=None, help="build this architecture with random weights instead")
+    add_model_args(ap)
     ap.add_argument("--tuning", nargs="+", default=["lora", "full", "full+vision"],
                     choices=["lora", "qlora", "full", "lora+vision", "full+vision"],
                     help="rows; '+vision' also trains (LoRA: adapts) the vision tower")
@@ -125,13 +94,9 @@ def main(argv=None):
     ap.add_argument("--image-size", type=int, default=128)
     ap.add_argument("--images", type=int, default=64)
     ap.add_argument("--gradient-checkpointing", action="store_true")
-    ap.add_argument("--dtype", default="float32", choices=["auto", "float32", "bfloat16", "float16"])
-    ap.add_argument("--device", default="cpu", help="cpu or cuda")
-    ap.add_argument("--threads", type=int, default=0, help="torch CPU threads (0: torch's default)")
+    add_runtime_args(ap)
     ap.add_argument("--out", default="eval/results/bench_train_cpu.md")
-    args = ap.parse_args(argv)
-    if args.threads:
-        torch.set_num_threads(args.threads)
+    args = parse_args(ap, argv)
 
     rng = np.random.default_rng(0)
     with tempfile.TemporaryDirectory() as tmp:
@@ -151,26 +116,18 @@ def main(argv=None):
     model_id = f"random({Path(args.config_json).name})" if args.config_json else model_cfg.model_id
     lines = [
         "# Distillation training throughput (eval/bench_train.py)", "",
-        f"- date: {datetime.date.today().isoformat()}; device: {args.device} ({device_name(args.device)}), "
-        f"torch threads: {torch.get_num_threads()}",
-        f"- python {platform.python_version()}, torch {torch.__version__}, transformers "
-        f"{__import__('transformers').__version__}, peft {__import__('peft').__version__}, accelerate "
-        f"{__import__('accelerate').__version__}, deepspeed {_version('deepspeed')}",
+        *environment_lines(args.device, packages=("transformers", "peft", "accelerate", "deepspeed")),
         f"- model: {model_id}, dtype {args.dtype}; head {args.head}; gradient checkpointing "
         f"{args.gradient_checkpointing}; vision tower frozen unless '+vision'",
         f"- images {args.image_size}x{args.image_size}; batch {args.batch_size} x accumulation {args.accumulation}; "
         f"median of {args.steps} optimizer steps after {args.warmup} warm-up steps",
         f"- peak memory: {'torch.cuda.max_memory_allocated' if args.device.startswith('cuda') else 'peak RSS of the process (cumulative over the rows)'}",
-        f"- command: `{' '.join(['python', 'eval/bench_train.py', *(sys.argv[1:] if argv is None else argv)])}`", "",
+        command_line("eval/bench_train.py", argv), "",
         "| tuning | samples/s | s/step | peak memory (GiB) |",
         "|---|---:|---:|---:|",
         *[f"| {r['row']} | {r['samples_per_s']:.1f} | {r['step_s']:.3f} | {r['peak_gib']:.2f} |" for r in results],
     ]
-    report = "\n".join(lines) + "\n"
-    print(report)
-    Path(args.out).parent.mkdir(parents=True, exist_ok=True)
-    Path(args.out).write_text(report)
-    return report
+    return write_report(lines, args.out)
 
 
 if __name__ == "__main__":
