@@ -3,6 +3,7 @@
     psdistill demo                                   # the whole pipeline on the embedded demo
     psdistill run --config recipes/configs/demo.yaml distill.max_steps=50
     psdistill judge --config my.yaml                 # runs data + judge (reusing what is done)
+    psdistill eval --config my.yaml                  # `evaluate` (every stage up to it)
     psdistill score --model runs/demo/student a.jpg b.jpg -o scores.csv
     psdistill list-scorers
 
@@ -18,6 +19,7 @@ import sys
 from psdistill.errors import PsdistillError
 
 DEMO_CONFIG = os.path.join(os.path.dirname(__file__), "configs", "demo.yaml")
+ALIASES = {"eval": "evaluate"}
 
 
 def main(argv=None) -> int:
@@ -36,12 +38,12 @@ def main(argv=None) -> int:
 def _dispatch(argv) -> int:
     from psdistill.pipeline import STAGE_NAMES
 
-    commands = ("run", "demo", *STAGE_NAMES, "score", "list-scorers")
+    commands = ("run", "demo", *STAGE_NAMES, *ALIASES, "score", "list-scorers")
     if not argv or argv[0] in ("-h", "--help") or argv[0] not in commands:
         print(__doc__.strip())
         print("\ncommands: " + ", ".join(commands))
         return 0 if not argv or argv[0] in ("-h", "--help") else 2
-    command, rest = argv[0], argv[1:]
+    command, rest = ALIASES.get(argv[0], argv[0]), argv[1:]
     if command == "score":
         return _score(rest)
     if command == "list-scorers":

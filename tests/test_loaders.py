@@ -5,20 +5,12 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from _fixtures_datasets import PNG_BYTES, write_images
+
 from psdistill.data.loaders import (DataWarning, from_hf_dataset, load_apddv2, load_ava, load_fg_series,
                                     load_manifest, load_ppaint, read_text)
 from psdistill.data.manifest import read_manifest
 from psdistill.errors import DataError
-
-_PNG = io.BytesIO()
-Image.new("RGB", (4, 4), (120, 30, 200)).save(_PNG, format="PNG")
-
-
-def _images(root, *names):
-    for name in names:
-        path = root / name
-        path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_bytes(_PNG.getvalue())
 
 
 def _load(fn, *args, **kwargs):
@@ -39,7 +31,7 @@ img/d.png,d,c2,1,2,3
 
 
 def test_csv_manifest_reports_bad_rows(tmp_path):
-    _images(tmp_path, "img/a.png", "img/b.png", "img/c.png", "img/d.png")
+    write_images(tmp_path, "img/a.png", "img/b.png", "img/c.png", "img/d.png")
     path = tmp_path / "m.csv"
     path.write_text(MANIFEST_CSV)
     result = _load(load_manifest, path, score_range=(0, 10))
@@ -60,7 +52,7 @@ def test_csv_manifest_reports_bad_rows(tmp_path):
 
 
 def test_jsonl_manifest(tmp_path):
-    _images(tmp_path, "img/a.png", "img/b.png")
+    write_images(tmp_path, "img/a.png", "img/b.png")
     path = tmp_path / "m.jsonl"
     path.write_text('{"path": "img/a.png", "id": "a", "category": "c1", "series": "s", "rank": 0, '
                     '"scores": {"overall": 7.5, "color": null}}\n'
@@ -84,9 +76,9 @@ def test_hf_dataset_images_are_saved_with_their_bytes(tmp_path):
     Image.new("RGB", (8, 8), (10, 200, 30)).save(jpeg, format="JPEG")
     features = datasets.Features({"image": datasets.Image(), "name": datasets.Value("string"),
                                   "style": datasets.Value("string"), "score": datasets.Value("float32")})
-    ds = datasets.Dataset.from_dict({"image": [{"bytes": _PNG.getvalue(), "path": None},
+    ds = datasets.Dataset.from_dict({"image": [{"bytes": PNG_BYTES, "path": None},
                                                {"bytes": jpeg.getvalue(), "path": None},
-                                               {"bytes": _PNG.getvalue(), "path": None}],
+                                               {"bytes": PNG_BYTES, "path": None}],
                                      "name": ["x", "y", "x"], "style": ["ink", "oil", "ink"],
                                      "score": [6.5, float("nan"), 1.0]}, features=features)
     result = _load(from_hf_dataset, ds, tmp_path / "out", id_column="name", category_column="style")
@@ -124,7 +116,7 @@ PAIRS = """expert,dimension,first_id,second_id,winner
 
 
 def test_ppaint_layout(tmp_path):
-    _images(tmp_path / "images", "landscape/l1.png", "landscape/l2.png", "landscape/l3.png",
+    write_images(tmp_path / "images", "landscape/l1.png", "landscape/l2.png", "landscape/l3.png",
             "figure/f1.png", "figure/f2.jpg", "figure/notes.txt", "stray.png")
     (tmp_path / "ratings.csv").write_bytes(RATINGS.encode("gbk"))  # Chinese expert names, GBK
     (tmp_path / "pairs.csv").write_text(PAIRS, encoding="utf-8")
@@ -181,7 +173,7 @@ zz.jpg,素描*古典*静物,5,5,,5,5,5,5,,5,5,5
 
 
 def test_apddv2_gbk_with_blank_attributes(tmp_path):
-    _images(tmp_path / "APDDv2image", "a1.png", "a2.jpg", "a3.jpg", "a4.jpg")
+    write_images(tmp_path / "APDDv2image", "a1.png", "a2.jpg", "a3.jpg", "a4.jpg")
     main = tmp_path / "APDDv2-10023.csv"
     main.write_bytes(APDD_MAIN.encode("gbk"))
     result = _load(load_apddv2, main, tmp_path / "APDDv2image")
@@ -206,7 +198,7 @@ def test_apddv2_gbk_with_blank_attributes(tmp_path):
 
 
 def test_apddv2_split_file_score_is_total_over_10(tmp_path):
-    _images(tmp_path, "a1.png", "a2.jpg", "a3.jpg", "a4.jpg", "a5.jpg")
+    write_images(tmp_path, "a1.png", "a2.jpg", "a3.jpg", "a4.jpg", "a5.jpg")
     main, split = tmp_path / "main.csv", tmp_path / "test.csv"
     clean = APDD_MAIN.replace(",120,", ",70,").replace(",abc,", ",5,")
     clean = clean[:clean.rindex("a2.jpg")]  # without the duplicate row; UTF-8 with a BOM this time
@@ -242,7 +234,7 @@ AVA_TXT = """1 1001 0 1 5 17 38 36 15 6 5 1 1 22 1396
 
 
 def test_ava(tmp_path):
-    _images(tmp_path / "images", "1001.jpg", "1002.jpg", "1003.jpg", "1005.jpg")
+    write_images(tmp_path / "images", "1001.jpg", "1002.jpg", "1003.jpg", "1005.jpg")
     (tmp_path / "AVA.txt").write_text(AVA_TXT)
     data = _load(load_ava, tmp_path / "AVA.txt", tmp_path / "images")
     assert [r.id for r in data.records] == ["1001", "1005"]
@@ -262,7 +254,7 @@ def test_ava(tmp_path):
 
 
 def test_ava_split_list(tmp_path):
-    _images(tmp_path / "images", "1001.jpg", "1005.jpg")
+    write_images(tmp_path / "images", "1001.jpg", "1005.jpg")
     (tmp_path / "AVA.txt").write_text(AVA_TXT)
     (tmp_path / "test.jpgl").write_text("1005.jpg\n\n9999\n")
     data = _load(load_ava, tmp_path / "AVA.txt", tmp_path / "images", split=tmp_path / "test.jpgl")
@@ -299,7 +291,7 @@ s2,d,e,1.5
 
 
 def test_fg_series_ranks_from_pairs(tmp_path):
-    _images(tmp_path, *(f"img/{k}.png" for k in "abcdefgh"))
+    write_images(tmp_path, *(f"img/{k}.png" for k in "abcdefgh"))
     members, pairs = tmp_path / "members.csv", tmp_path / "pairs.csv"
     members.write_text(MEMBERS)
     pairs.write_text(FG_PAIRS)
@@ -323,7 +315,7 @@ def test_fg_series_ranks_from_pairs(tmp_path):
 
 
 def test_fg_series_ranks_from_the_rank_column(tmp_path):
-    _images(tmp_path, "img/d.png", "img/e.png")
+    write_images(tmp_path, "img/d.png", "img/e.png")
     members = tmp_path / "members.csv"
     members.write_text("series,image_id,path,rank\ns2,d,img/d.png,1\ns2,e,img/e.png,0\n")
     result = load_fg_series(members)
