@@ -126,7 +126,7 @@ def run_predictions(category: str, run: Path, records: Sequence[ImageRecord], ar
 # ---- subcommands ---------------------------------------------------------------------------------
 
 def ppaint_cross(args) -> str:
-    records = loaders.load_ppaint(args.root).records
+    records = (loaders.load_ppaint(args.root) if args.root else loaders.load_manifest(args.manifest)).records
     by_category = {c: read_checked(p, records) for c, p in named_paths(args.predictions, "--predictions").items()}
     for category, run in named_paths(args.runs, "--runs").items():
         if category in by_category:
@@ -187,7 +187,9 @@ def make_parser() -> argparse.ArgumentParser:
 
     p = command("ppaint-cross", ppaint_cross, "PPaint: train on one category, test on all (SRCC per dimension)",
                 scorers=False)
-    p.add_argument("--root", required=True, help="PPaint folder: images/<category>/, ratings.csv, pairs.csv")
+    source = p.add_mutually_exclusive_group(required=True)
+    source.add_argument("--root", help="PPaint folder: images/<category>/, ratings.csv, pairs.csv")
+    source.add_argument("--manifest", help="or any CSV/JSONL manifest with categories (e.g. a run's data/manifest.csv)")
     p.add_argument("--runs", action="extend", nargs="+", default=[], metavar="CATEGORY=RUN_DIR",
                    help="the pipeline run trained on each category")
     p.add_argument("--prediction-name", default="student", help="the run's predictions/<NAME>.csv to read")

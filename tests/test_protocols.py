@@ -375,3 +375,28 @@ def test_psdistill_eval_is_evaluate(tmp_path, capsys):
     missing = tmp_path / "nope.yaml"
     assert psdistill_main(["eval", "--config", str(missing)]) == 2
     assert f"--config: file {missing} not found" in capsys.readouterr().err
+
+
+# ---- the protocol on real pipeline runs ----------------------------------------------------------
+
+@pytest.mark.slow
+def test_ppaint_cross_on_two_demo_runs_agrees_with_each_runs_own_evaluation(tmp_path):
+    # Two short demo pipelines, one trained on each category; the script's cross-category matrix must
+    # hold, cell for cell, what each run's own evaluation stage measured per category.
+    demo = ["data.demo.series_per_category=2", "data.demo.categories=[objects,portraits]", "distill.max_steps=4",
+            "distill.eval_steps=4", "distill.save_steps=4", "distill.report_to=[none]", "pool.k=4"]
+    runs = {}
+    for category in ("objects", "portraits"):
+        runs[category] = tmp_path / category
+        assert psdistill_main(["demo", f"run_dir={runs[category]}", f"data.train_categories=[{category}]",
+                               *demo]) == 0
+    out = tmp_path / "cross"
+    run = _run("ppaint-cross", "--manifest", runs["objects"] / "data" / "manifest.csv", "--out", out,
+               "--bootstrap", 0, "--runs", *[f"{c}={r}" for c, r in runs.items()])
+    assert run.returncode == 0, run.stderr
+    matrix = json.loads((out / "cross_category_overall.json").read_text())
+    for i, train in enumerate(matrix["train"]):
+        own = json.loads((runs[train] / "report" / "metrics.json").read_text())
+        per_category = own["metrics"]["student"]["overall"]["categories"]
+        for j, test in enumerate(matrix["test"]):
+            assert matrix["srcc"][i][j] == pytest.approx(per_category[test]["srcc"], abs=1e-9), (train, test)
