@@ -4,7 +4,11 @@
 The Trainer brings accelerate (DDP, DeepSpeed), gradient accumulation, schedulers, checkpoints,
 resume and logging; this module adds the data path (image records -> processor inputs + pseudo-scores),
 a sampler that makes in-batch pairs informative, the loss (`losses.py`), validation SRCC, and
-saving in the scorer format (`scorer.py`). Launch, one process or many:
+saving in the scorer format (`scorer.py`). Not TRL's `RewardTrainer` (trl 1.16): it takes text
+chosen/rejected pairs through a tokenizer into a sequence-classification head, where this trains on
+images with pseudo-scores, forms confidence-weighted pairs inside each batch, and reads the score from
+the VLM's own level-word logits. Its conventions (config dataclass + `Trainer` subclass, loss in
+`compute_loss`) are followed. Launch, one process or many:
 
     accelerate launch --config_file launch/<x>.yaml recipes/distill.py --config recipes/configs/<y>.yaml
 """
