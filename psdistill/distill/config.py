@@ -181,6 +181,7 @@ class DistillConfig:
             logging_steps=self.logging_steps, save_strategy="steps", save_steps=self.save_steps,
             save_total_limit=self.save_total_limit, report_to=self.report_to,
             dataloader_num_workers=self.dataloader_num_workers,
+            dataloader_pin_memory=torch.cuda.is_available(),  # pinning needs an accelerator (else a warning per run)
             eval_strategy="steps" if with_eval else "no", eval_steps=self.eval_steps, eval_on_start=with_eval,
             # The collator needs the image paths and pseudo-scores, which are no model arguments.
             remove_unused_columns=False, label_names=["target"],
