@@ -21,8 +21,6 @@ import numpy as np
 import torch
 from PIL import Image
 
-DTYPES = ["auto", "float32", "bfloat16", "float16"]
-
 
 def add_model_args(ap: argparse.ArgumentParser) -> None:
     """--model and --config-json: the model under test."""
@@ -34,7 +32,9 @@ def add_model_args(ap: argparse.ArgumentParser) -> None:
 
 def add_runtime_args(ap: argparse.ArgumentParser) -> None:
     """--dtype, --device and --threads (applied by `parse_args`)."""
-    ap.add_argument("--dtype", default="float32", choices=DTYPES)
+    from psdistill.models.loading import _DTYPES
+
+    ap.add_argument("--dtype", default="float32", choices=list(_DTYPES))
     ap.add_argument("--device", default="cpu", help="cpu or cuda")
     ap.add_argument("--threads", type=int, default=0, help="torch CPU threads (0: torch's default)")
 

@@ -65,13 +65,11 @@ def scored_predictions(make_scorer: Callable, name: str, records: Sequence[Image
 
 
 def make_scorer(name: str, model: Optional[str]) -> Callable:
-    """A function building the registered scorer `name` from --model (a psdistill run dir means its student/)."""
+    """A function building the registered scorer `name` from --model."""
     from psdistill.registry import create_scorer
 
     if model is None:
         raise DataError(f"--scorer {name}: give --model (a student or run directory, a checkpoint or a model name)")
-    if name == "psdistill" and (Path(model) / "student").is_dir():
-        model = str(Path(model) / "student")
     return lambda: create_scorer(name, **{MODEL_KEYWORD.get(name, "path"): model})
 
 

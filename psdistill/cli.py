@@ -71,14 +71,9 @@ def _score(argv) -> int:
     parser.add_argument("-o", "--output", default="scores.csv")
     parser.add_argument("--batch-size", type=int, default=8)
     args = parser.parse_args(argv)
-    from pathlib import Path
-
     from psdistill.distill import StudentScorer, score_images
 
-    path = Path(args.model)
-    if (path / "student").is_dir():
-        path = path / "student"
-    scorer = StudentScorer.from_pretrained(path)
+    scorer = StudentScorer.from_pretrained(args.model)
     out = score_images(scorer, args.images, args.output, batch_size=args.batch_size)
     print(f"wrote {out}")
     return 0

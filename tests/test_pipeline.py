@@ -1,6 +1,7 @@
 """The staged pipeline on a small demo: outputs, reuse, partial reruns, resume and clear errors."""
 import json
 import sqlite3
+from pathlib import Path
 
 import pytest
 from PIL import Image
@@ -130,3 +131,17 @@ def test_a_manifest_edited_in_place_redoes_the_data_stage(tmp_path):
     manifest.write_text("path,category,overall\na.png,x,3\nb.png,x,5\n")  # same path, new content
     assert main(args) == 0
     assert json.loads(marker.read_text())["summary"]["images"] == 2
+
+
+def test_score_command_takes_a_run_directory_for_its_student(finished_run, tmp_path):
+    from psdistill.data.manifest import read_manifest
+    from psdistill.data.predictions import read_predictions
+
+    run = finished_run[0] / "run"
+    records = read_manifest(run / "data/manifest.csv")[:3]
+    out = tmp_path / "scores.csv"
+    assert main(["score", "--model", str(run), *[r.path for r in records], "-o", str(out)]) == 0
+    (dim, scored), = read_predictions(out).items()
+    pipeline = read_predictions(run / "predictions/student.csv")[dim]
+    for r in records:  # the command names an image by its file stem, the pipeline by its record id
+        assert scored[Path(r.path).stem] == pytest.approx(pipeline[r.id], abs=1e-4), r.id

@@ -170,7 +170,10 @@ class StudentScorer:
 
     @classmethod
     def from_pretrained(cls, path, device: Optional[str] = None) -> "StudentScorer":
-        """Rebuild a scorer saved by `train_student` (or one of its checkpoints, or `export_merged`)."""
+        """Rebuild a scorer saved by `train_student` (or one of its checkpoints, or `export_merged`);
+        a pipeline run directory stands for its `student/`."""
+        if not (Path(path) / SPEC_FILE).is_file() and (Path(path) / "student" / SPEC_FILE).is_file():
+            path = Path(path) / "student"
         spec = ScorerSpec.load(path)
         model_cfg = spec.model_config
         if spec.weights == "full":
