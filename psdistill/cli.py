@@ -69,13 +69,14 @@ def _score(argv) -> int:
     parser.add_argument("--model", required=True, help="a run directory or a student directory")
     parser.add_argument("images", nargs="+")
     parser.add_argument("-o", "--output", default="scores.csv")
-    parser.add_argument("--batch-size", type=int, default=8)
+    parser.add_argument("--batch-size", type=int, default=None, help="images per forward pass (default: 16)")
     args = parser.parse_args(argv)
     from psdistill.distill import StudentScorer, score_images
+    from psdistill.distill.scorer import SCORE_BATCH_SIZE
 
     scorer = StudentScorer.from_pretrained(args.model)
-    out = score_images(scorer, args.images, args.output, batch_size=args.batch_size)
-    print(f"wrote {out}")
+    out = score_images(scorer, args.images, args.output, batch_size=args.batch_size or SCORE_BATCH_SIZE)
+    print(f"wrote {len(out)} scores to {args.output}")
     return 0
 
 

@@ -4,6 +4,7 @@
     <run>/data/manifest.csv        the images (the demo is built here when no manifest is given)
     <run>/judgments.sqlite         every judgment, keyed by judge, prompt, dimension, image hashes, order
     <run>/comparisons.csv          every judgment the reference pool asked for, in presentation order
+    <run>/pool.json                the pool's references and posterior per training image (data/run_files.py)
     <run>/pseudo_scores.csv        posterior mean and variance per training image, on the rating scale
     <run>/student/                 the distilled scorer (adapter or weights + scorer_config.json)
     <run>/predictions/<scorer>.csv scores of every image by every scorer
@@ -12,11 +13,15 @@
 
 Training uses only the images of `data.train_categories` and no labels: ground truth is read by
 the evaluation stage, and by the judge only when `judge.kind=simulated` (labelled as such).
+
+Under `accelerate launch` with N processes every process has a part: the judge stage splits each
+round of the pool's pairs over the ranks (psdistill/judge/parallel.py; the main process runs the
+pool and owns the store), the distill stage trains data-parallel, the score stage splits the images;
+data, fit and evaluate run once, on the main process, while the others wait.
 """
 from __future__ import annotations
 
-import csv
-import json
+import os
 from dataclasses import dataclass, field
 from functools import cached_property
 from pathlib import Path
@@ -29,11 +34,15 @@ from psdistill.data.demo import DemoConfig, build_demo
 from psdistill.data.images import load_image
 from psdistill.data.manifest import read_manifest, write_manifest
 from psdistill.data.predictions import read_predictions, write_predictions
+from psdistill.data.run_files import (
+    PoolFile, read_pool, read_pseudo_scores, write_comparisons, write_pool, write_pseudo_scores,
+)
 from psdistill.data.records import ImageRecord
 from psdistill.distill import DistillConfig
 from psdistill.errors import ConfigError, DataError
 from psdistill.judge.simulated import SimulatedJudgeConfig
 from psdistill.judge.vlm import VLMJudgeConfig
+from psdistill.models.device import place_for_inference, process_state
 from psdistill.models.loading import ModelConfig
 from psdistill.ranking import ReferencePoolConfig
 from psdistill.stages import Stage, run_stages
@@ -57,14 +66,11 @@ class DataConfig:
 
 @dataclass
 class JudgeConfig:
-    kind: Literal["simulated", "vlm"] = "simulated"
+    kind: Literal["simulated", "vlm", "vllm"] = field(default="simulated", metadata={
+        "help": "'vlm': the model of `model:` through transformers; 'vllm': the same on vLLM (large runs); "
+                "'simulated': a noisy oracle reading the ground truth (demo and tests only)"})
     simulated: SimulatedJudgeConfig = field(default_factory=SimulatedJudgeConfig)
     vlm: VLMJudgeConfig = field(default_factory=VLMJudgeConfig)
-    batch_size: int = 16
-
-    def __post_init__(self):
-        if self.batch_size < 1:
-            raise ConfigError(f"judge.batch_size: must be >= 1, got {self.batch_size}")
 
 
 @dataclass
@@ -80,7 +86,7 @@ class PipelineConfig:
     compare_predictions: tuple[str, ...] = field(default=(), metadata={
         "help": "predictions CSVs of other scorers (e.g. <fgaesq run>/predictions/fgaesq.csv) to put in the "
                 "same evaluation table; named by file stem"})
-    validate_on_held_out: int = field(default=40, metadata={
+    validation_images: int = field(default=40, metadata={
         "help": "held-out images scored during training to log eval_srcc (monitoring only: no checkpoint "
                 "is selected on it); 0: none"})
 
@@ -93,13 +99,19 @@ class PipelineConfig:
         self.distill.rating_scale = list(self.data.rating_scale)
 
 
-class Run:
-    """What the stages share: the config, the run directory and lazily loaded records."""
+class RunContext:
+    """What the stages share: the config, the run directory, lazily loaded records, and under a
+    multi-process launch the process `state` (accelerate's PartialState; None in one process)."""
 
-    def __init__(self, cfg: PipelineConfig, log=print):
+    def __init__(self, cfg: PipelineConfig, log=print, state=None):
         self.cfg = cfg
         self.run_dir = Path(cfg.run_dir)
         self.log = log
+        self.state = state
+
+    @property
+    def is_main(self) -> bool:
+        return self.state is None or self.state.is_main_process
 
     def path(self, name: str) -> Path:
         return self.run_dir / name
@@ -124,7 +136,7 @@ class Run:
 
 # ---- stages ---------------------------------------------------------------------------------
 
-def stage_data(run: Run) -> dict:
+def stage_data(run: RunContext) -> dict:
     """Resolve the images: build the demo or read the user's manifest, and check every image opens."""
     cfg = run.cfg.data
     if cfg.manifest:
@@ -148,109 +160,134 @@ def stage_data(run: Run) -> dict:
     return {"images": len(kept), "skipped": bad, "categories": cats, "train_categories": list(run.train_categories)}
 
 
-def stage_judge(run: Run) -> dict:
-    """Judge the training images against an Elo reference pool (both orders, cached)."""
+def stage_judge(run: RunContext) -> dict:
+    """Judge the training images against an Elo reference pool (both orders, cached), on every rank."""
     from psdistill.judge.cached import CachedJudge
+    from psdistill.judge.parallel import DataParallelJudge
     from psdistill.judge.store import JudgmentStore
+
+    judge = make_judge(run.cfg)
+    if run.state is None:
+        return _judge_pool(run, CachedJudge(judge, JudgmentStore(run.path("judgments.sqlite"))))
+    parallel = DataParallelJudge(judge, run.state)
+    if not run.is_main:
+        parallel.serve()
+        return {}
+    with parallel.leading():
+        summary = _judge_pool(run, CachedJudge(parallel, JudgmentStore(run.path("judgments.sqlite"))))
+    return {**summary, "computed_per_rank": parallel.computed_per_rank}
+
+
+def _judge_pool(run: RunContext, judge) -> dict:
     from psdistill.ranking import run_reference_pool
 
     records = run.train_records
     dim = run.cfg.data.dimension
-    judge = CachedJudge(make_judge(run.cfg), JudgmentStore(run.path("judgments.sqlite")),
-                        batch_size=run.cfg.judge.batch_size)
 
     def judge_indices(pairs: np.ndarray) -> np.ndarray:
         # In presentation order: the pool schedules both orders itself and measures the bias.
         return judge.prefer([(records[i], records[j]) for i, j in pairs], dim)
 
     result = run_reference_pool(len(records), judge_indices, run.cfg.pool)
-    comparisons = np.asarray(result.comparisons, dtype=float)
-    with open(run.path("comparisons.csv"), "w", newline="") as f:
-        w = csv.writer(f)
-        w.writerow(["first_id", "second_id", "p_first_preferred"])
-        for i, j, p in comparisons:
-            w.writerow([records[int(i)].id, records[int(j)].id, repr(float(p))])
-    (run.path("pool.json")).write_text(json.dumps({
-        "reference_ids": [records[i].id for i in result.reference_ids],
-        "mu": list(map(float, result.mu)), "var": list(map(float, result.var)),
-        "ids": [r.id for r in records], "judge_id": judge.judge_id, "simulated": judge.simulated,
-    }))
+    ids = [r.id for r in records]
+    write_comparisons(run.path("comparisons.csv"), ids, result.comparisons)
+    write_pool(run.path("pool.json"), PoolFile(
+        ids=ids, reference_ids=[ids[i] for i in result.reference_ids], mu=list(map(float, result.mu)),
+        var=list(map(float, result.var)), judge_id=judge.judge_id, simulated=judge.simulated))
+    n = len(result.comparisons)
     return {"judge": judge.judge_id, "simulated": judge.simulated, "images": len(records),
-            "references": len(result.reference_ids), "pair_judgments": int(len(comparisons)),
-            "judgments_per_image": round(len(comparisons) / max(len(records), 1), 2),
+            "references": len(result.reference_ids), "pair_judgments": n,
+            "judgments_per_image": round(n / max(len(records), 1), 2),
             "position_bias": round(float(result.position_bias), 3),
             "computed": judge.computed, "from_store": judge.hits}
 
 
 def make_judge(cfg: PipelineConfig):
+    """The configured judge, its model on this process's device (`psdistill.models.device`)."""
     if cfg.judge.kind == "simulated":
         from psdistill.judge.simulated import SimulatedJudge
 
         return SimulatedJudge(cfg.judge.simulated)
+    if cfg.judge.kind == "vllm":
+        from psdistill.judge.vlm import VLLMJudge
+
+        m = cfg.model
+        return VLLMJudge(m.name_or_path, cfg.judge.vlm, min_pixels=m.min_pixels, max_pixels=m.max_pixels,
+                         revision=m.revision)
     from psdistill.judge.vlm import VLMJudge
     from psdistill.models.loading import load_vlm
 
     model, processor = load_vlm(cfg.model)
+    model = place_for_inference(model, cfg.model.dtype, dispatched=bool(cfg.model.device_map))
     return VLMJudge(model, processor, cfg.judge.vlm, model_id=cfg.model.model_id)
 
 
-def stage_fit(run: Run) -> dict:
+def stage_fit(run: RunContext) -> dict:
     """Posterior mean/variance of every training image, mapped to the rating scale."""
     from psdistill.ranking import to_rating_scale
 
-    pool = json.loads(run.path("pool.json").read_text())
+    pool = read_pool(run.path("pool.json"))
     lo, hi = run.cfg.data.rating_scale
-    score, var = to_rating_scale(np.asarray(pool["mu"]), np.asarray(pool["var"]), lo, hi)
-    refs = set(pool["reference_ids"])
-    with open(run.path("pseudo_scores.csv"), "w", newline="") as f:
-        w = csv.writer(f)
-        w.writerow(["id", "score", "variance", "is_reference"])
-        for i, rid in enumerate(pool["ids"]):
-            w.writerow([rid, repr(float(score[i])), repr(float(var[i])), int(rid in refs)])
-    return {"images": len(pool["ids"]), "score_range": [float(score.min()), float(score.max())],
+    score, var = to_rating_scale(np.asarray(pool.mu), np.asarray(pool.var), lo, hi)
+    write_pseudo_scores(run.path("pseudo_scores.csv"), pool.ids, score, var, pool.reference_ids)
+    return {"images": len(pool.ids), "score_range": [float(score.min()), float(score.max())],
             "mean_sd": float(np.sqrt(var).mean())}
 
 
-def read_pseudo_scores(path: Path) -> dict[str, tuple[float, float]]:
-    with open(path, newline="") as f:
-        return {row["id"]: (float(row["score"]), float(row["variance"])) for row in csv.DictReader(f)}
-
-
-def stage_distill(run: Run) -> dict:
+def stage_distill(run: RunContext) -> dict:
     """Train the student on the pseudo-scores (resumes from its last checkpoint)."""
     from psdistill.distill import train_student
 
     pseudo = read_pseudo_scores(run.path("pseudo_scores.csv"))
     train = [r for r in run.train_records if r.id in pseudo]
     held_out = [r for r in run.records if r.category not in run.train_categories]
-    n_val = run.cfg.validate_on_held_out
+    n_val = run.cfg.validation_images
     val = [held_out[i] for i in np.linspace(0, len(held_out) - 1, n_val).astype(int)] if n_val and held_out else None
     out = train_student(train, pseudo, run.cfg.model, run.cfg.distill, run.path("student"),
                         val_records=val, dimension=run.cfg.data.dimension)
     return {"student": str(out), "train_images": len(train), "validation_images": len(val or [])}
 
 
-def stage_score(run: Run) -> dict:
-    """Score every image in one pass with the student (and zero-shot with the base model)."""
+def stage_score(run: RunContext) -> dict:
+    """Score every image in one pass with the student (and zero-shot with the base model), the images
+    split over the ranks."""
     from psdistill.distill import StudentScorer
 
     dim = run.cfg.data.dimension
     scorers = {"student": lambda: StudentScorer.from_pretrained(run.path("student"))}
     if run.cfg.teacher_pointwise:
         scorers["teacher-pointwise"] = lambda: StudentScorer.from_model_config(run.cfg.model, run.cfg.distill, dim)
+    rank, world = (0, 1) if run.state is None else (run.state.process_index, run.state.num_processes)
+    batch = run.cfg.distill.per_device_eval_batch_size
     paths = {}
     for name, make in scorers.items():
-        scores = make().score([r.path for r in run.records])
-        paths[name] = str(write_predictions(run.path(f"predictions/{name}.csv"), run.records, {dim: scores}))
-    # The teacher's pairwise pseudo-scores exist only for the training images.
+        scores = _gathered(run, make().score([r.path for r in run.records[rank::world]], batch_size=batch))
+        if run.is_main:
+            paths[name] = str(write_predictions(run.path(f"predictions/{name}.csv"), run.records, {dim: scores}))
+    if not run.is_main:
+        return {}
+    # The teacher's pairwise pseudo-scores exist only for the training images: a reference, not a scorer.
     pseudo = read_pseudo_scores(run.path("pseudo_scores.csv"))
     trained = [r for r in run.records if r.id in pseudo]
-    paths["teacher-pairwise"] = str(write_predictions(
-        run.path("predictions/teacher-pairwise.csv"), trained, {dim: [pseudo[r.id][0] for r in trained]}))
+    paths["pseudo-scores"] = str(write_predictions(
+        run.path("predictions/pseudo-scores.csv"), trained, {dim: [pseudo[r.id][0] for r in trained]}))
     return {"predictions": paths}
 
 
-def stage_evaluate(run: Run) -> dict:
+def _gathered(run: RunContext, mine: np.ndarray) -> np.ndarray:
+    """Every rank's strided share (`records[rank::world]`) put back in record order."""
+    if run.state is None:
+        return mine
+    from accelerate.utils import gather_object
+
+    world = run.state.num_processes
+    out = np.full(len(run.records), np.nan)
+    for rank, scores in gather_object([(run.state.process_index, mine)]):
+        out[rank::world] = scores
+    return out
+
+
+def stage_evaluate(run: RunContext) -> dict:
     """Metrics of every scorer against ground truth, overall and per category; report files."""
     from psdistill.evaluation import evaluate, write_report
 
@@ -265,10 +302,12 @@ def stage_evaluate(run: Run) -> dict:
 STAGES = (
     Stage("data", ("data",), stage_data, "checking images",
           input_files=lambda cfg: [cfg.data.manifest] if cfg.data.manifest else []),
-    Stage("judge", ("data.dimension", "model", "judge", "pool"), stage_judge, "judging against the reference pool"),
+    Stage("judge", ("data.dimension", "model", "judge", "pool"), stage_judge, "judging against the reference pool",
+          all_ranks=True),
     Stage("fit", ("data.rating_scale",), stage_fit, "fitting pseudo-scores"),
-    Stage("distill", ("model", "distill"), stage_distill, "distilling the single-pass scorer", all_ranks=True),
-    Stage("score", ("teacher_pointwise",), stage_score, "scoring every image in one pass"),
+    Stage("distill", ("model", "distill", "validation_images"), stage_distill, "distilling the single-pass scorer",
+          all_ranks=True),
+    Stage("score", ("teacher_pointwise",), stage_score, "scoring every image in one pass", all_ranks=True),
     Stage("evaluate", ("compare_predictions",), stage_evaluate, "evaluating against ground truth"),
 )
 STAGE_NAMES = tuple(s.name for s in STAGES)
@@ -276,16 +315,10 @@ STAGE_NAMES = tuple(s.name for s in STAGES)
 
 def run_pipeline(cfg: PipelineConfig, stop_after: str | None = None, log=print) -> dict:
     """Run the stages (all, or up to `stop_after`); under `accelerate launch` with several processes
-    the training runs data-parallel and the other stages on the main process."""
-    import os
-
-    state = None
-    if int(os.environ.get("WORLD_SIZE", "1")) > 1:
-        from accelerate import PartialState
-
-        state = PartialState()
-    run = Run(cfg, log if state is None or state.is_main_process else (lambda *a, **k: None))
-    if state is None or state.is_main_process:
+    each stage uses the ranks as the module docstring says."""
+    state = process_state() if int(os.environ.get("WORLD_SIZE", "1")) > 1 else None
+    run = RunContext(cfg, log if state is None or state.is_main_process else (lambda *a, **k: None), state)
+    if run.is_main:
         run.run_dir.mkdir(parents=True, exist_ok=True)
         save_config(cfg, run.path("config.yaml"))
     try:

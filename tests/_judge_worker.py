@@ -54,7 +54,7 @@ def main():
     judge = make_judge(args.judge)
     while args.start_when and not Path(args.start_when).exists():
         time.sleep(0.01)
-    judge = CachedJudge(judge, JudgmentStore(args.store), batch_size=args.batch_size, progress=False)
+    judge = CachedJudge(judge, JudgmentStore(args.store), chunk_size=args.batch_size, progress=False)
     p = judge_sharded(judge, pairs, "overall", rank=args.rank, world_size=args.world_size)
     print(json.dumps({"hits": judge.hits, "computed": judge.computed, "known": int(np.isfinite(p).sum())}))
 

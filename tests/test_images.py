@@ -112,7 +112,7 @@ def test_bad_images_are_judged_without_a_crash_and_reported_by_name(corpus, tmp_
         model, processor = tiny_qwen3_vl(seed=0)
         vlm = VLMJudge(model, processor, VLMJudgeConfig(batch_size=4), model_id=ModelConfig().model_id)
         store = JudgmentStore(tmp_path / "j.sqlite")
-        judge = CachedJudge(vlm, store, batch_size=4, progress=False)
+        judge = CachedJudge(vlm, store, chunk_size=4, progress=False)
         records = [ImageRecord(id=p.stem, path=str(p)) for p in good + bad]
         pairs = [(a, b) for a in records for b in records if a is not b]
         p = judge.prefer(pairs, "overall")

@@ -77,7 +77,7 @@ def test_cached_judge_stores_both_orders_and_reports_position_bias(tmp_path):
     pairs = [(records[i], records[j]) for i in range(6) for j in range(i + 1, 6)]
     store = JudgmentStore(tmp_path / "j.sqlite")
     sim = SimulatedJudge(SimulatedJudgeConfig(position_bias=0.4))
-    judge = CachedJudge(sim, store, batch_size=4, progress=False)
+    judge = CachedJudge(sim, store, chunk_size=4, progress=False)
     p, p_ab, p_ba = prefer_both_orders(judge, pairs, "overall")
     assert (judge.hits, judge.computed, judge.failed) == (0, 30, 0)
     np.testing.assert_array_equal(np.concatenate([p_ab, p_ba]),
@@ -90,7 +90,7 @@ def test_cached_judge_stores_both_orders_and_reports_position_bias(tmp_path):
     bias, n = judge.position_bias("overall")
     assert n == 15 and bias == pytest.approx(position_bias(p_ab, p_ba)) and bias == pytest.approx(0.4)
     # Asked again, in another order and with repeats: everything from the store.
-    again = CachedJudge(sim, store, batch_size=4, progress=False).prefer(pairs[::-1] + pairs[:2], "overall")
+    again = CachedJudge(sim, store, chunk_size=4, progress=False).prefer(pairs[::-1] + pairs[:2], "overall")
     np.testing.assert_array_equal(again, np.concatenate([p_ab[::-1], p_ab[:2]]))
 
 

@@ -85,7 +85,7 @@ def test_both_orders_are_stored_as_two_rows(tiny, tmp_path):
     pairs = [(records[0], records[1]), (records[2], records[3]), (records[1], records[3])]
     vlm = VLMJudge(model, processor, VLMJudgeConfig(prompt_set="photo"), model_id=MODEL_ID)
     store = JudgmentStore(tmp_path / "j.sqlite")
-    judge = CachedJudge(vlm, store, batch_size=2, progress=False)
+    judge = CachedJudge(vlm, store, chunk_size=2, progress=False)
     p, p_ab, p_ba = prefer_both_orders(judge, pairs, "composition")
     assert judge.computed == 6 and judge.hits == 0
     rows = {(r[3], r[4]): r for r in store.rows()}

@@ -12,7 +12,7 @@ from psdistill.pipeline import PipelineConfig, run_pipeline
 
 SMALL = ["data.demo.series_per_category=3", "data.demo.size=32", "pool.k=5", "judge.simulated.accuracy=0.95", "distill.max_steps=2",
          "distill.per_device_train_batch_size=4", "distill.tuning=full", "distill.report_to=[]",
-         "validate_on_held_out=0", "teacher_pointwise=false"]
+         "validation_images=0", "teacher_pointwise=false"]
 
 
 def _cfg(tmp_path, *extra):
@@ -36,7 +36,7 @@ def test_every_stage_writes_its_outputs(finished_run):
     run = tmp / "run"
     assert [m["status"] for m in results.values()] == ["ran"] * 6
     for name in ("config.yaml", "data/manifest.csv", "comparisons.csv", "pseudo_scores.csv",
-                 "student/scorer_config.json", "predictions/student.csv", "predictions/teacher-pairwise.csv",
+                 "student/scorer_config.json", "predictions/student.csv", "predictions/pseudo-scores.csv",
                  "report/metrics.json", "report/report.md"):
         assert (run / name).is_file(), name
     judge = results["judge"]["summary"]
@@ -45,7 +45,7 @@ def test_every_stage_writes_its_outputs(finished_run):
     assert _judgments(run) == judge["pair_judgments"] == judge["computed"]
     # Pseudo-scores from the simulated judge order the training images like the ground truth.
     metrics = json.loads((run / "report/metrics.json").read_text())
-    assert metrics["metrics"]["teacher-pairwise"]["overall"]["all"]["srcc"] > 0.7
+    assert metrics["metrics"]["pseudo-scores"]["overall"]["all"]["srcc"] > 0.7
 
 
 def test_rerun_reuses_every_stage(finished_run):

@@ -24,7 +24,7 @@ def test_accelerate_launch_recipe_runs_every_stage_then_reuses_them(tmp_path):
     first = _launch(tmp_path / "run", *short)
     assert first.returncode == 0, first.stderr[-3000:]
     report = (tmp_path / "run/report/report.md").read_text()
-    assert "student" in report and "teacher-pairwise" in report and "teacher-pointwise" in report
+    assert "student" in report and "pseudo-scores" in report and "teacher-pointwise" in report
     assert "SIMULATED judge" in first.stdout
     second = _launch(tmp_path / "run", *short)
     assert second.returncode == 0, second.stderr[-3000:]

@@ -26,10 +26,12 @@ from PIL import Image
 from psdistill.data.images import load_image
 from psdistill.data.records import ImageRecord
 from psdistill.errors import ConfigError, PsdistillError
+from psdistill.models.device import place_for_inference
 from psdistill.models.loading import ModelConfig, load_processor, load_vlm
 
 SPEC_FILE = "scorer_config.json"
 SPEC_FORMAT = "psdistill-scorer/1"
+SCORE_BATCH_SIZE = 16  # images per forward pass when scoring, unless a caller says otherwise
 
 ImageInput = Union[str, Path, Image.Image]
 
@@ -195,7 +197,8 @@ class StudentScorer:
             model, processor = load_vlm(model_cfg)
         else:
             raise PsdistillError(f"{path}/{SPEC_FILE}: unknown weights {spec.weights!r}")
-        return cls(_place(model, model_cfg, device), processor, spec)
+        return cls(place_for_inference(model, model_cfg.dtype, device, dispatched=bool(model_cfg.device_map)),
+                   processor, spec)
 
     @classmethod
     def from_model_config(cls, model_cfg: ModelConfig, cfg=None, dimension: str = "overall",
@@ -208,11 +211,11 @@ class StudentScorer:
             raise ConfigError("distill.head: a scorer without training needs the 'levels' head "
                               "(a fresh scalar head is untrained)")
         model, processor = load_vlm(model_cfg)
-        return cls(_place(model, model_cfg, device), processor,
+        return cls(place_for_inference(model, model_cfg.dtype, device, dispatched=bool(model_cfg.device_map)), processor,
                    ScorerSpec.from_config(model_cfg, cfg, dimension, weights="base", name=name))
 
     @torch.inference_mode()
-    def score(self, images: Sequence[ImageInput], batch_size: int = 16) -> np.ndarray:
+    def score(self, images: Sequence[ImageInput], batch_size: int = SCORE_BATCH_SIZE) -> np.ndarray:
         """Scores on `score_range`, one per image (paths or PIL images), in input order."""
         device = next(self.model.parameters()).device
         out = []
@@ -221,12 +224,6 @@ class StudentScorer:
             inputs = {k: v.to(device) for k, v in processor_inputs(self.processor, self.prompt, chunk).items()}
             out.append(self.readout(self.model, inputs).cpu().numpy())
         return np.concatenate(out).astype(float) if out else np.zeros(0)
-
-
-def _place(model, model_cfg: ModelConfig, device: Optional[str]):
-    if model_cfg.device_map and device is None:
-        return model  # already dispatched by device_map
-    return model.to(device or ("cuda" if torch.cuda.is_available() else "cpu"))
 
 
 def _load_head(head: torch.nn.Module, folder) -> None:
@@ -246,7 +243,8 @@ def _load_head(head: torch.nn.Module, folder) -> None:
     head.load_state_dict(state)
 
 
-def score_images(scorer, images: Sequence[Union[ImageInput, ImageRecord]], out_csv, batch_size: int = 16) -> np.ndarray:
+def score_images(scorer, images: Sequence[Union[ImageInput, ImageRecord]], out_csv,
+                 batch_size: int = SCORE_BATCH_SIZE) -> np.ndarray:
     """Score images with a tqdm bar and write `out_csv` in the predictions format (id,path,<dimension>).
 
     Records keep their ids; a path's id is its file name without suffix.

@@ -26,15 +26,17 @@ T = TypeVar("T")
 
 
 class CachedJudge:
-    """Implements `Judge`: answers from the store, computes only missing pairs, `batch_size` at a time.
+    """Implements `Judge`: answers from the store, computes only missing pairs, a chunk at a time.
 
-    Each batch is committed as soon as it is judged, so a killed run loses at most the batch in
-    flight. Counters over the object's life: `hits` (pairs answered from the store), `computed`
+    Each chunk is committed as soon as it is judged, so a killed run loses at most the chunk in
+    flight. The chunk is `chunk_size` pairs, by default the judge's own `chunk_size` (VLMJudge: the
+    pairs it sorts by size at once; DataParallelJudge: that times the ranks), else 64. Counters over the object's life: `hits` (pairs answered from the store), `computed`
     (pairs judged now), `failed` (pairs with an image that could not be hashed or judged: NaN).
     """
 
-    def __init__(self, judge: Judge, store: JudgmentStore, batch_size: int = 16, progress: bool = True):
-        self.judge, self.store, self.batch_size, self.progress = judge, store, batch_size, progress
+    def __init__(self, judge: Judge, store: JudgmentStore, chunk_size: Optional[int] = None, progress: bool = True):
+        self.judge, self.store, self.progress = judge, store, progress
+        self.chunk_size = chunk_size or getattr(judge, "chunk_size", 64)
         self.judge_id, self.simulated = judge.judge_id, judge.simulated
         self.hits = self.computed = self.failed = 0
         self._recorded: set[str] = set()  # failure paths already written to the store
@@ -57,8 +59,8 @@ class CachedJudge:
         prompt = self.prompt_hash(dimension)
         with tqdm(total=len(todo), desc=f"judging {dimension}", unit="pair",
                   disable=not (self.progress and todo)) as bar:
-            for start in range(0, len(todo), self.batch_size):
-                chunk = todo[start:start + self.batch_size]
+            for start in range(0, len(todo), self.chunk_size):
+                chunk = todo[start:start + self.chunk_size]
                 p = np.asarray(self.judge.prefer([pairs[missing[k][0]] for k in chunk], dimension), dtype=float)
                 self._record_failures(hashes)
                 ok = np.isfinite(p)

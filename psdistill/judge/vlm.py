@@ -115,6 +115,11 @@ class VLMJudge:
     def prompt_hash(self, dimension: str) -> str:
         return prompt_hash(self.prompts.render(self.processor, dimension), self.prompts.answers)
 
+    @property
+    def chunk_size(self) -> int:
+        """Pairs per call that fill one size-sorting window (what `CachedJudge` hands over)."""
+        return self.config.batch_size * _WINDOW_BATCHES
+
     @torch.inference_mode()
     def prefer(self, pairs: Sequence[Pair], dimension: str) -> np.ndarray:
         """P(first shown image preferred) per pair, in presentation order; NaN where an image failed."""

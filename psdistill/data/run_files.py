@@ -1,0 +1,85 @@
+"""The judge and fit stages' artefacts in a run directory, one reader and writer each.
+
+    <run>/comparisons.csv    first_id,second_id,p_first_preferred: every judgment the pool asked for
+    <run>/pool.json          reference ids, posterior mean/variance of every training image (pool scale)
+    <run>/pseudo_scores.csv  id,score,variance,is_reference: posterior on the rating scale
+
+Predictions have their own module (`predictions.py`). Every file is written to a temporary name and
+renamed, so a killed run never leaves half a file behind.
+"""
+from __future__ import annotations
+
+import csv
+import json
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Sequence
+
+import numpy as np
+
+from psdistill.errors import DataError
+
+
+@dataclass
+class PoolFile:
+    ids: list[str]  # the training images, in pool index order
+    reference_ids: list[str]
+    mu: list[float]  # posterior mean per image, on the pool's latent (logit) scale
+    var: list[float]
+    judge_id: str
+    simulated: bool
+
+
+def _atomic(path: Path):
+    path.parent.mkdir(parents=True, exist_ok=True)
+    return path.with_suffix(path.suffix + ".tmp")
+
+
+def write_comparisons(path: str | Path, ids: Sequence[str], comparisons) -> Path:
+    """`comparisons`: rows (i, j, P(first preferred)) with i, j indexing `ids`, in presentation order."""
+    path = Path(path)
+    tmp = _atomic(path)
+    with open(tmp, "w", newline="") as f:
+        w = csv.writer(f)
+        w.writerow(["first_id", "second_id", "p_first_preferred"])
+        for i, j, p in np.asarray(comparisons, dtype=float).reshape(-1, 3):
+            w.writerow([ids[int(i)], ids[int(j)], repr(float(p))])
+    tmp.replace(path)
+    return path
+
+
+def write_pool(path: str | Path, pool: PoolFile) -> Path:
+    path = Path(path)
+    tmp = _atomic(path)
+    tmp.write_text(json.dumps(asdict(pool)))
+    tmp.replace(path)
+    return path
+
+
+def read_pool(path: str | Path) -> PoolFile:
+    path = Path(path)
+    if not path.is_file():
+        raise DataError(f"{path}: not found; run the judge stage first")
+    return PoolFile(**json.loads(path.read_text()))
+
+
+def write_pseudo_scores(path: str | Path, ids: Sequence[str], score, var, reference_ids: Sequence[str]) -> Path:
+    path = Path(path)
+    refs = set(reference_ids)
+    tmp = _atomic(path)
+    with open(tmp, "w", newline="") as f:
+        w = csv.writer(f)
+        w.writerow(["id", "score", "variance", "is_reference"])
+        for i, rid in enumerate(ids):
+            w.writerow([rid, repr(float(score[i])), repr(float(var[i])), int(rid in refs)])
+    tmp.replace(path)
+    return path
+
+
+def read_pseudo_scores(path: str | Path) -> dict[str, tuple[float, float]]:
+    """{image id: (score, variance)} on the rating scale."""
+    path = Path(path)
+    if not path.is_file():
+        raise DataError(f"{path}: not found; run the fit stage first")
+    with open(path, newline="") as f:
+        return {row["id"]: (float(row["score"]), float(row["variance"])) for row in csv.DictReader(f)}
