@@ -30,7 +30,7 @@ def main():
     ap.add_argument("--batch", type=int, default=4, help="per device")
     ap.add_argument("--accumulation", type=int, default=1)
     ap.add_argument("--save-steps", type=int, default=1000)
-    ap.add_argument("--resume", default=None, help="distill.resume_from_checkpoint")
+    ap.add_argument("--resume", default="last", help="distill.resume_from_checkpoint ('none': null)")
     a = ap.parse_args()
     data = Path(a.data)
     records = read_manifest(data / "manifest.csv")
@@ -38,7 +38,7 @@ def main():
     cfg = DistillConfig(tuning="full", tune_vision=True, max_steps=a.steps, learning_rate=1e-3, warmup_ratio=0.0,
                         per_device_train_batch_size=a.batch, gradient_accumulation_steps=a.accumulation,
                         logging_steps=1, save_steps=a.save_steps, save_total_limit=None,
-                        resume_from_checkpoint=a.resume, report_to=["none"],
+                        resume_from_checkpoint=None if a.resume == "none" else a.resume, report_to=["none"],
                         training_args={"disable_tqdm": True})
     try:
         train_student(records, pseudo, ModelConfig(), cfg, a.out)

@@ -10,6 +10,7 @@ from pathlib import Path
 
 import pytest
 import torch
+from safetensors.torch import load_file
 
 from _distill_common import PHOTOS, ladder_records, pseudo_scores
 from psdistill.data.manifest import write_manifest
@@ -26,6 +27,11 @@ REPO = Path(__file__).resolve().parents[1]
 def _losses(run_dir) -> dict[int, float]:
     history = json.loads((Path(run_dir) / "trainer_state.json").read_text())["log_history"]
     return {h["step"]: h["loss"] for h in history if "loss" in h}
+
+
+def _learning_rates(run_dir) -> dict[int, float]:
+    history = json.loads((Path(run_dir) / "trainer_state.json").read_text())["log_history"]
+    return {h["step"]: h["learning_rate"] for h in history if "learning_rate" in h}
 
 
 def _evals(run_dir) -> list[tuple[int, float]]:
@@ -121,8 +127,8 @@ def test_resume_from_checkpoint_continues_the_same_loss_curve(tmp_path):
 
 @pytest.mark.slow
 def test_killed_process_resumes_from_its_last_checkpoint(tmp_path):
-    # A real SIGKILL of a training process once a checkpoint exists, then a second process with
-    # resume_from_checkpoint=last; its losses must continue the uninterrupted run's curve.
+    # A real SIGKILL of a training process once a checkpoint exists, then the same command again
+    # (resuming is the default); its losses continue the uninterrupted run's curve and it ends with its weights.
     data = tmp_path / "data"
     records = ladder_records(data, photos=("astronaut", "camera", "coffee", "chelsea"), levels=5)
     write_manifest(records, data / "manifest.csv")
@@ -141,12 +147,29 @@ def test_killed_process_resumes_from_its_last_checkpoint(tmp_path):
     proc.wait()
     done = sorted(int(p.parent.name.split("-")[1]) for p in (tmp_path / "b").glob("checkpoint-*/trainer_state.json"))
     assert done and done[-1] < 40, "the run finished before it was killed"
-    subprocess.run(worker + ["--out", str(tmp_path / "b"), "--resume", "last"], check=True, env=env,
-                   capture_output=True)
+    subprocess.run(worker + ["--out", str(tmp_path / "b")], check=True, env=env, capture_output=True)
     a, b = _losses(tmp_path / "a"), _losses(tmp_path / "b")
     assert sorted(b) == list(range(1, 41))  # the checkpoint's history, then the resumed steps
     for step in range(done[-1] + 1, 41):
         assert b[step] == pytest.approx(a[step], rel=1e-4), step
+    wa, wb = (load_file(tmp_path / run / "model.safetensors") for run in ("a", "b"))
+    assert max((wa[k] - wb[k]).abs().max().item() for k in wa) < 1e-4
+
+
+def test_checkpoints_of_another_config_are_not_resumed(tmp_path):
+    # Resuming is the default, so a rerun with a changed learning rate must not continue the old
+    # run's checkpoint (with max_steps reached it would train nothing and keep the old weights).
+    records = ladder_records(tmp_path / "data", photos=("astronaut", "camera"), levels=4)
+    pseudo = pseudo_scores(records)
+    cfg = dict(tuning="full", max_steps=2, save_steps=2, per_device_train_batch_size=4, logging_steps=1,
+               report_to=["none"], training_args=QUIET)
+    out = tmp_path / "run"
+    train_student(records, pseudo, ModelConfig(), DistillConfig(**cfg, learning_rate=1e-3), out)
+    first, first_lr = load_file(out / "model.safetensors"), _learning_rates(out)
+    train_student(records, pseudo, ModelConfig(), DistillConfig(**cfg, learning_rate=3e-3), out)
+    second, second_lr = load_file(out / "model.safetensors"), _learning_rates(out)
+    assert max((first[k] - second[k]).abs().max().item() for k in first) > 0
+    assert second_lr[1] == pytest.approx(3 * first_lr[1])  # step 1 trained again, at the new rate
 
 
 @pytest.mark.slow

@@ -40,7 +40,7 @@ class DistillConfig:
       `warmup_ratio`* (0.05), `lr_scheduler_type`* (cosine), `weight_decay`, `max_grad_norm`,
       `seed`* (0), `bf16`* (auto), `gradient_checkpointing`
     - bookkeeping: `logging_steps`* (10), `eval_steps`* (50), `save_steps`* (100),
-      `save_total_limit`* (2), `report_to`* (tensorboard), `resume_from_checkpoint`,
+      `save_total_limit`* (2), `report_to`* (tensorboard), `resume_from_checkpoint`* (last),
       `dataloader_num_workers`, `training_args`
     """
 
@@ -109,9 +109,10 @@ class DistillConfig:
     save_total_limit: Optional[int] = field(default=2, metadata={"help": "Checkpoints kept (null: all)."})
     report_to: list[str] = field(default_factory=lambda: ["tensorboard"], metadata={
         "help": "Loggers: 'tensorboard', 'wandb' (must be installed), or 'none'."})
-    resume_from_checkpoint: Optional[str] = field(default=None, metadata={"help": (
-        "null: start fresh; 'last': continue from the newest checkpoint in the output folder if there is "
-        "one (so a requeued job picks up where it stopped); or a checkpoint folder.")})
+    resume_from_checkpoint: Optional[str] = field(default="last", metadata={"help": (
+        "'last': continue from the newest complete checkpoint in the output folder if there is one, so a "
+        "killed or requeued run picks up where it stopped (checkpoints of another config or data set are "
+        "discarded, never resumed); a checkpoint folder; null: always start fresh.")})
     dataloader_num_workers: int = field(default=0, metadata={"help": "Image-loading worker processes."})
     training_args: dict = field(default_factory=dict, metadata={
         "help": "Any other transformers.TrainingArguments field, by name (e.g. {optim: adamw_torch_fused})."})

@@ -14,9 +14,14 @@ the VLM's own level-word logits. Its conventions (config dataclass + `Trainer` s
 """
 from __future__ import annotations
 
+import dataclasses
+import hashlib
 import importlib.util
+import json
 import logging
 import math
+import os
+import shutil
 from collections import defaultdict
 from dataclasses import dataclass
 from pathlib import Path
@@ -37,6 +42,7 @@ from psdistill.distill.scorer import (
     Readout, ScorerSpec, attach_score_head, level_token_ids, processor_inputs, render_prompt,
 )
 from psdistill.errors import ConfigError, DataError
+from psdistill.models.device import process_state
 from psdistill.models.loading import TINY, ModelConfig, load_processor, load_vlm
 
 logger = logging.getLogger(__name__)
@@ -46,6 +52,8 @@ logger = logging.getLogger(__name__)
 _LANGUAGE_TARGETS = r"(.*\.)?language_model\..*\.(q_proj|k_proj|v_proj|o_proj|gate_proj|up_proj|down_proj)"
 _VISION_TARGETS = (r"(.*\.)?visual\.(blocks\.\d+\.(attn\.(qkv|proj)|mlp\.linear_fc[12])"
                    r"|(merger|deepstack_merger_list\.\d+)\.linear_fc[12])")
+
+_FINGERPRINT_FILE = "training_fingerprint.txt"  # which training the checkpoints in the folder belong to
 
 
 class SeriesSampler(torch.utils.data.Sampler[int]):
@@ -252,6 +260,27 @@ def _train_rows(records: Sequence[ImageRecord], pseudo_scores: Mapping[str, Sequ
     return rows
 
 
+def _training_fingerprint(model_cfg: ModelConfig, cfg: DistillConfig, rows: list[dict], dimension: str) -> str:
+    """What decides a checkpoint's meaning: everything but where to resume from."""
+    payload = {"model": dataclasses.asdict(model_cfg), "dimension": dimension, "rows": rows,
+               "distill": {k: v for k, v in dataclasses.asdict(cfg).items() if k != "resume_from_checkpoint"}}
+    return hashlib.sha256(json.dumps(payload, sort_keys=True, default=str).encode()).hexdigest()[:16]
+
+
+def _claim_output_dir(output_dir: Path, fingerprint: str) -> None:
+    """Record which training `output_dir`'s checkpoints belong to; drop those of another one, which
+    resuming would silently continue (another learning rate, data set or model)."""
+    record = output_dir / _FINGERPRINT_FILE
+    if record.is_file() and record.read_text().strip() != fingerprint:
+        stale = sorted(output_dir.glob(f"{PREFIX_CHECKPOINT_DIR}-*"))
+        if stale:
+            logger.warning("%s: %d checkpoint(s) of another training config; starting fresh", output_dir, len(stale))
+        for ckpt in stale:
+            shutil.rmtree(ckpt)
+    output_dir.mkdir(parents=True, exist_ok=True)
+    record.write_text(fingerprint + "\n")
+
+
 def _resume_point(cfg: DistillConfig, output_dir: Path):
     if cfg.resume_from_checkpoint in (None, ""):
         return None
@@ -286,6 +315,14 @@ def train_student(train_records: Sequence[ImageRecord], pseudo_scores: Mapping[s
     train_rows = _train_rows(train_records, pseudo_scores)
     val_rows = [{"path": r.path, "target": r.score(dimension)} for r in (val_records or [])
                 if math.isfinite(r.score(dimension))]
+    fingerprint = _training_fingerprint(model_cfg, cfg, train_rows + val_rows, dimension)
+    if int(os.environ.get("WORLD_SIZE", "1")) > 1:
+        state = process_state()
+        if state.is_main_process:
+            _claim_output_dir(output_dir, fingerprint)
+        state.wait_for_everyone()
+    else:
+        _claim_output_dir(output_dir, fingerprint)
     trainer = DistillTrainer(
         model=model, args=cfg.to_training_arguments(output_dir, with_eval=bool(val_rows)),
         train_dataset=train_rows, eval_dataset=val_rows or None,
