@@ -44,7 +44,10 @@ def _main():
 
 @pytest.mark.slow
 def test_recipe_writes_checkpoint_predictions_report_and_resumes(tmp_path, capsys):
+    from psdistill.baselines.fgaesq.config import FGAesQConfig
     from psdistill.baselines.fgaesq.scorer import FGAesQScorer
+    from psdistill.baselines.fgaesq.train import train_fingerprint
+    from psdistill.config import parse_config
     from psdistill.data.manifest import read_manifest
     from psdistill.data.predictions import read_predictions
 
@@ -60,7 +63,10 @@ def test_recipe_writes_checkpoint_predictions_report_and_resumes(tmp_path, capsy
     report = json.loads((run / "report" / "metrics.json").read_text())
     assert report["held_out"] == ["portraits"]  # the test split
     assert report["metrics"]["fgaesq"]["overall"]["held_out"]["n_series"] == 3
-    assert json.loads((run / "stages" / "train.json").read_text())["summary"]["steps"] > 0
+    train_marker = json.loads((run / "stages" / "train.json").read_text())
+    assert train_marker["summary"]["steps"] > 0
+    # What keys the resumable state and guards the checkpoint is the fingerprint run_stages recorded.
+    assert train_marker["fingerprint"] == train_fingerprint(parse_config(FGAesQConfig, _small(tmp_path)))
     scorer = FGAesQScorer.from_pretrained(run / "checkpoint", device="cpu")
     assert scorer.score([records[0].path])[0] == pytest.approx(preds["overall"][records[0].id], rel=1e-5)
 
@@ -84,6 +90,37 @@ def test_recipe_writes_checkpoint_predictions_report_and_resumes(tmp_path, capsy
     assert main(_small(tmp_path, "train.lr=1.0e-3", "overwrite=true")) == 0
     assert "from another config; starting over" in capsys.readouterr().out
     assert (run / "checkpoint" / "model.safetensors").stat().st_mtime_ns != mtime
+
+
+@pytest.mark.slow
+def test_a_killed_run_resumes_to_the_uninterrupted_weights(tmp_path):
+    """SIGKILL once the first epoch is saved; the rerun resumes after a later epoch than 0 and ends
+    with the weights of a run that was never stopped (every epoch's batches are seeded by its index)."""
+    import signal
+    import time
+
+    config = _small(tmp_path / "killed", "train.pretrain_epochs=30")
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "HF_HUB_OFFLINE": "1", "PYTHONPATH": str(ROOT)}
+    proc = subprocess.Popen([sys.executable, str(RECIPE), *config], cwd=ROOT, env=env,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    state = tmp_path / "killed" / "run" / "train_state.pt"
+    deadline = time.time() + 120
+    while not state.is_file() and proc.poll() is None and time.time() < deadline:
+        time.sleep(0.02)
+    os.kill(proc.pid, signal.SIGKILL)
+    proc.wait()
+    assert not (tmp_path / "killed" / "run" / "stages" / "train.json").exists(), "killed after training: too late"
+
+    main = _main()
+    out = subprocess.run([sys.executable, str(RECIPE), *config], cwd=ROOT, env=env, capture_output=True,
+                         text=True, timeout=170)
+    assert out.returncode == 0, out.stderr[-3000:]
+    resumed = [line for line in out.stdout.splitlines() if line.startswith("resuming after epoch")]
+    assert resumed and 0 < int(resumed[0].split()[3]) < 32, out.stdout  # "resuming after epoch K of 32"
+    assert main(_small(tmp_path / "whole", "train.pretrain_epochs=30")) == 0
+    killed = load_file(tmp_path / "killed" / "run" / "checkpoint" / "model.safetensors")
+    whole = load_file(tmp_path / "whole" / "run" / "checkpoint" / "model.safetensors")
+    assert max((killed[k] - whole[k]).abs().max().item() for k in whole) < 1e-6
 
 
 def _coarse_only(tmp_path):
