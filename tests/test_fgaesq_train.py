@@ -222,10 +222,12 @@ def test_paper_metrics_from_the_shared_evaluation():
     from psdistill.data.records import ImageRecord
     from psdistill.evaluation import evaluate
 
-    recs = [ImageRecord(id=f"{s}{k}", path="x", series=s, rank=k, scores={"overall": 10 - k}) for s in "xy" for k in range(3)]
+    recs = [ImageRecord(id=f"{s}{k}", path="x", series=s, rank=k, scores={"overall": 10 - k})
+            for s in "xy" for k in range(3)]
     pred = [3.0, 2.0, 1.0,  # series x: perfect
             1.0, 3.0, 2.0]  # series y: best image predicted worst
-    m = evaluate(recs, {"fgaesq": {r.id: p for r, p in zip(recs, pred)}}, n_bootstrap=0).metrics["fgaesq"]["overall"]["all"]
+    result = evaluate(recs, {"fgaesq": {r.id: p for r, p in zip(recs, pred)}}, n_bootstrap=0)
+    m = result.metrics["fgaesq"]["overall"]["all"]
     assert m["n_series"] == 2 and m["pair_acc"] == pytest.approx(4 / 6)
     assert m["s_acc"] == pytest.approx(0.5)
     assert m["s_srcc"] == pytest.approx((1.0 + (-0.5)) / 2)

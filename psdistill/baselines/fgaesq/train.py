@@ -350,7 +350,7 @@ TRAIN = Stage("train", ("seed", "data.target_sigma", "data.histogram_prefix", "m
               stage_train, "training FGAesQ: coarse pre-training, then alternating coarse/fine batches",
               all_ranks=True)
 SCORE = Stage("score", ("train.eval_difftoken",), stage_score, "scoring every image")
-STAGES = (DATA, TRAIN, SCORE, _PIPELINE["evaluate"])
+STAGES = (DATA, TRAIN, SCORE, _PIPELINE["evaluate"])  # the pipeline's evaluation: every predictions file
 
 
 def train_fingerprint(cfg: FGAesQConfig) -> str:
@@ -368,10 +368,9 @@ def make_accelerator():
     return Accelerator(cpu=int(os.environ.get("WORLD_SIZE", "1")) > 1 and not torch.cuda.is_available())
 
 
-def run_fgaesq(cfg: FGAesQConfig, stop_after: str | None = None, log: Callable = print) -> dict[str, dict]:
-    """Run the stages (all, or up to `stop_after`), print the report on the main process and return the
-    stages' markers; a finished stage with the same config is reused, a killed training resumes from
-    its last finished epoch."""
+def run_fgaesq(cfg: FGAesQConfig, log: Callable = print) -> dict[str, dict]:
+    """Run the stages, print the report on the main process and return the stages' markers; a finished
+    stage with the same config is reused, a killed training resumes from its last finished epoch."""
     from accelerate.utils import set_seed
 
     acc = make_accelerator()
@@ -382,7 +381,8 @@ def run_fgaesq(cfg: FGAesQConfig, stop_after: str | None = None, log: Callable =
         if acc.is_main_process:  # only now: a refused config must not replace the run's config.yaml
             run.run_dir.mkdir(parents=True, exist_ok=True)
             save_config(cfg, run.path("config.yaml"))
-        results = run_stages(run, STAGES, stop_after=stop_after, log=run.log, state=acc)
+        # The Accelerator answers is_main_process / wait_for_everyone for every rank, as PartialState does.
+        results = run_stages(run, STAGES, log=run.log, state=acc)
         print_report(cfg, results, out=run.log)
         return results
     finally:
