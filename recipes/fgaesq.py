@@ -7,17 +7,21 @@ Scores from Relative Ranks"): train, then score every image and compute the pape
         data.manifest=<manifest.csv> data.train_categories=[...]
 
 With no --config it runs recipes/configs/fgaesq_demo.yaml: the embedded demo (scikit-image photos
-under degradation ladders, built under <run_dir>/demo) with a tiny random-weight CLIP. Output in
-run_dir: checkpoint/ (config.json + model.safetensors), config.yaml, predictions/fgaesq.csv,
-metrics.json. Rerunning skips training when the checkpoint is complete; a killed run resumes
-from its last finished epoch. Ablations (paper Tab. 5): difftoken.enabled=false, loss.ctalign=false,
-loss.rank=direct (w/o RankReg) or none, loss.emd=false (w/o Coarse).
+under degradation ladders, built under <run_dir>/demo) with a tiny random-weight CLIP. It runs the
+pipeline's stage runner (`psdistill.stages`): data, train, score, evaluate. Output in run_dir:
+checkpoint/ (config.json + model.safetensors), config.yaml, predictions/fgaesq*.csv, report/
+(metrics.json, report.md, plots; the test split is the held-out group), stages/<stage>.json.
+Rerunning reuses every finished stage with the same config; a killed run resumes from its last
+finished epoch; a checkpoint trained with another config or data is kept unless overwrite=true.
+Under 2 CPU processes (`--config_file launch/cpu_ddp.yaml`) training is data-parallel over gloo.
+Ablations (paper Tab. 5): difftoken.enabled=false, loss.ctalign=false, loss.rank=direct (w/o
+RankReg) or none, loss.emd=false (w/o Coarse).
 """
 import sys
 from pathlib import Path
 
 from psdistill.baselines.fgaesq.config import FGAesQConfig
-from psdistill.baselines.fgaesq.train import run
+from psdistill.baselines.fgaesq.train import run_fgaesq
 from psdistill.config import parse_config
 from psdistill.errors import PsdistillError
 
@@ -30,7 +34,7 @@ def main(argv=None) -> int:
         argv = ["--config", str(DEMO_CONFIG)] + argv
     try:
         cfg = parse_config(FGAesQConfig, argv)
-        run(cfg)
+        run_fgaesq(cfg)
     except PsdistillError as e:  # a user-fixable problem: the message says what and where
         print(f"error: {e}", file=sys.stderr)
         return 2

@@ -1,4 +1,5 @@
-"""FGAesQ training: the recipe end to end (files, resume, skip), DDP on CPU, and a learning test (slow)."""
+"""FGAesQ training on the shared stage runner: the recipe end to end (files, reuse, resume, the
+checkpoint guard), data-parallel on 2 CPU processes, and a learning test (slow)."""
 import json
 import os
 import subprocess
@@ -6,6 +7,8 @@ import sys
 from pathlib import Path
 
 import pytest
+import torch
+from safetensors.torch import load_file
 
 from psdistill.errors import ConfigError
 
@@ -17,8 +20,6 @@ DEMO_YAML = ROOT / "recipes" / "configs" / "fgaesq_demo.yaml"
 @pytest.fixture(autouse=True)
 def one_thread():
     """One torch thread: on a shared 2-core machine, 2 spinning OpenMP threads can slow a run 10x."""
-    import torch
-
     n = torch.get_num_threads()
     torch.set_num_threads(1)
     yield
@@ -34,79 +35,199 @@ def _small(tmp_path, *extra):
             "train.coarse_batch_size=4", "train.fine_batch_images=8", *extra]
 
 
-@pytest.mark.slow
-def test_recipe_writes_checkpoint_predictions_metrics_and_resumes(tmp_path, capsys):
+def _main():
     sys.path.insert(0, str(RECIPE.parent))
     from fgaesq import main
 
+    return main
+
+
+@pytest.mark.slow
+def test_recipe_writes_checkpoint_predictions_report_and_resumes(tmp_path, capsys):
+    from psdistill.baselines.fgaesq.config import FGAesQConfig
     from psdistill.baselines.fgaesq.scorer import FGAesQScorer
+    from psdistill.baselines.fgaesq.train import train_fingerprint
+    from psdistill.config import parse_config
     from psdistill.data.manifest import read_manifest
     from psdistill.data.predictions import read_predictions
 
-    run = tmp_path / "run"
+    main, run = _main(), tmp_path / "run"
     assert main(_small(tmp_path)) == 0
-    for name in ("config.yaml", "checkpoint/config.json", "checkpoint/model.safetensors", "checkpoint/training.json",
-                 "predictions/fgaesq.csv", "predictions/fgaesq-difftoken.csv", "metrics.json", "train_log.jsonl"):
+    for name in ("config.yaml", "checkpoint/config.json", "checkpoint/model.safetensors", "stages/train.json",
+                 "predictions/fgaesq.csv", "predictions/fgaesq-difftoken.csv", "report/metrics.json",
+                 "report/report.md", "train_log.jsonl"):
         assert (run / name).is_file(), name
     records = read_manifest(run / "demo" / "manifest.csv")
     preds = read_predictions(run / "predictions" / "fgaesq.csv")
     assert set(preds["overall"]) == {r.id for r in records}  # every record, train and test
-    metrics = json.loads((run / "metrics.json").read_text())
-    assert metrics["test_categories"] == ["portraits"] and metrics["test"]["single"]["n_series"] == 3
-    info = json.loads((run / "checkpoint" / "training.json").read_text())
-    assert info["complete"] and info["steps"] > 0
+    report = json.loads((run / "report" / "metrics.json").read_text())
+    assert report["held_out"] == ["portraits"]  # the test split
+    assert report["metrics"]["fgaesq"]["overall"]["held_out"]["n_series"] == 3
+    train_marker = json.loads((run / "stages" / "train.json").read_text())
+    assert train_marker["summary"]["steps"] > 0
+    # What keys the resumable state and guards the checkpoint is the fingerprint run_stages recorded.
+    assert train_marker["fingerprint"] == train_fingerprint(parse_config(FGAesQConfig, _small(tmp_path)))
     scorer = FGAesQScorer.from_pretrained(run / "checkpoint", device="cpu")
     assert scorer.score([records[0].path])[0] == pytest.approx(preds["overall"][records[0].id], rel=1e-5)
 
-    # A second run with the same config skips training; another config is refused.
+    # A second run with the same config reuses every stage; another config is refused.
     mtime = (run / "checkpoint" / "model.safetensors").stat().st_mtime_ns
     capsys.readouterr()
     assert main(_small(tmp_path)) == 0
-    assert "skipping training" in capsys.readouterr().out
+    assert "[train] finished earlier with the same config: reused" in capsys.readouterr().out
     assert (run / "checkpoint" / "model.safetensors").stat().st_mtime_ns == mtime
+    config = (run / "config.yaml").read_text()
     assert main(_small(tmp_path, "train.lr=1.0e-3")) == 2
     assert "overwrite=true" in capsys.readouterr().err
+    assert (run / "config.yaml").read_text() == config  # the refused config did not replace the run's
 
-    # A run killed before its final save resumes from the last finished epoch.
-    (run / "checkpoint" / "training.json").unlink()
+    # A run killed before its train marker was written resumes from the last finished epoch.
+    (run / "stages" / "train.json").unlink()
     assert main(_small(tmp_path)) == 0
     assert "resuming after epoch 4 of 4" in capsys.readouterr().out
 
+    # overwrite=true retrains with the new config from scratch (the saved state is of the old one).
+    assert main(_small(tmp_path, "train.lr=1.0e-3", "overwrite=true")) == 0
+    assert "from another config; starting over" in capsys.readouterr().out
+    assert (run / "checkpoint" / "model.safetensors").stat().st_mtime_ns != mtime
+
 
 @pytest.mark.slow
-def test_accelerate_launch_two_cpu_processes(tmp_path):
-    """DDP (gloo) through `accelerate launch`: each process takes its share of every batch."""
+def test_a_killed_run_resumes_to_the_uninterrupted_weights(tmp_path):
+    """SIGKILL once the first epoch is saved; the rerun resumes after a later epoch than 0 and ends
+    with the weights of a run that was never stopped (every epoch's batches are seeded by its index)."""
+    import signal
+    import time
+
+    config = _small(tmp_path / "killed", "train.pretrain_epochs=30")
     env = {**os.environ, "OMP_NUM_THREADS": "1", "HF_HUB_OFFLINE": "1", "PYTHONPATH": str(ROOT)}
-    cmd = [sys.executable, "-m", "accelerate.commands.launch", "--cpu", "--num_processes", "2",
-           "--num_machines", "1", "--mixed_precision", "no", "--dynamo_backend", "no", str(RECIPE),
-           *_small(tmp_path, "train.joint_epochs=1")]
+    proc = subprocess.Popen([sys.executable, str(RECIPE), *config], cwd=ROOT, env=env,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    state = tmp_path / "killed" / "run" / "train_state.pt"
+    deadline = time.time() + 120
+    while not state.is_file() and proc.poll() is None and time.time() < deadline:
+        time.sleep(0.02)
+    os.kill(proc.pid, signal.SIGKILL)
+    proc.wait()
+    assert not (tmp_path / "killed" / "run" / "stages" / "train.json").exists(), "killed after training: too late"
+
+    main = _main()
+    out = subprocess.run([sys.executable, str(RECIPE), *config], cwd=ROOT, env=env, capture_output=True,
+                         text=True, timeout=170)
+    assert out.returncode == 0, out.stderr[-3000:]
+    resumed = [line for line in out.stdout.splitlines() if line.startswith("resuming after epoch")]
+    assert resumed and 0 < int(resumed[0].split()[3]) < 32, out.stdout  # "resuming after epoch K of 32"
+    assert main(_small(tmp_path / "whole", "train.pretrain_epochs=30")) == 0
+    killed = load_file(tmp_path / "killed" / "run" / "checkpoint" / "model.safetensors")
+    whole = load_file(tmp_path / "whole" / "run" / "checkpoint" / "model.safetensors")
+    assert max((killed[k] - whole[k]).abs().max().item() for k in whole) < 1e-6
+
+
+def _coarse_only(tmp_path):
+    """EMD batches only, of 4 of the 12 training images: each of 2 ranks takes 2, so DDP's mean gradient is
+    the 1-process one."""
+    return _small(tmp_path, "loss.ctalign=false", "loss.rank=none", "train.joint_epochs=0",
+                  "train.log_every=1")
+
+
+@pytest.mark.slow
+def test_two_cpu_processes_train_data_parallel_and_write_once(tmp_path):
+    """`accelerate launch --config_file launch/cpu_ddp.yaml`: 2 gloo ranks share every batch, rank 0
+    alone writes, and the weights equal a 1-process run's."""
+    assert _main()(_coarse_only(tmp_path / "one")) == 0
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "HF_HUB_OFFLINE": "1", "PYTHONPATH": str(ROOT)}
+    cmd = [sys.executable, "-m", "accelerate.commands.launch", "--config_file", str(ROOT / "launch" / "cpu_ddp.yaml"),
+           "--main_process_port", "29551", str(RECIPE), *_coarse_only(tmp_path / "two")]
     res = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True, timeout=170)
     assert res.returncode == 0, res.stderr[-3000:]
-    assert (tmp_path / "run" / "checkpoint" / "model.safetensors").is_file()
-    assert "module." not in json.dumps(list(json.loads((tmp_path / "run" / "checkpoint" / "config.json").read_text())))
+    run = tmp_path / "two" / "run"
+    for stage in ("data", "train", "score", "evaluate"):
+        assert res.stdout.count(f"[{stage}] ") == 1, (stage, res.stdout)
+    assert res.stdout.count("psdistill run:") == 1
+    assert json.loads((run / "stages" / "train.json").read_text())["summary"]["processes"] == 2
+    steps = [json.loads(line)["step"] for line in (run / "train_log.jsonl").read_text().splitlines()]
+    assert steps == list(range(1, 7))  # 2 epochs x 3 batches, logged once
+    assert not list(run.rglob("*.tmp"))
+
+    one = load_file(tmp_path / "one" / "run" / "checkpoint" / "model.safetensors")
+    two = load_file(run / "checkpoint" / "model.safetensors")
+    state = torch.load(run / "train_state.pt", map_location="cpu", weights_only=True)["model"]
+    # The DDP wrapper's "module." prefix must not leak into either saved state.
+    assert set(two) == set(one) == set(state)
+    assert max((two[k] - one[k]).abs().max().item() for k in one) < 1e-5
 
 
 @pytest.mark.slow
 def test_learns_to_rank_within_series(tmp_path):
     """A short run on demo series: pairwise accuracy on held-out categories well above chance."""
     from psdistill.baselines.fgaesq.config import FGAesQConfig
-    from psdistill.baselines.fgaesq.train import run
+    from psdistill.baselines.fgaesq.train import run_fgaesq
     from psdistill.config import parse_config
+    from psdistill.data.manifest import read_manifest
+    from psdistill.data.predictions import read_predictions
+    from psdistill.evaluation import evaluate
 
     cfg = parse_config(FGAesQConfig, ["--config", str(DEMO_YAML), f"run_dir={tmp_path / 'run'}"])
-    metrics = run(cfg)
-    test, train = metrics["test"]["single"], metrics["train"]["single"]
+    run_fgaesq(cfg)
+    run = tmp_path / "run"
+    test = json.loads((run / "report" / "metrics.json").read_text())["metrics"]["fgaesq"]["overall"]["held_out"]
+    train_records = [r for r in read_manifest(run / "data" / "manifest.csv") if r.category != "portraits"]
+    preds = read_predictions(run / "predictions" / "fgaesq.csv")
+    train = evaluate(train_records, {"fgaesq": preds}, n_bootstrap=0).metrics["fgaesq"]["overall"]["all"]
     # Seeds 0-3 gave train 0.91-0.94 and held-out (portraits) 0.68-0.73: the tiny random-weight
     # CLIP learns the demo's degradations, and transfers them to unseen photos only in part.
-    assert train["pair_acc"] > 0.85, metrics
-    assert test["pair_acc"] > 0.62, metrics
+    assert train["pair_acc"] > 0.85, train
+    assert test["pair_acc"] > 0.62, test
 
 
-def test_unknown_training_category_is_a_config_error(tmp_path):
+@pytest.mark.parametrize("categories, message", [
+    ("[landscapes]", r"data.train_categories: \['landscapes'\] not in"),
+    ("[]", r"data.train_categories: name the categories to train on; the data has \['objects', 'portraits'\]"),
+])
+def test_training_categories_are_checked_against_the_data(tmp_path, categories, message):
     from psdistill.baselines.fgaesq.config import FGAesQConfig
-    from psdistill.baselines.fgaesq.train import run
+    from psdistill.baselines.fgaesq.train import run_fgaesq
     from psdistill.config import parse_config
 
-    cfg = parse_config(FGAesQConfig, _small(tmp_path, "data.train_categories=[landscapes]"))
-    with pytest.raises(ConfigError, match=r"data.train_categories: \['landscapes'\] not in"):
-        run(cfg)
+    cfg = parse_config(FGAesQConfig, _small(tmp_path, f"data.train_categories={categories}"))
+    with pytest.raises(ConfigError, match=message):
+        run_fgaesq(cfg)
+
+
+def test_train_fingerprint_follows_what_decides_the_weights(tmp_path):
+    """Logging, evaluation and cache settings reuse the trained model; training values and the data redo it."""
+    from psdistill.baselines.fgaesq.config import FGAesQConfig
+    from psdistill.baselines.fgaesq.train import train_fingerprint
+    from psdistill.config import parse_config
+
+    manifest = tmp_path / "manifest.csv"
+    manifest.write_text("id,path,category\na,a.png,x\n")
+
+    def fp(*overrides):
+        return train_fingerprint(parse_config(FGAesQConfig, _small(tmp_path, f"data.manifest={manifest}", *overrides)))
+
+    base = fp()
+    for same in ("train.log_every=3", "train.eval_batch_size=2", "train.eval_difftoken=false",
+                 "data.image_cache=0", "overwrite=true", f"run_dir={tmp_path / 'elsewhere'}"):
+        assert fp(same) == base, same
+    for other in ("train.lr=1.0e-3", "data.target_sigma=2.0", "loss.rank=direct", "difftoken.p=0.25", "seed=1",
+                  "data.train_categories=[portraits]"):
+        assert fp(other) != base, other
+    manifest.write_text("id,path,category\na,b.png,x\n")  # the same path, other content
+    assert fp() != base
+
+
+def test_paper_metrics_from_the_shared_evaluation():
+    """FGAesQ's series metrics (Sec. 5.1), worked by hand, as psdistill.evaluation reports them."""
+    from psdistill.data.records import ImageRecord
+    from psdistill.evaluation import evaluate
+
+    recs = [ImageRecord(id=f"{s}{k}", path="x", series=s, rank=k, scores={"overall": 10 - k})
+            for s in "xy" for k in range(3)]
+    pred = [3.0, 2.0, 1.0,  # series x: perfect
+            1.0, 3.0, 2.0]  # series y: best image predicted worst
+    result = evaluate(recs, {"fgaesq": {r.id: p for r, p in zip(recs, pred)}}, n_bootstrap=0)
+    m = result.metrics["fgaesq"]["overall"]["all"]
+    assert m["n_series"] == 2 and m["pair_acc"] == pytest.approx(4 / 6)
+    assert m["s_acc"] == pytest.approx(0.5)
+    assert m["s_srcc"] == pytest.approx((1.0 + (-0.5)) / 2)

@@ -5,12 +5,12 @@ Scores from Relative Ranks" (https://yzc-ippl.github.io/FG-IAA/).
     difftoken.py  Difference-preserved Tokenization (Sec. 4.1)
     losses.py     EMD, CTAlign, RankReg (Sec. 4.2-4.4)
     official.py   official (OpenAI-CLIP naming) state dicts -> this model, with a key report
-    config.py     FGAesQConfig (paper defaults) ; data.py batches ; train.py the recipe's loop
-    evaluate.py   SRCC/PLCC, pair Acc, s-Acc, s-SRCC ; scorer.py FGAesQScorer ("fgaesq" in the registry)
+    config.py     FGAesQConfig (paper defaults) ; data.py batches ; scorer.py FGAesQScorer ("fgaesq" in the registry)
+    train.py      the recipe's stages (data, train, score, evaluate) on psdistill.stages, and the training loop
 
 Imports are lazy: `import psdistill.baselines.fgaesq` loads no torch model code.
 """
-__all__ = ["FGAesQConfig", "FGAesQModel", "FGAesQScorer", "DiffTokenConfig", "load_base", "run"]
+__all__ = ["FGAesQConfig", "FGAesQModel", "FGAesQScorer", "DiffTokenConfig", "load_base", "run_fgaesq"]
 
 
 def __getattr__(name):
@@ -26,7 +26,7 @@ def __getattr__(name):
     if name == "DiffTokenConfig":
         from psdistill.baselines.fgaesq.difftoken import DiffTokenConfig
         return DiffTokenConfig
-    if name == "run":
-        from psdistill.baselines.fgaesq.train import run
-        return run
+    if name == "run_fgaesq":
+        from psdistill.baselines.fgaesq.train import run_fgaesq
+        return run_fgaesq
     raise AttributeError(name)

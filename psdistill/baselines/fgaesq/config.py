@@ -1,7 +1,7 @@
 """FGAesQConfig: the baseline's settings, defaulting to the paper's (Sec. 5.1).
 
 Groups:
-- `data`: manifest (or the demo), the category split, the EMD target of a score;
+- `data`: the pipeline's `DataConfig` (manifest or the demo, the category split) and the EMD target of a score;
 - `model`: the CLIP backbone ("openai/clip-vit-base-patch16", a local folder, "tiny", or a CLIPConfig .json);
 - `difftoken`: DiffToken (Sec. 4.1), saved with the checkpoint;
 - `loss`: the ablation switches (Tab. 5) and lambda;
@@ -12,26 +12,20 @@ Values marked [our choice] are not given in the paper.
 """
 from __future__ import annotations
 
-import hashlib
-import json
 from dataclasses import dataclass, field
 from typing import Literal, Optional
 
 from psdistill.baselines.fgaesq.difftoken import DiffTokenConfig
-from psdistill.config import to_dict
-from psdistill.data.demo import DemoConfig
 from psdistill.errors import ConfigError
+from psdistill.pipeline import DataConfig
 
 
 @dataclass
-class FGAesQDataConfig:
-    manifest: Optional[str] = field(default=None, metadata={"help": "CSV manifest; null: build the demo under <run_dir>/demo"})
-    demo: DemoConfig = field(default_factory=DemoConfig)
-    train_categories: list[str] = field(default_factory=list, metadata={
-        "help": "categories to train on; every other category is the test split (required)"})
-    dimension: str = field(default="overall", metadata={"help": "the coarse score column"})
-    rating_scale: tuple[float, float] = field(default=(1.0, 10.0), metadata={
-        "help": "the data's score scale, mapped linearly onto the 10 EMD bins (1..10)"})
+class FGAesQDataConfig(DataConfig):
+    """The pipeline's data section (manifest or demo, image check, category split, scale) and how
+    FGAesQ turns a score into its EMD target. Unlike the pipeline, `train_categories` is required:
+    every other category is the test split."""
+
     target_sigma: float = field(default=1.0, metadata={
         "help": "[our choice] std (in bins) of the discretised Gaussian EMD target of a score without votes"})
     histogram_prefix: str = field(default="votes_", metadata={
@@ -39,8 +33,7 @@ class FGAesQDataConfig:
     image_cache: int = field(default=1024, metadata={"help": "decoded images kept in memory (LRU)"})
 
     def __post_init__(self):
-        if len(self.rating_scale) != 2 or not self.rating_scale[0] < self.rating_scale[1]:
-            raise ConfigError(f"data.rating_scale: need [low, high] with low < high, got {list(self.rating_scale)}")
+        super().__post_init__()
         if self.target_sigma <= 0:
             raise ConfigError(f"data.target_sigma: must be > 0, got {self.target_sigma}")
 
@@ -137,23 +130,16 @@ class FGAesQConfig:
     run_dir: str = "runs/fgaesq"
     seed: int = 0
     overwrite: bool = field(default=False, metadata={
-        "help": "retrain although <run_dir>/checkpoint holds a model trained with another config"})
+        "help": "retrain although <run_dir>/checkpoint holds a model trained with another config or data"})
     data: FGAesQDataConfig = field(default_factory=FGAesQDataConfig)
     model: FGAesQModelSection = field(default_factory=FGAesQModelSection)
     difftoken: DiffTokenConfig = field(default_factory=DiffTokenConfig)
     loss: FGAesQLossConfig = field(default_factory=FGAesQLossConfig)
     train: FGAesQTrainConfig = field(default_factory=FGAesQTrainConfig)
+    compare_predictions: tuple[str, ...] = field(default=(), metadata={
+        "help": "predictions CSVs of other scorers (e.g. <psdistill run>/predictions/student.csv) to put in "
+                "the same evaluation table; named by file stem"})
 
     def __post_init__(self):
         if not (self.loss.emd or self.loss.ctalign or self.loss.rank != "none"):
             raise ConfigError("loss: every loss is switched off (loss.emd, loss.ctalign, loss.rank); nothing to train")
-
-    def fingerprint(self) -> str:
-        """Hash of what determines the trained weights (not the run dir, logging or evaluation)."""
-        d = to_dict(self)
-        for k in ("run_dir", "overwrite"):
-            d.pop(k)
-        for k in ("log_every", "eval_batch_size", "eval_difftoken"):
-            d["train"].pop(k)
-        d["data"].pop("image_cache")
-        return hashlib.sha256(json.dumps(d, sort_keys=True).encode()).hexdigest()[:16]

@@ -6,8 +6,6 @@
 - fine: series (records sharing `category` and `series`) with at least two ranked members (rank
   0 = best), packed until a batch holds `fine_batch_images` images (paper: ~64, "with minor
   variations due to series length").
-
-The split is by category: `data.train_categories` train, every other category is the test split.
 """
 from __future__ import annotations
 
@@ -22,20 +20,7 @@ from PIL import Image
 from psdistill.baselines.fgaesq.losses import NUM_BINS, gaussian_target, histogram_target
 from psdistill.data.images import load_image
 from psdistill.data.records import ImageRecord
-from psdistill.errors import ConfigError, DataError
-
-
-def split_by_category(records: Sequence[ImageRecord], train_categories: Sequence[str]):
-    """(train, test) records; unknown or missing training categories are a ConfigError."""
-    cats = sorted({r.category for r in records})
-    if not train_categories:
-        raise ConfigError(f"data.train_categories: name the categories to train on; the data has {cats}")
-    unknown = [c for c in train_categories if c not in cats]
-    if unknown:
-        raise ConfigError(f"data.train_categories: {unknown} not in the data's categories {cats}")
-    train = [r for r in records if r.category in set(train_categories)]
-    test = [r for r in records if r.category not in set(train_categories)]
-    return train, test
+from psdistill.errors import DataError
 
 
 def to_bins(score: float, rating_scale: tuple[float, float]) -> float:

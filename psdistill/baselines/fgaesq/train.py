@@ -1,72 +1,73 @@
-"""Train and evaluate FGAesQ (Sec. 4.4): coarse pre-training, then alternating coarse/fine batches.
+"""Train and evaluate FGAesQ (Sec. 4.4) on the shared stage runner (`psdistill.stages`):
+
+    data      the pipeline's data stage: build the demo or read data.manifest, check every image opens
+    train     coarse pre-training, then alternating coarse/fine batches, on every process (resumes)
+    score     every record through the single-image path, and series images through DiffToken
+    evaluate  the pipeline's evaluation stage: every predictions file against ground truth
 
     <run_dir>/config.yaml                 the resolved config
-    <run_dir>/checkpoint/                 config.json + model.safetensors + training.json (complete marker)
+    <run_dir>/data/manifest.csv           the images (the demo is built under <run_dir>/demo)
+    <run_dir>/checkpoint/                 config.json + model.safetensors
     <run_dir>/train_state.pt              model + optimizer(s) after the last finished epoch (resume)
     <run_dir>/train_log.jsonl             losses every `train.log_every` steps
     <run_dir>/predictions/fgaesq.csv      every record, single-image path, on data.rating_scale
     <run_dir>/predictions/fgaesq-difftoken.csv  series images scored against their series (DiffToken)
-    <run_dir>/metrics.json                test (and train) SRCC/PLCC, pair Acc, s-Acc, s-SRCC
+    <run_dir>/report/                     metrics.json, report.md, plots (`psdistill.evaluation`); the
+                                          test split is the report's held-out group
+    <run_dir>/stages/<stage>.json         what finished, with which config (`psdistill.stages`)
 
 Runs under `accelerate launch` (DDP): every process draws the same batches from seeded
-generators and takes its share (`batch[rank::world]`); the model is called once per step.
+generators and takes its share (`batch[rank::world]`); the model is called once per step. Only
+the main process writes files; the other stages run on it alone.
 """
 from __future__ import annotations
 
 import json
-import math
+import os
 import time
+from dataclasses import fields, replace
+from functools import cached_property
 from pathlib import Path
 from typing import Callable
 
 import numpy as np
 import torch
 
-from psdistill.baselines.fgaesq.config import FGAesQConfig
+from psdistill.baselines.fgaesq.config import FGAesQConfig, FGAesQTrainConfig
 from psdistill.baselines.fgaesq.data import (ImageCache, coarse_batches, coarse_items, cycle, fine_batches,
-                                            fine_series, from_bins, split_by_category)
+                                            fine_series, from_bins)
 from psdistill.baselines.fgaesq.difftoken import collate_tokens, difftoken
-from psdistill.baselines.fgaesq.evaluate import evaluate
 from psdistill.baselines.fgaesq.losses import (ctalign_loss, describe_pair, direct_rank_loss, emd_loss,
                                               rankreg_loss)
 from psdistill.baselines.fgaesq.model import FGAesQModel, load_base
 from psdistill.config import save_config
-from psdistill.data.manifest import read_manifest
 from psdistill.data.predictions import write_predictions
 from psdistill.errors import ConfigError
+from psdistill.pipeline import STAGES as PIPELINE_STAGES
+from psdistill.pipeline import DataConfig, Run, print_report
+from psdistill.stages import Stage, fingerprint, marker_path, run_stages
 
 SCORER = "fgaesq"
 
 
-def resolve_manifest(cfg: FGAesQConfig, run_dir: Path, accelerator) -> Path:
-    if cfg.data.manifest:
-        return Path(cfg.data.manifest)
-    from psdistill.data.demo import build_demo
+class FGAesQRun(Run):
+    """The pipeline's run context (config, run dir, records, category split) with the accelerator.
+    FGAesQ's training categories must be named: every other category is its test split."""
 
-    from accelerate.utils import broadcast_object_list
+    def __init__(self, cfg: FGAesQConfig, accelerator, log: Callable = print):
+        super().__init__(cfg, log)
+        self.accelerator = accelerator
 
-    path = [str(build_demo(run_dir / "demo", cfg.data.demo)) if accelerator.is_main_process else None]
-    if accelerator.num_processes > 1:
-        broadcast_object_list(path)  # only the main process writes the demo; the others read its path
-    return Path(path[0])
-
-
-def checkpoint_complete(ckpt: Path, fingerprint: str) -> bool:
-    """True when `ckpt` holds a finished model trained with this config; a different config is an error."""
-    marker = ckpt / "training.json"
-    if not (marker.is_file() and (ckpt / "config.json").is_file() and (ckpt / "model.safetensors").is_file()):
-        return False
-    info = json.loads(marker.read_text())
-    if not info.get("complete"):
-        return False
-    if info.get("fingerprint") != fingerprint:
-        raise ConfigError(f"{ckpt}: holds a model trained with another config (fingerprint {info.get('fingerprint')} "
-                          f"!= {fingerprint}); use a new run_dir or set overwrite=true to retrain")
-    return True
+    @cached_property
+    def train_categories(self) -> tuple[str, ...]:
+        if not self.cfg.data.train_categories:
+            cats = sorted({r.category for r in self.records})
+            raise ConfigError(f"data.train_categories: name the categories to train on; the data has {cats}")
+        return super().train_categories
 
 
-class Trainer:
-    """The two-stage loop; `run()` trains (or resumes) and writes the checkpoint."""
+class FGAesQTrainingLoop:
+    """FGAesQ's two-stage optimisation; `train()` trains (or resumes) the model in memory."""
 
     def __init__(self, cfg: FGAesQConfig, train_records, accelerator, log: Callable = print):
         self.cfg, self.acc, self.log = cfg, accelerator, log
@@ -199,12 +200,13 @@ class Trainer:
         self.step += 1
 
     # -- loop ----------------------------------------------------------------------------------
-    def run(self) -> dict:
+    def train(self, stage_fingerprint: str) -> dict:
+        """Every epoch, resuming after the last one that train_state.pt holds for `stage_fingerprint`."""
         from tqdm.auto import tqdm
 
         cfg, tc, acc = self.cfg, self.cfg.train, self.acc
         state_path = self.run_dir / "train_state.pt"
-        start_epoch = self._resume(state_path)
+        start_epoch = self._resume(state_path, stage_fingerprint)
         log_file = self.run_dir / "train_log.jsonl"
         if start_epoch == 0 and acc.is_main_process:
             log_file.unlink(missing_ok=True)  # a fresh start: the log of an abandoned run goes
@@ -257,29 +259,27 @@ class Trainer:
                 bar.update(1)
             if tc.max_steps and self.step >= tc.max_steps:
                 break
-            self._save_state(state_path, e_idx + 1)
+            self._save_state(state_path, stage_fingerprint, e_idx + 1)
         bar.close()
-        info = {"complete": True, "fingerprint": cfg.fingerprint(), "steps": self.step,
-                "seconds": round(time.time() - t0, 1), "last": last}
-        return info
+        return {"steps": self.step, "processes": world, "seconds": round(time.time() - t0, 1), "last": last}
 
     # -- resume --------------------------------------------------------------------------------
-    def _save_state(self, path: Path, next_epoch: int):
+    def _save_state(self, path: Path, stage_fingerprint: str, next_epoch: int):
         self.acc.wait_for_everyone()
         if self.acc.is_main_process:
             tmp = path.with_suffix(".tmp")
             # The unwrapped model's state: no DDP "module." prefix in the keys (see STYLE.md anti-pattern 2).
-            torch.save({"fingerprint": self.cfg.fingerprint(), "next_epoch": next_epoch, "step": self.step,
+            torch.save({"fingerprint": stage_fingerprint, "next_epoch": next_epoch, "step": self.step,
                         "model": self.unwrapped.state_dict(),
                         "optimizers": {k: o.state_dict() for k, o in self.optimizers.items()}}, tmp)
             tmp.replace(path)
         self.acc.wait_for_everyone()
 
-    def _resume(self, path: Path) -> int:
+    def _resume(self, path: Path, stage_fingerprint: str) -> int:
         if not path.is_file():
             return 0
         state = torch.load(path, map_location="cpu", weights_only=True)
-        if state.get("fingerprint") != self.cfg.fingerprint():
+        if state.get("fingerprint") != stage_fingerprint:
             self.log(f"{path}: from another config; starting over")
             return 0
         self.model.load_state_dict(state["model"])
@@ -290,7 +290,18 @@ class Trainer:
         return int(state["next_epoch"])
 
 
-# ---- prediction and metrics ------------------------------------------------------------------
+# ---- stages ---------------------------------------------------------------------------------
+
+def stage_train(run: FGAesQRun) -> dict:
+    """Train data-parallel on every process; the main one writes <run_dir>/checkpoint."""
+    acc = run.accelerator
+    loop = FGAesQTrainingLoop(run.cfg, run.train_records, acc, log=run.log)
+    info = loop.train(train_fingerprint(run.cfg))
+    acc.wait_for_everyone()
+    if acc.is_main_process:
+        loop.unwrapped.save_pretrained(run.path("checkpoint"))
+    return info
+
 
 def predict_records(scorer, records, difftoken_series: bool = False) -> np.ndarray:
     """Single-image scores of `records`; with `difftoken_series`, series images are scored against their series."""
@@ -310,81 +321,80 @@ def predict_records(scorer, records, difftoken_series: bool = False) -> np.ndarr
     return out
 
 
-def run(cfg: FGAesQConfig, accelerator=None, log: Callable = print) -> dict:
-    """Train (unless a complete checkpoint exists), then predict every record and compute metrics."""
-    from accelerate import Accelerator
-    from accelerate.utils import set_seed
-
+def stage_score(run: FGAesQRun) -> dict:
+    """Predictions of every record on data.rating_scale: single-image, and series through DiffToken."""
     from psdistill.baselines.fgaesq.scorer import FGAesQScorer
 
-    acc = accelerator or Accelerator()
-    say = log if acc.is_main_process else (lambda *a, **k: None)
-    set_seed(cfg.seed)
-    run_dir = Path(cfg.run_dir)
-    if acc.is_main_process:
-        run_dir.mkdir(parents=True, exist_ok=True)
-    acc.wait_for_everyone()
-    records = read_manifest(resolve_manifest(cfg, run_dir, acc))
-    train, test = split_by_category(records, cfg.data.train_categories)
-    say(f"fgaesq: {len(records)} images, train {len(train)} ({', '.join(cfg.data.train_categories)}), test {len(test)}")
-    ckpt = run_dir / "checkpoint"
-    fingerprint = cfg.fingerprint()
-    if cfg.overwrite:
-        if acc.is_main_process:
-            for p in (ckpt / "training.json", run_dir / "train_state.pt"):
-                p.unlink(missing_ok=True)
-        acc.wait_for_everyone()
-    complete = checkpoint_complete(ckpt, fingerprint)  # raises on a checkpoint of another config
-    if acc.is_main_process:  # only now: a refused config must not replace the run's config.yaml
-        save_config(cfg, run_dir / "config.yaml")
-    if complete:
-        say(f"fgaesq: {ckpt} is complete; skipping training")
-    else:
-        trainer = Trainer(cfg, train, acc, log=say)
-        info = trainer.run()
-        acc.wait_for_everyone()
-        if acc.is_main_process:
-            trainer.unwrapped.save_pretrained(ckpt)
-            (ckpt / "training.json").write_text(json.dumps(info, indent=2))
-        say(f"fgaesq: trained {info['steps']} steps in {info['seconds']} s -> {ckpt}")
-        del trainer
-    acc.wait_for_everyone()
-    metrics: dict = {}
-    if acc.is_main_process:
-        metrics = evaluate_run(cfg, ckpt, records, train, test, FGAesQScorer, acc.device)
-        say("fgaesq test: " + json.dumps({k: round(v, 4) if isinstance(v, float) else v
-                                          for k, v in metrics["test"]["single"].items()}))
-    acc.wait_for_everyone()
-    return metrics
-
-
-def evaluate_run(cfg: FGAesQConfig, ckpt: Path, records, train, test, scorer_cls, device) -> dict:
-    run_dir = Path(cfg.run_dir)
-    scorer = scorer_cls.from_pretrained(ckpt, device=str(device), batch_size=cfg.train.eval_batch_size)
-    scale = cfg.data.rating_scale
-    dim = cfg.data.dimension
-    variants = {"single": SCORER}
+    cfg = run.cfg
+    scorer = FGAesQScorer.from_pretrained(run.path("checkpoint"), device=str(run.accelerator.device),
+                                          batch_size=cfg.train.eval_batch_size)
+    difftoken_path = run.path(f"predictions/{SCORER}-difftoken.csv")
+    variants = {run.path(f"predictions/{SCORER}.csv"): False}
     if cfg.difftoken.enabled and cfg.train.eval_difftoken:
-        variants["difftoken"] = f"{SCORER}-difftoken"
-    metrics = {"scorer": SCORER, "checkpoint": str(ckpt), "rating_scale": list(scale),
-               "train_categories": list(cfg.data.train_categories),
-               "test_categories": sorted({r.category for r in test}), "test": {}, "train": {}}
-    pos = {r.id: k for k, r in enumerate(records)}
-    for variant, name in variants.items():
-        pred = from_bins(predict_records(scorer, records, difftoken_series=variant == "difftoken"), scale)
-        write_predictions(run_dir / "predictions" / f"{name}.csv", records, {dim: pred})
-        for split, recs in (("test", test), ("train", train)):
-            metrics[split][variant] = evaluate(recs, [pred[pos[r.id]] for r in recs], dim) if recs else {}
-    (run_dir / "metrics.json").write_text(json.dumps(_finite(metrics), indent=2))
-    return metrics
+        variants[difftoken_path] = True
+    else:
+        difftoken_path.unlink(missing_ok=True)  # the evaluation reads every predictions file
+    for path, series in variants.items():
+        pred = from_bins(predict_records(scorer, run.records, difftoken_series=series), cfg.data.rating_scale)
+        write_predictions(path, run.records, {cfg.data.dimension: pred})
+    return {"predictions": [str(p) for p in variants]}
 
 
-def _finite(obj):
-    """NaN -> null so metrics.json is strict JSON."""
-    if isinstance(obj, dict):
-        return {k: _finite(v) for k, v in obj.items()}
-    if isinstance(obj, list):
-        return [_finite(v) for v in obj]
-    if isinstance(obj, float) and math.isnan(obj):
-        return None
-    return obj
+_PIPELINE = {s.name: s for s in PIPELINE_STAGES}
+# FGAesQ's own data keys (the EMD target, the image cache) do not decide which images there are.
+DATA = replace(_PIPELINE["data"], sections=tuple(f"data.{f.name}" for f in fields(DataConfig)))
+# Logging and evaluation settings do not change the trained weights.
+_NOT_TRAINING = ("log_every", "eval_batch_size", "eval_difftoken")
+TRAIN = Stage("train", ("seed", "data.target_sigma", "data.histogram_prefix", "model", "difftoken", "loss",
+                        *(f"train.{f.name}" for f in fields(FGAesQTrainConfig) if f.name not in _NOT_TRAINING)),
+              stage_train, "training FGAesQ: coarse pre-training, then alternating coarse/fine batches",
+              all_ranks=True)
+SCORE = Stage("score", ("train.eval_difftoken",), stage_score, "scoring every image")
+STAGES = (DATA, TRAIN, SCORE, _PIPELINE["evaluate"])  # the pipeline's evaluation: every predictions file
+
+
+def train_fingerprint(cfg: FGAesQConfig) -> str:
+    """The train stage's fingerprint, as `run_stages` computes it (its sections, then the data stage's):
+    it keys the resumable train_state.pt and guards the checkpoint."""
+    return fingerprint(cfg, TRAIN, [fingerprint(cfg, DATA, [])])
+
+
+def make_accelerator():
+    """An Accelerator over every launched process. Without CUDA, accelerate sees one process per rank
+    unless given `cpu=True` (then the ranks join one gloo group with one main process); with an
+    accelerator device that flag would keep it idle, so it is set for a multi-process CPU launch only."""
+    from accelerate import Accelerator
+
+    return Accelerator(cpu=int(os.environ.get("WORLD_SIZE", "1")) > 1 and not torch.cuda.is_available())
+
+
+def run_fgaesq(cfg: FGAesQConfig, log: Callable = print) -> dict[str, dict]:
+    """Run the stages, print the report on the main process and return the stages' markers; a finished
+    stage with the same config is reused, a killed training resumes from its last finished epoch."""
+    from accelerate.utils import set_seed
+
+    acc = make_accelerator()
+    run = FGAesQRun(cfg, acc, log if acc.is_main_process else (lambda *a, **k: None))
+    try:
+        _refuse_to_replace(cfg)
+        set_seed(cfg.seed)
+        if acc.is_main_process:  # only now: a refused config must not replace the run's config.yaml
+            run.run_dir.mkdir(parents=True, exist_ok=True)
+            save_config(cfg, run.path("config.yaml"))
+        # The Accelerator answers is_main_process / wait_for_everyone for every rank, as PartialState does.
+        results = run_stages(run, STAGES, log=run.log, state=acc)
+        print_report(cfg, results, out=run.log)
+        return results
+    finally:
+        acc.end_training()  # destroys the process group: gloo may hang on exit otherwise
+
+
+def _refuse_to_replace(cfg: FGAesQConfig) -> None:
+    """A checkpoint trained with another config or data is kept unless `overwrite=true`."""
+    marker = marker_path(Path(cfg.run_dir), TRAIN.name)
+    if cfg.overwrite or not marker.is_file():
+        return
+    trained, wanted = json.loads(marker.read_text())["fingerprint"], train_fingerprint(cfg)
+    if trained != wanted:
+        raise ConfigError(f"{Path(cfg.run_dir) / 'checkpoint'}: holds a model trained with another config or data "
+                          f"(fingerprint {trained} != {wanted}); use a new run_dir or set overwrite=true to retrain")
