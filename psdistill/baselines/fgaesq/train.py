@@ -23,7 +23,6 @@ the main process writes files; the other stages run on it alone.
 from __future__ import annotations
 
 import json
-import os
 import time
 from dataclasses import fields, replace
 from functools import cached_property
@@ -44,18 +43,18 @@ from psdistill.config import save_config
 from psdistill.data.predictions import write_predictions
 from psdistill.errors import ConfigError
 from psdistill.pipeline import STAGES as PIPELINE_STAGES
-from psdistill.pipeline import DataConfig, Run, print_report
+from psdistill.pipeline import DataConfig, RunContext, print_report
 from psdistill.stages import Stage, fingerprint, marker_path, run_stages
 
 SCORER = "fgaesq"
 
 
-class FGAesQRun(Run):
+class FGAesQRun(RunContext):
     """The pipeline's run context (config, run dir, records, category split) with the accelerator.
     FGAesQ's training categories must be named: every other category is its test split."""
 
     def __init__(self, cfg: FGAesQConfig, accelerator, log: Callable = print):
-        super().__init__(cfg, log)
+        super().__init__(cfg, log, state=accelerator)  # it answers is_main_process as PartialState does
         self.accelerator = accelerator
 
     @cached_property
@@ -360,12 +359,13 @@ def train_fingerprint(cfg: FGAesQConfig) -> str:
 
 
 def make_accelerator():
-    """An Accelerator over every launched process. Without CUDA, accelerate sees one process per rank
-    unless given `cpu=True` (then the ranks join one gloo group with one main process); with an
-    accelerator device that flag would keep it idle, so it is set for a multi-process CPU launch only."""
+    """An Accelerator over every launched process, on the device `psdistill.models.device` picks
+    (`cpu=True` exactly where that rule found no accelerator, so CPU ranks form one gloo group)."""
     from accelerate import Accelerator
 
-    return Accelerator(cpu=int(os.environ.get("WORLD_SIZE", "1")) > 1 and not torch.cuda.is_available())
+    from psdistill.models.device import process_device
+
+    return Accelerator(cpu=process_device().type == "cpu")
 
 
 def run_fgaesq(cfg: FGAesQConfig, log: Callable = print) -> dict[str, dict]:
