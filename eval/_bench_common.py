@@ -3,7 +3,7 @@ a random-weight Qwen3-VL of a given architecture, timing, peak memory, and the m
 (environment header lines, the command, printing and writing).
 
 The scripts put this folder and the repository root on sys.path, so `import _bench_common` works
-both when a script runs as `python eval/bench_x.py` and when it is imported from elsewhere.
+both when a script runs as `python eval/bench_judge.py` and when it is imported from elsewhere.
 """
 from __future__ import annotations
 

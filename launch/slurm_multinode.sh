@@ -1,9 +1,9 @@
 #!/bin/bash
 # Multi-node distillation on SLURM: one `accelerate launch` per node, which starts one process per GPU.
-#   sbatch --nodes=2 launch/slurm_multinode.sh recipes/configs/<y>.yaml [--distill.max_steps 2000 ...]
+#   sbatch --nodes=2 launch/slurm_multinode.sh recipes/configs/qwen3vl8b.yaml [distill.max_steps=2000 ...]
 # ACCEL_CONFIG picks the strategy (default ZeRO-2; launch/ddp.yaml for DDP, deepspeed_zero3.yaml
-# for full 8B fine-tuning). With `distill.resume_from_checkpoint: last` in the config, a preempted and
-# requeued job continues from its newest complete checkpoint (the output folder must be shared).
+# for full 8B fine-tuning). A preempted and requeued job continues from its newest complete
+# checkpoint (distill.resume_from_checkpoint: last is the default; the run folder must be shared).
 #SBATCH --job-name=psdistill
 #SBATCH --nodes=2
 #SBATCH --ntasks-per-node=1
@@ -14,7 +14,7 @@
 #SBATCH --output=logs/%x-%j.out
 set -euo pipefail
 
-CONFIG=${1:?usage: sbatch launch/slurm_multinode.sh recipes/configs/<y>.yaml [extra recipe flags]}
+CONFIG=${1:?usage: sbatch launch/slurm_multinode.sh recipes/configs/qwen3vl8b.yaml [key=value ...]}
 shift
 ACCEL_CONFIG=${ACCEL_CONFIG:-launch/deepspeed_zero2.yaml}
 GPUS_PER_NODE=${GPUS_PER_NODE:-8}

@@ -1,7 +1,7 @@
 """`psdistill` command line: one subcommand per pipeline stage, plus `run`, `demo` and `score`.
 
     psdistill demo                                   # the whole pipeline on the embedded demo
-    psdistill run --config recipes/configs/demo.yaml distill.max_steps=50
+    psdistill run --config recipes/configs/qwen3vl8b.yaml data.manifest=/data/paintings/manifest.csv
     psdistill judge --config my.yaml                 # runs data + judge (reusing what is done)
     psdistill eval --config my.yaml                  # `evaluate` (every stage up to it)
     psdistill score --model runs/demo/student a.jpg b.jpg -o scores.csv

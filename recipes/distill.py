@@ -1,10 +1,11 @@
 """PSDistill end to end: judge -> pseudo-scores -> distill -> score -> evaluate.
 
     accelerate launch recipes/distill.py                                   # embedded demo, CPU, minutes
-    accelerate launch recipes/distill.py --config recipes/configs/demo.yaml distill.max_steps=100
-    accelerate launch --config_file launch/ddp.yaml recipes/distill.py --config recipes/configs/ppaint_qwen3vl8b.yaml
+    accelerate launch recipes/distill.py distill.max_steps=100 run_dir=runs/demo100      # the demo, overridden
+    accelerate launch --config_file launch/ddp.yaml recipes/distill.py --config recipes/configs/qwen3vl8b.yaml \
+        data.manifest=/data/paintings/manifest.csv data.train_categories=[landscape]
 
-With no arguments it runs the embedded default: the demo data set built from scikit-image's photos,
+With no --config it runs the embedded default (psdistill/configs/demo.yaml): the demo data set built from scikit-image's photos,
 a tiny random-weight Qwen3-VL, and the SIMULATED judge (a noisy oracle on the demo's known
 degradation order), so every stage runs on a laptop without weights. Rerun the same command to
 reuse finished stages; a killed run resumes.

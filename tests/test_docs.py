@@ -1,0 +1,71 @@
+"""What the README, recipes, launchers and eval scripts tell a user exists and parses: every config
+file loads into its config class, every repository path they name is there, every recipe command
+line they show is accepted by the config parser."""
+import re
+import shlex
+from pathlib import Path
+
+import pytest
+
+from psdistill.baselines.fgaesq.config import FGAesQConfig
+from psdistill.config import parse_config
+from psdistill.pipeline import PipelineConfig
+
+REPO = Path(__file__).resolve().parents[1]
+CONFIGS = sorted((REPO / "recipes" / "configs").glob("*.yaml")) + sorted((REPO / "psdistill" / "configs").glob("*.yaml"))
+DOCS = ([REPO / "README.md"] + sorted((REPO / "recipes").glob("*.py")) + sorted((REPO / "launch").iterdir())
+        + sorted((REPO / "eval").glob("*.py")) + [REPO / "psdistill" / "cli.py"] + CONFIGS)
+PATH = re.compile(r"(?<![\w/.<-])((?:recipes|launch|eval|psdistill|tests|docs)/[\w./-]*\w\.(?:ya?ml|json|py|sh|md|csv))")
+RECIPES = {"recipes/distill.py": PipelineConfig, "recipes/fgaesq.py": FGAesQConfig, "psdistill run": PipelineConfig}
+
+
+def _config_class(path: Path):
+    return FGAesQConfig if path.name.startswith("fgaesq") else PipelineConfig
+
+
+def _lines(path: Path):
+    """Each shown line, with backslash continuations joined and comment markers stripped."""
+    text = re.sub(r"\\\n\s*#?\s*", " ", path.read_text())
+    return [line.lstrip("# ").rstrip() for line in text.splitlines()]
+
+
+@pytest.mark.parametrize("path", CONFIGS, ids=lambda p: str(p.relative_to(REPO)))
+def test_every_shipped_config_loads_into_its_config_class(path):
+    cfg = parse_config(_config_class(path), ["--config", str(path)])
+    assert cfg.run_dir
+
+
+@pytest.mark.parametrize("doc", DOCS, ids=lambda p: str(p.relative_to(REPO)))
+def test_every_repository_path_a_doc_names_exists(doc):
+    named = {m for line in _lines(doc) for m in PATH.findall(line)}
+    # Paths a run writes (under runs/ or a <run> folder) are outputs, not files of the repository.
+    missing = sorted(p for p in named if not (REPO / p).exists() and not p.startswith("eval/results/"))
+    assert not missing, f"{doc.relative_to(REPO)} names missing files: {missing}"
+
+
+def _recipe_commands():
+    for doc in DOCS:
+        for line in _lines(doc):
+            for recipe, cls in RECIPES.items():
+                head, sep, rest = line.partition(recipe + " ")
+                if not sep and line.endswith(recipe):
+                    sep, rest = True, ""
+                if not sep or re.search(r"[<$]|(^|\s)\[|\b[A-Z]{4,}\b", rest):  # a placeholder or a shell variable
+                    continue
+                args = shlex.split(re.sub(r"(^|\s)#.*$", "", rest))
+                yield pytest.param(cls, args, id=f"{doc.relative_to(REPO)}: {recipe} {' '.join(args)}"[:120])
+
+
+@pytest.mark.parametrize("cls,args", list(_recipe_commands()))
+def test_every_recipe_command_shown_parses(cls, args):
+    if not any(a in ("--config", "-c") or a.startswith("--config=") for a in args):
+        demo = "psdistill/configs/demo.yaml" if cls is PipelineConfig else "recipes/configs/fgaesq_demo.yaml"
+        args = ["--config", str(REPO / demo)] + args  # what the recipe does without --config
+    args = [str(REPO / a) if (REPO / a).is_file() else a for a in args]
+    parse_config(cls, args)
+
+
+def test_the_commands_are_found():
+    # The parser test above is only worth something if it sees the README's and recipes' commands.
+    ids = [p.id for p in _recipe_commands()]
+    assert any(i.startswith("README.md") for i in ids) and any("qwen3vl8b.yaml" in i for i in ids), ids
