@@ -20,9 +20,10 @@ category: `--runs CAT=RUN` reads RUN/predictions/student.csv when it covers the 
 scores them with RUN/student; `--predictions CAT=CSV` reads a file.
 
 APDDv2 error metrics (RMSE, MAE, and the authors' MSE and ACC@5) need each scorer's scale:
-`--scale NAME=TOP` says its predictions are on 0..TOP (10 for a 1-10 scorer); a predictions column
-named after a ground-truth dimension ("total", "mood") is taken to be on that dimension's scale;
-any other scorer gets rank and linear correlations only.
+`--scale NAME=TOP` says its predictions are on 0..TOP (10 for a 1-10 scorer); a --scorer's default
+is the top of its score_range; a predictions column named after a ground-truth dimension ("total",
+"mood") is taken to be on that dimension's scale; any other scorer gets rank and linear correlations
+only.
 
 Each writes JSON, markdown and plots into --out and prints the markdown table; `<out>/inputs.json`
 records what it read (paths, sha256, options). The generated files of an earlier run in the same
@@ -56,12 +57,13 @@ def scored_predictions(make_scorer: Callable, name: str, records: Sequence[Image
                        source: Optional[dict] = None) -> dict[str, dict[str, float]]:
     """Scores of `records` kept in `<out_dir>/predictions/<name>.csv`: images already there are reused,
     the rest scored by `make_scorer()` (built only when something is left to score). `source` (scorer and
-    model) is kept beside, in <name>.source.json: the file of another source is not reused."""
+    model) and the scorer's score_range are kept beside, in <name>.source.json: the file of another
+    source is not reused."""
     from tqdm.auto import tqdm
 
     path = out_dir / "predictions" / f"{name}.csv"
     source_path = path.with_suffix(".source.json")
-    same = source_path.is_file() and json.loads(source_path.read_text()) == source
+    same = source_path.is_file() and json.loads(source_path.read_text()).get("source") == source
     dim, scores = next(iter(read_predictions(path).items()), (None, {})) if path.is_file() and same else (None, {})
     todo = [r for r in records if r.id not in scores]
     if todo:
@@ -69,7 +71,9 @@ def scored_predictions(make_scorer: Callable, name: str, records: Sequence[Image
         if dim != getattr(scorer, "dimension", "overall"):  # no file yet, or another scorer's: start over
             dim, scores, todo = getattr(scorer, "dimension", "overall"), {}, list(records)
         source_path.parent.mkdir(parents=True, exist_ok=True)
-        source_path.write_text(json.dumps(source) + "\n")
+        score_range = getattr(scorer, "score_range", None)
+        source_path.write_text(json.dumps({"source": source, "score_range": list(score_range) if score_range
+                                           else None}) + "\n")
         with tqdm(total=len(records), initial=len(records) - len(todo), desc=f"scoring ({name})", unit="img") as bar:
             for start in range(0, len(todo), SCORE_CHUNK):
                 chunk = todo[start:start + SCORE_CHUNK]
@@ -185,9 +189,15 @@ def ppaint_cross(args) -> str:
     return result.to_markdown()
 
 
-def scales(values: Sequence[str]) -> dict[str, float]:
-    """--scale NAME=TOP arguments as {name: top}."""
+def scales(args) -> dict[str, float]:
+    """{name: top}: --scale NAME=TOP, and for --scorer the top of its score_range unless --scale says otherwise."""
     out = {}
+    if args.scorer:
+        name = args.name or args.scorer
+        saved = json.loads((args.out / "predictions" / f"{name}.source.json").read_text())
+        if saved.get("score_range"):
+            out[name] = float(saved["score_range"][1])
+    values = args.scale
     for name, top in named_paths(values, "--scale").items():
         try:
             out[name] = float(str(top))
@@ -198,8 +208,10 @@ def scales(values: Sequence[str]) -> dict[str, float]:
 
 def apdd_transfer(args) -> str:
     records = loaders.load_apddv2(args.csv, args.images, split=args.split, check_files=bool(args.scorer)).records
-    result = protocols.apdd_transfer(records, scorer_predictions(args, records), scales=scales(args.scale),
-                                     split=f"the images of {args.split}" if args.split else None,
+    predictions = scorer_predictions(args, records)
+    result = protocols.apdd_transfer(records, predictions, scales=scales(args),
+                                     split=f"the images of {Path(*Path(args.split).parts[-2:])}" if args.split
+                                     else None,  # e.g. csvfiles/test.csv; the full path is in inputs.json
                                      chinese_styles=args.chinese_styles, n_bootstrap=args.bootstrap, seed=args.seed)
     result.inputs = args.inputs()
     result.write(args.out)

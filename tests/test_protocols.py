@@ -1,3 +1,4 @@
+import argparse
 import csv
 import hashlib
 import importlib.util
@@ -215,7 +216,9 @@ def test_apdd_scales_are_explicit(apdd):
     with pytest.raises(DataError, match=r"scales given for \['nobody'\]"):
         apdd_transfer(records, preds, scales={"nobody": 10})
     wrong = apdd_transfer(records, preds, scales={"fg": 10}, n_bootstrap=0)  # fg is on 0-100: x 10 overflows
-    assert any(n.startswith("fg / total: ") and "outside 0-100" in n for n in wrong.notes)
+    assert wrong.notes == ["fg: after the scale conversion, total 100% outside 0-100: is its scale right? "
+                           "(--scale fg=TOP)"]
+    assert stated.notes == [] and unstated.notes == []
 
 
 def test_apdd_authors_metrics_equal_their_formulas(apdd, tmp_path):
@@ -248,7 +251,8 @@ def test_apdd_authors_metrics_equal_their_formulas(apdd, tmp_path):
     assert "(n=5)" in md.split("## SRCC per dimension")[1]  # the SRCC table marks the scorer's own n too
     everything = apdd_transfer(load_apddv2(root / "APDDv2-10023.csv", root / "images").records,
                                {"near": {"score": near}}, n_bootstrap=0)
-    assert "all 15 images, not the authors' test split" in everything.to_markdown()
+    assert "15 images in 3 categories, every image of the CSV, not the authors' test split" in \
+        everything.to_markdown()
 
 
 def test_one_score_only_for_a_single_dimension_without_ground_truth():
@@ -375,6 +379,14 @@ def test_scoring_is_resumed_from_the_predictions_file(tmp_path, monkeypatch):
     def must_not_load():
         raise AssertionError("every image is scored already: no model should be built")
     assert protocol.scored_predictions(must_not_load, "index", records, tmp_path) == preds
+    # the scorer's score_range is its scale on APDDv2 unless --scale says otherwise
+    args = argparse.Namespace(scorer="index", name=None, out=tmp_path, scale=[])
+    assert protocol.scales(args) == {"index": 100.0}
+    assert protocol.scales(argparse.Namespace(**{**vars(args), "scale": ["index=10"]})) == {"index": 10.0}
+    # another model under the same name: its file is not reused
+    other = IndexScorer()
+    protocol.scored_predictions(lambda: other, "index", records, tmp_path, {"scorer": "index", "model": "other"})
+    assert other.seen == [f"i{k}" for k in range(8)]
 
 
 # ---- the entry script and the CLI alias ----------------------------------------------------------

@@ -93,10 +93,12 @@ class CrossCategoryMatrix:
         from matplotlib.backends.backend_agg import FigureCanvasAgg
         from matplotlib.figure import Figure
 
+        from psdistill.evaluation.plots import SRCC_CMAP
+
         fig = Figure(figsize=(1.3 * len(self.test) + 2.5, 0.6 * len(self.train) + 1.8))
         FigureCanvasAgg(fig)
         ax = fig.subplots()
-        image = ax.imshow(self.srcc, vmin=-1, vmax=1, cmap="RdBu_r", aspect="auto")
+        image = ax.imshow(self.srcc, vmin=-1, vmax=1, cmap=SRCC_CMAP, aspect="auto")
         for (i, j), v in np.ndenumerate(self.srcc):
             ax.text(j, i, "n/a" if np.isnan(v) else f"{v:.2f}", ha="center", va="center", fontsize=9)
         ax.set_xticks(range(len(self.test)), self.test, rotation=30, ha="right")

@@ -13,6 +13,7 @@ matplotlib's default, which draws boxes for those glyphs.
 from __future__ import annotations
 
 import contextlib
+import logging
 import math
 import re
 from functools import lru_cache
@@ -28,6 +29,9 @@ from matplotlib.figure import Figure
 CJK_FONTS = ("Noto Sans CJK SC", "Noto Sans CJK JP", "Noto Sans SC", "Source Han Sans SC", "WenQuanYi Zen Hei",
              "WenQuanYi Micro Hei", "SimHei", "Microsoft YaHei", "PingFang SC")
 MARKERS = ("o", "s", "^", "D")
+_FONT_LOG = logging.getLogger("matplotlib.font_manager")
+# SRCC from -1 to 1, white at 0; an undefined or absent cell in grey, so that it cannot pass for a 0
+SRCC_CMAP = matplotlib.colormaps["RdBu_r"].with_extremes(bad="0.85")
 
 
 def safe_name(name: str) -> str:
@@ -45,9 +49,13 @@ def font_context():
     """rc settings for the figures: the default font, then the CJK one for the glyphs the default lacks
     (matplotlib falls back glyph by glyph along the family list; CJK fonts may lack e.g. the minus sign)."""
     font = cjk_font()
-    if font is None:
-        return contextlib.nullcontext()
-    return matplotlib.rc_context({"font.family": ["sans-serif", font]})
+    stack = contextlib.ExitStack()
+    if font is not None:
+        stack.enter_context(matplotlib.rc_context({"font.family": ["sans-serif", font]}))
+        # WenQuanYi Zen Hei has weight 500 only: font_manager would log that it uses 500 for "normal", per figure
+        stack.callback(_FONT_LOG.setLevel, _FONT_LOG.level)
+        _FONT_LOG.setLevel(logging.ERROR)
+    return stack
 
 
 def category_styles(n: int) -> list[tuple[tuple, str]]:
@@ -155,7 +163,7 @@ def _heatmap(result, scorer: str, dims: list[str]) -> Figure:
             grid[i, j] = _srcc(groups["all"] if c == "all" else groups.get("categories", {}).get(c, {}))[0]
     fig = Figure(figsize=(0.75 * len(dims) + 4.5, 0.3 * len(rows) + 1.8), layout="constrained")
     ax = fig.subplots()
-    image = ax.imshow(grid, vmin=-1, vmax=1, cmap="RdBu_r", aspect="auto")
+    image = ax.imshow(grid, vmin=-1, vmax=1, cmap=SRCC_CMAP, aspect="auto")
     for (i, j), v in np.ndenumerate(grid):
         ax.text(j, i, "n/a" if np.isnan(v) else f"{v:.2f}", ha="center", va="center", fontsize=7,
                 color="0.5" if np.isnan(v) else "black")

@@ -55,6 +55,7 @@ from psdistill.evaluation.report import (EvalResult, _cell, _split_predictions, 
 CHINESE_PAINTING_STYLES = (CHINESE_PAINTING_STYLE,)
 APDD_SCORE_TOP = 10.0  # the authors' Score: total / 10
 APDD_AUTHORS_THRESHOLD = 5.0  # their eval.py: label 0 for a Score <= 5, 1 above
+OUTSIDE_SHARE = 0.05  # more predictions than this outside the ground truth's scale: a wrong scale, noted
 AVA_THRESHOLD = 5.0  # AVA's customary binary split: mean vote above 5 = a good photo
 
 
@@ -231,21 +232,21 @@ def _prediction_scales(preds: Mapping[str, Mapping], records: Sequence[ImageReco
 
 
 def _scale_notes(name: str, converted: Mapping[str, Mapping[str, float]], scale: PredictionScale) -> list[str]:
-    """Predictions outside the ground truth's scale after conversion: a sign the stated scale is wrong."""
-    notes = []
+    """Signs that a scale is wrong: after conversion, many predictions outside the ground truth's scale
+    (a few are what a regression head does), or all of them within its bottom tenth."""
     if not scale.known:
-        return notes
+        return []
+    outside, low = [], []
     for dim, values in converted.items():
         v = np.array(list(values.values()), dtype=float)
         top = apdd_scale(dim)
-        outside = int(np.sum((v < 0) | (v > top)))
-        if outside:
-            notes.append(f"{name} / {dim}: {outside} of {len(v)} predictions fall outside 0-{top:g} after the "
-                         "scale conversion: is the stated scale right?")
+        share = float(np.mean((v < 0) | (v > top))) if len(v) else 0.0
+        if share > OUTSIDE_SHARE:
+            outside.append(f"{dim} {share:.0%} outside 0-{top:g}")
         elif len(v) and v.max() <= top / 10:
-            notes.append(f"{name} / {dim}: every prediction is at most {v.max():.3g} on the 0-{top:g} scale: "
-                         f"are they on 0-{top / 10:g}? (--scale {name}={top / 10:g})")
-    return notes
+            low.append(f"{dim} at most {v.max():.3g} on 0-{top:g}")
+    return [f"{name}: after the scale conversion, {', '.join(found)}: is its scale right? (--scale {name}=TOP)"
+            for found in (outside, low) if found]
 
 
 @dataclass
@@ -339,8 +340,8 @@ class ApddTransfer:
         cats = self.chinese.categories if self.chinese else []
         s = self.all.settings
         lines = ["# APDDv2 transfer", "",
-                 f"Ground truth: {s['n_records']} images in {len(self.all.categories)} categories "
-                 f"({self.authors.split}); Chinese painting (style {' / '.join(self.chinese_styles)}): "
+                 f"Ground truth: {s['n_records']} images in {len(self.all.categories)} categories, "
+                 f"{self.authors.split}; Chinese painting (style {' / '.join(self.chinese_styles)}): "
                  f"{', '.join(cats) or 'no such category'}.", ""]
         lines += self.all.coverage_lines() or ["Every scorer scores every image with ground truth."]
         lines += ["", "Scales:"] + [f"- {name}: {self.scales[name].describe(self.all.dimensions)}"
@@ -412,7 +413,7 @@ def apdd_transfer(records: Sequence[ImageRecord], predictions: Mapping[str, Mapp
     options = dict(n_bootstrap=n_bootstrap, confidence=confidence, seed=seed,
                    unscaled=[n for n, sc in prediction_scales.items() if not sc.known])
     chinese = chinese_painting_categories(records, chinese_styles)
-    split = split or f"all {len(records)} images, not the authors' test split (--split csvfiles/test.csv)"
+    split = split or "every image of the CSV, not the authors' test split (which --split csvfiles/test.csv selects)"
     return ApddTransfer(evaluate(records, converted, **options),
                         evaluate(records, converted, categories=chinese, **options) if chinese else None,
                         list(chinese_styles), apdd_authors_metrics(records, total, prediction_scales, split),
