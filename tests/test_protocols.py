@@ -14,6 +14,7 @@ from scipy.stats import pearsonr, spearmanr
 
 from _fixtures_datasets import write_images
 
+from psdistill.cli import DEMO_CONFIG
 from psdistill.cli import main as psdistill_main
 from psdistill.data.loaders import load_apddv2, load_ava, load_fg_series, load_ppaint
 from psdistill.data.predictions import read_predictions, write_predictions
@@ -491,24 +492,19 @@ def test_script_bad_input_messages(ppaint, apdd, tmp_path, capsys):
     assert f"{other}: none of its 15 image ids is one of the 15 images evaluated" in capsys.readouterr().err
 
 
-def test_psdistill_eval_is_evaluate(tmp_path, capsys):
-    missing = tmp_path / "nope.yaml"
-    assert psdistill_main(["eval", "--config", str(missing)]) == 2
-    assert f"--config: file {missing} not found" in capsys.readouterr().err
-
-
 # ---- the protocol on real pipeline runs ----------------------------------------------------------
 
 @pytest.mark.slow
 def test_ppaint_cross_on_two_demo_runs_agrees_with_each_runs_own_evaluation(tmp_path):
     # Two short demo pipelines, one trained on each category; the script's cross-category matrix must
-    # hold, cell for cell, what each run's own evaluation stage measured per category.
+    # hold, cell for cell, what each run's own evaluation stage measured per category. The second run is
+    # `psdistill eval`: it must run every stage up to the evaluation, whose report is read below.
     demo = ["data.demo.series_per_category=2", "data.demo.categories=[objects,portraits]", "distill.max_steps=4",
             "distill.eval_steps=4", "distill.save_steps=4", "distill.report_to=[none]", "pool.k=4"]
     runs = {}
-    for category in ("objects", "portraits"):
+    for category, command in (("objects", ["demo"]), ("portraits", ["eval", "--config", DEMO_CONFIG])):
         runs[category] = tmp_path / category
-        assert psdistill_main(["demo", f"run_dir={runs[category]}", f"data.train_categories=[{category}]",
+        assert psdistill_main([*command, f"run_dir={runs[category]}", f"data.train_categories=[{category}]",
                                *demo]) == 0
     out = tmp_path / "cross"
     run = _run("ppaint-cross", "--manifest", runs["objects"] / "data" / "manifest.csv", "--out", out,
