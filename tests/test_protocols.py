@@ -94,7 +94,9 @@ def test_ppaint_cross_category(ppaint, tmp_path):
                                                 + cross.matrices["composition"].srcc[1].tolist()))
     md = cross.to_markdown()
     assert "| train | brushwork | composition | mean |" in md and "| landscape | 1.000 | 0.333 | 0.667 |" in md
+    (tmp_path / "cross_category_colour.png").write_bytes(b"an earlier run's dimension")
     paths = cross.write(tmp_path)
+    assert not (tmp_path / "cross_category_colour.png").exists()
     assert json.loads(paths["json"].read_text())["mean_srcc"]["landscape"]["mean"] == pytest.approx(2 / 3)
     assert (tmp_path / "cross_category_composition.png").stat().st_size > 0
 
