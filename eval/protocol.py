@@ -4,8 +4,9 @@
         bird-and-flower=runs/b --out runs/eval_ppaint
     python eval/protocol.py apdd-transfer --csv APDDv2-10023.csv --images APDDv2image \\
         --scorer psdistill --model runs/x/student --out runs/eval_apdd
-    python eval/protocol.py apdd-transfer --csv APDDv2-10023.csv --images APDDv2image \\
-        --predictions psdistill=runs/eval_apdd/predictions/psdistill.csv --predictions fgaesq=fg.csv --out runs/cmp
+    python eval/protocol.py apdd-transfer --csv APDDv2-10023.csv --split csvfiles/test.csv \\
+        --predictions psdistill=runs/eval_apdd/predictions/psdistill.csv fgaesq=fg.csv \\
+        --scale psdistill=10 fgaesq=10 --out runs/cmp
     python eval/protocol.py fg-series --members members.csv --pairs pairs.csv --predictions fgaesq=fg.csv \\
         --out runs/eval_fg
     python eval/protocol.py ava --ava AVA.txt --images AVA/images --split test.jpgl \\
@@ -18,12 +19,22 @@ bar, and a rerun scores only the images that file lacks. ppaint-cross takes one 
 category: `--runs CAT=RUN` reads RUN/predictions/student.csv when it covers the PPaint images, else
 scores them with RUN/student; `--predictions CAT=CSV` reads a file.
 
-Each writes JSON, markdown and plots into --out and prints the markdown table. A bad input (a
+APDDv2 error metrics (RMSE, MAE, and the authors' MSE and ACC@5) need each scorer's scale:
+`--scale NAME=TOP` says its predictions are on 0..TOP (10 for a 1-10 scorer); a --scorer's default
+is the top of its score_range; a predictions column named after a ground-truth dimension ("total",
+"mood") is taken to be on that dimension's scale; any other scorer gets rank and linear correlations
+only.
+
+Each writes JSON, markdown and plots into --out and prints the markdown table; `<out>/inputs.json`
+records what it read (paths, sha256, options). The generated files of an earlier run in the same
+--out are replaced (plots/ and chinese_painting/ emptied first); `<out>/predictions/<NAME>.csv`, the
+scores of --scorer NAME, is kept and resumed only for the same scorer and model. A bad input (a
 missing file, an unknown category) prints one line naming the file or field and exits with status 2.
 """
 from __future__ import annotations
 
 import argparse
+import json
 import sys
 import warnings
 from pathlib import Path
@@ -36,24 +47,33 @@ from psdistill.data.predictions import read_predictions, write_predictions  # no
 from psdistill.data.records import ImageRecord  # noqa: E402
 from psdistill.errors import DataError, PsdistillError  # noqa: E402
 from psdistill.evaluation import protocols, write_report  # noqa: E402
+from psdistill.evaluation.files import file_record  # noqa: E402
 
 SCORE_CHUNK = 64  # images scored between two rewrites of the predictions file: what a killed run loses
 MODEL_KEYWORD = {"teacher-pointwise": "model"}  # the registry factory's keyword for --model; the others take path=
 
 
-def scored_predictions(make_scorer: Callable, name: str, records: Sequence[ImageRecord],
-                       out_dir: Path) -> dict[str, dict[str, float]]:
+def scored_predictions(make_scorer: Callable, name: str, records: Sequence[ImageRecord], out_dir: Path,
+                       source: Optional[dict] = None) -> dict[str, dict[str, float]]:
     """Scores of `records` kept in `<out_dir>/predictions/<name>.csv`: images already there are reused,
-    the rest scored by `make_scorer()` (built only when something is left to score)."""
+    the rest scored by `make_scorer()` (built only when something is left to score). `source` (scorer and
+    model) and the scorer's score_range are kept beside, in <name>.source.json: the file of another
+    source is not reused."""
     from tqdm.auto import tqdm
 
     path = out_dir / "predictions" / f"{name}.csv"
-    dim, scores = next(iter(read_predictions(path).items()), (None, {})) if path.is_file() else (None, {})
+    source_path = path.with_suffix(".source.json")
+    same = source_path.is_file() and json.loads(source_path.read_text()).get("source") == source
+    dim, scores = next(iter(read_predictions(path).items()), (None, {})) if path.is_file() and same else (None, {})
     todo = [r for r in records if r.id not in scores]
     if todo:
         scorer = make_scorer()
         if dim != getattr(scorer, "dimension", "overall"):  # no file yet, or another scorer's: start over
             dim, scores, todo = getattr(scorer, "dimension", "overall"), {}, list(records)
+        source_path.parent.mkdir(parents=True, exist_ok=True)
+        score_range = getattr(scorer, "score_range", None)
+        source_path.write_text(json.dumps({"source": source, "score_range": list(score_range) if score_range
+                                           else None}) + "\n")
         with tqdm(total=len(records), initial=len(records) - len(todo), desc=f"scoring ({name})", unit="img") as bar:
             for start in range(0, len(todo), SCORE_CHUNK):
                 chunk = todo[start:start + SCORE_CHUNK]
@@ -100,7 +120,8 @@ def scorer_predictions(args, records: Sequence[ImageRecord]) -> dict[str, dict]:
     preds = {name: read_checked(p, records) for name, p in named_paths(args.predictions, "--predictions").items()}
     if args.scorer:
         name = args.name or args.scorer
-        preds[name] = scored_predictions(make_scorer(args.scorer, args.model), name, records, args.out)
+        preds[name] = scored_predictions(make_scorer(args.scorer, args.model), name, records, args.out,
+                                         {"scorer": args.scorer, "model": args.model})
     if not preds:
         raise DataError("no scorer: give --predictions NAME=CSV or --scorer NAME --model PATH")
     return preds
@@ -118,7 +139,37 @@ def run_predictions(category: str, run: Path, records: Sequence[ImageRecord], ar
     if not (run / "student").is_dir():
         raise DataError(f"--runs {category}={run}: {path} does not score every PPaint image and there is no "
                         f"{run / 'student'} to score them with")
-    return scored_predictions(make_scorer("psdistill", str(run)), category, records, args.out)
+    return scored_predictions(make_scorer("psdistill", str(run)), category, records, args.out,
+                              {"scorer": "psdistill", "model": str(run)})
+
+
+INPUT_FILES = ("root", "manifest", "csv", "split", "members", "pairs", "ava")  # arguments naming data files
+
+
+def _described(path) -> dict:
+    path = Path(path)
+    return file_record(path) if path.is_file() else {"path": str(path.resolve()), "kind": "folder"}
+
+
+def record_inputs(args, argv: Sequence[str]) -> dict:
+    """What a run read: data and predictions files with their sha256, the scored models, and the options."""
+    inputs = {"command": ["eval/protocol.py", *argv], "protocol": args.command}
+    for key in INPUT_FILES:
+        value = getattr(args, key, None)
+        if value:
+            inputs[key] = [_described(v) for v in value] if isinstance(value, list) else _described(value)
+    if getattr(args, "images", None):
+        inputs["images"] = str(Path(args.images).resolve())
+    inputs["predictions"] = {n: file_record(p) for n, p in named_paths(args.predictions, "--predictions").items()}
+    scored = {args.name or args.scorer: args.model} if getattr(args, "scorer", None) else {}
+    scored.update({c: str(r) for c, r in named_paths(getattr(args, "runs", []), "--runs").items()})
+    for name, model in scored.items():
+        path = args.out / "predictions" / f"{name}.csv"
+        inputs.setdefault("scored", {})[name] = {"model": model, "predictions": file_record(path)
+                                                 if path.is_file() else None}
+    inputs["options"] = {k: v for k, v in vars(args).items() if k in ("bootstrap", "seed", "scale", "chinese_styles",
+                                                                      "threshold", "dimensions")}
+    return inputs
 
 
 # ---- subcommands ---------------------------------------------------------------------------------
@@ -138,10 +189,31 @@ def ppaint_cross(args) -> str:
     return result.to_markdown()
 
 
+def scales(args) -> dict[str, float]:
+    """{name: top}: --scale NAME=TOP, and for --scorer the top of its score_range unless --scale says otherwise."""
+    out = {}
+    if args.scorer:
+        name = args.name or args.scorer
+        saved = json.loads((args.out / "predictions" / f"{name}.source.json").read_text())
+        if saved.get("score_range"):
+            out[name] = float(saved["score_range"][1])
+    values = args.scale
+    for name, top in named_paths(values, "--scale").items():
+        try:
+            out[name] = float(str(top))
+        except ValueError:
+            raise DataError(f"--scale {name}={top}: TOP must be a number (the top of the predictions' 0..TOP scale)")
+    return out
+
+
 def apdd_transfer(args) -> str:
     records = loaders.load_apddv2(args.csv, args.images, split=args.split, check_files=bool(args.scorer)).records
-    result = protocols.apdd_transfer(records, scorer_predictions(args, records), chinese_styles=args.chinese_styles,
-                                     n_bootstrap=args.bootstrap, seed=args.seed)
+    predictions = scorer_predictions(args, records)
+    result = protocols.apdd_transfer(records, predictions, scales=scales(args),
+                                     split=f"the images of {Path(*Path(args.split).parts[-2:])}" if args.split
+                                     else None,  # e.g. csvfiles/test.csv; the full path is in inputs.json
+                                     chinese_styles=args.chinese_styles, n_bootstrap=args.bootstrap, seed=args.seed)
+    result.inputs = args.inputs()
     result.write(args.out)
     return result.to_markdown()
 
@@ -200,6 +272,9 @@ def make_parser() -> argparse.ArgumentParser:
     p.add_argument("--split", help="an official split file (e.g. csvfiles/test.csv) restricting the images")
     p.add_argument("--chinese-styles", nargs="+", default=list(protocols.CHINESE_PAINTING_STYLES),
                    help="category style fields (before the first '*') that are Chinese painting")
+    p.add_argument("--scale", action="extend", nargs="+", default=[], metavar="NAME=TOP",
+                   help="scorer NAME's predictions are on 0..TOP (e.g. 10): converted onto each ground-truth "
+                        "scale for RMSE, MAE, MSE and ACC@5; without it, only columns named after a dimension get them")
 
     p = command("fg-series", fg_series, "FGAesthetics series: pair Acc, F1, s-Acc, s-SRCC per subset")
     p.add_argument("--members", required=True, help="members.csv: series,image_id,path[,category][,rank]")
@@ -215,12 +290,16 @@ def make_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Optional[Sequence[str]] = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
     args = make_parser().parse_args(argv)
+    args.inputs = lambda: record_inputs(args, argv)  # after scoring: the scored predictions files exist by then
     # Category names are Chinese (APDDv2, PPaint) and matplotlib's default font has no CJK glyphs: the plots'
     # labels lose them (the JSON and markdown keep them); one warning per glyph and plot would bury the output.
     warnings.filterwarnings("ignore", "Glyph .* missing from font")
     try:
         print(args.run(args))
+        (args.out / "inputs.json").write_text(json.dumps(args.inputs(), indent=2, ensure_ascii=False) + "\n",
+                                              encoding="utf-8")
         print(f"reports in {args.out}")
     except PsdistillError as e:
         print(f"protocol {args.command}: error: {e}", file=sys.stderr)

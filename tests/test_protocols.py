@@ -1,4 +1,6 @@
+import argparse
 import csv
+import hashlib
 import importlib.util
 import json
 import os
@@ -12,6 +14,7 @@ from scipy.stats import pearsonr, spearmanr
 
 from _fixtures_datasets import write_images
 
+from psdistill.cli import DEMO_CONFIG
 from psdistill.cli import main as psdistill_main
 from psdistill.data.loaders import load_apddv2, load_ava, load_fg_series, load_ppaint
 from psdistill.data.predictions import read_predictions, write_predictions
@@ -91,7 +94,9 @@ def test_ppaint_cross_category(ppaint, tmp_path):
                                                 + cross.matrices["composition"].srcc[1].tolist()))
     md = cross.to_markdown()
     assert "| train | brushwork | composition | mean |" in md and "| landscape | 1.000 | 0.333 | 0.667 |" in md
+    (tmp_path / "cross_category_colour.png").write_bytes(b"an earlier run's dimension")
     paths = cross.write(tmp_path)
+    assert not (tmp_path / "cross_category_colour.png").exists()
     assert json.loads(paths["json"].read_text())["mean_srcc"]["landscape"]["mean"] == pytest.approx(2 / 3)
     assert (tmp_path / "cross_category_composition.png").stat().st_size > 0
 
@@ -107,22 +112,42 @@ def test_ppaint_cross_category(ppaint, tmp_path):
 
 APDD_ATTRS = ("Theme and logic", "Creativity", "Layout and composition", "Space and perspective",
               "The sense of order", "Light and shadow", "Color", "Details and texture", "The overall", "Mood")
-GONGBI, XIEYI, OIL = "中国画*工笔*山水", "中国画*写意*花鸟", "油画*浪漫*风景"
+# Category strings of the release (BestiVictory/APDDv2 at 3ff08cd), with the attributes each leaves blank there
+GONGBI, FIGURE, OIL = ("traditional Chinese painting*meticulous*mountains and water",
+                       "traditional Chinese painting*meticulous*portraiture", "oil painting*romanticism*landscapes")
+APDD_BLANK = {GONGBI: {"Creativity"}, FIGURE: {"Theme and logic", "Creativity", "The sense of order", "Mood"},
+              OIL: {"Space and perspective", "Light and shadow"}}
+APDD_TEST = 3  # the first 3 images of each category form the split file (the authors' csvfiles/test.csv)
+
+
+def _load_authors_eval():
+    spec = importlib.util.spec_from_file_location("apdd_authors_eval", ROOT / "eval" / "apdd_authors_eval.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module.authors_eval
 
 
 @pytest.fixture(scope="module")
 def apdd(tmp_path_factory):
-    """5 paintings in each of 3 categories; Creativity is blank in the Chinese painting categories."""
+    """5 paintings in each of 3 categories, in the release's format (GBK; attributes blank where the release
+    leaves them blank), and a split file of 9 of them with Score = total / 10."""
     root = tmp_path_factory.mktemp("apdd")
     rng = np.random.default_rng(2)
-    rows = []
-    for c in (GONGBI, XIEYI, OIL):
+    rows, split = [], []
+    for c in (GONGBI, FIGURE, OIL):
         for k in range(5):
-            attrs = ["" if a == "Creativity" and c != OIL else f"{rng.uniform(2, 9):.2f}" for a in APDD_ATTRS]
-            rows.append([f"{c[-1]}{k}.png", c, f"{rng.uniform(30, 90):.2f}", *attrs, ""])
+            attrs = ["" if a in APDD_BLANK[c] else f"{rng.uniform(2, 9):.2f}" for a in APDD_ATTRS]
+            total = 50.0 if c == OIL and k == 0 else round(float(rng.uniform(30, 90)), 2)  # Score 5: label 0
+            rows.append([f"{c.split('*')[1][:4]}{c[-3:]}{k}.png".replace(" ", ""), c, f"{total:.2f}", *attrs,
+                         "笔触熟练、" if k == 0 else ""])
+            if k < APDD_TEST:
+                split.append([rows[-1][0], c, f"{total / 10:.4g}", *attrs])
+    header = ["filename", "Artistic Categories", "Total aesthetic score", *APDD_ATTRS, "Language Comment"]
     with open(root / "APDDv2-10023.csv", "w", newline="", encoding="gbk") as f:
-        csv.writer(f).writerows([["filename", "Artistic Categories", "Total aesthetic score", *APDD_ATTRS,
-                                  "Language Comment"], *rows])
+        csv.writer(f).writerows([header, *rows])
+    (root / "csvfiles").mkdir()
+    with open(root / "csvfiles" / "test.csv", "w", newline="", encoding="ISO-8859-1") as f:
+        csv.writer(f).writerows([["filename", "Artistic Categories", "Score", *APDD_ATTRS], *split])
     write_images(root / "images", *(r[0] for r in rows))
     return root, load_apddv2(root / "APDDv2-10023.csv", root / "images").records
 
@@ -133,19 +158,24 @@ def _apdd_predictions(records):
             "fg": {"total": {r.id: r.score("total") + float(rng.normal(0, 10)) for r in records}}}
 
 
+def test_apdd_categories_are_the_release_strings(apdd):
+    _, records = apdd
+    assert {r.category for r in records} == {GONGBI, FIGURE, OIL}
+    assert apdd_transfer(records, _apdd_predictions(records), n_bootstrap=0).chinese.categories == [GONGBI, FIGURE]
+
+
 def test_apdd_transfer(apdd):
     _, records = apdd
     preds = _apdd_predictions(records)
     t = apdd_transfer(records, preds, n_bootstrap=N_BOOT)
-    assert set(t.chinese.categories) == {GONGBI, XIEYI}
     creativity = t.all.metrics["student"]["creativity"]
-    # blank in the Chinese categories: no cell there, left out of the mean, and no "undefined" note
-    assert creativity["categories"][GONGBI] == {} and creativity["categories"][XIEYI] == {}
+    # blank in both Chinese categories: no cell there, left out of the mean, and no "undefined" note
+    assert creativity["categories"][GONGBI] == {} and creativity["categories"][FIGURE] == {}
     assert creativity["category_mean"]["srcc_n_categories"] == 1
     assert creativity["category_mean"]["srcc"] == creativity["categories"][OIL]["srcc"]
     assert not any("creativity" in note for note in t.all.notes)
     assert "creativity" not in t.chinese.dimensions and "creativity" not in t.all.metrics["fg"]
-    chinese = [r for r in records if r.category in (GONGBI, XIEYI)]
+    chinese = [r for r in records if r.category in (GONGBI, FIGURE)]
     for name, dim in (("student", "overall"), ("fg", "total")):
         expected = spearmanr([preds[name][dim][r.id] for r in chinese], [r.score("total") for r in chinese]).statistic
         assert t.chinese.metrics[name]["total"]["all"]["srcc"] == pytest.approx(expected)
@@ -159,10 +189,73 @@ def test_apdd_transfer(apdd):
     constant = apdd_transfer(records, {"constant": {r.id: 5.0 for r in records}}, n_bootstrap=0).to_dict()
     assert json.loads(json.dumps(constant, allow_nan=False))["srcc"][0]["scorers"]["constant"]["srcc"] is None
 
-    oil = apdd_transfer(records, preds, chinese_styles=("油画",), n_bootstrap=0)
+    oil = apdd_transfer(records, preds, chinese_styles=("oil painting",), n_bootstrap=0)
     assert oil.chinese.categories == [OIL]
     none = apdd_transfer(records, preds, chinese_styles=("watercolour",), n_bootstrap=0)
     assert none.chinese is None and "no such category" in none.to_markdown()
+
+
+def test_apdd_scales_are_explicit(apdd):
+    _, records = apdd
+    preds = _apdd_predictions(records)
+    unstated = apdd_transfer(records, preds, n_bootstrap=0)
+    student = unstated.all.metrics["student"]
+    # a one-score scorer of unknown scale: correlations only, never an error between 1-10 and 0-100
+    assert "srcc" in student["total"]["all"] and "rmse" not in student["total"]["all"]
+    assert "mse" not in unstated.authors.scorers["student"] and "srcc" in unstated.authors.scorers["student"]
+    assert any(n.startswith("student: rmse, mae, acc not computed") for n in unstated.all.notes)
+    assert "student: not stated: RMSE, MAE, MSE and ACC@5 are not computed" in unstated.to_markdown()
+    # fg's column is the total: on the total's scale, compared as it is
+    total = np.array([r.score("total") for r in records])
+    fg = np.array([preds["fg"]["total"][r.id] for r in records])
+    assert unstated.all.metrics["fg"]["total"]["all"]["rmse"] == pytest.approx(np.sqrt(np.mean((fg - total) ** 2)))
+    stated = apdd_transfer(records, preds, scales={"student": 10}, n_bootstrap=0)
+    student = stated.all.metrics["student"]
+    p = np.array([preds["student"]["overall"][r.id] for r in records])
+    assert student["total"]["all"]["rmse"] == pytest.approx(np.sqrt(np.mean((10 * p - total) ** 2)))
+    mood = [(preds["student"]["overall"][r.id], r.score("mood")) for r in records if "mood" in r.scores]
+    assert student["mood"]["all"]["mae"] == pytest.approx(np.mean([abs(a - b) for a, b in mood]))  # 0-10 as is
+    assert "student: 0-10 (stated): x 10 onto the total (0-100); x 1 onto the attributes (0-10)" in stated.to_markdown()
+    with pytest.raises(DataError, match=r"scales given for \['nobody'\]"):
+        apdd_transfer(records, preds, scales={"nobody": 10})
+    wrong = apdd_transfer(records, preds, scales={"fg": 10}, n_bootstrap=0)  # fg is on 0-100: x 10 overflows
+    assert wrong.notes == ["fg: after the scale conversion, total 100% outside 0-100: is its scale right? "
+                           "(--scale fg=TOP)"]
+    assert stated.notes == [] and unstated.notes == []
+
+
+def test_apdd_authors_metrics_equal_their_formulas(apdd, tmp_path):
+    """Our protocol on the split file against a transcription of the authors' eval.py, which reads the split's
+    Score column (not our total / 10) as they do; a scorer covering 5 of the 9 images and one on 0-100."""
+    root, _ = apdd
+    authors_eval = _load_authors_eval()
+    records = load_apddv2(root / "APDDv2-10023.csv", root / "images", split=root / "csvfiles" / "test.csv").records
+    assert len(records) == 9
+    rng = np.random.default_rng(4)
+    near = {r.id: r.score("total") / 10 + float(rng.normal(0, 1.5)) for r in records}  # on 0-10, around 5
+    near[records[0].id] = 5.0  # on the threshold: label 0, as a Score of 5 is
+    partial = {r.id: float(rng.uniform(2, 8)) for r in records[:5]}
+    hundred = {r.id: 10 * v for r, v in zip(records, near.values())}
+    t = apdd_transfer(records, {"near": {"score": near}, "partial": {"score": partial},
+                                "hundred": {"total": hundred}}, scales={"near": 10, "partial": 10}, n_bootstrap=0,
+                      split="the images of csvfiles/test.csv")
+    for name, on_score in (("near", near), ("partial", partial), ("hundred", {i: v / 10 for i, v in hundred.items()})):
+        theirs = authors_eval(root / "csvfiles" / "test.csv", on_score, dtype=np.float64)
+        ours = t.authors.scorers[name]
+        assert ours["n"] == theirs["n"] and ours["n_ground_truth"] == 9
+        for m in ("srcc", "plcc", "mse", "mae", "acc"):
+            assert ours[m] == pytest.approx(theirs[m], abs=1e-12), (name, m)
+        float32 = authors_eval(root / "csvfiles" / "test.csv", on_score)  # as they run it
+        assert all(ours[m] == pytest.approx(float32[m], abs=1e-5) for m in ("srcc", "plcc", "mse", "mae"))
+    assert 0 < t.authors.scorers["near"]["acc"] < 1  # the threshold splits the images
+    md = t.to_markdown()
+    assert "Score = total / 10 on the images of csvfiles/test.csv" in md
+    assert "| partial | 5 of 9 (partial) | " in md and "**partial coverage: partial** scores 5 of 9 on total" in md
+    assert "(n=5)" in md.split("## SRCC per dimension")[1]  # the SRCC table marks the scorer's own n too
+    everything = apdd_transfer(load_apddv2(root / "APDDv2-10023.csv", root / "images").records,
+                               {"near": {"score": near}}, n_bootstrap=0)
+    assert "15 images in 3 categories, every image of the CSV, not the authors' test split" in \
+        everything.to_markdown()
 
 
 def test_one_score_only_for_a_single_dimension_without_ground_truth():
@@ -289,30 +382,60 @@ def test_scoring_is_resumed_from_the_predictions_file(tmp_path, monkeypatch):
     def must_not_load():
         raise AssertionError("every image is scored already: no model should be built")
     assert protocol.scored_predictions(must_not_load, "index", records, tmp_path) == preds
+    # the scorer's score_range is its scale on APDDv2 unless --scale says otherwise
+    args = argparse.Namespace(scorer="index", name=None, out=tmp_path, scale=[])
+    assert protocol.scales(args) == {"index": 100.0}
+    assert protocol.scales(argparse.Namespace(**{**vars(args), "scale": ["index=10"]})) == {"index": 10.0}
+    # another model under the same name: its file is not reused
+    other = IndexScorer()
+    protocol.scored_predictions(lambda: other, "index", records, tmp_path, {"scorer": "index", "model": "other"})
+    assert other.seen == [f"i{k}" for k in range(8)]
 
 
 # ---- the entry script and the CLI alias ----------------------------------------------------------
 
-def test_script_apdd_transfer_with_predictions_files(apdd, tmp_path):
+def test_script_apdd_transfer_with_predictions_files(apdd, tmp_path, capsys):
     root, records = apdd
-    files = {}
-    for name, preds in _apdd_predictions(records).items():
-        # both on the total only: a plot per dimension makes every attribute cost seconds here
-        files[name] = write_predictions(tmp_path / f"{name}.csv", records,
-                                        {"total": [next(iter(preds.values()))[r.id] for r in records]})
+    preds = _apdd_predictions(records)
+    # both on the total only (a plot per dimension makes every attribute cost a second here); the student's file
+    # leaves some cells blank, as a scorer that skipped images writes them: read as missing
+    files = {"fg": write_predictions(tmp_path / "fg.csv", records, {"total": [preds["fg"]["total"][r.id]
+                                                                              for r in records]})}
+    files["student"] = tmp_path / "student.csv"
+    # its column is named "total" but holds 1-10 scores: the stated scale, not the name, decides
+    lines = ["id,path,total"] + [f"{r.id},{r.path},{preds['student']['overall'][r.id] if k % 3 else ''}"
+                                   for k, r in enumerate(records)]
+    files["student"].write_text("\n".join(lines) + "\n")
     out = tmp_path / "out"
-    proc = _run("apdd-transfer", "--csv", root / "APDDv2-10023.csv", "--images", root / "images",
-                "--predictions", f"student={files['student']}", f"fg={files['fg']}", "--bootstrap", N_BOOT,
-                "--out", out)
+    split = root / "csvfiles" / "test.csv"
+    args = ["apdd-transfer", "--csv", root / "APDDv2-10023.csv", "--images", root / "images", "--split", split,
+            "--bootstrap", N_BOOT, "--out", out, "--predictions", f"student={files['student']}"]
+    proc = _run(*args, f"fg={files['fg']}", "--scale", "student=10")
     assert proc.returncode == 0, proc.stderr
     assert "| dimension | group | images | student | fg |" in proc.stdout
-    assert "| total | Chinese painting | 10 | " in proc.stdout
+    assert "| total | Chinese painting | 6 | " in proc.stdout and "| student | 6 of 9 (partial) | " in proc.stdout
     for name in ("summary.md", "metrics.json", "report.md", "chinese_painting/metrics.json",
                  "chinese_painting/report.md"):
         assert (out / name).stat().st_size > 0, name
     summary = json.loads((out / "summary.json").read_text())
-    assert set(summary["chinese_categories"]) == {GONGBI, XIEYI} and summary["srcc"][0]["group"] == "all"
+    assert set(summary["chinese_categories"]) == {GONGBI, FIGURE} and summary["srcc"][0]["group"] == "all"
+    assert summary["authors_eval"]["scorers"]["student"]["n"] == 6 and "mse" in summary["authors_eval"]["scorers"]["fg"]
     assert list((out / "plots").glob("*.png")) and list((out / "chinese_painting" / "plots").glob("*.png"))
+    # the inputs, with their hashes, in inputs.json and at the end of summary.md
+    inputs = json.loads((out / "inputs.json").read_text())
+    for key, path in (("csv", root / "APDDv2-10023.csv"), ("split", split)):
+        assert inputs[key] == {"path": str(path), "bytes": path.stat().st_size,
+                               "sha256": hashlib.sha256(path.read_bytes()).hexdigest()}
+    assert inputs["predictions"]["fg"]["sha256"] == hashlib.sha256(files["fg"].read_bytes()).hexdigest()
+    assert inputs["options"]["scale"] == ["student=10"] and summary["inputs"] == inputs
+    assert hashlib.sha256(split.read_bytes()).hexdigest() in (out / "summary.md").read_text()
+    # a rerun into the same --out with other scorers and no Chinese subset keeps nothing of the first run
+    assert (out / "plots" / "srcc_heatmap_fg.png").is_file()
+    assert _load_script().main([*map(str, args), "--chinese-styles", "watercolour"]) == 0
+    assert not (out / "chinese_painting").exists() and not (out / "plots" / "srcc_heatmap_fg.png").exists()
+    assert (out / "plots" / "srcc_heatmap_student.png").is_file()
+    assert json.loads((out / "metrics.json").read_text())["scorers"] == ["student"]
+    assert list(json.loads((out / "inputs.json").read_text())["predictions"]) == ["student"]
 
 
 def test_script_ppaint_cross_from_run_dirs(ppaint, tmp_path):
@@ -371,24 +494,19 @@ def test_script_bad_input_messages(ppaint, apdd, tmp_path, capsys):
     assert f"{other}: none of its 15 image ids is one of the 15 images evaluated" in capsys.readouterr().err
 
 
-def test_psdistill_eval_is_evaluate(tmp_path, capsys):
-    missing = tmp_path / "nope.yaml"
-    assert psdistill_main(["eval", "--config", str(missing)]) == 2
-    assert f"--config: file {missing} not found" in capsys.readouterr().err
-
-
 # ---- the protocol on real pipeline runs ----------------------------------------------------------
 
 @pytest.mark.slow
 def test_ppaint_cross_on_two_demo_runs_agrees_with_each_runs_own_evaluation(tmp_path):
     # Two short demo pipelines, one trained on each category; the script's cross-category matrix must
-    # hold, cell for cell, what each run's own evaluation stage measured per category.
+    # hold, cell for cell, what each run's own evaluation stage measured per category. The second run is
+    # `psdistill eval`: it must run every stage up to the evaluation, whose report is read below.
     demo = ["data.demo.series_per_category=2", "data.demo.categories=[objects,portraits]", "distill.max_steps=4",
             "distill.eval_steps=4", "distill.save_steps=4", "distill.report_to=[none]", "pool.k=4"]
     runs = {}
-    for category in ("objects", "portraits"):
+    for category, command in (("objects", ["demo"]), ("portraits", ["eval", "--config", DEMO_CONFIG])):
         runs[category] = tmp_path / category
-        assert psdistill_main(["demo", f"run_dir={runs[category]}", f"data.train_categories=[{category}]",
+        assert psdistill_main([*command, f"run_dir={runs[category]}", f"data.train_categories=[{category}]",
                                *demo]) == 0
     out = tmp_path / "cross"
     run = _run("ppaint-cross", "--manifest", runs["objects"] / "data" / "manifest.csv", "--out", out,

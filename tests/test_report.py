@@ -1,8 +1,12 @@
 import json
 import math
+import re
+import warnings
 
 import numpy as np
 import pytest
+from matplotlib.backends.backend_agg import FigureCanvasAgg
+from matplotlib.figure import Figure
 
 from psdistill import metrics as M
 from psdistill.data.predictions import read_predictions, write_predictions
@@ -146,3 +150,101 @@ def test_cross_category_matrix(records, tmp_path):
     assert json.loads(paths["json"].read_text())["srcc"][0][2] == m.srcc[0, 2]
     assert paths["plot"].stat().st_size > 0
     assert math.isfinite(m.cross_domain())
+
+
+def test_blank_prediction_cells_are_missing_and_bad_ones_name_the_place(tmp_path):
+    path = tmp_path / "p.csv"
+    path.write_text("id,path,overall,creativity\na,a.png,6.5,\nb,b.png,,  \nc,c.png,7,8\n")
+    assert read_predictions(path) == {"overall": {"a": 6.5, "c": 7.0}, "creativity": {"c": 8.0}}
+    path.write_text("id,path,overall\na,a.png,6.5\nb,b.png,high\n")
+    with pytest.raises(DataError, match=rf"^{re.escape(str(path))}, line 3: field 'overall' is not a number: 'high'$"):
+        read_predictions(path)
+    path.write_text("id,path,overall,mood\na,a.png,6.5\n")
+    with pytest.raises(DataError, match=r", line 2: field 'mood' is missing \(the row has too few fields\)"):
+        read_predictions(path)
+
+
+def test_unscaled_scorers_get_no_error_metric(records, predictions):
+    result = evaluate(records, predictions, dimensions=["overall"], n_bootstrap=0, acc_threshold=5.0,
+                      unscaled=["student"])
+    student, teacher = result.metrics["student"]["overall"]["all"], result.metrics["teacher"]["overall"]["all"]
+    assert not {"rmse", "mae", "acc"} & set(student) and student["srcc"] == M.srcc(
+        *_arrays(records, predictions["student"]["overall"], "overall"))
+    assert {"rmse", "mae", "acc"} <= set(teacher)
+    assert "student: rmse, mae, acc not computed: its predictions' scale is not the ground truth's" in \
+        result.to_markdown()
+
+
+def test_partial_coverage_is_flagged_in_the_report(result):
+    assert result.partial_coverage() == {"teacher": [("overall", 18, 36)]}
+    md = result.to_markdown()
+    assert "- **partial coverage: teacher** scores 18 of 36 on overall; its cells are on those images only" in md
+
+
+# ---- plots at APDDv2's 24 categories ---------------------------------------------------------------
+
+APDD_CATEGORIES = [f"{style}*{school}*{subject}" for style in ("oil painting", "sketching")
+                   for school in ("classicism", "romanticism", "symbolism")
+                   for subject in ("landscapes", "portraiture", "still life")] + \
+                  [f"traditional Chinese painting*{t}*{s}" for t in ("freehand", "meticulous")
+                   for s in ("floral and avian", "mountains and water", "portraiture")]
+
+
+@pytest.fixture(scope="module")
+def apdd_like():
+    """4 images in each of the 24 categories; creativity blank in the meticulous ones, as in the release."""
+    rng = np.random.default_rng(5)
+    recs = [ImageRecord(f"{c}-{k}", "", category=c, scores={"total": float(rng.uniform(10, 90)),
+                                                           **({} if "meticulous" in c else
+                                                              {"creativity": float(rng.uniform(1, 9))})})
+            for c in APDD_CATEGORIES for k in range(4)]
+    preds = {name: {r.id: float(rng.normal()) for r in recs} for name in ("student", "fgaesq")}
+    return evaluate(recs, preds, n_bootstrap=0)
+
+
+def test_categories_have_distinct_styles():
+    from psdistill.evaluation.plots import category_styles
+
+    assert len(APDD_CATEGORIES) == 24 and len(set(category_styles(24))) == 24
+    assert len(set(category_styles(8))) == 8
+
+
+def test_scatter_legend_is_outside_the_panels(apdd_like):
+    from psdistill.evaluation import plots
+
+    fig = plots._scatter(apdd_like, "total", apdd_like.scorers)
+    FigureCanvasAgg(fig).draw()
+    legend = fig.legends[0].get_window_extent()
+    assert len(fig.legends[0].get_texts()) == 24
+    assert not any(legend.overlaps(ax.get_window_extent()) for ax in fig.axes)
+
+
+def test_blank_categories_are_marked_not_drawn_as_zero(apdd_like):
+    from psdistill.evaluation import plots
+
+    fig = plots._bars(apdd_like, "creativity", apdd_like.scorers)
+    marked = [t for t in fig.axes[0].texts if t.get_text() == "n/a (blank)"]
+    assert len(marked) == 3 * 2  # the 3 meticulous categories, for each scorer
+    heat = plots._heatmap(apdd_like, "student", ["total", "creativity"])
+    assert sum(t.get_text() == "n/a" for t in heat.axes[0].texts) == 3
+
+
+def test_cjk_labels_render_with_an_installed_cjk_font():
+    from psdistill.evaluation import plots
+
+    if plots.cjk_font() is None:
+        pytest.skip("no CJK font installed (Debian: fonts-noto-cjk or fonts-wqy-zenhei)")
+
+    def draw():
+        fig = Figure()
+        FigureCanvasAgg(fig)
+        fig.subplots().set_title("中国画*工笔*山水 −0.5")
+        fig.canvas.draw()
+
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        with plots.font_context():
+            draw()
+        assert not [w for w in caught if "missing from font" in str(w.message)]
+        draw()  # the default font alone lacks the glyphs: the check above can fail
+        assert [w for w in caught if "missing from font" in str(w.message)]

@@ -34,7 +34,7 @@ def write_predictions(path: str | Path, records: Sequence[ImageRecord],
 
 
 def read_predictions(path: str | Path) -> dict[str, dict[str, float]]:
-    """{dimension: {image id: score}}."""
+    """{dimension: {image id: score}}; a blank (or NaN) cell is a missing score, as blank is in the ground truth."""
     path = Path(path)
     if not path.is_file():
         raise DataError(f"{path}: predictions file not found")
@@ -46,10 +46,15 @@ def read_predictions(path: str | Path) -> dict[str, dict[str, float]]:
         out: dict[str, dict[str, float]] = {d: {} for d in dims}
         for line, row in enumerate(reader, start=2):
             for d in dims:
+                text = row[d]
+                if text is None:  # csv gives None for the fields of a short row: a truncated file, not a blank
+                    raise DataError(f"{path}, line {line}: field {d!r} is missing (the row has too few fields)")
+                if not text.strip():
+                    continue
                 try:
-                    v = float(row[d])
-                except (TypeError, ValueError):
-                    raise DataError(f"{path}, line {line}: field {d!r} is not a number: {row[d]!r}") from None
+                    v = float(text)
+                except ValueError:
+                    raise DataError(f"{path}, line {line}: field {d!r} is not a number: {text!r}") from None
                 if not math.isnan(v):
                     out[d][row["id"]] = v
     return out

@@ -10,9 +10,7 @@ diagonal is in-domain, the rest cross-category.
 """
 from __future__ import annotations
 
-import json
 import math
-import warnings
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Mapping, Optional, Sequence
@@ -22,6 +20,8 @@ import numpy as np
 from psdistill import metrics as M
 from psdistill.data.records import ImageRecord
 from psdistill.errors import DataError
+from psdistill.evaluation.files import write_json_markdown
+from psdistill.evaluation.report import format_number, quiet_nanmean
 
 
 @dataclass
@@ -34,10 +34,8 @@ class CrossCategoryMatrix:
     ci: Optional[np.ndarray] = None  # (len(train), len(test), 2) when bootstrapped
 
     def row_means(self) -> np.ndarray:
-        """Mean SRCC per training category over the test categories where it is defined."""
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore", RuntimeWarning)  # a row with no defined value: NaN
-            return np.nanmean(self.srcc, axis=1)
+        """Mean SRCC per training category over the test categories where it is defined (NaN: none is)."""
+        return quiet_nanmean(self.srcc, axis=1)
 
     def _diagonal(self) -> np.ndarray:
         return np.array([[a == b for b in self.test] for a in self.train], dtype=bool)
@@ -70,33 +68,37 @@ class CrossCategoryMatrix:
             cells = []
             for j in range(len(self.test)):
                 v = self.srcc[i, j]
-                text = "n/a" if np.isnan(v) else f"{v:.3f}"
+                text = format_number(v)
                 if self.ci is not None and np.isfinite(self.ci[i, j]).all():
                     text += f" [{self.ci[i, j, 0]:.3f}, {self.ci[i, j, 1]:.3f}]"
                 cells.append(f"**{text}**" if t == self.test[j] else text)
             mean = self.row_means()[i]
-            lines.append(f"| {t} | " + " | ".join(cells) + f" | {'n/a' if np.isnan(mean) else f'{mean:.3f}'} |")
+            lines.append(f"| {t} | " + " | ".join(cells) + f" | {format_number(mean)} |")
         lines += ["", f"In-domain mean (bold): {self.in_domain():.3f}; "
                       f"cross-category mean: {self.cross_domain():.3f}.", ""]
         return "\n".join(lines)
 
     def write(self, out_dir: str | Path) -> dict[str, Path]:
         """cross_category_<dimension>.json, .md and .png under `out_dir`."""
+        from psdistill.evaluation.plots import font_context, safe_name
+
+        stem = f"cross_category_{safe_name(self.dimension)}"
+        paths = write_json_markdown(out_dir, stem, self.to_dict(), self.to_markdown())
+        paths["plot"] = Path(out_dir) / f"{stem}.png"
+        with font_context():
+            self._plot(paths["plot"])
+        return paths
+
+    def _plot(self, path: Path) -> None:
         from matplotlib.backends.backend_agg import FigureCanvasAgg
         from matplotlib.figure import Figure
 
-        from psdistill.evaluation.plots import safe_name
+        from psdistill.evaluation.plots import SRCC_CMAP
 
-        out_dir = Path(out_dir)
-        out_dir.mkdir(parents=True, exist_ok=True)
-        stem = f"cross_category_{safe_name(self.dimension)}"
-        paths = {"json": out_dir / f"{stem}.json", "markdown": out_dir / f"{stem}.md", "plot": out_dir / f"{stem}.png"}
-        paths["json"].write_text(json.dumps(self.to_dict(), indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
-        paths["markdown"].write_text(self.to_markdown(), encoding="utf-8")
         fig = Figure(figsize=(1.3 * len(self.test) + 2.5, 0.6 * len(self.train) + 1.8))
         FigureCanvasAgg(fig)
         ax = fig.subplots()
-        image = ax.imshow(self.srcc, vmin=-1, vmax=1, cmap="RdBu_r", aspect="auto")
+        image = ax.imshow(self.srcc, vmin=-1, vmax=1, cmap=SRCC_CMAP, aspect="auto")
         for (i, j), v in np.ndenumerate(self.srcc):
             ax.text(j, i, "n/a" if np.isnan(v) else f"{v:.2f}", ha="center", va="center", fontsize=9)
         ax.set_xticks(range(len(self.test)), self.test, rotation=30, ha="right")
@@ -104,8 +106,7 @@ class CrossCategoryMatrix:
         ax.set_xlabel("test category")
         ax.set_ylabel("training category")
         fig.colorbar(image, ax=ax)
-        fig.savefig(paths["plot"], dpi=100, bbox_inches="tight")
-        return paths
+        fig.savefig(path, dpi=100, bbox_inches="tight")
 
 
 def cross_category_matrix(records: Sequence[ImageRecord], predictions: Mapping[str, Mapping],

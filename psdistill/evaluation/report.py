@@ -16,13 +16,15 @@ each category:
 - from series ranks (records with `series` and `rank`, 0 = best): pair_acc, pair_f1, s_acc, s_srcc,
   with series keyed by (category, series); for pair_f1 a pair's first image is the earlier one in
   a seeded shuffle of the images (see `psdistill.metrics`).
+A scorer in `unscaled` (its predictions' scale is not the ground truth's, or unknown) gets no
+scale-dependent metric (rmse, mae, acc): rank and linear correlations only, never an error between
+two scales.
 Metrics in `ci_metrics` get percentile bootstrap intervals (images resampled for item metrics,
 series for series metrics; the mean over categories resamples within each category).
 An undefined metric is NaN (null in JSON), and why is listed in `EvalResult.notes`.
 """
 from __future__ import annotations
 
-import json
 import math
 import re
 import warnings
@@ -36,11 +38,13 @@ import numpy as np
 from psdistill import metrics as M
 from psdistill.data.records import ImageRecord
 from psdistill.errors import DataError
+from psdistill.evaluation.files import fresh_dir, json_safe, write_json_markdown
 
 ITEM_METRICS = {"srcc": M.srcc, "plcc": M.plcc, "plcc_logistic": partial(M.plcc, fit="logistic"),
                 "krcc": M.krcc, "rmse": M.rmse, "mae": M.mae}
 SERIES_METRICS = {"pair_acc": "pair_accuracy", "pair_f1": "pair_f1", "s_acc": "series_accuracy",
                   "s_srcc": "series_srcc"}  # report name -> psdistill.metrics.series_metrics name
+SCALE_METRICS = ("rmse", "mae", "acc")  # meaningful only when predictions are on the ground truth's scale
 DEFAULT_CI = ("srcc", "plcc", "pair_acc", "pair_f1", "s_acc", "s_srcc")  # the ones with a fast bootstrap
 LABELS = {"srcc": "SRCC", "plcc": "PLCC", "plcc_logistic": "PLCC (logistic fit)", "krcc": "KRCC",
           "rmse": "RMSE", "mae": "MAE", "acc": "acc@{threshold:g}", "pair_acc": "pair Acc", "pair_f1": "pair F1",
@@ -64,9 +68,31 @@ class EvalResult:
     points: dict = field(default_factory=dict, repr=False)
 
     def to_dict(self) -> dict:
-        return _json_safe({"scorers": self.scorers, "dimensions": self.dimensions, "categories": self.categories,
+        return json_safe({"scorers": self.scorers, "dimensions": self.dimensions, "categories": self.categories,
                            "held_out": self.held_out, "settings": self.settings, "metrics": self.metrics,
                            "notes": self.notes})
+
+    def partial_coverage(self) -> dict[str, list[tuple[str, int, int]]]:
+        """{scorer: [(dimension, images scored, images with ground truth)]} where a scorer misses some images."""
+        out = {}
+        for scorer in self.scorers:
+            cells = [(d, self.metrics[scorer][d].get("all", {})) for d in self.dimensions if d in self.metrics[scorer]]
+            missing = [(d, c["n"], c["n_ground_truth"]) for d, c in cells if c.get("n", 0) < c.get("n_ground_truth", 0)]
+            if missing:
+                out[scorer] = missing
+        return out
+
+    def coverage_lines(self) -> list[str]:
+        """A markdown warning per scorer that misses images: its numbers are on fewer images than the table's."""
+        lines = []
+        for scorer, missing in self.partial_coverage().items():
+            # the dimension with the most ground truth first (APDDv2's total, AVA's overall), then by name
+            missing = sorted(missing, key=lambda m: (-m[2], m[0] not in ("total", "overall"), m[0]))
+            shown = ", ".join(f"{n} of {total} on {d}" for d, n, total in missing[:3])
+            more = f" and {len(missing) - 3} more dimensions" if len(missing) > 3 else ""
+            lines.append(f"- **partial coverage: {scorer}** scores {shown}{more}; its cells are on those images "
+                         "only, marked (n=K).")
+        return lines
 
     def headline(self, dimension: Optional[str] = None) -> list[str]:
         """One line per scorer: SRCC and PLCC (all, held-out, category mean), series metrics (all)."""
@@ -93,7 +119,8 @@ class EvalResult:
                f"Ground truth: {s['n_records']} images; categories: {', '.join(self.categories) or '-'}; "
                f"held out: {', '.join(self.held_out) or '-'}.",
                f"Cells: value [{s['confidence']:.0%} percentile bootstrap CI, {s['n_bootstrap']} resamples, "
-               f"seed {s['seed']}]; (n=K) when a scorer covers fewer images than have ground truth.", ""]
+               f"seed {s['seed']}]; `images`: with ground truth; (n=K) when a scorer covers fewer of them.", ""]
+        out += self.coverage_lines() + ([""] if self.partial_coverage() else [])
         for dim in self.dimensions:
             out += [f"## {dim}", ""]
             names = [m for m in [*ITEM_METRICS, "acc", *SERIES_METRICS]
@@ -142,27 +169,24 @@ def _get(groups: dict, key: tuple) -> dict:
     return groups
 
 
+def format_number(value) -> str:
+    """3 decimals; "n/a" for an undefined value (None or NaN)."""
+    return "n/a" if value is None or math.isnan(value) else f"{value:.3f}"
+
+
+def quiet_nanmean(values: np.ndarray, axis: int) -> np.ndarray:
+    """np.nanmean without the warning for a slice with nothing defined (that slice is NaN)."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)
+        return np.nanmean(values, axis=axis)
+
+
 def _cell(cell: dict, metric: str) -> str:
     value = cell.get(metric)
-    if value is None or (isinstance(value, float) and math.isnan(value)):
-        return "n/a"
     ci = cell.get(f"{metric}_ci")
-    if ci and not any(v is None or math.isnan(v) for v in ci):
+    if value is not None and not math.isnan(value) and ci and not any(v is None or math.isnan(v) for v in ci):
         return f"{value:.3f} [{ci[0]:.3f}, {ci[1]:.3f}]"
-    return f"{value:.3f}"
-
-
-def _json_safe(obj):
-    """NaN -> null, numpy scalars -> Python, so the JSON is strict and exact."""
-    if isinstance(obj, dict):
-        return {str(k): _json_safe(v) for k, v in obj.items()}
-    if isinstance(obj, (list, tuple)):
-        return [_json_safe(v) for v in obj]
-    if isinstance(obj, (float, np.floating)):
-        return None if math.isnan(obj) else float(obj)
-    if isinstance(obj, np.integer):
-        return int(obj)
-    return obj
+    return format_number(value)
 
 
 # ---- evaluate ------------------------------------------------------------------------------------
@@ -192,7 +216,8 @@ def _default_dimensions(records, nested: dict, any_flat: bool, has_ranks: bool) 
 def evaluate(records: Sequence[ImageRecord], predictions: Mapping[str, Mapping],
              dimensions: Optional[Sequence[str]] = None, categories: Optional[Sequence[str]] = None,
              held_out: Sequence[str] = (), *, n_bootstrap: int = 1000, confidence: float = 0.95, seed: int = 0,
-             acc_threshold: Optional[float] = None, ci_metrics: Sequence[str] = DEFAULT_CI) -> EvalResult:
+             acc_threshold: Optional[float] = None, ci_metrics: Sequence[str] = DEFAULT_CI,
+             unscaled: Sequence[str] = ()) -> EvalResult:
     """Metrics of every scorer in `predictions` against `records`.
 
     dimensions: default, the ground-truth dimensions some scorer predicts (every one for a
@@ -201,6 +226,7 @@ def evaluate(records: Sequence[ImageRecord], predictions: Mapping[str, Mapping],
     categories: which categories to report (default all); records of other categories are ignored.
     held_out: categories pooled into the "held_out" group (e.g. those not trained on).
     n_bootstrap: resamples for the CIs of `ci_metrics`; 0 disables them.
+    unscaled: scorers whose predictions are not on the ground truth's scale: no rmse, mae or acc.
     """
     all_cats = sorted({r.category for r in records})
     cats = list(categories) if categories is not None else all_cats
@@ -216,7 +242,7 @@ def evaluate(records: Sequence[ImageRecord], predictions: Mapping[str, Mapping],
         raise DataError("nothing to evaluate: no ground-truth dimension is predicted by any scorer "
                         f"(ground truth has {sorted({d for r in records for d in r.scores})})")
     settings = {"n_records": len(records), "n_bootstrap": n_bootstrap, "confidence": confidence, "seed": seed,
-                "acc_threshold": acc_threshold, "ci_metrics": list(ci_metrics)}
+                "acc_threshold": acc_threshold, "ci_metrics": list(ci_metrics), "unscaled": list(unscaled)}
     result = EvalResult(list(predictions), dims, cats, [c for c in cats if c in set(held_out)], {}, settings)
     notes: dict[tuple[str, str], list[str]] = {}  # (scorer / dimension, message) -> groups
     options = dict(n_bootstrap=n_bootstrap, confidence=confidence, seed=seed, acc_threshold=acc_threshold,
@@ -228,12 +254,14 @@ def evaluate(records: Sequence[ImageRecord], predictions: Mapping[str, Mapping],
             preds = nested.get(dim, flat)
             if preds is None:
                 continue
-            result.metrics[name][dim] = _dimension(records, preds, dim, cats, result.held_out, options,
-                                                   f"{name} / {dim}")
+            result.metrics[name][dim] = _dimension(records, preds, dim, cats, result.held_out,
+                                                   dict(options, scaled=name not in set(unscaled)), f"{name} / {dim}")
             scored = [r for r in records if math.isfinite(preds.get(r.id, math.nan)) and not math.isnan(r.score(dim))]
             result.points[name][dim] = (np.array([preds[r.id] for r in scored], dtype=float),
                                         np.array([r.score(dim) for r in scored]), [r.category for r in scored])
     result.notes = [f"{where}: {message} (in {', '.join(groups)})" for (where, message), groups in notes.items()]
+    result.notes += [f"{name}: {', '.join(SCALE_METRICS)} not computed: its predictions' scale is not the ground "
+                     "truth's (or is not stated)" for name in unscaled if name in predictions]
     return result
 
 
@@ -279,11 +307,13 @@ def _metrics(records, preds, dim, options) -> tuple[dict, dict]:
         g = np.array([r.score(dim) for r in scored])
         if scored:
             for m, fn in ITEM_METRICS.items():
+                if m in SCALE_METRICS and not options["scaled"]:
+                    continue
                 cell[m] = fn(p, g)
                 if m in ci:
                     samples[m] = M.bootstrap_samples(fn, p, g, **boot)
                     cell[f"{m}_ci"] = list(M.percentile_ci(samples[m], options["confidence"]))
-            if options["acc_threshold"] is not None:
+            if options["acc_threshold"] is not None and options["scaled"]:
                 cell["acc"] = M.binary_accuracy(p, g, options["acc_threshold"])
     ranked = [r for r in records if r.series and r.rank is not None]
     if ranked:
@@ -328,14 +358,9 @@ def _category_mean(per_category: dict, samples: dict, confidence: float) -> dict
 # ---- writing -------------------------------------------------------------------------------------
 
 def write_report(result: EvalResult, out_dir: str | Path) -> dict[str, Path]:
-    """metrics.json, report.md and plots/*.png under `out_dir`; returns {kind: path}."""
+    """metrics.json, report.md and plots/*.png under `out_dir` (plots/ emptied first); returns {kind: path}."""
     from psdistill.evaluation import plots
 
-    out_dir = Path(out_dir)
-    out_dir.mkdir(parents=True, exist_ok=True)
-    paths = {"json": out_dir / "metrics.json", "markdown": out_dir / "report.md"}
-    paths["json"].write_text(json.dumps(result.to_dict(), indent=2, allow_nan=False, ensure_ascii=False) + "\n",
-                             encoding="utf-8")
-    paths["markdown"].write_text(result.to_markdown(), encoding="utf-8")
-    paths.update(plots.write_plots(result, out_dir / "plots"))
+    paths = write_json_markdown(out_dir, "metrics", result.to_dict(), result.to_markdown(), markdown_stem="report")
+    paths.update(plots.write_plots(result, fresh_dir(Path(out_dir) / "plots")))
     return paths

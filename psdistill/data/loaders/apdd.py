@@ -1,19 +1,25 @@
 """APDDv2 (Jin et al., NeurIPS 2024 D&B; github.com/BestiVictory/APDDv2): paintings with artist scores.
 
-Main annotation file, `APDDv2-10023.csv` (GBK in the original release, UTF-8 in some copies; the
-encoding is detected, see `common.ENCODINGS`):
+Main annotation file, `APDDv2-10023.csv` (GBK in the release at commit 3ff08cd, whose only non-ASCII
+characters are in two comments; other copies may be UTF-8: the encoding is detected, see
+`common.ENCODINGS`):
 
     filename,Artistic Categories,Total aesthetic score,Theme and logic,Creativity,...,Mood,Language Comment
     0000d0cd...png,traditional Chinese painting*meticulous*mountains and water,65.83,7.17,,6,...
 
-Official splits, `csvfiles/{train,valid,test}.csv`: the same columns without the comment, and
-`Score` = total / 10 instead of the total.
+The 24 categories are English strings style*school-or-technique*subject (checked on the release):
+"oil painting" and "sketching" x classicism/romanticism/symbolism x landscapes/portraiture/still
+life, and "traditional Chinese painting" x meticulous/freehand x mountains and water/floral and
+avian/portraiture.
+
+Official splits, `csvfiles/{train,valid,test}.csv` (8019/1002/1002 images): the same columns
+without the comment, and `Score` = total / 10 instead of the total.
 
 Records: id = file name without suffix, path = `image_dir/filename`, category = the "Artistic
-Categories" string as given (style*substyle*subject), comment = the language comment. Scores:
-"total" on 0-100 (a split file's Score is multiplied by 10 so both files agree), and each attribute
-on 0-10 under its header in snake case ("Theme and logic" -> "theme_and_logic", "The overall" ->
-"the_overall"). A blank attribute does not apply to the category and is simply absent.
+Categories" string as given, comment = the language comment. Scores: "total" on 0-100 (a split
+file's Score is multiplied by 10 so both files agree), and each attribute on 0-10 under its header
+in snake case ("Theme and logic" -> "theme_and_logic", "The overall" -> "the_overall"). A blank
+attribute does not apply to the category and is simply absent.
 """
 from __future__ import annotations
 
@@ -25,6 +31,7 @@ from psdistill.data.loaders.common import LoadReport, LoadResult, check_file, pa
 from psdistill.data.records import ImageRecord
 from psdistill.errors import DataError
 
+CHINESE_PAINTING_STYLE = "traditional Chinese painting"  # the style field (before the first "*") of 6 categories
 TOTAL_RANGE = (0.0, 100.0)
 ATTRIBUTE_RANGE = (0.0, 10.0)
 _FILENAME, _CATEGORY, _COMMENT = "filename", "artistic categories", "language comment"
