@@ -37,7 +37,7 @@ from psdistill.data.predictions import read_predictions, write_predictions
 from psdistill.data.run_files import (
     PoolFile, read_pool, read_pseudo_scores, write_comparisons, write_pool, write_pseudo_scores,
 )
-from psdistill.data.records import ImageRecord
+from psdistill.data.records import DEFAULT_RATING_SCALE, ImageRecord
 from psdistill.distill import DistillConfig
 from psdistill.errors import ConfigError, DataError
 from psdistill.judge.simulated import SimulatedJudgeConfig
@@ -55,7 +55,8 @@ class DataConfig:
     train_categories: tuple[str, ...] = field(
         default=(), metadata={"help": "categories whose images train the student (unlabeled); empty: the first"})
     dimension: str = "overall"
-    rating_scale: tuple[float, float] = (1.0, 10.0)
+    rating_scale: tuple[float, float] = field(default=DEFAULT_RATING_SCALE, metadata={
+        "help": "[low, high] of the ground truth; pseudo-scores and every scorer report on it"})
     on_bad_image: Literal["error", "skip"] = "error"
 
     def __post_init__(self):
@@ -89,14 +90,6 @@ class PipelineConfig:
     validation_images: int = field(default=40, metadata={
         "help": "held-out images scored during training to log eval_srcc (monitoring only: no checkpoint "
                 "is selected on it); 0: none"})
-
-    def __post_init__(self):
-        # The rating scale belongs to the data; the student's output scale follows it.
-        default = DistillConfig().rating_scale
-        if list(self.distill.rating_scale) not in (list(default), list(self.data.rating_scale)):
-            raise ConfigError(f"distill.rating_scale: set data.rating_scale instead (got {self.distill.rating_scale}"
-                              f" and data.rating_scale {list(self.data.rating_scale)})")
-        self.distill.rating_scale = list(self.data.rating_scale)
 
 
 class RunContext:
@@ -244,7 +237,7 @@ def stage_distill(run: RunContext) -> dict:
     n_val = run.cfg.validation_images
     val = [held_out[i] for i in np.linspace(0, len(held_out) - 1, n_val).astype(int)] if n_val and held_out else None
     out = train_student(train, pseudo, run.cfg.model, run.cfg.distill, run.path("student"),
-                        val_records=val, dimension=run.cfg.data.dimension)
+                        val_records=val, dimension=run.cfg.data.dimension, rating_scale=run.cfg.data.rating_scale)
     return {"student": str(out), "train_images": len(train), "validation_images": len(val or [])}
 
 
@@ -256,7 +249,8 @@ def stage_score(run: RunContext) -> dict:
     dim = run.cfg.data.dimension
     scorers = {"student": lambda: StudentScorer.from_pretrained(run.path("student"))}
     if run.cfg.teacher_pointwise:
-        scorers["teacher-pointwise"] = lambda: StudentScorer.from_model_config(run.cfg.model, run.cfg.distill, dim)
+        scorers["teacher-pointwise"] = lambda: StudentScorer.from_model_config(
+            run.cfg.model, run.cfg.distill, dim, rating_scale=run.cfg.data.rating_scale)
     rank, world = (0, 1) if run.state is None else (run.state.process_index, run.state.num_processes)
     batch = run.cfg.distill.per_device_eval_batch_size
     paths = {}

@@ -30,7 +30,7 @@ def _train(data, out, **kw):
     cfg = DistillConfig(max_steps=4, eval_steps=4, save_steps=4, per_device_train_batch_size=4,
                         learning_rate=5e-3, logging_steps=1, report_to=["none"],
                         training_args={"disable_tqdm": True}, **kw)
-    return train_student(train, pseudo_scores(train), ModelConfig(), cfg, out, val_records=val)
+    return train_student(train, pseudo_scores(train), ModelConfig(), cfg, out, val_records=val, rating_scale=(1.0, 5.0))
 
 
 def _final_eval(run_dir):

@@ -42,7 +42,6 @@ def _evals(run_dir) -> list[tuple[int, float]]:
 @pytest.mark.parametrize("field,value,match", [
     ("head", "mlp", "distill.head"),
     ("level_values", [5.0, 4.0], "distill.level_values"),
-    ("rating_scale", [5.0, 1.0], "distill.rating_scale"),
     ("per_device_train_batch_size", 1, "distill.per_device_train_batch_size"),
     ("temperature", 0.0, "distill.temperature"),
     ("lora_dropout", 1.0, "distill.lora_dropout"),

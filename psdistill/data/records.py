@@ -5,6 +5,10 @@ import math
 from dataclasses import dataclass, field
 from typing import Optional
 
+# [low, high] of the scale ground truth, pseudo-scores and scorers report on, unless the data says
+# otherwise (`data.rating_scale`); the one default every stage reads.
+DEFAULT_RATING_SCALE = (1.0, 10.0)
+
 
 @dataclass
 class ImageRecord:

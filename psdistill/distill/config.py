@@ -31,7 +31,8 @@ class DistillConfig:
     """How the single-pass student is built and trained from pseudo-scores.
 
     Groups (defaults differing from `TrainingArguments` are marked *):
-    - head and prompt: `head`, `level_words`, `level_values`, `prompt`, `rating_scale`
+    - head and prompt: `head`, `level_words`, `level_values`, `prompt` (the rating scale is the data's:
+      `data.rating_scale`, passed to `train_student`)
     - loss: `ranking_loss`, `pair_weighting`, `temperature`, `calibration`, `calibration_weight`
     - batches: `sampler`, `images_per_series`
     - tuning: `tuning`, `tune_vision`, `lora_r`, `lora_alpha`, `lora_dropout`, `lora_target_modules`
@@ -52,11 +53,9 @@ class DistillConfig:
     level_words: list[str] = field(default_factory=lambda: ["excellent", "good", "fair", "poor", "bad"], metadata={
         "help": "Answer words of the 'levels' head; each must be a single token of the tokenizer."})
     level_values: list[float] = field(default_factory=lambda: [5.0, 4.0, 3.0, 2.0, 1.0], metadata={
-        "help": "Value of each level word; min..max is mapped linearly onto rating_scale."})
+        "help": "Value of each level word; min..max is mapped linearly onto the rating scale."})
     prompt: str = field(default="Rate the aesthetic quality of this image. Answer with one word.", metadata={
         "help": "User text after the image; '{dimension}' is replaced by the dimension name."})
-    rating_scale: list[float] = field(default_factory=lambda: [1.0, 5.0], metadata={
-        "help": "[low, high] of the rating scale the pseudo-scores and the scorer's outputs live on."})
     # --- loss
     ranking_loss: str = field(default="pairwise", metadata={"help": (
         "'pairwise' (confidence-weighted Bradley-Terry over all pairs of a batch), 'listnet' or 'listmle'.")})
@@ -131,8 +130,6 @@ class DistillConfig:
             bad("level_values", f"{len(self.level_values)} values for {len(self.level_words)} level_words")
         if len(set(self.level_values)) < 2:
             bad("level_values", f"need at least two different values, got {self.level_values}")
-        if len(self.rating_scale) != 2 or not self.rating_scale[0] < self.rating_scale[1]:
-            bad("rating_scale", f"need [low, high] with low < high, got {self.rating_scale}")
         if not self.prompt.strip():
             bad("prompt", "is empty")
         for name in ("temperature", "learning_rate", "lora_alpha", "lora_r", "logging_steps", "eval_steps",

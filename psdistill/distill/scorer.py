@@ -24,7 +24,7 @@ import torch
 from PIL import Image
 
 from psdistill.data.images import load_image
-from psdistill.data.records import ImageRecord
+from psdistill.data.records import DEFAULT_RATING_SCALE, ImageRecord
 from psdistill.errors import ConfigError, PsdistillError
 from psdistill.models.device import place_for_inference
 from psdistill.models.loading import ModelConfig, load_processor, load_vlm
@@ -54,10 +54,11 @@ class ScorerSpec:
     distill_config: dict = field(default_factory=dict)  # the resolved training config, for the record
 
     @classmethod
-    def from_config(cls, model_cfg: ModelConfig, cfg, dimension: str, weights: str, name: str) -> "ScorerSpec":
+    def from_config(cls, model_cfg: ModelConfig, cfg, dimension: str, weights: str, name: str,
+                    rating_scale: Sequence[float] = DEFAULT_RATING_SCALE) -> "ScorerSpec":
         return cls(base_model=dataclasses.asdict(model_cfg), weights=weights, head=cfg.head,
                    level_words=list(cfg.level_words), level_values=[float(v) for v in cfg.level_values],
-                   prompt=cfg.rendered_prompt(dimension), rating_scale=[float(v) for v in cfg.rating_scale],
+                   prompt=cfg.rendered_prompt(dimension), rating_scale=[float(v) for v in rating_scale],
                    dimension=dimension, name=name, distill_config=dataclasses.asdict(cfg))
 
     def save(self, folder) -> Path:
@@ -202,7 +203,8 @@ class StudentScorer:
 
     @classmethod
     def from_model_config(cls, model_cfg: ModelConfig, cfg=None, dimension: str = "overall",
-                          device: Optional[str] = None, name: str = "teacher-pointwise") -> "StudentScorer":
+                          device: Optional[str] = None, name: str = "teacher-pointwise",
+                          rating_scale: Sequence[float] = DEFAULT_RATING_SCALE) -> "StudentScorer":
         """The base VLM with no adapter, read zero-shot through the levels head (the pointwise teacher)."""
         from psdistill.distill.config import DistillConfig
 
@@ -212,7 +214,8 @@ class StudentScorer:
                               "(a fresh scalar head is untrained)")
         model, processor = load_vlm(model_cfg)
         return cls(place_for_inference(model, model_cfg.dtype, device, dispatched=bool(model_cfg.device_map)), processor,
-                   ScorerSpec.from_config(model_cfg, cfg, dimension, weights="base", name=name))
+                   ScorerSpec.from_config(model_cfg, cfg, dimension, weights="base", name=name,
+                                          rating_scale=rating_scale))
 
     @torch.inference_mode()
     def score(self, images: Sequence[ImageInput], batch_size: int = SCORE_BATCH_SIZE) -> np.ndarray:
@@ -288,11 +291,13 @@ def load_student(path, device: Optional[str] = None) -> StudentScorer:
 
 
 def teacher_pointwise(model: Union[str, dict, ModelConfig] = "tiny", dimension: str = "overall",
-                      device: Optional[str] = None, **distill_fields) -> StudentScorer:
+                      device: Optional[str] = None, rating_scale: Sequence[float] = DEFAULT_RATING_SCALE,
+                      **distill_fields) -> StudentScorer:
     """Registry factory for "teacher-pointwise": `model` is a ModelConfig, its dict, or a name/path;
-    `distill_fields` override DistillConfig's prompt, level_words, level_values, rating_scale."""
+    `distill_fields` override DistillConfig's prompt, level_words, level_values."""
     from psdistill.distill.config import DistillConfig
 
     model_cfg = model if isinstance(model, ModelConfig) else (
         ModelConfig(**model) if isinstance(model, dict) else ModelConfig(name_or_path=str(model)))
-    return StudentScorer.from_model_config(model_cfg, DistillConfig(**distill_fields), dimension, device)
+    return StudentScorer.from_model_config(model_cfg, DistillConfig(**distill_fields), dimension, device,
+                                           rating_scale=rating_scale)

@@ -35,7 +35,7 @@ from transformers.trainer import TRAINER_STATE_NAME
 from transformers.trainer_utils import PREFIX_CHECKPOINT_DIR
 
 from psdistill.data.images import load_image
-from psdistill.data.records import ImageRecord
+from psdistill.data.records import DEFAULT_RATING_SCALE, ImageRecord
 from psdistill.distill.config import DistillConfig
 from psdistill.distill.losses import confidence_matrix, distill_loss
 from psdistill.distill.scorer import (
@@ -190,13 +190,13 @@ def lora_target_modules(cfg: DistillConfig):
     return f"({_LANGUAGE_TARGETS}|{_VISION_TARGETS})" if cfg.tune_vision else _LANGUAGE_TARGETS
 
 
-def build_student(model_cfg: ModelConfig, cfg: DistillConfig):
+def build_student(model_cfg: ModelConfig, cfg: DistillConfig, rating_scale: Sequence[float] = DEFAULT_RATING_SCALE):
     """(model, processor) ready to train: head attached, LoRA wrapped or parameters (un)frozen."""
     model, processor = _load_4bit(model_cfg) if cfg.tuning == "qlora" else load_vlm(model_cfg)
     if cfg.head == "levels":
         level_token_ids(processor.tokenizer, cfg.level_words)  # fail before training, not after
     else:
-        attach_score_head(model, cfg.rating_scale)
+        attach_score_head(model, rating_scale)
     if cfg.tuning == "full":
         model.requires_grad_(True)
         if not cfg.tune_vision:
@@ -298,8 +298,9 @@ def _resume_point(cfg: DistillConfig, output_dir: Path):
 
 def train_student(train_records: Sequence[ImageRecord], pseudo_scores: Mapping[str, Sequence[float]],
                   model_cfg: ModelConfig, cfg: DistillConfig, output_dir, val_records: Optional[Sequence[ImageRecord]] = None,
-                  dimension: str = "overall", callbacks: Optional[list] = None) -> Path:
-    """Train the student on `pseudo_scores` (id -> (mean, variance) on the rating scale) and save it.
+                  dimension: str = "overall", callbacks: Optional[list] = None,
+                  rating_scale: Sequence[float] = DEFAULT_RATING_SCALE) -> Path:
+    """Train the student on `pseudo_scores` (id -> (mean, variance) on `rating_scale`) and save it.
 
     `val_records` with ground truth in `scores[dimension]` are scored every `cfg.eval_steps` (and at
     the start), logged as eval_srcc / eval_plcc. Returns `output_dir`, which holds the adapter (or full
@@ -309,13 +310,13 @@ def train_student(train_records: Sequence[ImageRecord], pseudo_scores: Mapping[s
     """
     output_dir = Path(output_dir)
     set_seed(cfg.seed)  # LoRA and scalar-head initialisation happen before the Trainer seeds
-    model, processor = build_student(model_cfg, cfg)
+    model, processor = build_student(model_cfg, cfg, rating_scale)
     weights = "full" if cfg.tuning == "full" else "adapter"
-    spec = ScorerSpec.from_config(model_cfg, cfg, dimension, weights=weights, name="psdistill")
+    spec = ScorerSpec.from_config(model_cfg, cfg, dimension, weights=weights, name="psdistill", rating_scale=rating_scale)
     train_rows = _train_rows(train_records, pseudo_scores)
     val_rows = [{"path": r.path, "target": r.score(dimension)} for r in (val_records or [])
                 if math.isfinite(r.score(dimension))]
-    fingerprint = _training_fingerprint(model_cfg, cfg, train_rows + val_rows, dimension)
+    fingerprint = _training_fingerprint(model_cfg, cfg, train_rows + val_rows, [dimension, list(rating_scale)])
     if int(os.environ.get("WORLD_SIZE", "1")) > 1:
         state = process_state()
         if state.is_main_process:
