@@ -119,11 +119,11 @@ def convert_official_state_dict(state: Mapping[str, torch.Tensor]) -> tuple[dict
         elif key.startswith(OWN):
             out[key] = value
             report.used[key] = [key]
-        elif key == "proj" or key.startswith(ALIASES):
+        elif _is_alias(key):
             original = VISUAL + key
-            if original not in state:
-                unknown.append(f"{key} (alias of the missing {original})")
-            elif state[original].shape != value.shape or not torch.equal(state[original], value):
+            if original not in state:  # reported as missing by load_official_weights
+                continue
+            if state[original].shape != value.shape or not torch.equal(state[original], value):
                 differ.append(f"{key} differs from {original}")
             else:
                 report.aliases[key] = original
@@ -174,17 +174,24 @@ def load_official_weights(model, state: Mapping[str, torch.Tensor] | str | Path)
     if isinstance(state, (str, Path)):
         state = read_state_dict(state)
     converted, report = convert_official_state_dict(state)
+    present = set(_strip_module(state))
     own = model.state_dict()
     extra = [k for k in converted if k not in own]
     shapes = [f"{k}: {tuple(v.shape)} in the checkpoint vs {tuple(own[k].shape)} in the model"
               for k, v in converted.items() if k in own and tuple(v.shape) != tuple(own[k].shape)]
-    missing = [k for k in own if k not in converted]
+    # named as the release names them; our names for what the release has no key for
+    missing = [k for k in to_official_state_dict(model) if k not in present and not _is_alias(k)] \
+        or [k for k in own if k not in converted]
     if extra or shapes or missing:
         parts = [f"{name} ({len(keys)}): {', '.join(keys[:12])}" for name, keys in
                  (("missing", missing), ("shape mismatch", shapes), ("not in the model", extra)) if keys]
         raise PsdistillError("official FGAesQ checkpoint does not fit the model: " + "; ".join(parts))
     model.load_state_dict({k: v.to(own[k].dtype) for k, v in converted.items()}, strict=True)
     return report
+
+
+def _is_alias(key: str) -> bool:
+    return key == "proj" or key.startswith(ALIASES)
 
 
 def to_official_state_dict(model) -> dict[str, torch.Tensor]:
@@ -209,7 +216,7 @@ def to_official_state_dict(model) -> dict[str, torch.Tensor]:
         if k.startswith(OWN):
             out[k] = own[k]
     for k in list(out):
-        if k.startswith(VISUAL) and (k[len(VISUAL):] == "proj" or k[len(VISUAL):].startswith(ALIASES)):
+        if k.startswith(VISUAL) and _is_alias(k[len(VISUAL):]):
             out[k[len(VISUAL):]] = out[k]
     return out
 
