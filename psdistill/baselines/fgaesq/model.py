@@ -17,8 +17,10 @@ from Relative Ranks" (FGAesQ), https://yzc-ippl.github.io/FG-IAA/. Official stat
 
 `config.single` / `config.series` say how images are tokenized for scoring and are saved with the
 model: official checkpoints use "official"; recipes/fgaesq.py trains with "resize" / "project"
-(a 224 px image costs at most 196 tokens instead of the release's 512 for every image, see
-eval/results/bench_fgaesq.md), so its checkpoints are scored as they were trained.
+(at most 196 tokens instead of the release's 512 for every image: 122 vs 548 ms per 640x480
+image for ViT-B/16 on CPU, eval/results/bench_fgaesq_cpu.md), so its checkpoints are scored as they were trained.
+
+With ViT-B/16: 86.34M parameters (the paper: 86.3M).
 
 Saved as `config.json` + `model.safetensors` (save_pretrained style); the text tower used by
 CTAlign during training is not part of the scorer and is not saved.
