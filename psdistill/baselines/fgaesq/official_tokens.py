@@ -23,7 +23,8 @@ The release's quirks are kept because its scores depend on them: fine patches ar
 by region while their positions are ordered row by row over the fine grid; drops in the pair path
 skip tokens whose index equals a fine region's index; random draws happen in the release's order
 (Python's `random`, seeded per image for single images, by the pair id for pairs), so a given seed
-gives the release's tokens.
+gives the release's tokens. One path is not reproduced: in a pair, an image of exactly 512 patches
+(unreachable after the upscaling to >= 614) would drop with the previous image's fine regions there.
 """
 from __future__ import annotations
 
