@@ -1,4 +1,4 @@
-"""Throughput and peak memory of the FGAesQ scorer: single-image path and DiffToken pair path.
+"""Throughput and peak memory of the FGAesQ scorer: single-image paths (the release's 512 tokens, resize) and DiffToken pairs.
 
     python eval/bench_fgaesq.py                                   # tiny random CLIP on CPU
     python eval/bench_fgaesq.py --model psdistill/models/configs/clip_vit_b16.json --device cuda --dtype bfloat16 \
@@ -94,14 +94,16 @@ def main(argv=None) -> int:
     args = parse_args(ap, argv)
 
     model = build(args.model, args.tiny_image_size).to(getattr(torch, args.dtype))
-    scorer = FGAesQScorer(model, device=args.device, batch_size=args.batch_size)
+    scorer = FGAesQScorer(model, device=args.device, batch_size=args.batch_size, single="resize")
+    official = FGAesQScorer(model, device=args.device, batch_size=args.batch_size, single="official")
     n_params = sum(p.numel() for p in model.parameters())
     side = args.source_size or 2 * model.image_size
     ims = images(args.n_images, side)
     refs = images(args.n_images, side, seed=1)
     dt = model.config.difftoken
-    rows = {"single": bench(scorer, "single", ims, refs, args.repeats),
-            "difftoken": bench(scorer, "difftoken", ims, refs, args.repeats)}
+    rows = {"single, official tokens": bench(official, "single", ims, refs, args.repeats),
+            "single, resize": bench(scorer, "single", ims, refs, args.repeats),
+            "difftoken (project)": bench(scorer, "difftoken", ims, refs, args.repeats)}
     dev = torch.cuda.get_device_name(0) if scorer.device.type == "cuda" else f"CPU ({platform.processor() or platform.machine()}, {torch.get_num_threads()} threads)"
     import transformers
 
@@ -110,7 +112,8 @@ def main(argv=None) -> int:
         "",
         f"{datetime.date.today()}, torch {torch.__version__}, transformers {transformers.__version__}; "
         f"{args.n_images} images of {side}x{side * 3 // 4} px, batch {args.batch_size}, {args.repeats} timed passes after a warm-up. "
-        f"Single path: longer edge {model.image_size} px ({_tokens(model, side)} tokens); "
+        f"Official single path: native resolution, {model.config.max_seq_len} tokens; "
+        f"resize path: longer edge {model.image_size} px ({_tokens(model, side)} tokens); "
         f"DiffToken: canvas {dt.canvas_side(model.image_size, model.patch_size)} px, p={dt.p}, "
         f"budget {dt.max_tokens(model.image_size, model.patch_size)} tokens, SSIM and tokenization included.",
         "",

@@ -1,5 +1,8 @@
 """FGAesQ baseline: DiffToken, losses, model paths, official weights, scorer, config (fast, tiny CLIP)."""
+import hashlib
+import json
 import math
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -253,89 +256,135 @@ def test_base_clip_saved_locally_loads_through_from_pretrained(tmp_path):
     assert text is not None and text.encode(["a photo"]).shape == (1, 32)
 
 
-def _to_openai(state, prefix="visual."):
-    """Write an FGAesQModel state dict in OpenAI-CLIP naming, by hand (the inverse of the loader's mapping)."""
-    out = {}
-    vm = "vision_model."
-    out[prefix + "class_embedding"] = state[vm + "embeddings.class_embedding"]
-    out[prefix + "positional_embedding"] = state[vm + "embeddings.position_embedding.weight"]
-    out[prefix + "conv1.weight"] = state[vm + "embeddings.patch_embedding.weight"]
-    for a, b in (("ln_pre", "pre_layrnorm"), ("ln_post", "post_layernorm")):
-        for leaf in ("weight", "bias"):
-            out[f"{prefix}{a}.{leaf}"] = state[f"{vm}{b}.{leaf}"]
-    n = 0
-    while f"{vm}encoder.layers.{n}.self_attn.q_proj.weight" in state:
-        L, R = f"{vm}encoder.layers.{n}.", f"{prefix}transformer.resblocks.{n}."
-        for leaf in ("weight", "bias"):
-            out[f"{R}attn.in_proj_{leaf}"] = torch.cat([state[f"{L}self_attn.{p}_proj.{leaf}"] for p in "qkv"])
-            out[f"{R}attn.out_proj.{leaf}"] = state[f"{L}self_attn.out_proj.{leaf}"]
-            out[f"{R}ln_1.{leaf}"] = state[f"{L}layer_norm1.{leaf}"]
-            out[f"{R}ln_2.{leaf}"] = state[f"{L}layer_norm2.{leaf}"]
-            out[f"{R}mlp.c_fc.{leaf}"] = state[f"{L}mlp.fc1.{leaf}"]
-            out[f"{R}mlp.c_proj.{leaf}"] = state[f"{L}mlp.fc2.{leaf}"]
-        n += 1
-    out[prefix + "proj"] = state["visual_projection.weight"].t()
-    out["score_head.weight"] = state["head.weight"]
-    out["score_head.bias"] = state["head.bias"]
-    return out
+FIXTURE = Path(__file__).resolve().parent / "fixtures" / "fgaesq_official"
 
 
-def test_official_openai_naming_maps_onto_the_model(tmp_path):
-    from psdistill.baselines.fgaesq.official import load_official_weights
-
-    src, _ = load_base("tiny", seed=3, with_text=False)
-    torch.nn.init.normal_(src.head.weight)
-    official = _to_openai(src.state_dict(), prefix="module.clip.visual.")
-    assert "module.clip.visual.transformer.resblocks.1.attn.in_proj_weight" in official
-    torch.save(official, tmp_path / "fgaesq.pth")
-    dst, _ = load_base("tiny", seed=7, with_text=False)
-    report = load_official_weights(dst, tmp_path / "fgaesq.pth")
-    assert report.ok and report.mapped["module.clip.visual.transformer.resblocks.0.attn.in_proj_weight"] == [
-        f"vision_model.encoder.layers.0.self_attn.{p}_proj.weight" for p in "qkv"]
-    x = torch.randn(2, 3, 64, 64)
-    with torch.no_grad():
-        torch.testing.assert_close(dst.eval()(pixel_values=x).scores, src.eval()(pixel_values=x).scores)
-
-
-def test_official_loading_reports_missing_and_unexpected_keys():
-    from psdistill.baselines.fgaesq.official import load_official_weights
-
-    src, _ = load_base("tiny", seed=3, with_text=False)
-    official = _to_openai(src.state_dict())
-    del official["visual.ln_post.bias"]
-    official["visual.attnpool.weight"] = torch.zeros(3)
-    official["text_projection"] = torch.zeros(4, 4)
-    dst, _ = load_base("tiny", seed=7, with_text=False)
-    before = dst.head.weight.clone()
-    with pytest.raises(PsdistillError, match=r"missing \(1\): vision_model.post_layernorm.bias.*unexpected \(2\)"):
-        load_official_weights(dst, official)
-    torch.testing.assert_close(dst.head.weight, before)  # strict: nothing loaded
-    with pytest.warns(UserWarning, match="loaded partially"):
-        report = load_official_weights(dst, official, strict=False)
-    assert report.missing == ["vision_model.post_layernorm.bias"]
-    assert set(report.unexpected) == {"visual.attnpool.weight", "text_projection"}
-    torch.testing.assert_close(dst.head.weight, src.head.weight)
-
-
-def test_official_head_on_the_pooled_features_is_detected(tmp_path):
+@pytest.fixture(scope="module")
+def official():
+    """The fixture made with the official code (tests/fixtures/make_fgaesq_official_fixture.py)."""
     from psdistill.baselines.fgaesq.scorer import FGAesQScorer
-    from psdistill.models.tiny import save_tiny, tiny_clip
 
-    from transformers import CLIPModel
+    meta = json.loads((FIXTURE / "outputs.json").read_text())
+    scorer = FGAesQScorer.from_official(FIXTURE / "fgaesq_official.pt", num_heads=meta["vision"]["heads"], device="cpu")
+    return scorer, meta, [str(FIXTURE / n) for n in meta["images"]]
 
-    _, processor = tiny_clip(seed=0)
-    config = tiny_clip(seed=0)[0].config
-    config.projection_dim = 24  # head widths differ: 32 (pooled) vs 24 (projection)
-    save_tiny(CLIPModel(config), processor, tmp_path / "clip")
-    src, _ = load_base(str(tmp_path / "clip"), with_text=False, head_input="pooled")
-    torch.nn.init.normal_(src.head.weight)
-    torch.save(_to_openai(src.state_dict()), tmp_path / "w.pt")
-    scorer = FGAesQScorer.from_official(tmp_path / "w.pt", base=tmp_path / "clip", device="cpu")
-    assert scorer.model.config.head_input == "pooled" and scorer.load_report.ok
-    x = [_photo(64)]
+
+def test_official_checkpoint_loads_strictly_and_every_key_is_accounted_for(official):
+    scorer, meta, _ = official
+    state = torch.load(FIXTURE / "fgaesq_official.pt", weights_only=True)
+    r = scorer.load_report
+    assert len(state) == meta["keys"] == len(r.used) + len(r.aliases) + len(r.ignored)
+    assert set(r.used) | set(r.aliases) | set(r.ignored) == set(state)
+    assert {"scale_embedding", "mask_token", "iqa_head.6.weight", "clip_model.visual.proj"} <= set(r.used)
+    assert r.aliases["transformer.resblocks.1.mlp.c_fc.weight"] == "clip_model.visual.transformer.resblocks.1.mlp.c_fc.weight"
+    assert all(k.startswith("clip_model.") and not k.startswith("clip_model.visual.") for k in r.ignored)
+    m = scorer.model
+    assert [type(x).__name__ for x in m.iqa_head] == ["Linear", "ReLU", "Dropout"] * 2 + ["Linear"]
+    assert [x.out_features for x in m.iqa_head if isinstance(x, torch.nn.Linear)] == [256, 64, 10]
+    assert tuple(m.scale_embedding.shape) == (1, 2, 64) and tuple(m.mask_token.shape) == (1, 1, 64)
+    torch.testing.assert_close(m.mask_token.detach(), state["mask_token"].float())
+    assert m.config.single == m.config.series == "official"
+
+
+def test_scores_equal_the_official_inference_single_image(official):
+    from psdistill.baselines.fgaesq.scorer import FGAesQScorer
+
+    scorer, meta, paths = official
+    np.testing.assert_allclose(scorer.score(paths), meta["single"], atol=1e-4, rtol=0)
+    # the 640x480 image takes the multiscale path, whose 14 fine regions are drawn: the seed matters
+    other = FGAesQScorer(scorer.model, device="cpu", seed=1).score(paths[2:])
+    assert abs(other[0] - meta["single"][2]) > 1e-4
+
+
+@pytest.mark.parametrize("n", [3, pytest.param(4, marks=pytest.mark.slow)])
+def test_scores_equal_the_official_inference_series(official, n):
+    scorer, meta, paths = official
+    ref = meta["series"][str(n)]
+    got = scorer.score_series([paths[k % 3] for k in range(n)])
+    np.testing.assert_allclose(got, ref["scores"], atol=1e-4, rtol=0)
+    if n == 4:  # >= 4 images: 0.9 x the image's mean over its 3 pairs + 0.1 x the series mean
+        pair = ref["pair_scores"]
+        means = np.array([np.mean(pair[f"0_{k}"]) for k in range(4)])
+        overall = np.mean([v for k in range(4) for v in pair[f"0_{k}"]])
+        np.testing.assert_allclose(ref["scores"], 0.9 * means + 0.1 * overall, atol=1e-12)
+
+
+def test_series_pairs_and_confidence_rule_by_hand():
+    from psdistill.baselines.fgaesq.official_tokens import confidence_adjust, pair_seed, series_pairs
+
+    assert series_pairs(3, "7", [5, 2, 9]) == [(1, 0, "7_2_5"), (1, 2, "7_2_9"), (0, 2, "7_5_9")]
+    assert pair_seed("0_0_1") == int(hashlib.md5(b"0_0_1").hexdigest(), 16) % 10000
+    np.testing.assert_allclose(confidence_adjust([[1.0, 3.0], [2.0, 2.0], [6.0, 4.0]]), [2.0, 2.0, 5.0])
+    per = [[1.0], [2.0, 4.0], [3.0, 3.0, 3.0], [6.0]]
+    overall = 22.0 / 7
+    np.testing.assert_allclose(confidence_adjust(per), [0.3 * 1 + 0.7 * overall, 0.7 * 3 + 0.3 * overall,
+                                                        0.9 * 3 + 0.1 * overall, 0.3 * 6 + 0.7 * overall])
+
+
+def test_official_padding_is_attended_by_the_cls(official):
+    """The release pads every image to 512 tokens without an attention mask: the padding changes the CLS."""
+    from psdistill.baselines.fgaesq.official_tokens import collate, single_tokens
+
+    scorer, _, paths = official
+    m, c = scorer.model, scorer.model.config
+    tok = single_tokens(Image.open(paths[0]).convert("RGB"), m.patch_size, c.image_mean, c.image_std)
+    assert tok.patches.shape[0] == 196 and not tok.scale.any()
     with torch.no_grad():
-        ref = src.eval()(pixel_values=src.preprocess(x)[0]).scores.numpy()
-    np.testing.assert_allclose(scorer.score(x), ref, rtol=1e-5)
+        full = m(**collate([tok])).scores
+        short = m(**collate([tok], max_seq_len=197)).scores  # the same tokens, no padding
+    assert abs(float(full - short)) > 1e-3
+
+
+@pytest.mark.parametrize("corrupt, message", [
+    (lambda s: s.pop("clip_model.visual.ln_post.bias"), r"missing \(1\): clip_model.visual.ln_post.bias$"),
+    (lambda s: s.pop("iqa_head.3.weight"), r"missing \(1\): iqa_head.3.weight"),
+    (lambda s: s.__setitem__("clip_model.visual.attnpool.weight", torch.zeros(3)),
+     r"unknown keys \(1\): clip_model.visual.attnpool.weight"),
+    (lambda s: s.__setitem__("mask_token", torch.zeros(1, 1, 32)),
+     r"shape mismatch \(1\): mask_token: \(1, 1, 32\) in the checkpoint vs \(1, 1, 64\)"),
+    (lambda s: s["ln_pre.weight"].add_(1), r"aliases that differ \(1\): ln_pre.weight differs from clip_model.visual.ln_pre.weight"),
+])
+def test_a_corrupted_official_checkpoint_is_an_error_naming_the_key(tmp_path, corrupt, message):
+    from psdistill.baselines.fgaesq.scorer import FGAesQScorer
+
+    state = {k: v.clone() for k, v in torch.load(FIXTURE / "fgaesq_official.pt", weights_only=True).items()}
+    corrupt(state)
+    torch.save(state, tmp_path / "bad.pt")
+    with pytest.raises(PsdistillError, match=message):
+        FGAesQScorer.from_official(tmp_path / "bad.pt", num_heads=2, device="cpu")
+
+
+def test_our_checkpoints_convert_to_the_official_format_and_back(tmp_path, official, tiny):
+    from psdistill.baselines.fgaesq.official import to_official_state_dict
+    from psdistill.baselines.fgaesq.scorer import FGAesQScorer
+
+    scorer, meta, paths = official
+    state = torch.load(FIXTURE / "fgaesq_official.pt", weights_only=True)
+    out = to_official_state_dict(scorer.model)
+    # the release's keys, less the text tower (its load_model uses strict=False and keeps its own)
+    assert set(out) == set(state) - set(scorer.load_report.ignored)
+    for k, v in out.items():
+        torch.testing.assert_close(v, state[k].float(), rtol=0, atol=0)
+    model, _ = tiny  # a model as recipes/fgaesq.py trains it (HF CLIP naming, 'resize' / 'project')
+    torch.save(to_official_state_dict(model), tmp_path / "ours.pt")
+    heads = model.vision_model.config.num_attention_heads
+    back = FGAesQScorer.from_official(tmp_path / "ours.pt", num_heads=heads, device="cpu", single="resize",
+                                      series="project")
+    ims = [_photo(64, 0), _photo(96, 1)]
+    np.testing.assert_allclose(back.score(ims), FGAesQScorer(model, device="cpu").score(ims), rtol=1e-6)
+    np.testing.assert_allclose(back.score_pairs(ims, ims[::-1]),
+                               FGAesQScorer(model, device="cpu").score_pairs(ims, ims[::-1]), rtol=1e-6)
+
+
+def test_official_mode_runs_on_a_model_trained_here(tiny):
+    from psdistill.baselines.fgaesq.scorer import FGAesQScorer
+
+    model, _ = tiny
+    ims = [_photo(64, 0), _photo(200, 1).crop((0, 0, 200, 120))]
+    s = FGAesQScorer(model, device="cpu", single="official", series="official")
+    assert s.score(ims).shape == (2,) and np.isfinite(s.score_series(ims)).all()
+    with pytest.raises(ConfigError, match="single must be"):
+        FGAesQScorer(model, device="cpu", single="native")
 
 
 # ---- config, data, metrics --------------------------------------------------------------------

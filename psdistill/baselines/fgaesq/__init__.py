@@ -1,10 +1,11 @@
 """FGAesQ as a baseline: Yang et al., "Fine-grained Image Aesthetic Assessment: Learning Discriminative
 Scores from Relative Ranks" (https://yzc-ippl.github.io/FG-IAA/).
 
-    model.py      CLIP ViT-B/16 vision tower + EMD head, single-image and DiffToken paths, save/load
-    difftoken.py  Difference-preserved Tokenization (Sec. 4.1)
+    model.py      CLIP ViT-B/16 vision tower + the release's MLP head, official/resize/DiffToken paths, save/load
+    official_tokens.py  the release's tokenization (single images, series pairs), seeded
+    difftoken.py  Difference-preserved Tokenization (Sec. 4.1) as the project reads the paper
     losses.py     EMD, CTAlign, RankReg (Sec. 4.2-4.4)
-    official.py   official (OpenAI-CLIP naming) state dicts -> this model, with a key report
+    official.py   the release's state dicts <-> this model, strictly, with a key report
     config.py     FGAesQConfig (paper defaults) ; data.py batches ; scorer.py FGAesQScorer ("fgaesq" in the registry)
     train.py      the recipe's stages (data, train, score, evaluate) on psdistill.stages, and the training loop
 

@@ -1,4 +1,7 @@
-"""Difference-preserved Tokenization (DiffToken), FGAesQ Sec. 4.1 and App. 9.3.
+"""Difference-preserved Tokenization (DiffToken), FGAesQ Sec. 4.1 and App. 9.3, as the project reads the
+paper (series="project": what recipes/fgaesq.py trains with). The official release's algorithm, which
+differs (LANCZOS upscaling, SSIM on top-aligned overlaps, 14 random fine regions, 512 tokens), is
+official_tokens.py (series="official", the default for official checkpoints).
 
 For a target image x and a reference y from the same series:
 

@@ -1,18 +1,26 @@
-"""FGAesQ's network: the CLIP ViT-B/16 vision tower, CLIP's visual projection and an EMD score head.
+"""FGAesQ's network, as the official release builds it (FGAesQ_Inference/utils/FGAesQ.py of github
+yzc-ippl/FG-IAA): the CLIP ViT-B/16 vision tower, CLIP's visual projection and an MLP score head.
 
-    image -> [single path: HF CLIPVisionModel, interpolate_pos_encoding]  -> CLS -> post-LN
-          -> [DiffToken path: mixed-resolution tokens, positions sampled] -> CLS -> post-LN
-          -> visual_projection (E_v, the CLIP image embedding CTAlign aligns with text)
-          -> head: Linear(E, 10) -> softmax -> score = sum_k k p_k, k = 1..10
+    official tokens (official_tokens.py): CLS + 511 tokens, each a 16 px patch embedding (padding:
+        mask_token) + scale_embedding[scale id] + its position (the pretrained grid interpolated
+        to the token's grid) -> pre-LN -> encoder (no attention mask: the CLS attends to the
+        padding, as the release) -> CLS -> post-LN
+    resize path (single="resize"): HF CLIPVisionModel on the image resized to a 224 px long edge
+    project DiffToken path (series="project", difftoken.py): tokens at sampled positions, padding masked
+    -> visual_projection (E_v, the CLIP image embedding CTAlign aligns with text)
+    -> iqa_head: Linear(E, 256) ReLU Dropout(0.2) Linear(256, 64) ReLU Dropout(0.1) Linear(64, 10)
+    -> softmax -> score = sum_k k p_k, k = 1..10
 
 Reference: Yang et al., "Fine-grained Image Aesthetic Assessment: Learning Discriminative Scores
-from Relative Ranks" (FGAesQ), https://yzc-ippl.github.io/FG-IAA/ (official code: github
-yzc-ippl/FG-IAA, not consulted here; choices where the paper is silent are marked [our choice]).
+from Relative Ranks" (FGAesQ), https://yzc-ippl.github.io/FG-IAA/. Official state dicts load through
+`official.py` (strict) and `to_official_state_dict` writes ours in the release's format.
 
-The head sits on the projected embedding E_v [our choice]: the score then reads the very
-representation CTAlign shapes, and the parameter count (86.2M with ViT-B/16) matches the paper's
-86.3M within rounding. `head_input="pooled"` puts it on the 768-d CLS instead (official weights
-with such a head are detected by shape, see `official.py`).
+`config.single` / `config.series` say how images are tokenized for scoring and are saved with the
+model: official checkpoints use "official"; recipes/fgaesq.py trains with "resize" / "project"
+(at most 196 tokens instead of the release's 512 for every image: 122 vs 548 ms per 640x480
+image for ViT-B/16 on CPU, eval/results/bench_fgaesq_cpu.md), so its checkpoints are scored as they were trained.
+
+With ViT-B/16: 86.34M parameters (the paper: 86.3M).
 
 Saved as `config.json` + `model.safetensors` (save_pretrained style); the text tower used by
 CTAlign during training is not part of the scorer and is not saved.
@@ -20,6 +28,7 @@ CTAlign during training is not part of the scorer and is not saved.
 from __future__ import annotations
 
 import json
+import math
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Literal, Optional, Sequence
@@ -31,7 +40,8 @@ from PIL import Image
 
 from psdistill.baselines.fgaesq.difftoken import DiffTokenConfig, fit_long_edge, normalize, resize, to_tensor
 from psdistill.baselines.fgaesq.losses import NUM_BINS, expected_score
-from psdistill.errors import PsdistillError
+from psdistill.baselines.fgaesq.official_tokens import MAX_SEQ_LEN
+from psdistill.errors import ConfigError, PsdistillError
 
 OPENAI_CLIP_MEAN = (0.48145466, 0.4578275, 0.40821073)
 OPENAI_CLIP_STD = (0.26862954, 0.26130258, 0.27577711)
@@ -39,6 +49,9 @@ TINY = "tiny"
 FORMAT = "psdistill-fgaesq"
 CONFIG_NAME = "config.json"
 WEIGHTS_NAME = "model.safetensors"
+HEAD_HIDDEN = (256, 64)  # the release's iqa_head widths
+HEAD_DROPOUT = (0.2, 0.1)
+NUM_SCALES = 2  # scale_embedding rows: coarse / single-scale, fine
 # The published openai/clip-vit-base-patch16 architecture (random weights when built from it).
 CLIP_VIT_B16_CONFIG = Path(__file__).resolve().parents[2] / "models" / "configs" / "clip_vit_b16.json"
 
@@ -53,6 +66,17 @@ class FGAesQModelConfig:
     image_std: tuple[float, float, float] = OPENAI_CLIP_STD
     difftoken: DiffTokenConfig = field(default_factory=DiffTokenConfig)
     base: str = ""  # where the backbone came from (a hub id, a folder, "tiny"), for the record
+    single: Literal["official", "resize"] = "resize"  # single-image tokenization for scoring
+    series: Literal["official", "project"] = "project"  # series (DiffToken) tokenization for scoring
+    max_seq_len: int = MAX_SEQ_LEN  # official tokens: CLS + max_seq_len - 1, always padded to that
+
+    def __post_init__(self):
+        if self.single not in ("official", "resize"):
+            raise ConfigError(f"single: 'official' or 'resize', got {self.single!r}")
+        if self.series not in ("official", "project"):
+            raise ConfigError(f"series: 'official' or 'project', got {self.series!r}")
+        if self.max_seq_len < 2:
+            raise ConfigError(f"max_seq_len: must be >= 2, got {self.max_seq_len}")
 
     def to_json(self) -> dict:
         d = asdict(self)
@@ -93,10 +117,19 @@ class FGAesQModel(nn.Module):
         hidden = self.vision_model.config.hidden_size
         self.visual_projection = visual_projection or nn.Linear(hidden, config.projection_dim, bias=False)
         head_in = config.projection_dim if config.head_input == "projection" else hidden
-        self.head = nn.Linear(head_in, config.num_bins)
-        # [our choice] small head init: every image starts near the uniform distribution (score 5.5).
-        nn.init.normal_(self.head.weight, std=0.02)
-        nn.init.zeros_(self.head.bias)
+        # The release's parameters and their initialisation (FGAesQ.__init__).
+        self.scale_embedding = nn.Parameter(torch.randn(1, NUM_SCALES, hidden) * 0.02)
+        self.mask_token = nn.Parameter(torch.zeros(1, 1, hidden))
+        widths = (head_in, *HEAD_HIDDEN)
+        layers: list[nn.Module] = []
+        for a, b, p in zip(widths, widths[1:], HEAD_DROPOUT):
+            layers += [nn.Linear(a, b), nn.ReLU(), nn.Dropout(p)]
+        self.iqa_head = nn.Sequential(*layers, nn.Linear(widths[-1], config.num_bins))
+        if config.single != "official" and config.series != "official":
+            # The resize and project DiffToken paths read neither; frozen, DDP sees no trainable
+            # parameter without a gradient (they keep the release's initial values).
+            self.scale_embedding.requires_grad_(False)
+            self.mask_token.requires_grad_(False)
 
     # -- geometry ------------------------------------------------------------------------------
     @property
@@ -109,7 +142,7 @@ class FGAesQModel(nn.Module):
 
     @property
     def device(self) -> torch.device:
-        return self.head.weight.device
+        return self.mask_token.device
 
     @property
     def dtype(self) -> torch.dtype:
@@ -117,25 +150,65 @@ class FGAesQModel(nn.Module):
         return self.vision_model.embeddings.patch_embedding.weight.dtype
 
     # -- forward -------------------------------------------------------------------------------
-    def forward(self, pixel_values=None, patches=None, centres=None, token_mask=None) -> FGAesQOutput:
-        """Either `pixel_values` ([B, 3, H, W], or a list of such batches of different shapes, whose
-        outputs are concatenated in order) for the single-image path, or `patches`/`centres`/
-        `token_mask` (see `difftoken.collate_tokens`) for DiffToken tokens. One call per step keeps
-        DistributedDataParallel to one forward per backward."""
+    def forward(self, pixel_values=None, patches=None, centres=None, token_mask=None, scale_ids=None,
+                pos_grid=None, pos_cell=None, padding=None) -> FGAesQOutput:
+        """One of: `pixel_values` ([B, 3, H, W], or a list of such batches of different shapes, whose
+        outputs are concatenated in order) for the resize path; `patches`/`scale_ids`/`pos_grid`/
+        `pos_cell`/`padding` (`official_tokens.collate`) for official tokens; `patches`/`centres`/
+        `token_mask` (`difftoken.collate_tokens`) for the project's DiffToken tokens. One call per
+        step keeps DistributedDataParallel to one forward per backward."""
         if pixel_values is not None:
             groups = pixel_values if isinstance(pixel_values, (list, tuple)) else [pixel_values]
             pooled = torch.cat([self.vision_model(pixel_values=g.to(self.dtype), interpolate_pos_encoding=True)
                                 .pooler_output for g in groups], dim=0)
+        elif padding is not None:
+            pooled = self.encode_official(patches, scale_ids, pos_grid, pos_cell, padding)
         elif patches is not None:
             pooled = self.encode_tokens(patches, centres, token_mask)
         else:
-            raise ValueError("FGAesQModel.forward: pass pixel_values or patches/centres/token_mask")
+            raise ValueError("FGAesQModel.forward: pass pixel_values, official tokens or DiffToken tokens")
         embeds = self.visual_projection(pooled)
         feats = embeds if self.config.head_input == "projection" else pooled
-        with torch.autocast(feats.device.type, enabled=False):  # the 10-bin head in float32: scores need resolution
-            logits = F.linear(feats.float(), self.head.weight.float(), self.head.bias.float())
+        with torch.autocast(feats.device.type, enabled=False):  # the head in float32: scores need resolution
+            logits = feats.float()
+            for layer in self.iqa_head:
+                logits = F.linear(logits, layer.weight.float(), layer.bias.float()) \
+                    if isinstance(layer, nn.Linear) else layer(logits)
         probs = logits.softmax(dim=-1)
         return FGAesQOutput(embeds=embeds, logits=logits, probs=probs, scores=expected_score(probs))
+
+    def position_grid(self, rows: int, cols: int) -> torch.Tensor:
+        """[rows * cols, D] patch position embeddings for a rows x cols grid, interpolated as the release
+        does (data_utils.interpolate_positional_embedding): bicubic with scale factor (n + 0.1) / G."""
+        pos = self.vision_model.embeddings.position_embedding.weight.float()
+        root = math.sqrt(pos.shape[0] - 1)
+        g = int(root)
+        grid = pos[1:].reshape(1, g, g, -1).permute(0, 3, 1, 2)
+        out = F.interpolate(grid, scale_factor=((rows + 0.1) / root, (cols + 0.1) / root),
+                            mode="bicubic", align_corners=False)
+        if tuple(out.shape[-2:]) != (rows, cols):
+            raise ValueError(f"position_grid: interpolation gave {tuple(out.shape[-2:])}, not {(rows, cols)}")
+        return out.permute(0, 2, 3, 1).reshape(rows * cols, -1)
+
+    def encode_official(self, patches, scale_ids, pos_grid, pos_cell, padding) -> torch.Tensor:
+        """Pooled (post-LN CLS) features of official tokens (FGAesQ.patches_to_tokens + extract_features):
+        patches [B, L, 3, P, P], scale_ids/pos_cell [B, L], pos_grid [B, L, 2], padding [B, L] bool."""
+        vm = self.vision_model
+        emb = vm.embeddings
+        b, n = padding.shape
+        d = emb.embed_dim
+        x = emb.patch_embedding(patches.reshape(b * n, *patches.shape[2:]).to(self.dtype)).reshape(b, n, d)
+        x = torch.where(padding[..., None], self.mask_token.to(x.dtype), x)
+        x = x + self.scale_embedding[0, scale_ids].to(x.dtype)
+        pos = x.new_zeros(b, n, d)  # padding has no position
+        real = ~padding
+        for rows, cols in torch.unique(pos_grid[real], dim=0).tolist():
+            sel = real & (pos_grid[..., 0] == rows) & (pos_grid[..., 1] == cols)
+            pos[sel] = self.position_grid(rows, cols).to(x.dtype)[pos_cell[sel]]
+        cls = (emb.class_embedding + emb.position_embedding.weight[0]).to(x.dtype).expand(b, 1, d)
+        h = vm.pre_layrnorm(torch.cat([cls, x + pos], dim=1))
+        h = vm.encoder(inputs_embeds=h).last_hidden_state
+        return vm.post_layernorm(h[:, 0])
 
     def encode_tokens(self, patches: torch.Tensor, centres: torch.Tensor, token_mask: torch.Tensor) -> torch.Tensor:
         """Pooled (post-LN CLS) features of padded token sets: patches [B, N, 3, P, P], centres [B, N, 2]
@@ -181,6 +254,14 @@ class FGAesQModel(nn.Module):
             by_shape.setdefault(size, []).append(k)
         groups = list(by_shape.values())
         return [torch.stack([tensors[k] for k in idx]) for idx in groups], groups
+
+    def official_batch(self, images: Sequence[Image.Image], seed: int = 0) -> dict[str, torch.Tensor]:
+        """Official single-image tokens of `images` (`official_tokens.single_tokens`, each seeded by `seed`)."""
+        from psdistill.baselines.fgaesq.official_tokens import collate, single_tokens
+
+        c = self.config
+        return collate([single_tokens(im, self.patch_size, c.image_mean, c.image_std, seed, c.max_seq_len)
+                        for im in images], c.max_seq_len)
 
     # -- save / load ---------------------------------------------------------------------------
     def save_pretrained(self, path: str | Path) -> Path:

@@ -5,10 +5,18 @@
     >>> s.score(["a.jpg", "b.jpg"])                                    # doctest: +SKIP
     array([6.1, 4.8])
 
-`score` is the single-image path (one forward per image, no reference; the paper's "FGAesQ w/o
-DiffToken" inference row). `score_pairs` / `score_series` add DiffToken at inference: an image is
-tokenized against a reference from its series, and `score_series` averages its score over every
-other member as the reference [our choice; the paper does not say how references are picked at test time].
+`score` is the single-image path; `score_series` scores a series with DiffToken. How images are
+tokenized follows the model's config (`single`, `series`; see model.py), or the arguments:
+
+- "official" (official checkpoints): the release's inference_single / inference_series
+  (official_tokens.py): single images at native resolution, seeded by `seed`; a series scores every
+  pair (i < j) with pair id "<series_id>_<i>_<j>" (the release reads i, j from file names x-<i>.jpg
+  and the series id from the folder name), averages each image's pair scores and, for series of >= 4
+  images, shrinks them towards the series mean;
+- "resize" / "project" (checkpoints of recipes/fgaesq.py, as trained): images resized to a
+  224 px long edge; DiffToken of difftoken.py, each image's mean score against every other member
+  as the reference (`score_pairs` gives single pairs) [our choice; the paper does not say how
+  references are picked at test time].
 """
 from __future__ import annotations
 
@@ -19,11 +27,13 @@ import numpy as np
 import torch
 from PIL import Image
 
+from psdistill.baselines.fgaesq import official_tokens
 from psdistill.baselines.fgaesq.difftoken import collate_tokens, difftoken
-from psdistill.baselines.fgaesq.model import CLIP_VIT_B16_CONFIG, FGAesQModel, load_base
-from psdistill.baselines.fgaesq.official import LoadReport, head_in_features, load_official_weights, read_state_dict
+from psdistill.baselines.fgaesq.model import FGAesQModel, FGAesQModelConfig
+from psdistill.baselines.fgaesq.official import (KeyMappingReport, load_official_weights, official_vision_config,
+                                                 read_state_dict)
 from psdistill.data.images import load_image, to_rgb
-from psdistill.errors import DataError, PsdistillError
+from psdistill.errors import ConfigError, DataError, PsdistillError
 
 _DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
 
@@ -42,44 +52,47 @@ class FGAesQScorer:
     lower_better = False
     source = "FGAesQ (Yang et al.), reimplemented in psdistill.baselines.fgaesq"
 
-    def __init__(self, model: FGAesQModel, device: Optional[str] = None, batch_size: int = 32):
+    def __init__(self, model: FGAesQModel, device: Optional[str] = None, batch_size: int = 32,
+                 single: Optional[str] = None, series: Optional[str] = None, seed: int = 0):
         self.device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
         self.model = model.to(self.device).eval()
         self.batch_size = batch_size
-        self.load_report: Optional[LoadReport] = None
+        self.single = single or model.config.single
+        self.series = series or model.config.series
+        if self.single not in ("official", "resize"):
+            raise ConfigError(f"FGAesQScorer: single must be 'official' or 'resize', got {self.single!r}")
+        if self.series not in ("official", "project"):
+            raise ConfigError(f"FGAesQScorer: series must be 'official' or 'project', got {self.series!r}")
+        self.seed = seed
+        self.load_report: Optional[KeyMappingReport] = None
 
     @classmethod
     def from_pretrained(cls, path: str | Path, device: Optional[str] = None, dtype: Optional[str] = None,
-                        batch_size: int = 32, attn_implementation: Optional[str] = None) -> "FGAesQScorer":
-        """A checkpoint written by recipes/fgaesq.py (`<run_dir>/checkpoint`) or `FGAesQModel.save_pretrained`."""
+                        batch_size: int = 32, attn_implementation: Optional[str] = None, **modes) -> "FGAesQScorer":
+        """A checkpoint written by recipes/fgaesq.py (`<run_dir>/checkpoint`) or `FGAesQModel.save_pretrained`;
+        `modes`: single / series / seed, as in the constructor."""
         model = FGAesQModel.from_pretrained(path, attn_implementation=attn_implementation)
         if dtype:
             model = model.to(_DTYPES[dtype])
-        return cls(model, device=device, batch_size=batch_size)
+        return cls(model, device=device, batch_size=batch_size, **modes)
 
     @classmethod
-    def from_official(cls, weights: str | Path, base: str | Path = CLIP_VIT_B16_CONFIG, strict: bool = True,
-                      device: Optional[str] = None, batch_size: int = 32,
-                      head_input: Optional[str] = None) -> "FGAesQScorer":
-        """An official FGAesQ state dict (OpenAI-CLIP naming, see `official.py`).
-
-        `base` gives the architecture: a CLIPConfig .json (default: the bundled ViT-B/16 config, no
-        download), a CLIP folder or hub id. `head_input` None: read from the head's width (768:
-        "pooled", 512: "projection" for ViT-B/16; equal widths cannot be told apart and mean
-        "projection"). Missing or unexpected keys raise unless strict=False.
-        """
+    def from_official(cls, weights: str | Path, num_heads: Optional[int] = None, device: Optional[str] = None,
+                      batch_size: int = 32, single: str = "official", series: str = "official",
+                      seed: int = 0) -> "FGAesQScorer":
+        """An official FGAesQ state dict (the release's `FGAesQ.state_dict()`, see official.py), loaded
+        strictly into a model of the size the weights have (`num_heads`: default width // 64, CLIP's rule;
+        12 for ViT-B/16). The key report is `load_report`."""
         state = read_state_dict(weights)
-        probe, _ = load_base(str(base), with_text=False)
-        if head_input is None:
-            width = head_in_features(state, probe.config.num_bins)
-            hidden, proj = probe.vision_model.config.hidden_size, probe.config.projection_dim
-            head_input = "pooled" if width == hidden != proj else "projection"
-        model = probe
-        if head_input != probe.config.head_input:
-            model, _ = load_base(str(base), with_text=False, head_input=head_input)
-        report = load_official_weights(model, state, strict=strict)
-        model.config.base = f"official:{weights}"
-        scorer = cls(model, device=device, batch_size=batch_size)
+        size = official_vision_config(state, num_heads)
+        from transformers import CLIPVisionConfig
+
+        config = FGAesQModelConfig(vision_config=CLIPVisionConfig(**size["vision"]).to_dict(),
+                                   projection_dim=size["projection_dim"], head_input=size["head_input"],
+                                   base=f"official:{weights}", single="official", series="official")
+        model = FGAesQModel(config)
+        report = load_official_weights(model, state)
+        scorer = cls(model, device=device, batch_size=batch_size, single=single, series=series, seed=seed)
         scorer.load_report = report
         return scorer
 
@@ -93,6 +106,10 @@ class FGAesQScorer:
         out = np.empty(len(images), dtype=np.float64)
         for start in range(0, len(images), self.batch_size):
             chunk = [_as_image(x) for x in images[start:start + self.batch_size]]
+            if self.single == "official":
+                batch = {k: v.to(self.device) for k, v in self.model.official_batch(chunk, self.seed).items()}
+                out[start:start + len(chunk)] = self.model(**batch).scores.float().cpu().numpy()
+                continue
             groups, idx = self.model.preprocess(chunk)
             res = self.model(pixel_values=[g.to(self.device) for g in groups]).scores.float().cpu().numpy()
             flat = [start + k for ks in idx for k in ks]
@@ -101,7 +118,7 @@ class FGAesQScorer:
 
     @torch.no_grad()
     def score_pairs(self, images: Sequence, references: Sequence, seed: int = 0) -> np.ndarray:
-        """Score each image tokenized by DiffToken against its reference (same length sequences)."""
+        """The project's DiffToken: each image tokenized against its reference (same length sequences)."""
         if len(images) != len(references):
             raise ValueError(f"score_pairs: {len(images)} images but {len(references)} references")
         m = self.model
@@ -116,12 +133,16 @@ class FGAesQScorer:
             out[start:start + len(toks)] = m(**batch).scores.float().cpu().numpy()
         return out
 
-    def score_series(self, images: Sequence) -> np.ndarray:
-        """Each image's mean DiffToken score against every other image of the series."""
+    def score_series(self, images: Sequence, series_id: str = "0",
+                     indices: Optional[Sequence[int]] = None) -> np.ndarray:
+        """Scores of the images of one series with DiffToken (a single image: `score`). `series_id` and
+        `indices` (default 0..n-1) name the pairs in the official mode, whose draws they seed."""
         ims = [_as_image(x) for x in images]
         n = len(ims)
         if n < 2:
             return self.score(ims)
+        if self.series == "official":
+            return self._series_official(ims, series_id, indices)
         pairs = [(i, j) for i in range(n) for j in range(n) if i != j]
         s = self.score_pairs([ims[i] for i, _ in pairs], [ims[j] for _, j in pairs])
         total = np.zeros(n)
@@ -129,17 +150,37 @@ class FGAesQScorer:
             total[i] += v
         return total / (n - 1)
 
+    @torch.no_grad()
+    def _series_official(self, ims, series_id, indices) -> np.ndarray:
+        m = self.model
+        c = m.config
+        per_image: list[list[float]] = [[] for _ in ims]
+        pairs = official_tokens.series_pairs(len(ims), series_id, indices)
+        step = max(1, self.batch_size // 2)
+        for start in range(0, len(pairs), step):
+            chunk = pairs[start:start + step]
+            toks = [t for a, b, pid in chunk for t in official_tokens.pair_tokens(
+                ims[a], ims[b], pid, m.patch_size, c.image_mean, c.image_std, c.max_seq_len)]
+            batch = {k: v.to(self.device) for k, v in official_tokens.collate(toks, c.max_seq_len).items()}
+            s = m(**batch).scores.float().cpu().numpy()
+            for k, (a, b, _) in enumerate(chunk):
+                per_image[a].append(float(s[2 * k]))
+                per_image[b].append(float(s[2 * k + 1]))
+        return official_tokens.confidence_adjust(per_image)
+
 
 def create_fgaesq_scorer(path: str, device: Optional[str] = None, batch_size: int = 32,
-                         base: Optional[str] = None, strict: bool = True, dtype: Optional[str] = None) -> FGAesQScorer:
+                         dtype: Optional[str] = None, **modes) -> FGAesQScorer:
     """Registry factory: `path` is a checkpoint folder (recipes/fgaesq.py) or an official state dict file."""
     if path is None:
         raise PsdistillError("fgaesq: pass path=<run_dir>/checkpoint (train one with recipes/fgaesq.py) "
                              "or path=<official FGAesQ .pth>")
     p = Path(path)
     if p.is_dir():
-        return FGAesQScorer.from_pretrained(p, device=device, dtype=dtype, batch_size=batch_size)
+        return FGAesQScorer.from_pretrained(p, device=device, dtype=dtype, batch_size=batch_size, **modes)
     if p.is_file():
-        return FGAesQScorer.from_official(p, base=base or CLIP_VIT_B16_CONFIG, strict=strict, device=device,
-                                          batch_size=batch_size)
+        scorer = FGAesQScorer.from_official(p, device=device, batch_size=batch_size, **modes)
+        if dtype:
+            scorer.model.to(_DTYPES[dtype])
+        return scorer
     raise PsdistillError(f"fgaesq: {path} is neither a checkpoint folder nor a weights file")

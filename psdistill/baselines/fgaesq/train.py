@@ -90,7 +90,7 @@ class FGAesQTrainingLoop:
         if m.init_weights:
             from psdistill.baselines.fgaesq.official import load_official_weights
 
-            self.log(load_official_weights(self.model, m.init_weights, strict=True).summary())
+            self.log(load_official_weights(self.model, m.init_weights).summary())
         self.text_emb: dict[str, torch.Tensor] = {}
         if lc.ctalign:
             if text is None:
