@@ -125,9 +125,9 @@ def test_a_killed_run_resumes_to_the_uninterrupted_weights(tmp_path):
 
 def _coarse_only(tmp_path):
     """EMD batches only, of 4 of the 12 training images: each of 2 ranks takes 2, so DDP's mean gradient is
-    the 1-process one."""
+    the 1-process one (without head dropout, whose masks depend on how the batch is split)."""
     return _small(tmp_path, "loss.ctalign=false", "loss.rank=none", "train.joint_epochs=0",
-                  "train.log_every=1")
+                  "train.log_every=1", "model.head_dropout=[0.0,0.0]")
 
 
 @pytest.mark.slow

@@ -16,6 +16,7 @@ from dataclasses import dataclass, field
 from typing import Literal, Optional
 
 from psdistill.baselines.fgaesq.difftoken import DiffTokenConfig
+from psdistill.baselines.fgaesq.model import HEAD_DROPOUT
 from psdistill.errors import ConfigError
 from psdistill.pipeline import DataConfig
 
@@ -46,6 +47,8 @@ class FGAesQModelSection:
     tiny_image_size: int = field(default=64, metadata={"help": "input size of the 'tiny' CLIP"})
     head_input: Literal["projection", "pooled"] = "projection"
     attn_implementation: Optional[str] = None
+    head_dropout: tuple[float, float] = field(default=HEAD_DROPOUT, metadata={
+        "help": "dropout after the head's two hidden layers (the release's 0.2, 0.1)"})
     init_weights: Optional[str] = field(default=None, metadata={
         "help": "an official FGAesQ state dict (OpenAI-CLIP naming) to start from; loaded strictly"})
 

@@ -69,6 +69,7 @@ class FGAesQModelConfig:
     single: Literal["official", "resize"] = "resize"  # single-image tokenization for scoring
     series: Literal["official", "project"] = "project"  # series (DiffToken) tokenization for scoring
     max_seq_len: int = MAX_SEQ_LEN  # official tokens: CLS + max_seq_len - 1, always padded to that
+    head_dropout: tuple[float, float] = HEAD_DROPOUT  # the release's; 0 makes training steps deterministic
 
     def __post_init__(self):
         if self.single not in ("official", "resize"):
@@ -122,7 +123,7 @@ class FGAesQModel(nn.Module):
         self.mask_token = nn.Parameter(torch.zeros(1, 1, hidden))
         widths = (head_in, *HEAD_HIDDEN)
         layers: list[nn.Module] = []
-        for a, b, p in zip(widths, widths[1:], HEAD_DROPOUT):
+        for a, b, p in zip(widths, widths[1:], config.head_dropout):
             layers += [nn.Linear(a, b), nn.ReLU(), nn.Dropout(p)]
         self.iqa_head = nn.Sequential(*layers, nn.Linear(widths[-1], config.num_bins))
         if config.single != "official" and config.series != "official":
@@ -339,7 +340,8 @@ class TextEncoder:
 
 def load_base(name_or_path: str, *, seed: int = 0, image_size: int = 64, with_text: bool = True,
               difftoken: Optional[DiffTokenConfig] = None, head_input: str = "projection",
-              attn_implementation: Optional[str] = None) -> tuple[FGAesQModel, Optional[TextEncoder]]:
+              attn_implementation: Optional[str] = None,
+              head_dropout: tuple[float, float] = HEAD_DROPOUT) -> tuple[FGAesQModel, Optional[TextEncoder]]:
     """FGAesQ initialised from CLIP: `name_or_path` is "tiny" (random tiny CLIP, tests and demo),
     a hub id or local folder of a CLIPModel (e.g. "openai/clip-vit-base-patch16"), or a CLIPConfig
     .json (random weights at that size, e.g. for speed and memory benchmarks)."""
@@ -375,7 +377,7 @@ def load_base(name_or_path: str, *, seed: int = 0, image_size: int = 64, with_te
     config = FGAesQModelConfig(
         vision_config=clip.vision_model.config.to_dict(), projection_dim=clip.config.projection_dim,
         head_input=head_input, image_mean=tuple(mean), image_std=tuple(std),
-        difftoken=difftoken or DiffTokenConfig(), base=name_or_path)
+        difftoken=difftoken or DiffTokenConfig(), base=name_or_path, head_dropout=tuple(head_dropout))
     model = FGAesQModel(config, vision_model=clip.vision_model, visual_projection=clip.visual_projection)
     text = None
     if with_text and tokenizer is not None:

@@ -86,7 +86,7 @@ class FGAesQTrainingLoop:
         m = cfg.model
         self.model, text = load_base(m.name_or_path, seed=m.seed, image_size=m.tiny_image_size,
                                      with_text=lc.ctalign, difftoken=cfg.difftoken, head_input=m.head_input,
-                                     attn_implementation=m.attn_implementation)
+                                     attn_implementation=m.attn_implementation, head_dropout=m.head_dropout)
         if m.init_weights:
             from psdistill.baselines.fgaesq.official import load_official_weights
 
@@ -227,6 +227,9 @@ class FGAesQTrainingLoop:
             phase, epoch = self.epochs[e_idx]
             rng = self._rng(1, e_idx)
             gen = torch.Generator().manual_seed(int(rng.integers(2 ** 31)))
+            # The head's dropout draws from torch's global RNG: seed it per epoch, so an epoch resumed
+            # after a kill draws the same masks as in an uninterrupted run.
+            torch.manual_seed(int(self._rng(3, e_idx).integers(2 ** 31)))
             if phase == "pretrain":
                 plan = [("coarse", b) for b in coarse_batches(len(self.coarse), tc.coarse_batch_size, rng, world)]
             else:
