@@ -77,7 +77,6 @@ class JudgeConfig:
 @dataclass
 class PipelineConfig:
     run_dir: str = "runs/demo"
-    seed: int = 0
     data: DataConfig = field(default_factory=DataConfig)
     model: ModelConfig = field(default_factory=ModelConfig)
     judge: JudgeConfig = field(default_factory=JudgeConfig)

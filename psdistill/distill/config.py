@@ -168,7 +168,6 @@ class DistillConfig:
         import torch
 
         cls = _training_arguments_cls()
-        fields = {f.name for f in dataclasses.fields(cls)}
         bf16 = self.bf16 if self.bf16 is not None else bool(torch.cuda.is_available() and torch.cuda.is_bf16_supported())
         kwargs = dict(
             output_dir=str(output_dir), learning_rate=self.learning_rate, num_train_epochs=self.num_train_epochs,
@@ -187,16 +186,12 @@ class DistillConfig:
             # would also miss the scalar head (applied to the model's outputs, outside its forward).
             ddp_find_unused_parameters=False,
         )
-        # Renamed in transformers 5: warmup_ratio -> float warmup_steps, gradient_ -> activation_checkpointing.
-        if "warmup_ratio" in fields:
-            kwargs["warmup_ratio"] = self.warmup_ratio
-        else:
-            kwargs["warmup_steps"] = float(self.warmup_ratio)
-        ckpt = "activation_checkpointing" if "activation_checkpointing" in fields else "gradient_checkpointing"
-        kwargs[ckpt] = self.gradient_checkpointing
+        # transformers 5 names: a float warmup_steps below 1 is a ratio; activation_checkpointing.
+        kwargs["warmup_steps"] = float(self.warmup_ratio)
+        kwargs["activation_checkpointing"] = self.gradient_checkpointing
         if self.gradient_checkpointing:
             # Non-reentrant checkpointing works with frozen inputs (LoRA) without enable_input_require_grads.
-            kwargs[ckpt + "_kwargs"] = {"use_reentrant": False}
+            kwargs["activation_checkpointing_kwargs"] = {"use_reentrant": False}
         if int(os.environ.get("WORLD_SIZE", "1")) > 1 and not torch.cuda.is_available():
             # Ranks launched by accelerate/torchrun on CPU: without use_cpu accelerate sees no device to
             # distribute over and every rank trains alone; with it they form one gloo DDP group.

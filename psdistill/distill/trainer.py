@@ -134,6 +134,10 @@ class DistillTrainer(Trainer):
     gives each training record's series for the `series` sampler.
     """
 
+    # compute_loss returns a per-batch mean: the Trainer divides it by the accumulation steps (the
+    # attribute transformers >= 5.23 documents for Trainer subclasses with their own loss).
+    loss_is_scaled_for_ga = False
+
     def __init__(self, *args, distill_config: DistillConfig, readout: Readout, spec: ScorerSpec,
                  series: Optional[Sequence[str]] = None, **kwargs):
         super().__init__(*args, **kwargs)
@@ -141,10 +145,10 @@ class DistillTrainer(Trainer):
         self.readout = readout
         self.spec = spec
         self.series = series
-        self.loss_is_scaled_for_ga = False  # a per-batch mean: the Trainer divides by the accumulation steps
         self._terms: dict[str, list[float]] = defaultdict(list)
 
     def _get_train_sampler(self, train_dataset=None):
+        # No public hook chooses the training sampler; TRL's trainers override this one method too.
         if self.distill_config.sampler == "series" and self.series is not None:
             seed = self.args.data_seed if self.args.data_seed is not None else self.args.seed
             return SeriesSampler(self.series, self.distill_config.images_per_series, seed)
@@ -177,9 +181,10 @@ class DistillTrainer(Trainer):
             self._terms.clear()
         super().log(logs, *args, **kwargs)
 
-    def _save(self, output_dir: Optional[str] = None, state_dict=None) -> None:
-        # The weights and processor as the Trainer saves them, plus the spec that makes the folder a scorer.
-        super()._save(output_dir, state_dict)
+    def save_model(self, output_dir: Optional[str] = None, _internal_call: bool = False) -> None:
+        # The weights and processor as the Trainer saves them (checkpoints too), plus the spec that makes
+        # the folder a scorer.
+        super().save_model(output_dir, _internal_call)
         if self.args.should_save:
             self.spec.save(output_dir if output_dir is not None else self.args.output_dir)
 
