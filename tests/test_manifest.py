@@ -30,8 +30,8 @@ def test_round_trip(tmp_path):
     ("path,overall\na.png,nan\n", "line 2: field 'overall' is not finite"),
     ("path,id\na.png,x\na.png,x\n", "line 3: duplicate id 'x' (first on line 2)"),
     ("path,rank\na.png,first\n", "line 2: field 'rank' is not an integer"),
-    ("path,overall\na.png,1,2\n", "line 2: 1 more cells than the header has columns"),
-    ("id,overall\nx,1\n", "needs a 'path' column"),
+    ("path,overall\na.png,1,2\n", "line 2: 3 cells, the header has 2 columns"),
+    ("id,overall\nx,1\n", "missing column(s) ['path']"),
     ("path,overall\n", "no rows"),
 ])
 def test_bad_rows_name_file_and_line(tmp_path, rows, message):
@@ -41,3 +41,19 @@ def test_bad_rows_name_file_and_line(tmp_path, rows, message):
     with pytest.raises(DataError) as e:
         read_manifest(path)
     assert str(path) in str(e.value) and message in str(e.value)
+
+
+@pytest.mark.parametrize("encoding", ["utf-8-sig", "gbk"])  # Excel's "CSV UTF-8" (BOM), Chinese Windows
+def test_manifests_as_spreadsheets_save_them_are_read(tmp_path, encoding):
+    _image(tmp_path / "a.png")
+    path = tmp_path / "m.csv"
+    path.write_bytes("path,category,overall\na.png,山水画,7.5\n".encode(encoding))
+    [record] = read_manifest(path)
+    assert record.category == "山水画" and record.scores == {"overall": 7.5}
+
+
+def test_a_jsonl_manifest_reads_like_the_csv(tmp_path):
+    _image(tmp_path / "a.png")
+    (tmp_path / "m.jsonl").write_text('{"path": "a.png", "category": "c", "scores": {"overall": 3}}\n')
+    (tmp_path / "m.csv").write_text("path,category,overall\na.png,c,3\n")
+    assert read_manifest(tmp_path / "m.jsonl") == read_manifest(tmp_path / "m.csv")

@@ -6,8 +6,8 @@ top-level numbers (as CSV columns) or a "scores" object, null = no score:
 
     {"path": "landscape/001.jpg", "id": "001", "category": "landscape", "scores": {"overall": 7.5}}
 
-Unlike `read_manifest`, which stops at the first bad row, these loaders report bad rows and go on
-(see `common`); `strict=True` restores stopping, with the same "file, line N" messages.
+`load_manifest` reports bad rows and goes on (see `common`); `strict=True` stops at the first, with
+the same "file, line N" messages (the pipeline's `read_manifest`).
 
 Hugging Face data sets: each image is written to `out_dir/images/` with its original bytes (no
 re-encoding, which would change the very quality being scored), or used in place when the data set
