@@ -41,7 +41,10 @@ def table(real, small) -> str:
         sets = sorted({w.split("/")[0] for w in wheres})
         lines.append(f"| `{word}` | {', '.join(sets)} ({_count(wheres)}) | {_pieces(r, real)} | {_pieces(t)} | "
                      f"{'yes' if len(r) == 1 else '**no**'} | {'yes' if r == t else '**no**'} |")
-    lines += ["", "Other forms of the level words, tokenized alone:", "",
+    texts = tiny_vocabulary_texts(real)
+    same = sum(after(real.tokenizer, "", t) == after(small.tokenizer, "", t) for t in texts)
+    lines += ["", f"Whole texts (each rendered prompt with its word, and the forms below): {same} of {len(texts)} "
+              "split into the same pieces by both tokenizers.", "", "Other forms of the level words, tokenized alone:", "",
               "| text | real Qwen3 pieces (ids) | tiny pieces | one token (real) | same pieces |", "|---|---|---|---|---|"]
     for word in OTHER_LEVEL_FORMS:
         r, t = after(real.tokenizer, "", word), after(small.tokenizer, "", word)
