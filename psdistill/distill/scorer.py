@@ -2,9 +2,10 @@
 
 Two heads read a score from that pass:
 - `levels` (default; Q-Align, Wu et al. 2023, https://arxiv.org/abs/2312.17090): after a pointwise
-  prompt, softmax the next-token logits over the level words ("excellent" ... "bad") and take the
-  expected level value, mapped linearly onto the rating scale. No parameter is added, so the
-  student is the same VLM (plus LoRA), and the untrained model is the zero-shot teacher.
+  prompt, softmax the next-token logits over the level words ("Excellent" ... "Bad", each one token
+  right after the prompt) and take the expected level value, mapped linearly onto the rating scale.
+  No parameter is added, so the student is the same VLM (plus LoRA), and the untrained model is the
+  zero-shot teacher.
 - `scalar`: a linear head on the final hidden state of the last token (as reward models do).
 
 Batches are left-padded (the processor's tokenizer pads left), so the last position of every row is
