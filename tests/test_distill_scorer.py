@@ -81,7 +81,7 @@ def test_saved_student_reloads_with_the_scores_it_was_validated_with(lora_studen
     assert np.abs(scores - teacher).max() > 1e-3
     spec = json.loads((lora_student / "scorer_config.json").read_text())
     assert spec["weights"] == "adapter" and spec["head"] == "levels" and spec["base_model"]["name_or_path"] == "tiny"
-    assert spec["level_words"] == ["excellent", "good", "fair", "poor", "bad"] and spec["rating_scale"] == [1.0, 5.0]
+    assert spec["level_words"] == DistillConfig().level_words and spec["rating_scale"] == [1.0, 5.0]
 
 
 @pytest.mark.parametrize("tuning,head", [("lora", "scalar"), ("full", "scalar"), ("full", "levels")])

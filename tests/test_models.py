@@ -1,11 +1,19 @@
+import ast
+import hashlib
+from pathlib import Path
+
 import numpy as np
 import pytest
 import torch
 from PIL import Image
 
 from psdistill.errors import ConfigError
-from psdistill.models.loading import ModelConfig, load_vlm
-from psdistill.models.tiny import save_tiny, tiny_clip, tiny_qwen3_vl
+from psdistill.models import tiny
+from psdistill.models.loading import ModelConfig, load_processor, load_vlm
+from psdistill.models.processor import CHAT_TEMPLATE_SHA256, qwen3_vl_chat_template
+from psdistill.models.readout_tokens import next_token_ids
+from psdistill.models.tiny import save_tiny, tiny_clip, tiny_qwen3_vl, tiny_qwen3_vl_processor
+from psdistill.readout_check import bundled_readouts
 
 
 def _images(n, size=64, seed=0):
@@ -19,11 +27,29 @@ def _pair_inputs(processor):
     return processor(text=[text], images=[_images(2)], return_tensors="pt")
 
 
-def test_answer_and_level_words_are_single_tokens():
-    _, processor = tiny_qwen3_vl()
-    tok = processor.tokenizer
-    for word in ["A", "B", "1", "2", "excellent", "good", "fair", "poor", "bad"]:
-        assert len(tok.encode(word, add_special_tokens=False)) == 1, word
+def test_tiny_model_reads_every_bundled_word_as_one_token_that_is_the_word():
+    processor = tiny_qwen3_vl_processor()
+    for where, prompt, word in bundled_readouts(processor):
+        [token] = next_token_ids(processor.tokenizer, prompt, [word], where)
+        assert processor.tokenizer.convert_ids_to_tokens(token) == word, where
+
+
+def test_tiny_prompts_render_with_the_published_qwen3_vl_template():
+    template = qwen3_vl_chat_template().encode()
+    assert len(template) == 5292 and hashlib.sha256(template).hexdigest() == CHAT_TEMPLATE_SHA256
+    # Hand-written: what Qwen3-VL's template makes of one system text and a user turn with an image.
+    messages = [{"role": "system", "content": "S"},
+                {"role": "user", "content": [{"type": "image"}, {"type": "text", "text": "Rate it."}]}]
+    assert tiny_qwen3_vl_processor().apply_chat_template(messages, add_generation_prompt=True, tokenize=False) == (
+        "<|im_start|>system\nS<|im_end|>\n<|im_start|>user\n<|vision_start|><|image_pad|><|vision_end|>"
+        "Rate it.<|im_end|>\n<|im_start|>assistant\n")
+
+
+def test_tiny_module_does_not_import_the_loader():
+    # models/loading imports models/tiny (for name_or_path "tiny"); the other way round would be a circle.
+    tree = ast.parse(Path(tiny.__file__).read_text())
+    imported = {n.module for n in ast.walk(tree) if isinstance(n, ast.ImportFrom)}
+    assert "psdistill.models.loading" not in imported
 
 
 def test_tiny_qwen3_vl_saved_locally_loads_back_through_from_pretrained(tmp_path):
@@ -67,3 +93,17 @@ def test_missing_model_path_is_a_clear_error(tmp_path):
 def test_model_config_validation():
     with pytest.raises(ConfigError, match="model.min_pixels"):
         ModelConfig(min_pixels=10_000, max_pixels=100)
+    with pytest.raises(ConfigError, match="model.min_pixels"):
+        ModelConfig(name_or_path="Qwen/Qwen3-VL-8B-Instruct", max_pixels=0)
+
+
+def test_pixel_bounds_default_to_the_checkpoints_own_and_to_small_ones_for_the_tiny_model(tmp_path):
+    assert (ModelConfig().min_pixels, ModelConfig().max_pixels) == (32 * 32, 64 * 64)
+    real = ModelConfig(name_or_path="Qwen/Qwen3-VL-8B-Instruct")
+    assert (real.min_pixels, real.max_pixels) == (None, None)
+    model, processor = tiny_qwen3_vl(image_size=96)  # a checkpoint whose own bounds are 32x32..96x96
+    save_tiny(model, processor, tmp_path)
+    size = load_processor(str(tmp_path), real.min_pixels, real.max_pixels).image_processor.size
+    assert (size.shortest_edge, size.longest_edge) == (32 * 32, 96 * 96)
+    size = load_processor(str(tmp_path), max_pixels=128 * 128).image_processor.size  # one bound set, the other kept
+    assert (size.shortest_edge, size.longest_edge) == (32 * 32, 128 * 128)

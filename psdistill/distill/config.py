@@ -50,8 +50,12 @@ class DistillConfig:
         "'levels': expected value over the next-token probabilities of the level words after the prompt "
         "(Q-Align style, no new parameters: the student is the same VLM). 'scalar': a linear head on the "
         "last token's final hidden state.")})
-    level_words: list[str] = field(default_factory=lambda: ["excellent", "good", "fair", "poor", "bad"], metadata={
-        "help": "Answer words of the 'levels' head; each must be a single token of the tokenizer."})
+    level_words: list[str] = field(default_factory=lambda: ["Excellent", "Good", "Fair", "Poor", "Bad"], metadata={
+        "help": (
+            "Answer words of the 'levels' head (Q-Align's five levels), read right after the generation prompt, "
+            "where a one-word answer starts: each must be one token there (checked when the model's processor is "
+            "loaded). Capitalised because in Qwen3's vocabulary 'excellent' and 'poor' are two tokens each; "
+            "Q-Align itself reads ' excellent' etc. with a leading space after an answer prefix.")})
     level_values: list[float] = field(default_factory=lambda: [5.0, 4.0, 3.0, 2.0, 1.0], metadata={
         "help": "Value of each level word; min..max is mapped linearly onto the rating scale."})
     prompt: str = field(default="Rate the aesthetic quality of this image. Answer with one word.", metadata={

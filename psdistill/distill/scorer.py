@@ -2,9 +2,10 @@
 
 Two heads read a score from that pass:
 - `levels` (default; Q-Align, Wu et al. 2023, https://arxiv.org/abs/2312.17090): after a pointwise
-  prompt, softmax the next-token logits over the level words ("excellent" ... "bad") and take the
-  expected level value, mapped linearly onto the rating scale. No parameter is added, so the
-  student is the same VLM (plus LoRA), and the untrained model is the zero-shot teacher.
+  prompt, softmax the next-token logits over the level words ("Excellent" ... "Bad", each one token
+  right after the prompt) and take the expected level value, mapped linearly onto the rating scale.
+  No parameter is added, so the student is the same VLM (plus LoRA), and the untrained model is the
+  zero-shot teacher.
 - `scalar`: a linear head on the final hidden state of the last token (as reward models do).
 
 Batches are left-padded (the processor's tokenizer pads left), so the last position of every row is
@@ -28,6 +29,7 @@ from psdistill.data.records import DEFAULT_RATING_SCALE, ImageRecord
 from psdistill.errors import ConfigError, PsdistillError
 from psdistill.models.device import place_for_inference
 from psdistill.models.loading import ModelConfig, load_processor, load_vlm
+from psdistill.models.readout_tokens import next_token_ids
 
 SPEC_FILE = "scorer_config.json"
 SPEC_FORMAT = "psdistill-scorer/1"
@@ -87,18 +89,12 @@ def render_prompt(processor, text: str) -> str:
     return processor.apply_chat_template(messages, add_generation_prompt=True, tokenize=False)
 
 
-def level_token_ids(tokenizer, words: Sequence[str]) -> list[int]:
-    """The single token id of each level word; raises ConfigError naming the words that are not one token."""
-    ids, bad = [], []
-    for w in words:
-        tok = tokenizer.encode(w, add_special_tokens=False)
-        (ids if len(tok) == 1 else bad).append(tok[0] if len(tok) == 1 else (w, tokenizer.convert_ids_to_tokens(tok)))
-    if bad:
-        raise ConfigError(
-            "distill.level_words: the levels head reads one next-token probability per word, but "
-            + "; ".join(f"{w!r} is {len(t)} tokens {t}" for w, t in bad)
-            + " for this tokenizer; choose words that are single tokens (e.g. lower-case Q-Align words)")
-    return ids
+def level_token_ids(processor, words: Sequence[str], text: str) -> list[int]:
+    """The token id of each level word where it is read: right after the rendered prompt for user `text`.
+
+    Raises ConfigError naming the words that are not one token there.
+    """
+    return next_token_ids(processor.tokenizer, render_prompt(processor, text), words, "distill.level_words", "level word")
 
 
 def attach_score_head(model, rating_scale: Sequence[float]) -> torch.nn.Linear:
@@ -126,10 +122,10 @@ def _score_head(model) -> torch.nn.Module:
 class Readout:
     """Scores (B,) on the rating scale from one forward pass of `model` on processor inputs."""
 
-    def __init__(self, spec: ScorerSpec, tokenizer):
+    def __init__(self, spec: ScorerSpec, processor):
         self.head = spec.head
         if spec.head == "levels":
-            self.token_ids = torch.tensor(level_token_ids(tokenizer, spec.level_words))
+            self.token_ids = torch.tensor(level_token_ids(processor, spec.level_words, spec.prompt))
             # The affine map value -> rating scale commutes with the expectation, so map the values once.
             v = np.asarray(spec.level_values, dtype=float)
             lo, hi = spec.rating_scale
@@ -168,7 +164,7 @@ class StudentScorer:
         self.name = spec.name
         self.score_range = tuple(spec.rating_scale)
         self.dimension = spec.dimension
-        self.readout = Readout(spec, processor.tokenizer)
+        self.readout = Readout(spec, processor)
         self.prompt = render_prompt(processor, spec.prompt)
 
     @classmethod

@@ -199,7 +199,7 @@ def build_student(model_cfg: ModelConfig, cfg: DistillConfig, rating_scale: Sequ
     """(model, processor) ready to train: head attached, LoRA wrapped or parameters (un)frozen."""
     model, processor = _load_4bit(model_cfg) if cfg.tuning == "qlora" else load_vlm(model_cfg)
     if cfg.head == "levels":
-        level_token_ids(processor.tokenizer, cfg.level_words)  # fail before training, not after
+        level_token_ids(processor, cfg.level_words, cfg.prompt)  # fail before training, not after
     else:
         attach_score_head(model, rating_scale)
     if cfg.tuning == "full":
@@ -334,7 +334,7 @@ def train_student(train_records: Sequence[ImageRecord], pseudo_scores: Mapping[s
         train_dataset=train_rows, eval_dataset=val_rows or None,
         data_collator=DistillCollator(processor, render_prompt(processor, spec.prompt)),
         processing_class=processor, compute_metrics=srcc_metrics if val_rows else None,
-        distill_config=cfg, readout=Readout(spec, processor.tokenizer), spec=spec,
+        distill_config=cfg, readout=Readout(spec, processor), spec=spec,
         series=[r.series or r.id for r in train_records], callbacks=callbacks,
     )
     trainer.train(resume_from_checkpoint=_resume_point(cfg, output_dir))

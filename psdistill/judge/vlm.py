@@ -40,7 +40,8 @@ import torch
 from psdistill.data.images import DEFAULT_MAX_PIXELS, load_image
 from psdistill.errors import ConfigError, DataError, PsdistillError
 from psdistill.judge.base import Pair
-from psdistill.judge.prompts import load_prompt_set, prompt_hash
+from psdistill.judge.prompts import PromptSet, load_prompt_set, prompt_hash
+from psdistill.models.readout_tokens import next_token_ids
 
 # Models whose forward takes `mm_encoder_outputs` with per-image `pooler_output` and per-layer
 # `deepstack_features` (the MoE variant's forward is a modular copy of the dense one).
@@ -67,24 +68,17 @@ class VLMJudgeConfig:
             raise ConfigError(f"judge.vlm.vision_cache_images: must be >= 0, got {self.vision_cache_images}")
 
 
-def answer_token_ids(tokenizer, answers: Sequence[str]) -> list[int]:
-    """The single token id of each answer word; raises PsdistillError naming a word that is not one token.
+def answer_token_ids(processor, prompts: PromptSet) -> list[int]:
+    """The token id of each answer word where it is read: right after every dimension's rendered prompt.
 
-    The words are encoded as the model would emit them right after the generation prompt, with no
-    leading space (" A" is often another token than "A", or two).
+    Raises ConfigError naming the prompt set and each answer word that is not one token there.
     """
-    ids = []
-    for word in answers:
-        tok = tokenizer.encode(word, add_special_tokens=False)
-        if len(tok) != 1:
-            raise PsdistillError(
-                f"answer word {word!r} is {len(tok)} tokens {tokenizer.convert_ids_to_tokens(tok)} for this "
-                "tokenizer; the readout compares two single next-token probabilities, so choose answer "
-                "words that are one token each (e.g. 'A'/'B' or '1'/'2') in the prompt set's `answers`")
-        ids.append(tok[0])
-    if ids[0] == ids[1]:
-        raise PsdistillError(f"answer words {list(answers)} are the same token for this tokenizer")
-    return ids
+    field = f"judge.vlm.prompt_set {prompts.name!r}"
+    ids = {tuple(next_token_ids(processor.tokenizer, prompts.render(processor, d), prompts.answers, field, "answer word"))
+           for d in prompts.dimensions}
+    if len(ids) > 1:
+        raise ConfigError(f"{field}: the answer words are other tokens after some dimensions' prompts")
+    return list(ids.pop())
 
 
 class VLMJudge:
@@ -99,7 +93,7 @@ class VLMJudge:
     def __init__(self, model, processor, config: VLMJudgeConfig = VLMJudgeConfig(), model_id: Optional[str] = None):
         self.model, self.processor, self.config = model, processor, config
         self.prompts = load_prompt_set(config.prompt_set)
-        self.answer_ids = answer_token_ids(processor.tokenizer, self.prompts.answers)
+        self.answer_ids = answer_token_ids(processor, self.prompts)
         model_id = model_id or model.config.name_or_path
         if not model_id:  # random-weight models have no name, and their judgments must not mix in the store
             raise PsdistillError("VLMJudge: this model has no name_or_path; pass model_id (e.g. ModelConfig.model_id)")
@@ -108,8 +102,10 @@ class VLMJudge:
         self.reuse_vision = (config.reuse_vision and model.config.model_type in _VISION_REUSE_MODELS
                              and "mm_encoder_outputs" in inspect.signature(model.forward).parameters)
         self._encoded: OrderedDict[tuple, _Encoded] = OrderedDict()  # LRU of vision-encoder outputs
-        # Decode huge files at most at 2x the side the processor keeps (it resizes from there).
-        max_pixels = getattr(processor.image_processor.size, "longest_edge", None)
+        # Decode huge files at most at 2x the side the processor keeps (it resizes from there). `size` is a
+        # SizeDict as loaded, a plain dict where set as Qwen's README does (image_processor.size = {...}).
+        size = processor.image_processor.size
+        max_pixels = (size if isinstance(size, dict) else vars(size)).get("longest_edge")
         self._decode_max_pixels = min(4 * max_pixels, DEFAULT_MAX_PIXELS) if max_pixels else DEFAULT_MAX_PIXELS
 
     def prompt_hash(self, dimension: str) -> str:
@@ -257,7 +253,7 @@ class VLLMJudge:
 
         self.config, self.prompts = config, load_prompt_set(config.prompt_set)
         self.processor = load_processor(model_id, min_pixels, max_pixels, revision)
-        self.answer_ids = answer_token_ids(self.processor.tokenizer, self.prompts.answers)
+        self.answer_ids = answer_token_ids(self.processor, self.prompts)
         self.llm = LLM(model=model_id, revision=revision, limit_mm_per_prompt={"image": 2},
                        mm_processor_kwargs={"min_pixels": min_pixels, "max_pixels": max_pixels}, **llm_kwargs)
         self.params = SamplingParams(max_tokens=1, temperature=0.0, logprobs=20)

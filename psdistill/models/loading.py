@@ -10,13 +10,14 @@ from __future__ import annotations
 
 import importlib.util
 import json
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Optional
 
 import torch
 
 from psdistill.errors import ConfigError, PsdistillError
+from psdistill.models.processor import image_only_processor
 
 TINY = "tiny"  # name_or_path of the embedded random-weight model (psdistill.models.tiny)
 
@@ -29,7 +30,10 @@ class ModelConfig:
 
     `name_or_path` is a hub id (e.g. "Qwen/Qwen3-VL-8B-Instruct"), a local folder, or "tiny" for
     the embedded random-weight Qwen3-VL. Pixels bound each image before patching; Qwen3-VL uses
-    16 px patches merged 2x2, so a side is rounded to a multiple of 32.
+    16 px patches merged 2x2, so a side is rounded to a multiple of 32. Unset bounds are the
+    checkpoint's own (its preprocessor_config.json; Qwen3-VL: 65,536 to 16,777,216 px, so a 768x512
+    painting is seen whole, as 384 merged tokens), and 32x32 to 64x64 for the tiny model, whose
+    random weights see nothing in the detail anyway and which must train in minutes on a CPU.
     """
 
     name_or_path: str = TINY
@@ -37,15 +41,19 @@ class ModelConfig:
     dtype: str = "auto"
     device_map: Optional[str] = None
     attn_implementation: Optional[str] = None
-    min_pixels: int = 32 * 32
-    max_pixels: int = 64 * 64
+    min_pixels: Optional[int] = None
+    max_pixels: Optional[int] = None
     trust_remote_code: bool = False
     seed: int = 0  # only for the tiny model's random weights
 
     def __post_init__(self):
         if self.dtype not in _DTYPES:
             raise ConfigError(f"model.dtype: {self.dtype!r} is not one of {sorted(_DTYPES)}")
-        if not 0 < self.min_pixels <= self.max_pixels:
+        if self.name_or_path == TINY:
+            self.min_pixels = 32 * 32 if self.min_pixels is None else self.min_pixels
+            self.max_pixels = 64 * 64 if self.max_pixels is None else self.max_pixels
+        if any(p is not None and p <= 0 for p in (self.min_pixels, self.max_pixels)) or (
+                None not in (self.min_pixels, self.max_pixels) and self.min_pixels > self.max_pixels):
             raise ConfigError(
                 f"model.min_pixels/max_pixels: need 0 < min_pixels <= max_pixels, got {self.min_pixels}, {self.max_pixels}")
         if self.attn_implementation not in (None, "eager", "sdpa", "flash_attention_2", "flash_attention_3"):
@@ -68,8 +76,7 @@ def load_vlm(cfg: ModelConfig):
     if cfg.name_or_path == TINY:
         from psdistill.models.tiny import tiny_qwen3_vl
 
-        side = int(cfg.max_pixels ** 0.5) // 32 * 32
-        return tiny_qwen3_vl(seed=cfg.seed, image_size=max(side, 32))
+        return tiny_qwen3_vl(seed=cfg.seed, image_size=_tiny_image_size(cfg))
     from transformers import AutoModelForImageTextToText
 
     kwargs = dict(revision=cfg.revision, trust_remote_code=cfg.trust_remote_code, dtype=_DTYPES[cfg.dtype])
@@ -85,20 +92,33 @@ def load_vlm(cfg: ModelConfig):
     return model.eval(), processor
 
 
-def load_processor(path: str, min_pixels: int, max_pixels: int, revision=None, trust_remote_code=False):
-    """The checkpoint's processor with image pixels bounded to [min_pixels, max_pixels]."""
-    size = {"shortest_edge": min_pixels, "longest_edge": max_pixels}
+def load_vlm_processor(cfg: ModelConfig):
+    """The processor `load_vlm(cfg)` returns, without the weights (for checks before a stage runs)."""
+    if cfg.name_or_path == TINY:
+        from psdistill.models.tiny import tiny_qwen3_vl_processor
+
+        return tiny_qwen3_vl_processor(_tiny_image_size(cfg))
+    return load_processor(cfg.name_or_path, cfg.min_pixels, cfg.max_pixels, cfg.revision, cfg.trust_remote_code)
+
+
+def _tiny_image_size(cfg: ModelConfig) -> int:
+    return max(int(cfg.max_pixels ** 0.5) // 32 * 32, 32)
+
+
+def load_processor(path: str, min_pixels: Optional[int] = None, max_pixels: Optional[int] = None, revision=None,
+                   trust_remote_code=False):
+    """The checkpoint's processor with image pixels bounded to [min_pixels, max_pixels] (None: the checkpoint's own)."""
+    # The image processor merges these into the `size` of its config (the way Qwen2.5-VL's README passes them).
+    bounds = {k: v for k, v in (("min_pixels", min_pixels), ("max_pixels", max_pixels)) if v is not None}
     if has_torchvision():
         from transformers import AutoProcessor
 
-        return AutoProcessor.from_pretrained(path, revision=revision, trust_remote_code=trust_remote_code,
-                                             size=size)
+        return AutoProcessor.from_pretrained(path, revision=revision, trust_remote_code=trust_remote_code, **bounds)
     from transformers import AutoTokenizer
     from transformers.models.qwen2_vl.image_processing_pil_qwen2_vl import Qwen2VLImageProcessorPil
 
     tokenizer = AutoTokenizer.from_pretrained(path, revision=revision, padding_side="left")
-    image_processor = Qwen2VLImageProcessorPil.from_pretrained(path, revision=revision)
-    image_processor.size = size
+    image_processor = Qwen2VLImageProcessorPil.from_pretrained(path, revision=revision, **bounds)
     return image_only_processor(image_processor, tokenizer, _chat_template(path, tokenizer))
 
 
@@ -110,30 +130,3 @@ def _chat_template(path, tokenizer):
     if file.is_file():
         return json.loads(file.read_text())["chat_template"]
     return tokenizer.chat_template
-
-
-def image_only_processor(image_processor, tokenizer, chat_template):
-    """A Qwen3-VL processor without a video processor (which needs torchvision).
-
-    `ProcessorMixin` type-checks every part, and the video part's base class only exists with
-    torchvision installed, so the check is skipped for that one absent part.
-    """
-    from transformers import Qwen3VLProcessor
-
-    class ImageOnlyQwen3VLProcessor(Qwen3VLProcessor):
-        def check_argument_for_proper_class(self, argument_name, argument):
-            if argument_name == "video_processor" and argument is None:
-                return None
-            return super().check_argument_for_proper_class(argument_name, argument)
-
-        def save_pretrained(self, save_directory, **kwargs):
-            # Save the parts under the stock names so AutoProcessor loads them where torchvision exists.
-            Path(save_directory).mkdir(parents=True, exist_ok=True)
-            self.tokenizer.save_pretrained(save_directory)
-            self.image_processor.save_pretrained(save_directory)
-            (Path(save_directory) / "chat_template.jinja").write_text(self.chat_template)
-            return [str(save_directory)]
-
-    tokenizer.padding_side = "left"  # batched readout takes the last position's logits
-    return ImageOnlyQwen3VLProcessor(image_processor=image_processor, tokenizer=tokenizer,
-                                     video_processor=None, chat_template=chat_template)

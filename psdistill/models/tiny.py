@@ -5,71 +5,41 @@ One factory shared by the tests and `psdistill demo`, so both exercise the real 
 these models "prefer" is meaningless until they are trained; the demo therefore teaches them with
 the simulated judge.
 
-The tokenizer is a byte-level BPE trained here on a small corpus that contains the prompts and
-answer words psdistill uses, so those words are single tokens, as in the real Qwen vocabulary.
+The tokenizer is Qwen3's own byte-level BPE cut down to the merges that psdistill's bundled prompts
+and read words use (psdistill/models/configs/tiny_qwen3_tokenizer.json, made from the real
+tokenizer by eval/tokenization.py with `--write-tiny-vocabulary`): those texts tokenize exactly as
+with the real Qwen3 vocabulary (same pieces, other ids), so a word that is two tokens for Qwen3 is
+two tokens here too; any other text falls back to shorter pieces than Qwen3 would use. The chat
+template is Qwen3-VL's published one.
 """
 from __future__ import annotations
 
-from functools import lru_cache
+from pathlib import Path
 
 import torch
 
-# Qwen's special tokens; the processor looks these up by name.
+from psdistill.models.processor import image_only_processor, qwen3_vl_chat_template, qwen3_vl_image_processor
+
+TOKENIZER_FILE = Path(__file__).parent / "configs" / "tiny_qwen3_tokenizer.json"
+
+# Qwen's special tokens that the processor and the model config look up by name.
 SPECIAL_TOKENS = [
     "<|endoftext|>", "<|im_start|>", "<|im_end|>", "<|vision_start|>", "<|vision_end|>",
     "<|image_pad|>", "<|video_pad|>",
 ]
 
-# A Qwen-style chat template reduced to what psdistill sends: text and image items, optional
-# generation prompt. Real checkpoints ship their own template; this one renders the same layout.
-CHAT_TEMPLATE = (
-    "{% for message in messages %}<|im_start|>{{ message['role'] }}\n"
-    "{% if message['content'] is string %}{{ message['content'] }}"
-    "{% else %}{% for item in message['content'] %}"
-    "{% if item['type'] == 'image' %}<|vision_start|><|image_pad|><|vision_end|>"
-    "{% elif item['type'] == 'text' %}{{ item['text'] }}{% endif %}"
-    "{% endfor %}{% endif %}<|im_end|>\n{% endfor %}"
-    "{% if add_generation_prompt %}<|im_start|>assistant\n{% endif %}"
-)
-
-# Words that must be single tokens: pairwise answers, quality levels, digits, prompt vocabulary.
-_CORPUS_WORDS = (
-    "A B 1 2 3 4 5 6 7 8 9 10 first second image Image excellent good fair poor bad high low "
-    "Which of the two images is better more aesthetically pleasing in terms of overall aesthetics "
-    "composition color colour lighting detail technique mood Answer with one letter only "
-    "Rate the quality this painting photo picture The is system user assistant You are an expert "
-    "judge critic art photography brushwork expression artistic conception layout"
-).split()
-
-
-@lru_cache(maxsize=1)
-def _tokenizer_json() -> str:
-    # Trained once per process; lru_cache keeps the tests from retraining it for every model.
-    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
-
-    tok = Tokenizer(models.BPE(unk_token=None))
-    tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
-    tok.decoder = decoders.ByteLevel()
-    corpus = [" ".join(_CORPUS_WORDS)] * 50 + [" " + w for w in _CORPUS_WORDS] * 20 + _CORPUS_WORDS * 20
-    trainer = trainers.BpeTrainer(
-        vocab_size=640, special_tokens=SPECIAL_TOKENS, show_progress=False,
-        initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
-    )
-    tok.train_from_iterator(corpus, trainer)
-    return tok.to_str()
-
 
 def tiny_tokenizer():
-    """A Qwen2 fast tokenizer with a locally trained vocabulary (left padding, for batched judging)."""
+    """A Qwen2 fast tokenizer with the tiny vocabulary (left padding, for batched judging)."""
     from tokenizers import Tokenizer
     from transformers import Qwen2TokenizerFast
 
     tok = Qwen2TokenizerFast(
-        tokenizer_object=Tokenizer.from_str(_tokenizer_json()),
+        tokenizer_object=Tokenizer.from_file(str(TOKENIZER_FILE)),
         unk_token=None, bos_token=None, eos_token="<|im_end|>", pad_token="<|endoftext|>",
         padding_side="left",
     )
-    tok.chat_template = CHAT_TEMPLATE
+    tok.chat_template = qwen3_vl_chat_template()
     return tok
 
 
@@ -78,18 +48,9 @@ def tiny_qwen3_vl_processor(image_size: int = 64):
 
     `image_size` bounds the pixels so a demo image becomes (image_size/32)^2 merged tokens.
     """
-    from transformers.models.qwen2_vl.image_processing_pil_qwen2_vl import Qwen2VLImageProcessorPil
-
-    from psdistill.models.loading import image_only_processor
-
-    # Qwen3-VL's published preprocessor values: 16 px patches, merged 2x2, mean/std 0.5.
     pixels = image_size * image_size
-    image_processor = Qwen2VLImageProcessorPil(
-        patch_size=16, temporal_patch_size=2, merge_size=2,
-        image_mean=[0.5, 0.5, 0.5], image_std=[0.5, 0.5, 0.5],
-        size={"shortest_edge": min(pixels, 32 * 32), "longest_edge": pixels},
-    )
-    return image_only_processor(image_processor, tiny_tokenizer(), CHAT_TEMPLATE)
+    return image_only_processor(qwen3_vl_image_processor(min(pixels, 32 * 32), pixels), tiny_tokenizer(),
+                                qwen3_vl_chat_template())
 
 
 def tiny_qwen3_vl_config(vocab_size: int):
