@@ -312,6 +312,11 @@ def run_pipeline(cfg: PipelineConfig, stop_after: str | None = None, log=print) 
     state = process_state() if int(os.environ.get("WORLD_SIZE", "1")) > 1 else None
     run = RunContext(cfg, log if state is None or state.is_main_process else (lambda *a, **k: None), state)
     if run.is_main:
+        from psdistill.models.loading import load_vlm_processor
+        from psdistill.readout_check import check_readout_tokens
+
+        # A word the model cannot read as one token stops the run now, not after hours of judging.
+        check_readout_tokens(load_vlm_processor(cfg.model), cfg)
         run.run_dir.mkdir(parents=True, exist_ok=True)
         save_config(cfg, run.path("config.yaml"))
     try:

@@ -20,7 +20,7 @@ OTHER_LEVEL_FORMS = tuple(w for base in ("excellent", "good", "fair", "poor", "b
 def check_readout_tokens(processor, cfg) -> dict[str, list[int]]:
     """{'answers': ids, 'levels': ids} of what `cfg` (a PipelineConfig) reads; ConfigError naming any bad word."""
     out = {}
-    if cfg.judge.kind == "vlm":
+    if cfg.judge.kind in ("vlm", "vllm"):
         out["answers"] = answer_token_ids(processor, load_prompt_set(cfg.judge.vlm.prompt_set))
     if cfg.distill.head == "levels":
         out["levels"] = level_token_ids(processor, cfg.distill.level_words,

@@ -8,6 +8,7 @@ from PIL import Image
 
 from psdistill.cli import main
 from psdistill.config import parse_config
+from psdistill.errors import ConfigError
 from psdistill.pipeline import PipelineConfig, run_pipeline
 
 SMALL = ["data.demo.series_per_category=3", "data.demo.size=32", "pool.k=5", "judge.simulated.accuracy=0.95", "distill.max_steps=2",
@@ -145,3 +146,10 @@ def test_score_command_takes_a_run_directory_for_its_student(finished_run, tmp_p
     pipeline = read_predictions(run / "predictions/student.csv")[dim]
     for r in records:  # the command names an image by its file stem, the pipeline by its record id
         assert scored[Path(r.path).stem] == pytest.approx(pipeline[r.id], abs=1e-4), r.id
+
+
+def test_a_level_word_of_two_tokens_stops_the_run_before_judging(tmp_path):
+    cfg = _cfg(tmp_path, "distill.level_words=[excellent,Good,Fair,Poor,Bad]")
+    with pytest.raises(ConfigError, match=r"distill.level_words.*'excellent'"):
+        run_pipeline(cfg, log=lambda *a: None)
+    assert not (tmp_path / "run" / "judgments.sqlite").exists()
