@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# The GPU measurements of ../shared/GPU.md, one step per `run` call (each fits its 10-minute limit):
+# The GPU measurements (judge, scorer, training, DeepSpeed at 8B size), one step per `run` call (each fits its 10-minute limit):
 #   run(command="bash eval/gpu/run.sh judge", carry=[".whl_bench"])   # bench_judge + bench_score at 8B, bf16, 448 px
 #   run(command="bash eval/gpu/run.sh train", carry=[".whl_bench"])   # bench_train LoRA / QLoRA at 8B, checkpointing
 #   run(command="bash eval/gpu/run.sh tests", carry=[".whl_bench"])   # the test suite with CUDA visible (bf16 paths)

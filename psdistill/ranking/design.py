@@ -28,7 +28,7 @@ def locally_dense_pairs(groups, pairs_per_group: int, *, cross_group_pairs: int 
     rank distance 1, 2, ..., h is compared, a band around the diagonal of the comparison matrix.
     The bandwidth h is the largest whose pair count fits ``pairs_per_group``; the remaining budget
     goes to pairs at distance h + 1, spread evenly along the order. Example: 50 items and 612
-    pairs (the PPaint figure per expert and dimension, see PAPER_NOTES) give the full band h = 14
+    pairs (the PPaint figure per expert and dimension, see docs/method.md) give the full band h = 14
     (595 pairs, `band_pair_count`) plus 17 pairs at distance 15. The paper's exact rule is not
     published; this is one design that meets the figure.
 

@@ -1,6 +1,6 @@
 """Rating-anchored fusion of preferences and ratings (PPaint's fused expert ground truth).
 
-Preferences order the items more consistently; ratings fix the absolute scale (PAPER_NOTES
+Preferences order the items more consistently; ratings fix the absolute scale (docs/method.md
 section 2). Two independent constructions put latent preference scores on the rating scale, and
 `fusion_agreement` measures how far they agree:
 

@@ -53,7 +53,7 @@ _GH_W = _GH_W / _GH_W.sum()  # E[f(Z)], Z ~ N(0, 1), as sum(w * f(x))
 class ReferencePoolConfig:
     """Reference pool settings (`run_reference_pool`).
 
-    The defaults are this project's choices (PAPER_NOTES section 3: the paper gives none).
+    The defaults are this project's choices (docs/method.md section 3: the paper gives none).
     """
 
     k: int = field(default=16, metadata={"help": "number of reference items, calibrated round-robin"})

@@ -1,6 +1,6 @@
 """PPaint: Chinese paintings with expert ratings and expert pairwise judgments on the same images.
 
-The data set is not public; this is the layout psdistill expects (our design, PAPER_NOTES.md sec. 1):
+The data set is not public; this is the layout psdistill expects (our design, docs/method.md sec. 1):
 
     <root>/images/<category>/<image_id>.<jpg|png|...>   one folder per painting category;
                                                          the file name without suffix is the id
