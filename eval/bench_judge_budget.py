@@ -3,7 +3,7 @@
     python eval/bench_judge_budget.py      # ~5 min; writes eval/results/judge_budget.{md,png}
 
 N items with known latent quality q ~ N(0, 1) are judged by a SIMULATED judge
-(`psdistill.ranking.simulated_judge`) with accuracy 0.85 on random pairs and a position bias of
+(`psdistill.judge.simulated.simulated_judge`) with accuracy 0.85 on random pairs and a position bias of
 +0.3 logits toward the first-shown item, of two kinds:
 
 - constant: every pair ordered correctly with probability 0.85, however far apart (the
@@ -39,8 +39,9 @@ import numpy as np  # noqa: E402
 from scipy.special import expit, logit, xlogy  # noqa: E402
 from scipy.stats import spearmanr  # noqa: E402
 
+from psdistill.judge.simulated import simulated_judge  # noqa: E402
 from psdistill.ranking import (ReferencePoolConfig, expected_calibration_error, fit_bradley_terry,  # noqa: E402
-                               fit_elo, pair_confidence, random_pairs, run_reference_pool, simulated_judge)
+                               fit_elo, pair_confidence, random_pairs, run_reference_pool)
 
 ACCURACY, BIAS, TARGET = 0.85, 0.3, 0.90
 RANDOM_BUDGETS = (2, 4, 6, 8, 12, 16, 24, 32)        # calls per item

@@ -6,8 +6,9 @@ from scipy.special import ndtr
 from scipy.stats import spearmanr
 
 from psdistill.errors import ConfigError, DataError
+from psdistill.judge.simulated import simulated_judge
 from psdistill.ranking import (ReferencePoolConfig, expected_calibration_error, pair_confidence, reference_pool_pairs,
-                               run_reference_pool, simulated_judge, to_rating_scale)
+                               run_reference_pool, to_rating_scale)
 
 
 def _quality(n, seed=1):
@@ -61,7 +62,7 @@ def test_cost_grows_linearly_with_the_number_of_items():
 def test_adaptive_rounds_are_batched_one_pair_per_unfinished_item():
     q = _quality(300)
     rec = Recorder(simulated_judge(q, 0.85, kind="graded", seed=4))
-    res = run_reference_pool(300, rec, ReferencePoolConfig(k=10, max_comparisons_per_item=6, stop_sd=0.5))
+    res = run_reference_pool(300, rec, ReferencePoolConfig(k=10, max_comparisons_per_item=6, stop_relative_sd=0.5))
     assert res.n_judge_calls == len(rec.calls) <= 1 + 6
     refs = set(res.reference_ids.tolist())
     calib = rec.calls[0]
@@ -150,7 +151,8 @@ def test_to_rating_scale_with_and_without_anchors():
     ({"k": 2}, "^k: need an integer >= 3"),
     ({"k": 8, "max_comparisons_per_item": 9}, "^max_comparisons_per_item: need 1 <= value <= k=8"),
     ({"adaptive": False, "max_comparisons_per_item": 4}, "^max_comparisons_per_item: only the adaptive"),
-    ({"stop_sd": -0.1}, "^stop_sd"),
+    ({"stop_relative_sd": -0.1}, "^stop_relative_sd"),
+    ({"stop_sd": 0.3}, "^stop_sd: replaced by stop_relative_sd"),
     ({"alpha": 0.0}, "^alpha"),
 ])
 def test_config_errors_name_the_field(kwargs, match):

@@ -29,8 +29,8 @@ so rerunning with the same seed against a judge that caches its answers replays 
 """
 from __future__ import annotations
 
-from dataclasses import dataclass, field
-from typing import Callable, Optional
+from dataclasses import dataclass, field, replace
+from typing import Optional
 
 import numpy as np
 from scipy.special import expit, logit, ndtr, xlogy
@@ -38,11 +38,9 @@ from scipy.special import expit, logit, ndtr, xlogy
 from psdistill.errors import ConfigError, DataError
 from psdistill.ranking.design import choose_references
 from psdistill.ranking.pairwise import fit_bradley_terry
-from psdistill.ranking.utils import ConvergenceError
+from psdistill.ranking.utils import ConvergenceError, IndexJudge
 
 __all__ = ["ReferencePoolConfig", "PoolResult", "run_reference_pool", "pair_confidence", "to_rating_scale"]
-
-Judge = Callable[[np.ndarray], np.ndarray]
 
 _EPS = 1e-6  # judge probabilities are clipped to [eps, 1 - eps] before taking logits
 _GH_X, _GH_W = np.polynomial.hermite_e.hermegauss(16)
@@ -63,9 +61,12 @@ class ReferencePoolConfig:
     max_comparisons_per_item: Optional[int] = field(default=None, metadata={
         "help": "adaptive only: most references an item meets (one pair each, judged in both orders "
                 "if both_orders); empty: k"})
-    stop_sd: float = field(default=0.3, metadata={
-        "help": "adaptive only: stop placing an item once its posterior sd on the latent logit scale is "
-                "below this (0: never stop early)"})
+    stop_relative_sd: float = field(default=0.15, metadata={
+        "help": "adaptive only: stop placing an item once its posterior sd is below this fraction of the sd "
+                "of the reference scores (0: never stop early)"})
+    stop_sd: Optional[float] = field(default=None, repr=False, metadata={
+        "help": "removed: an absolute sd stopped every item after one reference with a weak judge, whose "
+                "scores span a narrow range; use stop_relative_sd"})
     both_orders: bool = field(default=True, metadata={
         "help": "judge each item-reference pair in both orders (the references always are)"})
     alpha: float = field(default=0.01, metadata={
@@ -86,8 +87,11 @@ class ReferencePoolConfig:
             if not 1 <= cap <= self.k:
                 raise ConfigError(f"max_comparisons_per_item: need 1 <= value <= k={self.k} (pairs are not "
                                   f"repeated), got {cap}")
-        if not (np.isfinite(self.stop_sd) and self.stop_sd >= 0):
-            raise ConfigError(f"stop_sd: need a finite value >= 0, got {self.stop_sd}")
+        if self.stop_sd is not None:
+            raise ConfigError("stop_sd: replaced by stop_relative_sd, a fraction of the sd of the reference scores "
+                              "(an absolute sd on the latent scale means less the weaker the judge)")
+        if not (np.isfinite(self.stop_relative_sd) and self.stop_relative_sd >= 0):
+            raise ConfigError(f"stop_relative_sd: need a finite value >= 0, got {self.stop_relative_sd}")
         if not (np.isfinite(self.alpha) and self.alpha > 0):
             raise ConfigError(f"alpha: need a finite value > 0, got {self.alpha}")
 
@@ -114,15 +118,20 @@ class PoolResult:
     dispersion: float
 
 
-def run_reference_pool(n_items: int, judge: Judge, config: ReferencePoolConfig = ReferencePoolConfig(),
+def run_reference_pool(n_items: int, judge: IndexJudge, config: ReferencePoolConfig = ReferencePoolConfig(),
                        prior=None, rng=None) -> PoolResult:
     """Score ``n_items`` items with judgments against a calibrated reference pool.
+
+    The steps of the module docstring, in order: choose the references, calibrate them
+    (`_calibrate_references`), give every other item a prior (`_item_prior`), judge the items
+    against the references in rounds (`_judge_in_rounds`), then pool the dispersion over every
+    judgment (`_pooled_dispersion`) and recompute the items' posteriors on it.
 
     Parameters
     ----------
     n_items : int
         Number of items, 0..n_items-1 (the judge sees only these indices).
-    judge : callable
+    judge : IndexJudge
         ``judge(pairs)`` with ``pairs`` an (m, 2) int array in presentation order returns an (m,)
         array of P(first item preferred). Called once per round with every pair of the round.
     config : ReferencePoolConfig
@@ -149,45 +158,85 @@ def run_reference_pool(n_items: int, judge: Judge, config: ReferencePoolConfig =
     if n_items <= cfg.k:
         raise DataError(f"n_items: the pool needs more items than references (k={cfg.k}), got {n_items}")
     refs = choose_references(n_items, cfg.k, prior, cfg.seed if rng is None else rng)
-    log: list[np.ndarray] = []
+    ask = _CheckedJudge(judge)
+    scale = _calibrate_references(ask, refs, cfg)
+    others = np.setdiff1d(np.arange(n_items), refs)
+    prior_mu, prior_var = _item_prior(others, refs, scale.mu, np.diag(scale.cov), prior)
+    observe = _observer(ask, others, refs, scale.bias, cfg.both_orders)
+    y, post_mu, post_var = _judge_in_rounds(observe, scale, prior_mu, prior_var, cfg)
+    if cfg.estimate_dispersion:
+        scale = _pooled_dispersion(y, scale, post_mu, prior_var)
+        post_mu, post_var = _item_posteriors(y, scale, prior_mu, prior_var, post_mu)
+    mu, var = np.empty(n_items), np.empty(n_items)
+    mu[refs], var[refs] = scale.mu, np.diag(scale.cov)
+    mu[others], var[others] = post_mu, post_var
+    n_met = np.full(n_items, cfg.k - 1)
+    n_met[others] = (~np.isnan(y)).sum(axis=1)
+    return PoolResult(mu=mu, var=var, reference_ids=refs, comparisons=np.concatenate(ask.log),
+                      n_judge_calls=len(ask.log), n_references_met=n_met, position_bias=scale.bias,
+                      dispersion=scale.phi)
 
-    def ask(pairs: np.ndarray) -> np.ndarray:
-        p = np.asarray(judge(pairs), dtype=float)
+
+class _CheckedJudge:
+    """The judge with its answers checked, keeping every judgment in the order asked."""
+
+    def __init__(self, judge: IndexJudge):
+        self.judge, self.log = judge, []
+
+    def __call__(self, pairs: np.ndarray) -> np.ndarray:
+        p = np.asarray(self.judge(pairs), dtype=float)
         if p.shape != (len(pairs),) or not np.all((p >= 0) & (p <= 1)):
             bad = " with values outside [0, 1] or NaN" if p.shape == (len(pairs),) else ""
             raise DataError(f"judge: must return one probability in [0, 1] per pair, shape ({len(pairs)},); "
                             f"got shape {p.shape}{bad}")
-        log.append(np.column_stack([pairs, p]))
+        self.log.append(np.column_stack([pairs, p]))
         return p
 
-    # -- 2. calibrate the references: round-robin, both orders, one call
+
+@dataclass(frozen=True)
+class _Scale:
+    """The references' calibrated scale: scores, their covariance (common shift projected out),
+    the judge's position bias, the dispersion phi, and the round-robin's deviance and residual df."""
+
+    mu: np.ndarray
+    cov: np.ndarray
+    bias: float
+    phi: float
+    deviance: float
+    df: int
+
+
+def _calibrate_references(ask, refs, cfg) -> _Scale:
+    """Step 2: all k (k - 1) / 2 reference pairs in both orders in one call; the two orders give the
+    position bias and a debiased outcome per pair, and a Bradley-Terry MAP fit of those (reweighted
+    by the deviance dispersion) gives the references' scores and covariance."""
     k = cfg.k
     ii, jj = np.triu_indices(k, 1)
     pairs = np.column_stack([refs[ii], refs[jj]])
     p = ask(np.concatenate([pairs, pairs[:, ::-1]]))
     l_ab, l_ba = _logit(p[: len(ii)]), _logit(p[len(ii):])
     bias = float(np.mean(l_ab + l_ba) / 2)  # logit p_ab = d + b, logit p_ba = -d + b
-    y_ref = expit((l_ab - l_ba) / 2)
-    fit = fit_bradley_terry(k, np.column_stack([ii, jj]), y_ref, alpha=cfg.alpha)
-    phi, dev_ref, df_ref = 1.0, _deviance(y_ref, expit(fit.params[ii] - fit.params[jj])), len(ii) - (k - 1)
+    y = expit((l_ab - l_ba) / 2)
+    fit = fit_bradley_terry(k, np.column_stack([ii, jj]), y, alpha=cfg.alpha, cov=True)
+    deviance, df = _deviance(y, expit(fit.params[ii] - fit.params[jj])), len(ii) - (k - 1)
+    phi = 1.0
     if cfg.estimate_dispersion:
-        phi = dev_ref / df_ref
-        fit = fit_bradley_terry(k, np.column_stack([ii, jj]), y_ref, weights=np.full(len(ii), 1 / phi),
-                                alpha=cfg.alpha, initial_params=fit.params)
+        phi = deviance / df
+        fit = fit_bradley_terry(k, np.column_stack([ii, jj]), y, weights=np.full(len(ii), 1 / phi),
+                                alpha=cfg.alpha, initial_params=fit.params, cov=True)
     # Only score differences are identified; the prior's common shift (variance 1 / (alpha k))
     # moves every item with the references and is projected out: C = P cov P, P = I - 11^T / k.
     centre = np.eye(k) - 1 / k
-    mu_ref, cov_ref = fit.params, centre @ fit.cov @ centre
-    var_ref = np.diag(cov_ref).copy()
+    return _Scale(mu=fit.params, cov=centre @ fit.cov @ centre, bias=bias, phi=phi, deviance=deviance, df=df)
 
-    # -- 3. place the other items
-    others = np.setdiff1d(np.arange(n_items), refs)
-    prior_mu, prior_var = _item_prior(others, refs, mu_ref, var_ref, prior)
-    cap = k if not cfg.adaptive or cfg.max_comparisons_per_item is None else cfg.max_comparisons_per_item
+
+def _observer(ask, others, refs, bias, both_orders):
+    """Step 3's judgments: ``observe(rows, cols, round)`` returns the debiased outcomes of items
+    ``others[rows]`` against references ``refs[cols]``."""
 
     def observe(rows, cols, rnd):
         item, ref = others[rows], refs[cols]
-        if cfg.both_orders:
+        if both_orders:
             p = ask(np.concatenate([np.column_stack([item, ref]), np.column_stack([ref, item])]))
             return expit((_logit(p[: len(rows)]) - _logit(p[len(rows):])) / 2)
         # alternate which side is shown first, and remove the bias measured on the references
@@ -196,62 +245,57 @@ def run_reference_pool(n_items: int, judge: Judge, config: ReferencePoolConfig =
         l = _logit(ask(shown)) - bias
         return expit(np.where(first, l, -l))
 
-    y, post_mu, post_var = _placement(observe, mu_ref, cov_ref, prior_mu, prior_var, phi, cap, cfg.adaptive,
-                                      cfg.stop_sd)
-
-    if cfg.estimate_dispersion:
-        # Pool the dispersion over every comparison: the adaptive pool asks mostly close pairs,
-        # whose answers scatter differently about the fit than the round-robin's.
-        # Each item spends one effective parameter less the share its prior carries,
-        # h = 1 - 1 / (v0 * posterior curvature), the trace of a penalised fit's hat matrix.
-        seen = ~np.isnan(y)
-        f = expit(post_mu[:, None] - mu_ref[None, :])
-        dev_items = _deviance(y[seen], f[seen])
-        curv = np.sum(np.where(seen, f * (1 - f), 0.0), axis=1) / phi + 1 / prior_var
-        used = np.sum(1 - 1 / (prior_var * curv))
-        pooled = (dev_ref + dev_items) / (df_ref + seen.sum() - used)
-        cov_ref, var_ref = cov_ref * pooled / phi, var_ref * pooled / phi
-        phi = pooled
-        post_mu, post_var = _place(y, mu_ref, cov_ref, prior_mu, prior_var, phi, post_mu)
-    mu, var = np.empty(n_items), np.empty(n_items)
-    mu[refs], var[refs] = mu_ref, var_ref
-    mu[others], var[others] = post_mu, post_var
-    n_met = np.full(n_items, k - 1)
-    n_met[others] = (~np.isnan(y)).sum(axis=1)
-    return PoolResult(mu=mu, var=var, reference_ids=refs, comparisons=np.concatenate(log), n_judge_calls=len(log),
-                      n_references_met=n_met, position_bias=bias, dispersion=phi)
+    return observe
 
 
-def _logit(p):
-    return logit(np.clip(p, _EPS, 1 - _EPS))
+def _judge_in_rounds(observe, scale: _Scale, prior_mu, prior_var, cfg):
+    """Step 3: judge items against references in rounds; return (outcomes (n, k), posterior mean, variance).
 
-
-def _placement(observe, mu_ref, cov_ref, prior_mu, prior_var, phi, cap, adaptive, stop_sd):
-    """Judge items against references in rounds; return (outcomes (n, k), posterior mean, variance).
-
-    ``observe(rows, cols, round)`` returns the debiased outcomes of items ``rows`` against
-    references ``cols``. A fixed pool asks every pair in one round; an adaptive one asks each
-    unfinished item's most informative unused reference per round (a pair is never asked twice).
+    A fixed pool asks every pair in one round. An adaptive one asks each unfinished item's most
+    informative unused reference per round (a pair is never asked twice) and lets an item go once
+    its posterior sd is below ``stop_relative_sd`` times the sd of the reference scores, or once it
+    has met ``max_comparisons_per_item`` references.
     """
-    n, k = len(prior_mu), len(mu_ref)
+    n, k = len(prior_mu), len(scale.mu)
+    cap = k if not cfg.adaptive or cfg.max_comparisons_per_item is None else cfg.max_comparisons_per_item
+    stop_sd = cfg.stop_relative_sd * np.std(scale.mu, ddof=1)
+    var_ref = np.diag(scale.cov)
     used = np.zeros((n, k), bool)
     y = np.full((n, k), np.nan)
     post_mu, post_var = prior_mu.copy(), prior_var.copy()
-    var_ref = np.diag(cov_ref)
     active = np.arange(n)
-    for rnd in range(cap if adaptive else 1):
-        if adaptive:
-            rows, cols = active, _most_informative(post_mu[active], post_var[active], mu_ref, var_ref, used[active])
+    for rnd in range(cap if cfg.adaptive else 1):
+        if cfg.adaptive:
+            rows, cols = active, _most_informative(post_mu[active], post_var[active], scale.mu, var_ref, used[active])
         else:
             rows, cols = np.nonzero(~used)
         y[rows, cols] = observe(rows, cols, rnd)
         used[rows, cols] = True
-        post_mu, post_var = _place(y, mu_ref, cov_ref, prior_mu, prior_var, phi, post_mu)
-        met = (~np.isnan(y[active])).sum(axis=1)
-        active = active[(np.sqrt(post_var[active]) > stop_sd) & (met < cap)]
+        post_mu, post_var = _item_posteriors(y, scale, prior_mu, prior_var, post_mu)
+        active = active[(np.sqrt(post_var[active]) > stop_sd) & (used[active].sum(axis=1) < cap)]
         if not len(active):
             break
     return y, post_mu, post_var
+
+
+def _pooled_dispersion(y, scale: _Scale, post_mu, prior_var) -> _Scale:
+    """Step 4: the dispersion pooled over every judgment, the references' covariance rescaled to it.
+
+    The adaptive pool asks mostly close pairs, whose answers scatter differently about the fit
+    than the round-robin's. Each item spends one effective parameter less the share its prior
+    carries, h = 1 - 1 / (v0 * posterior curvature), the trace of a penalised fit's hat matrix.
+    """
+    seen = ~np.isnan(y)
+    f = expit(post_mu[:, None] - scale.mu[None, :])
+    deviance = _deviance(y[seen], f[seen])
+    curv = np.sum(np.where(seen, f * (1 - f), 0.0), axis=1) / scale.phi + 1 / prior_var
+    spent = np.sum(1 - 1 / (prior_var * curv))
+    pooled = (scale.deviance + deviance) / (scale.df + seen.sum() - spent)
+    return replace(scale, cov=scale.cov * pooled / scale.phi, phi=pooled)
+
+
+def _logit(p):
+    return logit(np.clip(p, _EPS, 1 - _EPS))
 
 
 def _deviance(y, fitted) -> float:
@@ -287,14 +331,15 @@ def _most_informative(m, v, mu_ref, var_ref, used):
     return np.argmax(info, axis=1)
 
 
-def _place(y, mu_ref, cov_ref, prior_mu, prior_var, phi, start, max_iter=100, tol=1e-10):
-    """Laplace posterior of each item's score against fixed references, vectorised over items.
+def _item_posteriors(y, scale: _Scale, prior_mu, prior_var, start, max_iter=100, tol=1e-10):
+    """Laplace posterior of each item's score against the fixed references, vectorised over items.
 
     Maximises sum_r [y_r log F(s - mu_r) + (1 - y_r) log F(mu_r - s)] / phi - (s - m0)^2 / (2 v0)
     by Newton's method (the log-posterior is concave, so the step is damped only against overshoot).
     The variance adds the references' own uncertainty by the delta method: s moves with mu_r by
     g_r = c_r / (sum(c) + 1 / v0), c_r being comparison r's curvature, adding g^T C_ref g.
     """
+    mu_ref, phi = scale.mu, scale.phi
     seen = ~np.isnan(y)
     y0 = np.where(seen, y, 0.0)
     s = start.copy()
@@ -313,7 +358,7 @@ def _place(y, mu_ref, cov_ref, prior_mu, prior_var, phi, start, max_iter=100, to
     c = np.where(seen, f * (1 - f), 0.0) / phi
     total = c.sum(axis=1) + 1 / prior_var
     g = c / total[:, None]
-    return s, 1 / total + np.einsum("nk,kl,nl->n", g, cov_ref, g)
+    return s, 1 / total + np.einsum("nk,kl,nl->n", g, scale.cov, g)
 
 
 def pair_confidence(mu, var, i, j) -> np.ndarray:
