@@ -91,6 +91,12 @@ def se_case(name, n, per_item, dense):
             "dense_diff": diff}  # dense: the old path, an inverse of the same Hessian
 
 
+def write(lines, out):
+    Path(out).parent.mkdir(parents=True, exist_ok=True)
+    Path(out).write_text("\n".join(lines) + "\n")
+    print(f"wrote {out}")
+
+
 def se_table(args):
     rows = []
     for name, n, per_item in SE_CASES:
@@ -129,11 +135,9 @@ def se_table(args):
               "(`psdistill.ranking.laplace`): the hubs (references, the bias) are a border eliminated by a Schur "
               "complement, the rest is reordered by reverse Cuthill-McKee into blocks of its bandwidth and swept "
               "once forward and once back. A uniformly random design has no narrow band: there it is the dense "
-              "inverse (by Cholesky) in one block, and at 100,000 random items it would need 80 GB, so the fit "
+              "inverse in one block, and at 100,000 random items it would need about 150 GiB, so the fit "
               "raises a clear error and asks for se=False instead."]
-    Path(args.out).parent.mkdir(parents=True, exist_ok=True)
-    Path(args.out).write_text("\n".join(lines) + "\n")
-    print(f"wrote {args.out}")
+    write(lines, args.out)
 
 
 def main(argv=None):
@@ -197,9 +201,7 @@ def main(argv=None):
               "incidence matrix (m x n) and a few vectorised passes over the m comparisons; L-BFGS-B runs "
               "on variables scaled by the square root of each parameter's comparison weight, which keeps "
               "the position-bias fit from needing several times more iterations."]
-    Path(args.out).parent.mkdir(parents=True, exist_ok=True)
-    Path(args.out).write_text("\n".join(lines) + "\n")
-    print(f"wrote {args.out}")
+    write(lines, args.out)
 
 
 if __name__ == "__main__":
