@@ -1,10 +1,15 @@
 """Judge budget: ranking accuracy and confidence calibration against judge calls per item.
 
-    python eval/bench_judge_budget.py      # ~5 min; writes eval/results/judge_budget.{md,png}
+    python eval/bench_judge_budget.py      # ~6 min; writes eval/results/judge_budget.{md,png}
+
+Two parts. First, across judges: at each accuracy 0.60-0.95 and both kinds below, the fixed and
+the adaptive pool at their defaults (k = 16, `stop_information_gain` 0.1) on N = 600 items; the
+targets are adaptive SRCC within 0.02 of the fixed pool at <= 0.7x its calls, and pair-confidence
+ECE <= 0.02. Second, at accuracy 0.85 on N = 1000 items, every method's cost/accuracy frontier.
 
 N items with known latent quality q ~ N(0, 1) are judged by a SIMULATED judge
-(`psdistill.ranking.simulated_judge`) with accuracy 0.85 on random pairs and a position bias of
-+0.3 logits toward the first-shown item, of two kinds:
+(`psdistill.judge.simulated.simulated_judge`) with accuracy 0.85 (first part: each accuracy) on
+random pairs and a position bias of +0.3 logits toward the first-shown item, of two kinds:
 
 - constant: every pair ordered correctly with probability 0.85, however far apart (the
   pipeline's `SimulatedJudge`); answers are p = 0.85 or 0.15 before the bias.
@@ -18,7 +23,8 @@ Methods, all judging every pair in both presentation orders (one judge call per 
 - online Elo: the same judgments, K = 32, averaged over 20 shuffled orders.
 - fixed pool: `run_reference_pool(adaptive=False)`, every item against all k random references.
 - adaptive pool: `run_reference_pool(adaptive=True)`, k = 24 references, each item's next
-  reference chosen from its posterior, stopping at a posterior sd or a cap.
+  reference chosen from its posterior, stopping when the next reference adds little
+  information (`stop_information_gain`) or at a cap.
 
 SRCC to q and the expected calibration error (15 bins) of P(s_i > s_j) on 20,000 random item
 pairs are averaged over seeds. "Calls to reach SRCC 0.90" interpolates each method's
@@ -39,14 +45,28 @@ import numpy as np  # noqa: E402
 from scipy.special import expit, logit, xlogy  # noqa: E402
 from scipy.stats import spearmanr  # noqa: E402
 
+from psdistill.judge.simulated import simulated_judge  # noqa: E402
 from psdistill.ranking import (ReferencePoolConfig, expected_calibration_error, fit_bradley_terry,  # noqa: E402
-                               fit_elo, pair_confidence, random_pairs, run_reference_pool, simulated_judge)
+                               fit_elo, pair_confidence, random_pairs, run_reference_pool)
 
 ACCURACY, BIAS, TARGET = 0.85, 0.3, 0.90
+ACCURACIES, SWEEP_K, SWEEP_N = (0.60, 0.65, 0.70, 0.75, 0.80, 0.85, 0.90, 0.95), 16, 600
+BOUND_K = 11  # a fixed pool at 0.7x the calls of k = 16: what 30% fewer calls cost without adaptivity
 RANDOM_BUDGETS = (2, 4, 6, 8, 12, 16, 24, 32)        # calls per item
 FIXED_K = (3, 4, 5, 6, 8, 10, 12, 16, 20, 24, 32)
-ADAPTIVE = [(cap, sd) for cap in (2, 3, 4, 6, 8, 12, 16) for sd in (0.0, 0.3, 0.5, 0.8)]
+ADAPTIVE = [(cap, gain) for cap in (2, 3, 4, 6, 8, 12, 16) for gain in (0.0, 0.05, 0.1, 0.2)]
 ADAPTIVE_K = 24
+
+SWEEP_WHY = """Reading: the adaptive pool stops an item when its most informative unused reference would add at
+most a tenth of the Fisher information its judgments so far carry. With a strong judge the
+references span a wide logit range, distant ones carry little, and items stop after a few near
+ones: fewer calls at equal or better SRCC. With a weak judge every reference lies close on the
+logit scale and is about equally informative, so no choice of references can save calls for
+free: an item meets about 10 of 16, and the SRCC lost is about what the fixed pool loses with 11
+references (last column); meeting the SRCC target there needs about the fixed pool's calls.
+A constant-accuracy judge's confidences are under-confident in the adaptive pool at high
+accuracy (its close pairs misfit the logistic curve), and both pools are over-confident at
+accuracy 0.60-0.65, where the dispersion of answers that sit near 0.5 is small."""
 
 WHY = """Why the two judges differ (mechanisms; the figures above are what was measured):
 
@@ -132,17 +152,54 @@ def run(kind, n, seeds):
         runs = [pool(q, judge, ReferencePoolConfig(k=k, adaptive=False, seed=s))
                 for q, judge, s in instances(kind, n, seeds)]
         results["fixed pool"].append(average(runs) | {"setting": f"k={k}"})
-    for cap, sd in ADAPTIVE:
-        runs = [pool(q, judge, ReferencePoolConfig(k=ADAPTIVE_K, max_comparisons_per_item=cap, stop_sd=sd, seed=s))
+    for cap, gain in ADAPTIVE:
+        runs = [pool(q, judge, ReferencePoolConfig(k=ADAPTIVE_K, max_comparisons_per_item=cap,
+                                                   stop_information_gain=gain, seed=s))
                 for q, judge, s in instances(kind, n, seeds)]
-        results["adaptive pool"].append(average(runs) | {"setting": f"k={ADAPTIVE_K}, cap={cap}, stop_sd={sd}"})
+        results["adaptive pool"].append(average(runs) | {"setting": f"k={ADAPTIVE_K}, cap={cap}, gain={gain}"})
     return results
 
 
-def instances(kind, n, seeds):
+def instances(kind, n, seeds, accuracy=ACCURACY):
     for s in seeds:
         q = np.random.default_rng(1000 + s).normal(size=n)
-        yield q, simulated_judge(q, ACCURACY, BIAS, kind=kind, seed=s), s
+        yield q, simulated_judge(q, accuracy, BIAS, kind=kind, seed=s), s
+
+
+def sweep(seeds):
+    """Fixed and adaptive pool at their defaults, and the fixed pool with k = BOUND_K, per judge kind
+    and accuracy: (kind, accuracy, fixed, adaptive, bound)."""
+    rows = []
+    for kind in ("constant", "graded"):
+        for acc in ACCURACIES:
+            fixed, adaptive, bound = (average([pool(q, judge, ReferencePoolConfig(k=k, adaptive=ad, seed=s))
+                                               for q, judge, s in instances(kind, SWEEP_N, seeds, acc)])
+                                      for k, ad in ((SWEEP_K, False), (SWEEP_K, True), (BOUND_K, False)))
+            rows.append((kind, acc, fixed, adaptive, bound))
+            print(f"{kind} {acc:.2f}: fixed {fixed['calls']:.1f} calls SRCC {fixed['srcc']:.3f} ECE {fixed['ece']:.3f}; "
+                  f"adaptive {adaptive['calls']:.1f} SRCC {adaptive['srcc']:.3f} ECE {adaptive['ece']:.3f}", flush=True)
+    return rows
+
+
+def sweep_lines(rows, n_seeds):
+    lines = ["## Across judges: the pools at their defaults", "",
+             f"N = {SWEEP_N}, k = {SWEEP_K}, adaptive `stop_information_gain` = "
+             f"{ReferencePoolConfig().stop_information_gain}, position bias +{BIAS}, means over {n_seeds} seeds. "
+             "Targets: adaptive calls <= 0.7x fixed, adaptive SRCC >= fixed - 0.02, ECE <= 0.02 (both pools). "
+             f"Last column: a fixed pool with k = {BOUND_K} ({{ratio}}x the calls), what 30% fewer calls cost "
+             "when they are spread evenly.", "",
+             "| judge | accuracy | fixed calls/item | fixed SRCC | fixed ECE | adaptive calls/item | calls ratio | "
+             f"adaptive SRCC | SRCC diff | adaptive ECE | targets | fixed k={BOUND_K} SRCC diff |",
+             "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|---:|"]
+    lines[2] = lines[2].replace("{ratio}", f"{rows[0][4]['calls'] / rows[0][2]['calls']:.2f}")
+    for kind, acc, f, a, b in rows:
+        ratio, diff = a["calls"] / f["calls"], a["srcc"] - f["srcc"]
+        missed = [name for name, ok in (("calls", ratio <= 0.7), ("SRCC", diff >= -0.02),
+                                        ("ECE", max(a["ece"], f["ece"]) <= 0.02)) if not ok]
+        lines.append(f"| {kind} | {acc:.2f} | {f['calls']:.1f} | {f['srcc']:.3f} | {f['ece']:.3f} | {a['calls']:.1f} | "
+                     f"{ratio:.2f} | {a['srcc']:.3f} | {diff:+.3f} | {a['ece']:.3f} | "
+                     + ("met" if not missed else "missed: " + ", ".join(missed)) + f" | {b['srcc'] - f['srcc']:+.3f} |")
+    return lines + ["", SWEEP_WHY, ""]
 
 
 def main(argv=None):
@@ -153,17 +210,20 @@ def main(argv=None):
     args = ap.parse_args(argv)
     seeds = range(args.seeds)
     t0 = time.perf_counter()
+    swept = sweep(seeds)
     all_results = {}
     for kind in ("constant", "graded"):
         all_results[kind] = run(kind, args.items, seeds)
         print(f"{kind}: done in {time.perf_counter() - t0:.0f} s", flush=True)
 
     lines = ["# Judge budget: SRCC and calibration against judge calls per item", "",
-             f"`python eval/bench_judge_budget.py`: N = {args.items} items, q ~ N(0, 1), simulated judges of "
-             f"accuracy {ACCURACY} with position bias +{BIAS} (see the script's docstring), every pair judged in "
-             f"both orders; means over {args.seeds} seeds (quality, judge noise and references redrawn). "
+             f"`python eval/bench_judge_budget.py`: q ~ N(0, 1), SIMULATED judges with position bias +{BIAS} "
+             f"(see the script's docstring), every pair judged in both orders; means over {args.seeds} seeds "
+             "(quality, judge noise and references redrawn). "
              "Calls per item = judged (ordered) pairs / N, reference round-robin included. "
              "ECE: expected calibration error of P(s_i > s_j) on 20,000 random item pairs.", ""]
+    lines += sweep_lines(swept, args.seeds)
+    lines += [f"## Cost/accuracy frontier at accuracy {ACCURACY}, N = {args.items}", ""]
     summary = []
     for kind, results in all_results.items():
         reach = {m: calls_to_reach(pts) for m, pts in results.items()}
@@ -171,7 +231,7 @@ def main(argv=None):
         near = min(frontier(results["adaptive pool"]), key=lambda p: (p["srcc"] < TARGET, p["calls"]))
         pairs = [(b["srcc"], e["srcc"]) for b, e in zip(results["random-pair BT"], results["online Elo"])]
         summary.append((kind, reach, ratio, near, pairs))
-        lines += [f"## {kind} judge", "", "| method | setting | calls/item | SRCC | SRCC sd | ECE |",
+        lines += [f"### {kind} judge", "", "| method | setting | calls/item | SRCC | SRCC sd | ECE |",
                   "|---|---|---:|---:|---:|---:|"]
         for method, pts in results.items():
             for p in sorted(pts, key=lambda p: p["calls"]):
@@ -180,7 +240,7 @@ def main(argv=None):
         lines += ["", f"Calls per item to reach SRCC {TARGET:.2f} (interpolated on each method's frontier): "
                   + ", ".join(f"{m} {c:.1f}" for m, c in reach.items()) + ".", ""]
 
-    lines += ["## Targets", "", "| judge | adaptive / fixed calls at SRCC 0.90 (target <= 0.6) | "
+    lines += ["### Frontier targets (an earlier issue's)", "", "| judge | adaptive / fixed calls at SRCC 0.90 (target <= 0.6) | "
               "adaptive-pool ECE at its cheapest config with SRCC >= 0.90 (target <= 0.03) | "
               "fixed-pool ECE range | BT > Elo at equal calls |", "|---|---:|---:|---:|---|"]
     for kind, reach, ratio, near, pairs in summary:
@@ -189,7 +249,7 @@ def main(argv=None):
         lines.append(f"| {kind} | {ratio:.2f} ({reach['adaptive pool']:.1f} vs {reach['fixed pool']:.1f}) | "
                      f"{near['ece']:.3f} ({near['setting']}, SRCC {near['srcc']:.3f}) | "
                      f"{min(fixed_ece):.3f}-{max(fixed_ece):.3f} | {wins}/{len(pairs)} budgets |")
-    lines += ["", "## Reading", ""]
+    lines += ["", "### Reading", ""]
     for kind, reach, ratio, near, pairs in summary:
         losses = [b for b, (bt, elo) in zip(RANDOM_BUDGETS, pairs) if bt <= elo]
         lines.append(f"- {kind} judge: adaptive/fixed = {ratio:.2f} "

@@ -7,7 +7,7 @@ from scipy.optimize import minimize
 from scipy.stats import norm
 
 from psdistill.errors import DataError
-from psdistill.ranking import (ConvergenceError, bootstrap_ci, fit_bradley_terry, fit_elo, fit_thurstone,
+from psdistill.ranking import (ConvergenceError, bootstrap_fit_ci, fit_bradley_terry, fit_elo, fit_thurstone,
                                simulate_comparisons)
 
 
@@ -108,7 +108,7 @@ def test_position_bias_is_recovered(fit):
 def test_bootstrap_interval_contains_estimate_and_is_near_laplace_width():
     _, pairs, y = _data(n=8, m=400, seed=15)
     fit = fit_bradley_terry(8, pairs, y)
-    lo, hi = bootstrap_ci(fit_bradley_terry, 8, pairs, y, n_boot=40, seed=0)
+    lo, hi = bootstrap_fit_ci(fit_bradley_terry, 8, pairs, y, n_boot=40, seed=0)
     assert np.all((lo <= fit.params) & (fit.params <= hi))
     ratio = (hi - lo) / (2 * 1.96 * fit.se)
     assert np.all((ratio > 0.6) & (ratio < 1.5)), ratio

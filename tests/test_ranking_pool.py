@@ -6,8 +6,9 @@ from scipy.special import ndtr
 from scipy.stats import spearmanr
 
 from psdistill.errors import ConfigError, DataError
+from psdistill.judge.simulated import simulated_judge
 from psdistill.ranking import (ReferencePoolConfig, expected_calibration_error, pair_confidence, reference_pool_pairs,
-                               run_reference_pool, simulated_judge, to_rating_scale)
+                               run_reference_pool, to_rating_scale)
 
 
 def _quality(n, seed=1):
@@ -61,7 +62,7 @@ def test_cost_grows_linearly_with_the_number_of_items():
 def test_adaptive_rounds_are_batched_one_pair_per_unfinished_item():
     q = _quality(300)
     rec = Recorder(simulated_judge(q, 0.85, kind="graded", seed=4))
-    res = run_reference_pool(300, rec, ReferencePoolConfig(k=10, max_comparisons_per_item=6, stop_sd=0.5))
+    res = run_reference_pool(300, rec, ReferencePoolConfig(k=10, max_comparisons_per_item=6, stop_information_gain=0.3))
     assert res.n_judge_calls == len(rec.calls) <= 1 + 6
     refs = set(res.reference_ids.tolist())
     calib = rec.calls[0]
@@ -78,6 +79,24 @@ def test_adaptive_rounds_are_batched_one_pair_per_unfinished_item():
         assert not pairs & seen  # a pair is never asked twice
         seen |= pairs
     assert len(rec.calls[-1]) < len(rec.calls[1])  # items finish early
+
+
+def test_the_stop_is_relative_to_what_the_judge_can_tell():
+    """An absolute posterior sd of 0.3 stopped every item after one reference with a constant judge of
+    accuracy 0.70 (its references spread sd ~0.25; SRCC 0.30). Relative information: with a weak
+    judge every reference is about as informative, so an item meets about 1 / 0.1 = 10 of the 16;
+    with a strong graded judge the distant ones carry little and items stop well before."""
+    q = _quality(600, seed=5)
+    weak_judge = simulated_judge(q, 0.70, 0.3, kind="constant", seed=1)
+    weak = run_reference_pool(600, weak_judge, ReferencePoolConfig(k=16))
+    strong = run_reference_pool(600, simulated_judge(q, 0.95, 0.3, kind="graded", seed=1), ReferencePoolConfig(k=16))
+    fixed = run_reference_pool(600, weak_judge, ReferencePoolConfig(k=16, adaptive=False))
+    met_weak = np.delete(weak.n_references_met, weak.reference_ids)
+    met_strong = np.delete(strong.n_references_met, strong.reference_ids)
+    assert met_weak.min() >= 8 and met_weak.mean() <= 11
+    assert met_strong.mean() < 0.7 * met_weak.mean()
+    assert spearmanr(weak.mu, q)[0] > spearmanr(fixed.mu, q)[0] - 0.06  # 10 of 16 references, chosen
+    assert spearmanr(strong.mu, q)[0] > 0.98
 
 
 def test_same_seed_and_answers_replay_the_same_pairs():
@@ -150,7 +169,8 @@ def test_to_rating_scale_with_and_without_anchors():
     ({"k": 2}, "^k: need an integer >= 3"),
     ({"k": 8, "max_comparisons_per_item": 9}, "^max_comparisons_per_item: need 1 <= value <= k=8"),
     ({"adaptive": False, "max_comparisons_per_item": 4}, "^max_comparisons_per_item: only the adaptive"),
-    ({"stop_sd": -0.1}, "^stop_sd"),
+    ({"stop_information_gain": -0.1}, "^stop_information_gain"),
+    ({"stop_sd": 0.3}, "^stop_sd: removed; use stop_information_gain"),
     ({"alpha": 0.0}, "^alpha"),
 ])
 def test_config_errors_name_the_field(kwargs, match):

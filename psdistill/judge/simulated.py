@@ -1,8 +1,15 @@
-"""A SIMULATED judge: a noisy oracle that reads the ground truth.
+"""SIMULATED judges: noisy oracles that read the ground truth.
 
-It exists so that the demo and the tests can show the pipeline learning with random-weight models,
-which have no taste of their own. Everything it produces is labelled simulated (`simulated=True`,
-"simulated" in its `judge_id`). It never stands in for a real VLM in a reported result.
+They exist so that the demo and the tests can show the pipeline learning with random-weight models,
+which have no taste of their own, and so that the ranking code can be measured against a known
+truth. Everything they produce is labelled simulated (`simulated=True`, "simulated" in its
+`judge_id`). They never stand in for a real VLM in a reported result.
+
+One rule, two interfaces: `SimulatedJudge` answers for image records (the pipeline's `Judge`),
+`simulated_judge` for item indices with a known quality array (a `psdistill.ranking.IndexJudge`,
+for the ranking tests and benchmarks). Both give each unordered pair one verdict, whatever the
+order or batch it is asked in, and add a position bias to the logit of the first-shown item, as a
+real VLM judge with a consistent opinion and a bias toward the first image would.
 """
 from __future__ import annotations
 
@@ -11,10 +18,11 @@ from dataclasses import dataclass
 from typing import Sequence
 
 import numpy as np
-from scipy.special import expit, logit
+from scipy.special import expit, logit, ndtr, ndtri
 
 from psdistill.errors import ConfigError
 from psdistill.judge.base import Pair
+from psdistill.ranking.utils import IndexJudge
 
 
 @dataclass
@@ -31,12 +39,21 @@ class SimulatedJudgeConfig:
             raise ConfigError(f"judge.simulated.accuracy: must be in [0.5, 1), got {self.accuracy}")
 
 
-class SimulatedJudge:
-    """Calibrated by construction: when it is right it says p = accuracy for the better image.
+def constant_accuracy_answer(gap, uniform, accuracy: float, position_bias: float) -> np.ndarray:
+    """P(first preferred) of a judge that orders every pair of distinct quality correctly with
+    probability ``accuracy``, however far apart: p = expit(+-logit(accuracy) + position_bias), the
+    sign wrong where the pair's ``uniform`` draw is >= accuracy. Calibrated by construction: when
+    it is right it says p = accuracy for the better item. Equal quality gives 0.5 before the bias."""
+    sign = np.sign(gap)
+    sign = np.where(np.asarray(uniform) >= accuracy, -sign, sign)  # wrong, as confident as when right
+    return expit(sign * logit(accuracy) + position_bias)
 
-    Each answer is a deterministic function of (seed, both ids, order, dimension), so judging a pair
+
+class SimulatedJudge:
+    """The constant-accuracy rule over image records, reading ``record.score(dimension)``.
+
+    Each answer is a deterministic function of (seed, both ids, dimension), so judging a pair
     again, in another process or after a restart, gives the same answer, like a cached real judge.
-    Ties in ground truth get p = 0.5 before the position bias.
     """
 
     simulated = True
@@ -46,21 +63,72 @@ class SimulatedJudge:
         self.judge_id = f"simulated(accuracy={config.accuracy},position_bias={config.position_bias},seed={config.seed})"
 
     def prefer(self, pairs: Sequence[Pair], dimension: str) -> np.ndarray:
-        strength = logit(self.config.accuracy)
-        out = np.empty(len(pairs))
+        gap, uniform = np.empty(len(pairs)), np.empty(len(pairs))
         for n, (a, b) in enumerate(pairs):
-            gap = a.score(dimension) - b.score(dimension)
-            if np.isnan(gap):
+            gap[n] = a.score(dimension) - b.score(dimension)
+            if np.isnan(gap[n]):
                 raise ConfigError(
                     f"judge.kind=simulated needs ground truth {dimension!r} for {a.id!r} and {b.id!r}")
-            sign = float(np.sign(gap))
-            if sign != 0 and self._uniform(a.id, b.id, dimension) >= self.config.accuracy:
-                sign = -sign  # a wrong answer, with the same confidence as a right one
-            out[n] = expit(sign * strength + self.config.position_bias)
-        return out
+            uniform[n] = self._uniform(a.id, b.id, dimension)
+        return constant_accuracy_answer(gap, uniform, self.config.accuracy, self.config.position_bias)
 
     def _uniform(self, id_a: str, id_b: str, dimension: str) -> float:
-        # Order-independent key: both presentation orders of a pair share one verdict, as a judge
-        # with a consistent opinion plus a position bias would.
+        # Order-independent key: both presentation orders of a pair share one verdict.
         key = "|".join([str(self.config.seed), dimension, *sorted((id_a, id_b))]).encode()
         return int.from_bytes(hashlib.blake2b(key, digest_size=8).digest(), "big") / 2**64
+
+
+def _pair_uniform(i: np.ndarray, j: np.ndarray, seed: int) -> np.ndarray:
+    """A uniform in [0, 1) per unordered pair, the same whatever the order or batch it comes in.
+
+    splitmix64 (Steele et al. 2014) of the pair key: deterministic like a cached judge's answer.
+    """
+    lo, hi = np.minimum(i, j).astype(np.uint64), np.maximum(i, j).astype(np.uint64)
+    with np.errstate(over="ignore"):
+        z = (lo << np.uint64(32)) ^ hi ^ (np.uint64(seed) * np.uint64(0x9E3779B97F4A7C15))
+        z = (z ^ (z >> np.uint64(30))) * np.uint64(0xBF58476D1CE4E5B9)
+        z = (z ^ (z >> np.uint64(27))) * np.uint64(0x94D049BB133111EB)
+        z = z ^ (z >> np.uint64(31))
+    return (z >> np.uint64(11)).astype(np.float64) / 2.0**53
+
+
+def simulated_judge(quality, accuracy: float = 0.85, position_bias: float = 0.0, kind: str = "constant",
+                    seed: int = 0) -> IndexJudge:
+    """A SIMULATED judge over item indices of known ``quality``: ``judge(pairs) -> P(first preferred)``.
+
+    - ``"constant"`` (the rule of `SimulatedJudge`, `constant_accuracy_answer`): every pair of
+      distinct quality is ordered correctly with probability ``accuracy``, however far apart.
+    - ``"graded"`` (Thurstone, 1927): the judge perceives ``s * (q_a - q_b) + e`` with
+      e ~ N(0, 1) per pair and answers expit(perceived + position_bias). Close pairs are hard and
+      distant ones easy; ``s`` is set so that the share of random pairs ordered correctly is ``accuracy``.
+    """
+    q = np.asarray(quality, dtype=float)
+    if kind == "constant":
+        def judge(pairs):
+            pairs = np.asarray(pairs)
+            i, j = pairs[:, 0], pairs[:, 1]
+            return constant_accuracy_answer(q[i] - q[j], _pair_uniform(i, j, seed), accuracy, position_bias)
+
+        return judge
+    if kind == "graded":
+        # |gap| of random pairs (all pairs up to 500 items, a fixed sample of 10^5 beyond)
+        if len(q) <= 500:
+            gaps = np.abs(np.subtract.outer(q, q))[np.triu_indices(len(q), 1)]
+        else:
+            ij = np.random.default_rng(seed).integers(0, len(q), (100_000, 2))
+            gaps = np.abs(q[ij[:, 0]] - q[ij[:, 1]])[ij[:, 0] != ij[:, 1]]
+        lo, hi = 1e-6, 1e6
+        for _ in range(60):  # bisection on log s: mean Phi(s |gap|) is increasing in s
+            s = np.sqrt(lo * hi)
+            lo, hi = (s, hi) if ndtr(s * gaps).mean() < accuracy else (lo, s)
+        scale = np.sqrt(lo * hi)
+
+        def judge(pairs):
+            pairs = np.asarray(pairs)
+            i, j = pairs[:, 0], pairs[:, 1]
+            e = ndtri(np.clip(_pair_uniform(i, j, seed), 1e-12, 1 - 1e-12))
+            e = np.where(i < j, e, -e)  # one perception per unordered pair, seen from either side
+            return expit(scale * (q[i] - q[j]) + e + position_bias)
+
+        return judge
+    raise ValueError(f"kind: use 'constant' or 'graded', got {kind!r}")

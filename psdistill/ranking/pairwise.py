@@ -22,7 +22,8 @@ optimum has mean zero anyway (each comparison's gradient sums to zero over the i
 
 The optimiser is scipy's L-BFGS-B with the analytic gradient; gaps and gradients go through the
 sparse signed incidence matrix of the comparisons, so one evaluation costs O(m). Standard errors
-come from the inverse Hessian at the optimum (the Laplace approximation), which costs O(n_items^3).
+come from the inverse Hessian at the optimum (the Laplace approximation): its diagonal, computed from
+the sparse Hessian (`psdistill.ranking.laplace`); the full covariance only on request.
 """
 from __future__ import annotations
 
@@ -31,13 +32,14 @@ from typing import Callable, Optional
 
 import numpy as np
 from scipy.optimize import minimize
-from scipy.sparse import coo_matrix, csr_matrix
+from scipy.sparse import csr_matrix
 from scipy.special import expit, log_ndtr
 
 from psdistill.errors import DataError
+from psdistill.ranking.laplace import dense_covariance, hessian, laplace_variances
 from psdistill.ranking.utils import ConvergenceError, check_comparisons, check_connected
 
-__all__ = ["PairwiseFit", "fit_bradley_terry", "fit_thurstone", "bootstrap_ci"]
+__all__ = ["PairwiseFit", "fit_bradley_terry", "fit_thurstone", "bootstrap_fit_ci"]
 
 _LOG_SQRT_2PI = 0.5 * np.log(2 * np.pi)
 
@@ -49,7 +51,7 @@ class PairwiseFit:
     ``params`` are the latent scores (n_items,); ``se`` their standard errors (None when not
     requested); ``position_bias`` the fitted logit (BT) or probit (Thurstone) shift toward the
     first-shown item (0.0 and ``position_bias_se=None`` when not fitted); ``cov`` the covariance of
-    all fitted parameters, scores then bias (None when ``se=False``).
+    all fitted parameters, scores then bias (None unless ``cov=True``).
     """
 
     params: np.ndarray
@@ -99,7 +101,7 @@ def _probit_curvature(d, y):
 _LINKS = {"bradley-terry": (_logistic, _logistic_curvature), "thurstone": (_probit, _probit_curvature)}
 
 
-def _fit(model, n_items, pairs, outcomes, weights, ties, alpha, position_bias, se, initial_params,
+def _fit(model, n_items, pairs, outcomes, weights, ties, alpha, position_bias, se, cov, initial_params,
          max_iter, tol) -> PairwiseFit:
     a, b, y, w = check_comparisons(n_items, pairs, outcomes, weights, ties)
     if not (np.isfinite(alpha) and alpha >= 0):
@@ -139,11 +141,14 @@ def _fit(model, n_items, pairs, outcomes, weights, ties, alpha, position_bias, s
     beta = float(x[n_items]) if position_bias else 0.0
     d = theta[a] - theta[b] + beta
     loglik = -link(d, y, w)[0]
-    cov = _covariance(n_items, a, b, w * curvature(d, y), alpha, position_bias) if se else None
-    sd = np.sqrt(np.diag(cov)) if se else None
+    sd, full = None, None
+    if se or cov:
+        h = hessian(n_items, a, b, w * curvature(d, y), alpha, position_bias)
+        full = dense_covariance(h, n_items, alpha) if cov else None
+        sd = np.sqrt(np.diag(full) if cov else laplace_variances(h, n_items, alpha))
     return PairwiseFit(
         params=theta, se=None if sd is None else sd[:n_items], position_bias=beta,
-        position_bias_se=float(sd[n_items]) if se and position_bias else None, cov=cov,
+        position_bias_se=float(sd[n_items]) if sd is not None and position_bias else None, cov=full,
         log_likelihood=loglik, n_iter=n_iter, model=model)
 
 
@@ -180,30 +185,13 @@ def _lbfgs(objective, x0, scale, max_iter, tol):
     return res.x / root, int(res.nit)
 
 
-def _covariance(n_items, a, b, c, alpha, position_bias):
-    """Inverse of the negative log-posterior Hessian (the Laplace covariance).
+def fit_bradley_terry(n_items, pairs, outcomes=None, *, weights=None, ties=None, alpha=0.0,
+                      position_bias=False, se=True, cov=False, initial_params=None, max_iter=2000,
+                      tol=1e-6) -> PairwiseFit:
+    """Bradley-Terry (1952) maximum-likelihood / MAP scores, logistic link.
 
-    The score block is the Laplacian of the comparison graph weighted by c = w * F-curvature.
-    With alpha = 0 it is singular along the common shift u = (1, ..., 1, 0) / sqrt(n); the
-    covariance of the mean-zero scores is then the pseudo-inverse, (H + u u^T)^-1 - u u^T.
-    """
-    n_par = n_items + int(position_bias)
-    h = coo_matrix((np.concatenate([c, c]), (np.concatenate([a, b]), np.concatenate([b, a]))),
-                   shape=(n_par, n_par)).toarray()
-    h = np.diag(h.sum(axis=1)) - h
-    if position_bias:
-        col = np.bincount(a, c, n_items) - np.bincount(b, c, n_items)
-        h[:n_items, n_items] = h[n_items, :n_items] = col
-        h[n_items, n_items] = c.sum()
-    h += alpha * np.eye(n_par)
-    if alpha > 0:
-        return np.linalg.inv(h)
-    u = np.zeros(n_par)
-    u[:n_items] = 1 / np.sqrt(n_items)
-    return np.linalg.inv(h + np.outer(u, u)) - np.outer(u, u)
+        P(a over b) = 1 / (1 + exp(-(theta_a - theta_b + beta))).
 
-
-_FIT_DOC = """
     Parameters
     ----------
     n_items : int
@@ -223,7 +211,11 @@ _FIT_DOC = """
     position_bias : bool, optional
         Also fit a shift ``beta`` toward the first-shown item.
     se : bool, optional
-        Compute the Laplace covariance and standard errors (O(n_items^3) time, O(n_items^2) memory).
+        Compute Laplace standard errors: the diagonal of the inverse Hessian, from the sparse
+        Hessian without a dense inverse (`psdistill.ranking.laplace`; linear in the items for a
+        reference pool or a locally dense design, a dense inverse for a uniformly random one).
+    cov : bool, optional
+        Also return the full Laplace covariance, a dense (n_items + bias)^2 matrix.
     initial_params : array_like, shape (n_items,), optional
         Starting scores.
     max_iter : int, optional
@@ -241,37 +233,35 @@ _FIT_DOC = """
     DataError
         On malformed data (unknown index, self-comparison, NaN outcome: see
         `check_comparisons`), a disconnected comparison graph, or, with ``alpha = 0``, data for
-        which the maximum-likelihood estimate does not exist (an item that never loses).
+        which the maximum-likelihood estimate does not exist (an item that never loses); with
+        ``se=True``, a design whose standard errors would need more than 4 GiB.
     ConvergenceError
         If L-BFGS-B stops before meeting ``tol``.
-"""
-
-
-def fit_bradley_terry(n_items, pairs, outcomes=None, *, weights=None, ties=None, alpha=0.0,
-                      position_bias=False, se=True, initial_params=None, max_iter=2000,
-                      tol=1e-6) -> PairwiseFit:
-    return _fit("bradley-terry", n_items, pairs, outcomes, weights, ties, alpha, position_bias, se,
+    """
+    return _fit("bradley-terry", n_items, pairs, outcomes, weights, ties, alpha, position_bias, se, cov,
                 initial_params, max_iter, tol)
 
 
 def fit_thurstone(n_items, pairs, outcomes=None, *, weights=None, ties=None, alpha=0.0,
-                  position_bias=False, se=True, initial_params=None, max_iter=2000,
+                  position_bias=False, se=True, cov=False, initial_params=None, max_iter=2000,
                   tol=1e-6) -> PairwiseFit:
-    return _fit("thurstone", n_items, pairs, outcomes, weights, ties, alpha, position_bias, se,
+    """Thurstone (1927) Case V maximum-likelihood / MAP scores, probit link.
+
+        P(a over b) = Phi(theta_a - theta_b + beta), i.e. item qualities with
+        independent normal noise of variance 1/2 each.
+
+    Parameters, return value and errors: as `fit_bradley_terry`, with the probit link.
+    """
+    return _fit("thurstone", n_items, pairs, outcomes, weights, ties, alpha, position_bias, se, cov,
                 initial_params, max_iter, tol)
 
 
-fit_bradley_terry.__doc__ = ("Bradley-Terry (1952) maximum-likelihood / MAP scores, logistic link.\n"
-                             "\n    P(a over b) = 1 / (1 + exp(-(theta_a - theta_b + beta))).\n" + _FIT_DOC)
-fit_thurstone.__doc__ = ("Thurstone (1927) Case V maximum-likelihood / MAP scores, probit link.\n"
-                         "\n    P(a over b) = Phi(theta_a - theta_b + beta), i.e. item qualities with\n"
-                         "    independent normal noise of variance 1/2 each.\n" + _FIT_DOC)
-
-
-def bootstrap_ci(fit: Callable[..., PairwiseFit], n_items, pairs, outcomes=None, *, weights=None,
+def bootstrap_fit_ci(fit: Callable[..., PairwiseFit], n_items, pairs, outcomes=None, *, weights=None,
                  n_boot: int = 200, level: float = 0.95, seed=0, max_failures: Optional[int] = None,
                  **fit_kwargs):
-    """Percentile bootstrap confidence intervals (Efron & Tibshirani, 1993, ch. 13) for the scores.
+    """Percentile bootstrap confidence intervals (Efron & Tibshirani, 1993, ch. 13) for fitted scores.
+
+    (Not `psdistill.metrics.bootstrap_ci`, which resamples images to put an interval on a metric.)
 
     Comparisons are resampled with replacement and refitted with ``fit`` (`fit_bradley_terry` or
     `fit_thurstone`, keyword arguments passed on; ``se=False`` is forced). A resample that the

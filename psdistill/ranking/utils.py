@@ -1,4 +1,4 @@
-"""Input checks, graph helpers, simulators and metrics shared by the ranking modules.
+"""Input checks, graph helpers, a comparison simulator and a calibration metric shared by the ranking modules.
 
 Data conventions (as in choix): items are integers 0..n_items-1. A comparison is a row
 ``(a, b)`` of an ``(m, 2)`` integer array in presentation order (``a`` shown first) and an outcome
@@ -12,20 +12,23 @@ from typing import Callable
 import numpy as np
 from scipy.sparse import coo_matrix
 from scipy.sparse.csgraph import connected_components
-from scipy.special import expit, logit, ndtr, ndtri
+from scipy.special import expit, ndtr
 
 from psdistill.errors import DataError
 
 __all__ = [
     "ConvergenceError",
+    "IndexJudge",
     "check_comparisons",
     "check_connected",
     "simulate_comparisons",
-    "simulated_judge",
     "expected_calibration_error",
 ]
 
-Judge = Callable[[np.ndarray], np.ndarray]
+#: The ranking code's judge: (m, 2) item indices in presentation order -> (m,) P(first preferred).
+#: A plain callable, so that ranking needs nothing from `psdistill.judge` (whose `Judge` protocol
+#: answers for image records; the pipeline adapts one to the other in a closure).
+IndexJudge = Callable[[np.ndarray], np.ndarray]
 
 
 class ConvergenceError(RuntimeError):
@@ -159,71 +162,6 @@ def simulate_comparisons(params, pairs, model: str = "bt", position_bias: float 
     d = params[pairs[:, 0]] - params[pairs[:, 1]] + position_bias
     prob = expit(d) if model == "bt" else ndtr(d)
     return (np.random.default_rng(seed).random(len(d)) < prob).astype(float)
-
-
-def _pair_uniform(i: np.ndarray, j: np.ndarray, seed: int) -> np.ndarray:
-    """A uniform in [0, 1) per unordered pair, the same whatever the order or batch it comes in.
-
-    splitmix64 (Steele et al. 2014) of the pair key: deterministic like a cached judge's answer.
-    """
-    lo, hi = np.minimum(i, j).astype(np.uint64), np.maximum(i, j).astype(np.uint64)
-    with np.errstate(over="ignore"):
-        z = (lo << np.uint64(32)) ^ hi ^ (np.uint64(seed) * np.uint64(0x9E3779B97F4A7C15))
-        z = (z ^ (z >> np.uint64(30))) * np.uint64(0xBF58476D1CE4E5B9)
-        z = (z ^ (z >> np.uint64(27))) * np.uint64(0x94D049BB133111EB)
-        z = z ^ (z >> np.uint64(31))
-    return (z >> np.uint64(11)).astype(np.float64) / 2.0**53
-
-
-def simulated_judge(quality, accuracy: float = 0.85, position_bias: float = 0.0, kind: str = "constant",
-                    seed: int = 0) -> Judge:
-    """A SIMULATED judge over item indices, for tests and benchmarks: ``judge(pairs) -> P(first preferred)``.
-
-    Both kinds give each unordered pair one verdict, whatever the order or batch it is asked in,
-    and add ``position_bias`` to the logit of the first-shown item, as a real VLM judge with a
-    consistent opinion and a bias toward the first image would.
-
-    - ``"constant"`` (as `psdistill.judge.simulated.SimulatedJudge`): every pair of distinct
-      quality is ordered correctly with probability ``accuracy``, however far apart the items are,
-      and the answer is p = expit(+-logit(accuracy) + position_bias).
-    - ``"graded"`` (Thurstone, 1927): the judge perceives ``s * (q_a - q_b) + e`` with
-      e ~ N(0, 1) per pair and answers expit(perceived + position_bias). Close pairs are hard and
-      distant ones easy; ``s`` is set so that the share of random pairs ordered correctly is ``accuracy``.
-    """
-    q = np.asarray(quality, dtype=float)
-    if kind == "constant":
-        strength = logit(accuracy)
-
-        def judge(pairs):
-            pairs = np.asarray(pairs)
-            i, j = pairs[:, 0], pairs[:, 1]
-            sign = np.sign(q[i] - q[j])
-            sign = np.where(_pair_uniform(i, j, seed) >= accuracy, -sign, sign)
-            return expit(sign * strength + position_bias)
-
-        return judge
-    if kind == "graded":
-        # |gap| of random pairs (all pairs up to 500 items, a fixed sample of 10^5 beyond)
-        if len(q) <= 500:
-            gaps = np.abs(np.subtract.outer(q, q))[np.triu_indices(len(q), 1)]
-        else:
-            ij = np.random.default_rng(seed).integers(0, len(q), (100_000, 2))
-            gaps = np.abs(q[ij[:, 0]] - q[ij[:, 1]])[ij[:, 0] != ij[:, 1]]
-        lo, hi = 1e-6, 1e6
-        for _ in range(60):  # bisection on log s: mean Phi(s |gap|) is increasing in s
-            s = np.sqrt(lo * hi)
-            lo, hi = (s, hi) if ndtr(s * gaps).mean() < accuracy else (lo, s)
-        scale = np.sqrt(lo * hi)
-
-        def judge(pairs):
-            pairs = np.asarray(pairs)
-            i, j = pairs[:, 0], pairs[:, 1]
-            e = ndtri(np.clip(_pair_uniform(i, j, seed), 1e-12, 1 - 1e-12))
-            e = np.where(i < j, e, -e)  # one perception per unordered pair, seen from either side
-            return expit(scale * (q[i] - q[j]) + e + position_bias)
-
-        return judge
-    raise ValueError(f"kind: use 'constant' or 'graded', got {kind!r}")
 
 
 def expected_calibration_error(confidence, correct, n_bins: int = 15) -> float:
