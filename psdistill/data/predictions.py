@@ -11,26 +11,20 @@ from pathlib import Path
 from typing import Mapping, Sequence
 
 from psdistill.data.records import ImageRecord
+from psdistill.data.run_files import write_csv
 from psdistill.errors import DataError
 
 
 def write_predictions(path: str | Path, records: Sequence[ImageRecord],
                       scores: Mapping[str, Sequence[float]]) -> Path:
     """`scores` maps a dimension to one score per record (same order as `records`)."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
     dims = list(scores)
     for d in dims:
         if len(scores[d]) != len(records):
             raise ValueError(f"{d}: {len(scores[d])} scores for {len(records)} records")
-    tmp = path.with_suffix(".tmp")
-    with open(tmp, "w", newline="") as f:
-        w = csv.writer(f)
-        w.writerow(["id", "path"] + dims)
-        for n, r in enumerate(records):
-            w.writerow([r.id, r.path] + [repr(float(scores[d][n])) for d in dims])
-    tmp.replace(path)  # atomic: a killed run never leaves half a predictions file
-    return path
+    # Atomic: a killed run never leaves half a predictions file.
+    return write_csv(path, ["id", "path"] + dims,
+                     ([r.id, r.path] + [repr(float(scores[d][n])) for d in dims] for n, r in enumerate(records)))
 
 
 def read_predictions(path: str | Path) -> dict[str, dict[str, float]]:

@@ -13,7 +13,7 @@ import csv
 import json
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Sequence
+from typing import Iterable, Sequence
 
 import numpy as np
 
@@ -35,17 +35,23 @@ def _atomic(path: Path):
     return path.with_suffix(path.suffix + ".tmp")
 
 
-def write_comparisons(path: str | Path, ids: Sequence[str], comparisons) -> Path:
-    """`comparisons`: rows (i, j, P(first preferred)) with i, j indexing `ids`, in presentation order."""
+def write_csv(path: str | Path, header: Sequence[str], rows: Iterable[Sequence]) -> Path:
+    """`header` and `rows` to `path`, atomically (here and for predictions.py)."""
     path = Path(path)
     tmp = _atomic(path)
     with open(tmp, "w", newline="") as f:
         w = csv.writer(f)
-        w.writerow(["first_id", "second_id", "p_first_preferred"])
-        for i, j, p in np.asarray(comparisons, dtype=float).reshape(-1, 3):
-            w.writerow([ids[int(i)], ids[int(j)], repr(float(p))])
+        w.writerow(header)
+        w.writerows(rows)
     tmp.replace(path)
     return path
+
+
+def write_comparisons(path: str | Path, ids: Sequence[str], comparisons) -> Path:
+    """`comparisons`: rows (i, j, P(first preferred)) with i, j indexing `ids`, in presentation order."""
+    return write_csv(path, ["first_id", "second_id", "p_first_preferred"],
+                     ([ids[int(i)], ids[int(j)], repr(float(p))]
+                      for i, j, p in np.asarray(comparisons, dtype=float).reshape(-1, 3)))
 
 
 def write_pool(path: str | Path, pool: PoolFile) -> Path:
@@ -64,16 +70,9 @@ def read_pool(path: str | Path) -> PoolFile:
 
 
 def write_pseudo_scores(path: str | Path, ids: Sequence[str], score, var, reference_ids: Sequence[str]) -> Path:
-    path = Path(path)
     refs = set(reference_ids)
-    tmp = _atomic(path)
-    with open(tmp, "w", newline="") as f:
-        w = csv.writer(f)
-        w.writerow(["id", "score", "variance", "is_reference"])
-        for i, rid in enumerate(ids):
-            w.writerow([rid, repr(float(score[i])), repr(float(var[i])), int(rid in refs)])
-    tmp.replace(path)
-    return path
+    return write_csv(path, ["id", "score", "variance", "is_reference"],
+                     ([rid, repr(float(score[i])), repr(float(var[i])), int(rid in refs)] for i, rid in enumerate(ids)))
 
 
 def read_pseudo_scores(path: str | Path) -> dict[str, tuple[float, float]]:

@@ -27,7 +27,7 @@ import re
 from pathlib import Path
 from typing import Optional
 
-from psdistill.data.loaders.common import LoadReport, LoadResult, check_file, parse_score, read_csv
+from psdistill.data.loaders.common import LoadReport, LoadResult, check_file, load_records, parse_score, read_csv
 from psdistill.data.records import ImageRecord
 from psdistill.errors import DataError
 
@@ -57,12 +57,9 @@ def load_apddv2(csv_path: str | Path, image_dir: Optional[str | Path] = None, *,
     """
     csv_path = Path(csv_path)
     image_dir = Path(image_dir) if image_dir is not None else csv_path.parent
-    report = LoadReport(str(csv_path), strict=strict)
-    records, lines = _read(csv_path, image_dir, report, check_files)
-    if split is not None:
-        records = _restrict(records, lines, csv_path, Path(split), report)
-    report.finish(records)
-    return LoadResult(records, report)
+    return load_records(csv_path, strict, lambda report: _read(csv_path, image_dir, report, check_files),
+                        None if split is None else lambda recs, lines, report: _restrict(recs, lines, csv_path,
+                                                                                         Path(split), report))
 
 
 def _read(path: Path, image_dir: Path, report: LoadReport, check_files: bool):

@@ -14,7 +14,7 @@ import math
 import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Iterator, Optional
+from typing import Callable, Iterator, Optional
 
 from psdistill.data.records import ImageRecord
 from psdistill.errors import DataError
@@ -81,6 +81,17 @@ class LoadReport:
 class LoadResult:
     records: list[ImageRecord]
     report: LoadReport
+
+
+def load_records(path: str | Path, strict: bool, read: Callable, refine: Optional[Callable] = None) -> LoadResult:
+    """The frame of the two-file loaders: `read(report) -> (records, lines)` under one report, then
+    `refine(records, lines, report) -> records` by a second file when given, then the report's totals."""
+    report = LoadReport(str(path), strict=strict)
+    records, lines = read(report)
+    if refine is not None:
+        records = refine(records, lines, report)
+    report.finish(records)
+    return LoadResult(records, report)
 
 
 def read_text(path: str | Path, encodings: tuple[str, ...] = ENCODINGS) -> tuple[str, str]:

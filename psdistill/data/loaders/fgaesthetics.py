@@ -25,7 +25,8 @@ from typing import Optional
 import numpy as np
 from scipy.stats import rankdata
 
-from psdistill.data.loaders.common import LoadReport, LoadResult, check_file, parse_score, read_csv, require_columns
+from psdistill.data.loaders.common import (LoadReport, LoadResult, check_file, load_records, parse_score, read_csv,
+                                           require_columns)
 from psdistill.data.loaders.ppaint import WINNER_OUTCOME
 from psdistill.data.records import ImageRecord
 from psdistill.errors import DataError
@@ -37,12 +38,9 @@ def load_fg_series(members_csv: str | Path, pairs_csv: Optional[str | Path] = No
     """Series members as records with `series` and `rank`; ranks from `pairs_csv` when given."""
     members_csv = Path(members_csv)
     root = Path(image_root) if image_root is not None else members_csv.parent
-    report = LoadReport(str(members_csv), strict=strict)
-    records, lines = _members(members_csv, root, report, check_files)
-    if pairs_csv is not None:
-        records = _rank_from_pairs(records, lines, members_csv, Path(pairs_csv), report)
-    report.finish(records)
-    return LoadResult(records, report)
+    return load_records(members_csv, strict, lambda report: _members(members_csv, root, report, check_files),
+                        None if pairs_csv is None else lambda recs, lines, report: _rank_from_pairs(
+                            recs, lines, members_csv, Path(pairs_csv), report))
 
 
 def _members(path: Path, root: Path, report: LoadReport, check_files: bool):
