@@ -19,10 +19,11 @@ REPO = Path(__file__).resolve().parents[1]
 DEMO = str(REPO / "psdistill" / "configs" / "demo.yaml")
 pytestmark = pytest.mark.slow
 
-# One pair per forward pass, each image encoded with its pair: a pair's P is then bit-identical however
-# the pairs are split over ranks or chunks. (Batched, float32 rounding moves P by ~6e-8 with the batch's
-# other members, and the pool's min-max map onto the rating scale amplifies that to ~4e-4 for a
-# random-weight judge whose P all lie near 0.51.)
+# One pair per forward pass, each image encoded with its pair, so a pair's P does not depend on which
+# other pairs share its batch (batched, float32 rounding moves P by ~6e-8). Across processes P still
+# differs by up to ~3e-8 (CPU kernels), which the pool's fit tolerance and its min-max map onto the
+# rating scale amplify to ~1e-4 for a random-weight judge whose P all lie near 0.51; the tests compare
+# P at 1e-6 and pseudo-scores at 1e-3 (a wrongly gathered shard moves them by whole points).
 SMALL = ["data.demo.series_per_category=3", "data.demo.size=32", "model.max_pixels=1024", "pool.k=5",
          "judge.kind=vlm", "judge.vlm.batch_size=1", "judge.vlm.reuse_vision=false", "distill.max_steps=2", "distill.per_device_train_batch_size=4",
          "distill.tuning=full", "distill.report_to=[]", "validation_images=0", "teacher_pointwise=false"]
@@ -62,6 +63,11 @@ def _store_rows(run_dir) -> int:
         return db.execute("SELECT COUNT(*) FROM judgments").fetchone()[0]
 
 
+def _comparisons(run_dir) -> list[tuple[tuple[str, str], float]]:
+    with open(run_dir / "comparisons.csv", newline="") as f:
+        return [((r["first_id"], r["second_id"]), float(r["p_first_preferred"])) for r in csv.DictReader(f)]
+
+
 def _distinct_pairs(run_dir) -> int:
     with open(run_dir / "comparisons.csv", newline="") as f:
         return len({(r["first_id"], r["second_id"]) for r in csv.DictReader(f)})
@@ -96,10 +102,14 @@ def test_two_processes_split_judging_and_scoring_and_match_one_process(one_proce
     assert len(marker["computed_per_rank"]) == 2 and min(marker["computed_per_rank"]) > 0
     assert sum(marker["computed_per_rank"]) == marker["computed"] == _store_rows(run_dir) == _distinct_pairs(run_dir)
     assert sorted(p.name for p in run_dir.glob("*.sqlite*"))[0] == "judgments.sqlite"
+    # The same pairs asked in the same order, with the same answers, as in one process.
+    asked = [_comparisons(d) for d in (one_process, run_dir)]
+    assert [pair for pair, _ in asked[0]] == [pair for pair, _ in asked[1]]
+    assert max(abs(a - b) for (_, a), (_, b) in zip(*asked)) < 1e-6
     one, two = (read_pseudo_scores(d / "pseudo_scores.csv") for d in (one_process, run_dir))
     assert one.keys() == two.keys()
-    assert max(abs(one[k][0] - two[k][0]) for k in one) < 1e-6
-    assert max(abs(one[k][1] - two[k][1]) for k in one) < 1e-6
+    assert max(abs(one[k][0] - two[k][0]) for k in one) < 1e-3
+    assert max(abs(one[k][1] - two[k][1]) for k in one) < 1e-3
     # The score stage split the images over the ranks and wrote every one.
     with open(run_dir / "predictions" / "student.csv", newline="") as f:
         rows = list(csv.DictReader(f))
@@ -134,6 +144,6 @@ def test_judging_killed_midway_resumes_from_the_store(one_process, tiny_path, tm
     assert judge["from_store"] >= killed_at and judge["computed"] > 0
     assert _store_rows(run_dir) == _distinct_pairs(run_dir) == judge["from_store"] + judge["computed"]
     # The same judgments as the uninterrupted run, so the same pseudo-scores.
+    assert _comparisons(run_dir) == _comparisons(one_process)
     one, resumed = (read_pseudo_scores(d / "pseudo_scores.csv") for d in (one_process, run_dir))
-    assert one.keys() == resumed.keys()
-    assert max(abs(one[k][0] - resumed[k][0]) for k in one) < 1e-6
+    assert one == resumed
