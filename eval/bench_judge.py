@@ -117,8 +117,8 @@ def matmul_flops(device: str, n: int = 1024, repeats: int = 5) -> float:
     return statistics.median(rates)
 
 
-def main(argv=None):
-    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+def add_bench_args(ap: argparse.ArgumentParser) -> None:
+    """The model, the pairs, the runtime and the report: the arguments this script shares with bench_judge_vllm.py."""
     add_model_args(ap)
     ap.add_argument("--design", choices=["random", "fixed", "round"], default="random")
     ap.add_argument("--pairs", type=int, default=64, help="random design: pairs drawn")
@@ -127,12 +127,17 @@ def main(argv=None):
     ap.add_argument("--image-size", type=int, default=128, help="typical image side; its square bounds the pixels")
     ap.add_argument("--batch-size", type=int, default=16)
     add_runtime_args(ap)
-    ap.add_argument("--paths", default=",".join(PATHS), help=f"comma-separated, of {', '.join(PATHS)}")
     ap.add_argument("--prompt-set", default="painting")
     ap.add_argument("--repeats", type=int, default=3, help="interleaved trials; the median is reported")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--out", default="eval/results/judge_bench.md")
     ap.add_argument("--append", action="store_true", help="add the report to the end of --out")
+
+
+def main(argv=None):
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    add_bench_args(ap)
+    ap.add_argument("--paths", default=",".join(PATHS), help=f"comma-separated, of {', '.join(PATHS)}")
     args = parse_args(ap, argv)
     paths = args.paths.split(",")
     if set(paths) - set(PATHS):

@@ -28,8 +28,7 @@ Speed (see eval/bench_judge.py):
 Images that cannot be read give NaN for every pair they are in; `failures` maps their path to the
 reason, and `CachedJudge` records them in the store.
 
-`VLLMJudge` (bottom) offers the same interface on vLLM; it is only importable with vllm installed
-and is NOT tested here (no GPU).
+`VLLMJudge` (bottom) offers the same interface on vLLM (the optional extra `vllm`).
 """
 from __future__ import annotations
 
@@ -238,10 +237,12 @@ def _size_tag(image_processor) -> str:
 
 
 class VLLMJudge:
-    """The same judge on vLLM, for large runs on GPUs. NOT TESTED in this repository (no GPU, no vllm).
+    """The same judge on vLLM, for large runs on GPUs; prefix caching on (pairs that share a first
+    image share its KV blocks, as in VLMJudge).
 
-    vLLM returns log-probabilities of the top `logprobs` next tokens only; an answer word outside
-    them counts as probability 0, and a pair where both are outside gets NaN.
+    The readout is VLMJudge's: the raw log-probabilities of the two answer tokens at the answer
+    position, requested by id (`logprob_token_ids`, vllm >= 0.32), renormalised against each other.
+    eval/bench_judge_vllm.py checks P(first) against VLMJudge's on the same saved model.
     """
 
     simulated = False
@@ -251,15 +252,18 @@ class VLLMJudge:
         try:
             from vllm import LLM, SamplingParams
         except ImportError:
-            raise PsdistillError("the vLLM judge needs vllm (pip install vllm); or use VLMJudge") from None
+            raise PsdistillError("the vLLM judge needs vllm (pip install 'psdistill[vllm]'); or use VLMJudge") from None
         from psdistill.models.loading import load_processor
 
         self.config, self.prompts = config, load_prompt_set(config.prompt_set)
         self.processor = load_processor(model_id, min_pixels, max_pixels, revision)
         self.answer_ids = answer_token_ids(self.processor.tokenizer, self.prompts.answers)
+        llm_kwargs.setdefault("enable_prefix_caching", True)
+        # The HF processor's own pixel bounds (transformers >= 5 takes them as `size`), so both judges see the same tokens.
         self.llm = LLM(model=model_id, revision=revision, limit_mm_per_prompt={"image": 2},
-                       mm_processor_kwargs={"min_pixels": min_pixels, "max_pixels": max_pixels}, **llm_kwargs)
-        self.params = SamplingParams(max_tokens=1, temperature=0.0, logprobs=20)
+                       mm_processor_kwargs={"size": {"shortest_edge": min_pixels, "longest_edge": max_pixels}},
+                       **llm_kwargs)
+        self.params = SamplingParams(max_tokens=1, temperature=0.0, logprob_token_ids=self.answer_ids)
         self.judge_id = f"vllm:{model_id}{'@' + revision if revision else ''}|" + _size_tag(self.processor.image_processor)
         self.failures: dict[str, str] = {}
         self._decode_max_pixels = min(4 * max_pixels, DEFAULT_MAX_PIXELS)
@@ -282,8 +286,7 @@ class VLLMJudge:
                 rows.append(n)
         out = np.full(len(pairs), np.nan)
         for n, result in zip(rows, self.llm.generate(requests, self.params, use_tqdm=False)):
-            top = result.outputs[0].logprobs[0]  # {token id: Logprob} at the answer position
-            lp = np.array([top[t].logprob if t in top else -np.inf for t in self.answer_ids])
-            if np.isfinite(lp).any():
-                out[n] = 1.0 / (1.0 + np.exp(lp[1] - lp[0]))
+            answer = result.outputs[0].logprobs[0]  # {token id: Logprob} at the answer position
+            lp = [answer[t].logprob for t in self.answer_ids]
+            out[n] = 1.0 / (1.0 + np.exp(lp[1] - lp[0]))
         return out
