@@ -1,8 +1,10 @@
 """Judge throughput: the naive generate-per-pair loop, the batched VLMJudge paths and prefix KV reuse, on the same pairs.
 
-    python eval/bench_judge.py --model tiny --threads 1 --out eval/results/bench_judge_cpu.md
+    python eval/bench_judge.py --model tiny --threads 1                      # -> eval/results/bench_judge_cpu.md
+    # the runs in eval/results/judge_bench.md, e.g.:
     python eval/bench_judge.py --config-json psdistill/models/configs/qwen3_vl_mid.json --image-size 512 \\
-        --design fixed --images 12 --references 4 --paths optimized,prefix --threads 2   # -> judge_bench.md
+        --design fixed --images 12 --references 4 --paths optimized,prefix --threads 1 --batch-size 8 \\
+        --out /tmp/judge_bench_fixed.md
     python eval/bench_judge.py --config-json psdistill/models/configs/qwen3_vl_8b.json \\
         --dtype bfloat16 --device cuda --image-size 448 --out eval/results/bench_judge_8b_random.md
 
@@ -130,7 +132,7 @@ def add_bench_args(ap: argparse.ArgumentParser) -> None:
     ap.add_argument("--prompt-set", default="painting")
     ap.add_argument("--repeats", type=int, default=3, help="interleaved trials; the median is reported")
     ap.add_argument("--seed", type=int, default=0)
-    ap.add_argument("--out", default="eval/results/judge_bench.md")
+    ap.add_argument("--out", default="eval/results/bench_judge_cpu.md")
     ap.add_argument("--append", action="store_true", help="add the report to the end of --out")
 
 

