@@ -79,6 +79,70 @@ def test_batched_vision_reuse_equals_one_pair_at_a_time(tiny, tmp_path):
     assert np.all((p_fast > 0) & (p_fast < 1)) and np.ptp(p_fast) > 1e-4
 
 
+def _reference_round(records, n_refs):
+    """A reference pool's pairs: every item against one reference per order, as the adaptive pool's
+    rounds ask them; (reference, x) pairs share their first image, (x, reference) pairs do not."""
+    refs, items = records[:n_refs], records[n_refs:]
+    placed = [(x, refs[n % n_refs]) for n, x in enumerate(items)]
+    return placed + [(ref, x) for x, ref in placed] + [(a, b) for a in refs for b in refs if a is not b]
+
+
+def _count_forwards(model):
+    calls = []
+    return calls, model.register_forward_pre_hook(lambda module, args: calls.append(1))
+
+
+def _prefix_equals_full_forward(model, processor, records, batch_size, atol):
+    """P(first) with prefix reuse against the full forward per pair (today's path), on a reference round."""
+    pairs = _reference_round(records, 2)
+    full = VLMJudge(model, processor, VLMJudgeConfig(batch_size=batch_size, reuse_prefix=False), model_id=MODEL_ID)
+    reuse = VLMJudge(model, processor, VLMJudgeConfig(batch_size=batch_size), model_id=MODEL_ID)
+    assert reuse._prefix is not None and full._prefix is None
+    p_full = full.prefer(pairs, "overall")
+    calls, hook = _count_forwards(model)
+    try:
+        p_reuse = reuse.prefer(pairs, "overall")
+    finally:
+        hook.remove()
+    np.testing.assert_allclose(p_reuse, p_full, atol=atol)
+    assert np.ptp(p_full) > 1e-4  # the images matter, so equal answers are not a constant's
+    return pairs, len(calls)
+
+
+def test_prefix_reuse_equals_the_full_forward(tiny, tmp_path):
+    model, processor = tiny
+    records = _images(tmp_path, SIZES)  # 2 references, 5 items
+    pairs, forwards = _prefix_equals_full_forward(model, processor, records, batch_size=2, atol=1e-5)
+    # Groups: reference 0 first in 3 + 1 pairs, reference 1 in 2 + 1; the 5 (x, reference) pairs
+    # share only the text. Each group runs its prefix once, then its suffixes in batches of 2.
+    assert len(pairs) == 12 and forwards == (1 + 2) + (1 + 2) + (1 + 3)
+    # A caller handing over one reference's pairs in several calls (CachedJudge's chunks) runs its prefix once.
+    judge = VLMJudge(model, processor, VLMJudgeConfig(batch_size=2), model_id=MODEL_ID)
+    ref_pairs = [(records[0], x) for x in records[1:]]
+    p_whole = VLMJudge(model, processor, VLMJudgeConfig(batch_size=6, reuse_prefix=False),
+                       model_id=MODEL_ID).prefer(ref_pairs, "overall")
+    calls, hook = _count_forwards(model)
+    try:
+        p_parts = np.concatenate([judge.prefer(ref_pairs[:4], "overall"), judge.prefer(ref_pairs[4:], "overall")])
+    finally:
+        hook.remove()
+    np.testing.assert_allclose(p_parts, p_whole, atol=1e-5)
+    assert len(calls) == 1 + 2 + 1
+
+
+@pytest.mark.slow
+def test_prefix_reuse_equals_the_full_forward_mid_size(tmp_path):
+    """The mid-size random Qwen3-VL (35M parameters, 8 decoder layers, DeepStack into 2) at
+    realistic token counts: 140-256 merged tokens per image."""
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "eval"))
+    from _bench_common import random_qwen3_vl
+
+    config = Path(__file__).resolve().parents[1] / "psdistill/models/configs/qwen3_vl_mid.json"
+    model, processor = random_qwen3_vl(str(config), 512, torch.float32, seed=0)
+    records = _images(tmp_path, [(512, 512), (640, 400), (400, 560), (512, 448), (600, 300), (480, 480)])
+    _prefix_equals_full_forward(model.eval(), processor, records, batch_size=3, atol=1e-4)
+
+
 def test_both_orders_are_stored_as_two_rows(tiny, tmp_path):
     model, processor = tiny
     records = _images(tmp_path / "img", SIZES[:4])

@@ -55,7 +55,9 @@ class CachedJudge:
             if key is not None and np.isnan(out[n]):
                 missing.setdefault(key, []).append(n)
         self.failed += sum(key is None for key in keys)
-        todo = list(missing)
+        # Pairs that show the same image first, side by side: a judge reusing their shared prompt
+        # prefix (VLMJudge) then gets whole groups in each chunk, not one pair of each.
+        todo = sorted(missing, key=lambda key: key[0])
         prompt = self.prompt_hash(dimension)
         with tqdm(total=len(todo), desc=f"judging {dimension}", unit="pair",
                   disable=not (self.progress and todo)) as bar:

@@ -16,15 +16,19 @@ Speed (see eval/bench_judge.py):
   scatters the embeddings at the image-token positions and computes the M-RoPE positions from
   `mm_token_type_ids` and `image_grid_thw`, exactly as on the stock path. Other models, and
   transformers versions without that argument, take the stock path (the processor on every batch).
-- The shared prompt prefix (system prompt and first label, ~10-30 tokens) is not KV-cached: with
-  left padding every row would need its own cache offset, and the prefix is a small share of a
-  pair's tokens next to two images (64-1024 tokens each at the usual resolutions).
+- Qwen3-VL, with vision reuse: the prompt prefix that pairs share is run once and its KV cache
+  reused (prefix_cache.py). Pairs that show the same image first (a reference pool's
+  (reference, x) pairs; in a fixed pool also each item's (x, reference) pairs) share the text,
+  the first image and the second label: about half a pair's tokens. The other pairs share only the
+  text before the first image (~10-30 tokens): under causal attention the second image's keys
+  depend on the first image, so an (x, reference) pair cannot reuse the reference's. Pairs are
+  grouped by first image within a call (a caller that hands over small chunks, like CachedJudge,
+  should order its pairs by first image).
 
 Images that cannot be read give NaN for every pair they are in; `failures` maps their path to the
 reason, and `CachedJudge` records them in the store.
 
-`VLLMJudge` (bottom) offers the same interface on vLLM; it is only importable with vllm installed
-and is NOT tested here (no GPU).
+`VLLMJudge` (bottom) offers the same interface on vLLM (the optional extra `vllm`).
 """
 from __future__ import annotations
 
@@ -40,6 +44,7 @@ import torch
 from psdistill.data.images import DEFAULT_MAX_PIXELS, load_image
 from psdistill.errors import ConfigError, DataError, PsdistillError
 from psdistill.judge.base import Pair
+from psdistill.judge.prefix_cache import PrefixReuse, encoded_inputs, prefix_groups, vision_outputs
 from psdistill.judge.prompts import PromptSet, load_prompt_set, prompt_hash
 from psdistill.models.readout_tokens import next_token_ids
 
@@ -58,6 +63,9 @@ class VLMJudgeConfig:
     batch_size: int = field(default=8, metadata={"help": "pairs per forward pass"})
     reuse_vision: bool = field(default=True, metadata={
         "help": "encode each image once and reuse it in every pair (Qwen3-VL); false: the processor's stock path"})
+    reuse_prefix: bool = field(default=True, metadata={
+        "help": "run the prompt prefix shared by pairs (text, and the first image when it is shared) once "
+                "and reuse its KV cache (Qwen3-VL with reuse_vision); false: every pair runs in full"})
     vision_cache_images: int = field(default=64, metadata={
         "help": "encoded images kept on the model's device for reuse across calls (LRU)"})
 
@@ -102,6 +110,7 @@ class VLMJudge:
         self.reuse_vision = (config.reuse_vision and model.config.model_type in _VISION_REUSE_MODELS
                              and "mm_encoder_outputs" in inspect.signature(model.forward).parameters)
         self._encoded: OrderedDict[tuple, _Encoded] = OrderedDict()  # LRU of vision-encoder outputs
+        self._prefix = PrefixReuse(model, processor) if self.reuse_vision and config.reuse_prefix else None
         # Decode huge files at most at 2x the side the processor keeps (it resizes from there). `size` is a
         # SizeDict as loaded, a plain dict where set as Qwen's README does (image_processor.size = {...}).
         size = processor.image_processor.size
@@ -123,17 +132,24 @@ class VLMJudge:
         pairs = list(pairs)
         out = np.full(len(pairs), np.nan)
         prepare, forward = (self._encode, self._forward_encoded) if self.reuse_vision else (self._load, self._forward_stock)
+        order = list(range(len(pairs)))
+        first = [a.path for a, _ in pairs]
+        if self._prefix is not None:  # pairs with the same first image side by side: windows hold whole groups
+            order.sort(key=first.__getitem__)
         window = self.config.batch_size * _WINDOW_BATCHES
-        for start in range(0, len(pairs), window):
-            idx = range(start, min(start + window, len(pairs)))
+        for start in range(0, len(order), window):
+            idx = order[start:start + window]
             images = prepare(list(dict.fromkeys(r.path for i in idx for r in pairs[i])))
             ok = [i for i in idx if pairs[i][0].path in images and pairs[i][1].path in images]
-            ok.sort(key=lambda i: _size(images[pairs[i][0].path]) + _size(images[pairs[i][1].path]))
-            for b in range(0, len(ok), self.config.batch_size):
-                rows = ok[b:b + self.config.batch_size]
-                batch = [(images[pairs[i][0].path], images[pairs[i][1].path]) for i in rows]
-                logits = forward(text, batch)[:, self.answer_ids].float()
-                out[rows] = torch.softmax(logits, dim=-1)[:, 0].cpu().numpy()
+            groups = prefix_groups(ok, first) if self._prefix is not None else [(False, ok)]
+            for shares_first, group in groups:
+                group.sort(key=lambda i: _size(images[pairs[i][0].path]) + _size(images[pairs[i][1].path]))
+                for b in range(0, len(group), self.config.batch_size):
+                    rows = group[b:b + self.config.batch_size]
+                    batch = [(images[pairs[i][0].path], images[pairs[i][1].path]) for i in rows]
+                    logits = (self._prefix.logits(text, batch, shares_first) if self._prefix is not None
+                              else forward(text, batch))[:, self.answer_ids].float()
+                    out[rows] = torch.softmax(logits, dim=-1)[:, 0].cpu().numpy()
         return out
 
     # ---- stock path: the processor builds every batch from the images ---------------------
@@ -195,23 +211,10 @@ class VLMJudge:
                 for n in range(len(images))]
 
     def _forward_encoded(self, text: str, batch) -> torch.Tensor:
-        from transformers.models.qwen3_vl.modeling_qwen3_vl import BaseModelOutputWithDeepstackFeatures
-
         encoded = [e for pair in batch for e in pair]  # in the order the images appear in the batch
-        grid = torch.cat([e.grid for e in encoded])
-        # The processor's own placeholder expansion: one <|image_pad|> per merged vision token.
-        replacements = [self.processor.replace_image_token({"image_grid_thw": grid}, n) for n in range(len(encoded))]
-        texts, _ = self.processor.get_text_with_replacements([text] * len(batch), replacements)
-        inputs = self.processor.tokenizer(texts, padding=True, padding_side="left", return_tensors="pt")
-        mm_types = torch.tensor(self.processor.create_mm_token_type_ids(inputs["input_ids"]))
-        vision = BaseModelOutputWithDeepstackFeatures(
-            pooler_output=tuple(e.embeds for e in encoded),
-            deepstack_features=[tuple(e.deepstack[layer] for e in encoded) for layer in range(len(encoded[0].deepstack))],
-        )
         device = self.model.device
-        return self.model(input_ids=inputs["input_ids"].to(device), attention_mask=inputs["attention_mask"].to(device),
-                          mm_token_type_ids=mm_types.to(device), image_grid_thw=grid,
-                          mm_encoder_outputs={"image": vision}, logits_to_keep=1).logits[:, -1]
+        inputs = {k: v.to(device) for k, v in encoded_inputs(self.processor, text, encoded).items()}
+        return self.model(**inputs, mm_encoder_outputs=vision_outputs(encoded), logits_to_keep=1).logits[:, -1]
 
 
 @dataclass
@@ -235,28 +238,37 @@ def _size_tag(image_processor) -> str:
 
 
 class VLLMJudge:
-    """The same judge on vLLM, for large runs on GPUs. NOT TESTED in this repository (no GPU, no vllm).
+    """The same judge on vLLM, for large runs on GPUs; prefix caching on (pairs that share a first
+    image share its KV blocks, as in VLMJudge).
 
-    vLLM returns log-probabilities of the top `logprobs` next tokens only; an answer word outside
-    them counts as probability 0, and a pair where both are outside gets NaN.
+    The readout is VLMJudge's: the raw log-probabilities of the two answer tokens at the answer
+    position, requested by id (`logprob_token_ids`, vllm >= 0.32), renormalised against each other.
+    eval/bench_judge_vllm.py checks P(first) against VLMJudge's on the same saved model.
     """
 
     simulated = False
 
-    def __init__(self, model_id: str, config: VLMJudgeConfig = VLMJudgeConfig(), min_pixels: int = 32 * 32,
-                 max_pixels: int = 1024 * 1024, revision: Optional[str] = None, **llm_kwargs):
+    def __init__(self, model_id: str, config: VLMJudgeConfig = VLMJudgeConfig(), min_pixels: Optional[int] = None,
+                 max_pixels: Optional[int] = None, revision: Optional[str] = None, **llm_kwargs):
         try:
             from vllm import LLM, SamplingParams
         except ImportError:
-            raise PsdistillError("the vLLM judge needs vllm (pip install vllm); or use VLMJudge") from None
+            raise PsdistillError("the vLLM judge needs vllm (pip install 'psdistill[vllm]'); or use VLMJudge") from None
         from psdistill.models.loading import load_processor
 
         self.config, self.prompts = config, load_prompt_set(config.prompt_set)
         self.processor = load_processor(model_id, min_pixels, max_pixels, revision)
         self.answer_ids = answer_token_ids(self.processor, self.prompts)
+        # Unset bounds (ModelConfig's default) are the checkpoint's own, as the processor loaded them.
+        size = self.processor.image_processor.size
+        size = size if isinstance(size, dict) else vars(size)
+        min_pixels, max_pixels = min_pixels or size["shortest_edge"], max_pixels or size["longest_edge"]
+        llm_kwargs.setdefault("enable_prefix_caching", True)
+        # The HF processor's own pixel bounds (transformers >= 5 takes them as `size`), so both judges see the same tokens.
         self.llm = LLM(model=model_id, revision=revision, limit_mm_per_prompt={"image": 2},
-                       mm_processor_kwargs={"min_pixels": min_pixels, "max_pixels": max_pixels}, **llm_kwargs)
-        self.params = SamplingParams(max_tokens=1, temperature=0.0, logprobs=20)
+                       mm_processor_kwargs={"size": {"shortest_edge": min_pixels, "longest_edge": max_pixels}},
+                       **llm_kwargs)
+        self.params = SamplingParams(max_tokens=1, temperature=0.0, logprob_token_ids=self.answer_ids)
         self.judge_id = f"vllm:{model_id}{'@' + revision if revision else ''}|" + _size_tag(self.processor.image_processor)
         self.failures: dict[str, str] = {}
         self._decode_max_pixels = min(4 * max_pixels, DEFAULT_MAX_PIXELS)
@@ -279,8 +291,7 @@ class VLLMJudge:
                 rows.append(n)
         out = np.full(len(pairs), np.nan)
         for n, result in zip(rows, self.llm.generate(requests, self.params, use_tqdm=False)):
-            top = result.outputs[0].logprobs[0]  # {token id: Logprob} at the answer position
-            lp = np.array([top[t].logprob if t in top else -np.inf for t in self.answer_ids])
-            if np.isfinite(lp).any():
-                out[n] = 1.0 / (1.0 + np.exp(lp[1] - lp[0]))
+            answer = result.outputs[0].logprobs[0]  # {token id: Logprob} at the answer position
+            lp = [answer[t].logprob for t in self.answer_ids]
+            out[n] = 1.0 / (1.0 + np.exp(lp[1] - lp[0]))
         return out

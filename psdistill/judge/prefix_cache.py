@@ -1,0 +1,120 @@
+"""Qwen3-VL forward passes on encoded images, and the shared prompt prefix run once per group of pairs.
+
+A pair's prompt is [text before the first image][first image][text][second image][question]. Pairs
+that show the same image first (in a reference pool: every (reference, x) pair of one reference, or
+every (x, reference) pair of one x in a fixed pool) share everything before the second image; all
+pairs share the text before the first image. `PrefixReuse` runs that shared prefix once (batch 1),
+keeps its KV cache, and runs only each pair's suffix, batched, on a copy of the cache expanded
+across the batch. Exactly the full forward's computation, reordered:
+
+- positions: the M-RoPE position ids of every row are computed by the model's own `get_rope_index`
+  on the full (prefix + suffix) sequence, as on the stock path, and the suffix's slice is passed
+  explicitly, so the second image's 3-D positions continue from the prefix (the model's
+  `rope_deltas` state is never used);
+- padding: rows differ in suffix length (the second image's size), so each suffix is left-padded
+  *after* the cached prefix ([prefix][pad][suffix]); the attention mask hides the pad, and every
+  row's last position is its answer position;
+- the second image's embeddings and DeepStack features are scattered at the suffix's image tokens,
+  as the full forward does at all of them.
+
+The last prefix is memoised (one entry): groups arrive one after another (`prefix_groups`), so a
+group split over several batches or several calls computes its prefix once.
+"""
+from __future__ import annotations
+
+import inspect
+from typing import Optional, Sequence
+
+import torch
+
+
+def encoded_inputs(processor, text: str, encoded: Sequence) -> dict:
+    """Left-padded model inputs for len(encoded) / 2 pairs, images given encoded (`_Encoded`, two per pair,
+    in the order they appear): input_ids, attention_mask, mm_token_type_ids, image_grid_thw."""
+    grid = torch.cat([e.grid for e in encoded])
+    # The processor's own placeholder expansion: one <|image_pad|> per merged vision token.
+    replacements = [processor.replace_image_token({"image_grid_thw": grid}, n) for n in range(len(encoded))]
+    texts, _ = processor.get_text_with_replacements([text] * (len(encoded) // 2), replacements)
+    inputs = processor.tokenizer(texts, padding=True, padding_side="left", return_tensors="pt")
+    mm_types = torch.tensor(processor.create_mm_token_type_ids(inputs["input_ids"]))
+    return {"input_ids": inputs["input_ids"], "attention_mask": inputs["attention_mask"],
+            "mm_token_type_ids": mm_types, "image_grid_thw": grid}
+
+
+def vision_outputs(encoded: Sequence) -> dict:
+    """The model's `mm_encoder_outputs` for these encoded images, in order."""
+    from transformers.models.qwen3_vl.modeling_qwen3_vl import BaseModelOutputWithDeepstackFeatures
+
+    layers = range(len(encoded[0].deepstack))
+    return {"image": BaseModelOutputWithDeepstackFeatures(
+        pooler_output=tuple(e.embeds for e in encoded),
+        deepstack_features=[tuple(e.deepstack[layer] for e in encoded) for layer in layers])}
+
+
+def prefix_groups(rows: Sequence[int], first: Sequence[str]) -> list[tuple[bool, list[int]]]:
+    """[(shares_first_image, rows)]: the rows whose first image (first[row]) is first in at least two
+    rows, grouped by it; then all other rows in one group, which share only the text before it."""
+    by_first: dict[str, list[int]] = {}
+    for row in rows:
+        by_first.setdefault(first[row], []).append(row)
+    groups = [(True, g) for g in by_first.values() if len(g) > 1]
+    rest = [g[0] for g in by_first.values() if len(g) == 1]
+    return groups + ([(False, rest)] if rest else [])
+
+
+class PrefixReuse:
+    """Answer-position logits of Qwen3-VL pairs whose shared prefix is run once; see the module docstring."""
+
+    def __init__(self, model, processor):
+        from transformers import DynamicCache
+
+        self.model, self.processor, self._cache_class = model, processor, DynamicCache
+        # transformers 5.2x renamed the forward's `past_key_values` to `cache`.
+        params = inspect.signature(model.forward).parameters
+        self._cache_arg = "cache" if "cache" in params else "past_key_values"
+        self._memo: Optional[tuple] = None  # (text, shared first image or None, prefix cache)
+
+    def logits(self, text: str, batch: Sequence[tuple], shares_first: bool) -> torch.Tensor:
+        """(pairs, vocab) logits at the answer position. `batch`: (first, second) encoded images per pair;
+        `shares_first`: every pair shows the same first image (the prefix then ends before the second)."""
+        device = self.model.device
+        encoded = [e for pair in batch for e in pair]
+        inputs = {k: v.to(device) for k, v in encoded_inputs(self.processor, text, encoded).items()}
+        ids, mask, types = inputs["input_ids"], inputs["attention_mask"], inputs["mm_token_type_ids"]
+        positions, _ = self.model.model.get_rope_index(ids, types, inputs["image_grid_thw"], attention_mask=mask)
+        pad = (mask == 0).sum(1)  # left padding of each row
+        pad0 = int(pad[0])
+        cut = _image_starts(types[0, pad0:])[1 if shares_first else 0]  # the prefix's length
+        cache = self._prefix(text, batch[0][0] if shares_first else None,
+                             ids[0, pad0:pad0 + cut], positions[:, :1, pad0:pad0 + cut])
+        # Row r's suffix keeps its left padding and drops its prefix: column j reads j, or j + cut past the pad.
+        cols = torch.arange(ids.shape[1] - cut, device=device)
+        src = cols[None, :] + cut * (cols[None, :] >= pad[:, None])
+        suffix_mask = torch.cat([mask.new_ones(len(batch), cut), mask.gather(1, src)], dim=1)
+        batch_cache = self._cache_class(ddp_cache_data=[
+            (layer.keys.expand(len(batch), -1, -1, -1), layer.values.expand(len(batch), -1, -1, -1))
+            for layer in cache.layers])
+        suffix_images = encoded[1::2] if shares_first else encoded
+        out = self.model(input_ids=ids.gather(1, src), attention_mask=suffix_mask,
+                         position_ids=positions.gather(2, src.expand(3, -1, -1)),
+                         mm_encoder_outputs=vision_outputs(suffix_images), logits_to_keep=1,
+                         **{self._cache_arg: batch_cache})
+        return out.logits[:, -1]
+
+    def _prefix(self, text: str, first, ids: torch.Tensor, positions: torch.Tensor):
+        """The prefix's KV cache (batch 1), from the memo when it is the last one computed."""
+        if self._memo is not None and self._memo[0] == text and self._memo[1] is first:
+            return self._memo[2]
+        cache = self._cache_class()
+        self.model(input_ids=ids[None], attention_mask=torch.ones_like(ids)[None], position_ids=positions,
+                   logits_to_keep=1,
+                   mm_encoder_outputs=vision_outputs([first]) if first is not None else None,
+                   **{self._cache_arg: cache})
+        self._memo = (text, first, cache)
+        return cache
+
+
+def _image_starts(types: torch.Tensor) -> list[int]:
+    """Indices where a run of image tokens (type 1) starts in one unpadded row of token types."""
+    image = (types == 1).long()
+    return torch.nonzero(torch.diff(image, prepend=image.new_zeros(1)) == 1).flatten().tolist()
