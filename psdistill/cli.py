@@ -7,6 +7,8 @@
     psdistill score --model runs/demo/student a.jpg b.jpg -o scores.csv
     psdistill list-scorers
 
+Stage messages go to the console (-v/--verbose: also the Trainer's metric lines; -q/--quiet: warnings
+only) and, all of them, to <run_dir>/logs/run.log; the run's report is printed last.
 User errors (bad config value, missing image, malformed CSV row) print one line naming the key,
 file or row and exit with status 2; finished stages stay finished.
 """
@@ -20,6 +22,7 @@ from psdistill.errors import PsdistillError
 
 DEMO_CONFIG = os.path.join(os.path.dirname(__file__), "configs", "demo.yaml")
 ALIASES = {"eval": "evaluate"}
+VERBOSITY_FLAGS = ("-v", "--verbose", "-q", "--quiet")
 STAGE_HELP = {"data": "the data stage (the demo is built, or the manifest is read)",
               "judge": "data + judge: pairwise judgments against the reference pool",
               "fit": "... + fit: pseudo-scores from the judgments",
@@ -67,18 +70,28 @@ def _dispatch(argv) -> int:
         if command == "score":
             _score_parser().print_help()
             print("\nWithout --model: the stages up to score, configured as below.\n")
-        print(config_help(PipelineConfig, f"usage: psdistill {argv[0]} [--config FILE.yaml] [key=value ...]\n\n"
-                                          + COMMANDS.get(command, STAGE_HELP.get(command, ""))))
+        usage = f"usage: psdistill {argv[0]} [-v|-q] [--config FILE.yaml] [key=value ...]\n\n{COMMANDS[command]}"
+        print(config_help(PipelineConfig, usage))
         return 0
     from psdistill.config import parse_config
+    from psdistill.logs import get_logger, run_logging
     from psdistill.pipeline import print_report, run_pipeline
 
+    verbosity = _has_option(rest, "-v", "--verbose") - _has_option(rest, "-q", "--quiet")
+    rest = [a for a in rest if a not in VERBOSITY_FLAGS]
     if command == "demo" and not _has_option(rest, "--config", "-c"):
         rest = ["--config", DEMO_CONFIG] + rest
     cfg = parse_config(PipelineConfig, rest)
-    results = run_pipeline(cfg, stop_after=None if command in ("run", "demo") else command)
-    if os.environ.get("RANK", "0") == "0":
-        print_report(cfg, results)
+    log = get_logger("pipeline")
+
+    def report_line(line):
+        print(line)  # whatever the verbosity
+        log.info(line, extra={"console": False})
+
+    with run_logging(cfg.run_dir, verbosity):
+        results = run_pipeline(cfg, stop_after=None if command in ("run", "demo") else command, log=log.info)
+        if os.environ.get("RANK", "0") == "0":
+            print_report(cfg, results, out=report_line)
     return 0
 
 
