@@ -7,6 +7,8 @@
     psdistill score --model runs/demo/student a.jpg b.jpg -o scores.csv
     psdistill list-scorers
 
+Stage messages go to the console (-v/--verbose: also the Trainer's metric lines; -q/--quiet: warnings
+only) and, all of them, to <run_dir>/logs/run.log; the run's report is printed last.
 User errors (bad config value, missing image, malformed CSV row) print one line naming the key,
 file or row and exit with status 2; finished stages stay finished.
 """
@@ -20,6 +22,17 @@ from psdistill.errors import PsdistillError
 
 DEMO_CONFIG = os.path.join(os.path.dirname(__file__), "configs", "demo.yaml")
 ALIASES = {"eval": "evaluate"}
+VERBOSITY_FLAGS = ("-v", "--verbose", "-q", "--quiet")
+STAGE_HELP = {"data": "the data stage (the demo is built, or the manifest is read)",
+              "judge": "data + judge: pairwise judgments against the reference pool",
+              "fit": "... + fit: pseudo-scores from the judgments",
+              "distill": "... + distill: train the single-pass student",
+              "evaluate": "... + evaluate (alias: eval): metrics and the report"}
+COMMANDS = {"run": "every stage (--config FILE, key=value overrides)",
+            "demo": "every stage on the embedded demo (CPU, minutes)",
+            **STAGE_HELP,
+            "score": "--model RUN IMAGES|FOLDERS -o scores.csv: score images; without --model, the stages up to score",
+            "list-scorers": "the registered scorers (psdistill.load_scorer names)"}
 
 
 def main(argv=None) -> int:
@@ -36,15 +49,13 @@ def main(argv=None) -> int:
 
 
 def _dispatch(argv) -> int:
-    from psdistill.pipeline import STAGE_NAMES
-
-    commands = ("run", "demo", *STAGE_NAMES, *ALIASES, "score", "list-scorers")
-    if not argv or argv[0] in ("-h", "--help") or argv[0] not in commands:
-        print(__doc__.strip())
-        print("\ncommands: " + ", ".join(commands))
+    if not argv or argv[0] in ("-h", "--help") or ALIASES.get(argv[0], argv[0]) not in COMMANDS:
+        print(__doc__.strip() + "\n\ncommands (each takes --help):")
+        for name, desc in COMMANDS.items():
+            print(f"  {name:13s} {desc}")
         return 0 if not argv or argv[0] in ("-h", "--help") else 2
     command, rest = ALIASES.get(argv[0], argv[0]), argv[1:]
-    if command == "score":
+    if command == "score" and _has_option(rest, "--model"):
         return _score(rest)
     if command == "list-scorers":
         from psdistill.registry import list_scorers
@@ -52,30 +63,65 @@ def _dispatch(argv) -> int:
         for name, desc in list_scorers().items():
             print(f"{name:20s} {desc}")
         return 0
-    from psdistill.config import parse_config
-    from psdistill.pipeline import PipelineConfig, print_report, run_pipeline
+    from psdistill.config_help import config_help, wants_help
+    from psdistill.pipeline import PipelineConfig
 
-    if command == "demo" and not any(a in ("--config", "-c") or a.startswith("--config=") for a in rest):
+    if wants_help(rest):
+        if command == "score":
+            _score_parser().print_help()
+            print("\nWithout --model: the stages up to score, configured as below.\n")
+        usage = f"usage: psdistill {argv[0]} [-v|-q] [--config FILE.yaml] [key=value ...]\n\n{COMMANDS[command]}"
+        print(config_help(PipelineConfig, usage))
+        return 0
+    from psdistill.config import parse_config
+    from psdistill.logs import get_logger, run_logging
+    from psdistill.pipeline import print_report, run_pipeline
+
+    verbosity = _has_option(rest, "-v", "--verbose") - _has_option(rest, "-q", "--quiet")
+    rest = [a for a in rest if a not in VERBOSITY_FLAGS]
+    if command == "demo" and not _has_option(rest, "--config", "-c"):
         rest = ["--config", DEMO_CONFIG] + rest
     cfg = parse_config(PipelineConfig, rest)
-    results = run_pipeline(cfg, stop_after=None if command in ("run", "demo") else command)
-    if os.environ.get("RANK", "0") == "0":
-        print_report(cfg, results)
+    log = get_logger("pipeline")
+
+    def report_line(line):
+        print(line)  # whatever the verbosity
+        log.info(line, extra={"console": False})
+
+    with run_logging(cfg.run_dir, verbosity):
+        results = run_pipeline(cfg, stop_after=None if command in ("run", "demo") else command, log=log.info)
+        if os.environ.get("RANK", "0") == "0":
+            print_report(cfg, results, out=report_line)
     return 0
 
 
-def _score(argv) -> int:
-    parser = argparse.ArgumentParser(prog="psdistill score", description="Score images with a trained scorer.")
-    parser.add_argument("--model", required=True, help="a run directory or a student directory")
-    parser.add_argument("images", nargs="+")
-    parser.add_argument("-o", "--output", default="scores.csv")
-    parser.add_argument("--batch-size", type=int, default=None, help="images per forward pass (default: 16)")
-    args = parser.parse_args(argv)
-    from psdistill.distill import StudentScorer, score_images
-    from psdistill.distill.scorer import SCORE_BATCH_SIZE
+def _has_option(argv, *names) -> bool:
+    return any(a in names or a.split("=", 1)[0] in names for a in argv)
 
-    scorer = StudentScorer.from_pretrained(args.model)
-    out = score_images(scorer, args.images, args.output, batch_size=args.batch_size or SCORE_BATCH_SIZE)
+
+def _score_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="psdistill score", description="Score images with a trained scorer.")
+    parser.add_argument("--model", required=True,
+                        help="a run directory, a student/ or FGAesQ checkpoint/ folder, or a registered scorer name")
+    parser.add_argument("images", nargs="+", help="image files, or folders (their image files, sorted)")
+    parser.add_argument("-o", "--output", default="scores.csv", help="predictions CSV: id,path,<dimension>")
+    parser.add_argument("--batch-size", type=int, default=None, help="images per forward pass (default: 16)")
+    return parser
+
+
+def _score(argv) -> int:
+    args = _score_parser().parse_args(argv)
+    from pathlib import Path
+
+    from psdistill.data.loaders.common import IMAGE_SUFFIXES
+    from psdistill.distill.scorer import SCORE_BATCH_SIZE, score_images
+    from psdistill.registry import load_scorer
+
+    images = []
+    for arg in map(Path, args.images):
+        images += sorted(p for p in arg.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES) if arg.is_dir() else [arg]
+    scorer = load_scorer(args.model)
+    out = score_images(scorer, images, args.output, batch_size=args.batch_size or SCORE_BATCH_SIZE)
     print(f"wrote {len(out)} scores to {args.output}")
     return 0
 

@@ -1,7 +1,9 @@
 """Scorers behind one entry point, as pyiqa's `create_metric`.
 
-    >>> scorer = create_scorer("psdistill", path="runs/demo/student")   # doctest: +SKIP
-    >>> scorer.score(["a.jpg", "b.jpg"])                                  # doctest: +SKIP
+    >>> scorer = load_scorer("runs/demo")                                # doctest: +SKIP
+    >>> scorer("a.jpg"), scorer(["a.jpg", "b.jpg"])                      # doctest: +SKIP
+    (3.91, array([3.91, 2.47]))
+    >>> create_scorer("psdistill", path="runs/demo/student")             # doctest: +SKIP
 
 A scorer maps images to scores on its rating scale in one forward pass per image (the teacher
 pseudo-scores are the exception and say so). Trainers stay explicit; only scorers are registered.
@@ -12,22 +14,14 @@ import difflib
 import importlib
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable, Protocol, Sequence, Union
-
-import numpy as np
-from PIL import Image
+from typing import TYPE_CHECKING, Callable
 
 from psdistill.errors import ConfigError
 
-ImageInput = Union[str, Path, Image.Image]
+if TYPE_CHECKING:
+    from psdistill.scorer_api import Scorer
 
-
-class Scorer(Protocol):
-    name: str
-    score_range: tuple[float, float]
-    lower_better: bool
-
-    def score(self, images: Sequence[ImageInput]) -> np.ndarray: ...
+WEIGHT_SUFFIXES = (".pth", ".pt", ".bin", ".safetensors")  # what read_state_dict (FGAesQ official) reads
 
 
 @dataclass(frozen=True)
@@ -58,6 +52,28 @@ def create_scorer(name: str, **kwargs) -> Scorer:
     module, func = _SCORERS[name].factory.split(":")
     factory: Callable[..., Scorer] = getattr(importlib.import_module(module), func)
     return factory(**kwargs)
+
+
+def load_scorer(path_or_name: str | Path, **kwargs) -> "Scorer":
+    """A scorer from a registered name (`kwargs` go to its factory) or from what training wrote: a
+    pipeline run directory or its `student/` (psdistill), an FGAesQ run directory, its `checkpoint/`
+    or an official FGAesQ state dict file (fgaesq)."""
+    if str(path_or_name) in _SCORERS:
+        return create_scorer(str(path_or_name), **kwargs)
+    path = Path(path_or_name)
+    from psdistill.distill.scorer import SPEC_FILE
+
+    if (path / SPEC_FILE).is_file() or (path / "student" / SPEC_FILE).is_file():
+        return create_scorer("psdistill", path=str(path), **kwargs)
+    if (path / "checkpoint" / "model.safetensors").is_file():
+        return create_scorer("fgaesq", path=str(path / "checkpoint"), **kwargs)
+    if (path / "model.safetensors").is_file() or (path.is_file() and path.suffix in WEIGHT_SUFFIXES):
+        return create_scorer("fgaesq", path=str(path), **kwargs)
+    if not path.exists():
+        raise ConfigError(f"{path_or_name}: neither a registered scorer ({', '.join(sorted(_SCORERS))}) "
+                          "nor an existing path")
+    raise ConfigError(f"{path}: no scorer here (expected a run directory, a student/ folder with {SPEC_FILE}, "
+                      "an FGAesQ checkpoint/ or an official FGAesQ weights file)")
 
 
 register_scorer("psdistill", "psdistill.distill.scorer:load_student",

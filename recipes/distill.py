@@ -1,4 +1,4 @@
-"""PSDistill end to end: judge -> pseudo-scores -> distill -> score -> evaluate.
+r"""PSDistill end to end: judge -> pseudo-scores -> distill -> score -> evaluate.
 
     accelerate launch recipes/distill.py                                   # embedded demo, CPU, minutes
     accelerate launch recipes/distill.py distill.max_steps=100 run_dir=runs/demo100      # the demo, overridden
@@ -13,9 +13,15 @@ reuse finished stages; a killed run resumes.
 import sys
 
 from psdistill.cli import DEMO_CONFIG, main
+from psdistill.config_help import config_help, wants_help
 
 if __name__ == "__main__":
     argv = sys.argv[1:]
+    if wants_help(argv):
+        from psdistill.pipeline import PipelineConfig
+
+        print(config_help(PipelineConfig, __doc__))
+        sys.exit(0)
     if not any(a in ("--config", "-c") or a.startswith("--config=") for a in argv):
         argv = ["--config", DEMO_CONFIG] + argv
     sys.exit(main(["run"] + argv))

@@ -23,6 +23,7 @@ from pathlib import Path
 from psdistill.baselines.fgaesq.config import FGAesQConfig
 from psdistill.baselines.fgaesq.train import run_fgaesq
 from psdistill.config import parse_config
+from psdistill.config_help import config_help, wants_help
 from psdistill.errors import PsdistillError
 
 DEMO_CONFIG = Path(__file__).resolve().parent / "configs" / "fgaesq_demo.yaml"
@@ -30,6 +31,9 @@ DEMO_CONFIG = Path(__file__).resolve().parent / "configs" / "fgaesq_demo.yaml"
 
 def main(argv=None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
+    if wants_help(argv):
+        print(config_help(FGAesQConfig, __doc__))
+        return 0
     if not any(a in ("--config", "-c") or a.startswith("--config=") for a in argv):
         argv = ["--config", str(DEMO_CONFIG)] + argv
     try:

@@ -24,18 +24,16 @@ import numpy as np
 import torch
 from PIL import Image
 
-from psdistill.data.images import load_image
 from psdistill.data.records import DEFAULT_RATING_SCALE, ImageRecord
 from psdistill.errors import ConfigError, PsdistillError
 from psdistill.models.device import place_for_inference
 from psdistill.models.loading import ModelConfig, load_processor, load_vlm
 from psdistill.models.readout_tokens import next_token_ids
+from psdistill.scorer_api import CallableScorer, ImageInput, as_batch, as_image
 
 SPEC_FILE = "scorer_config.json"
 SPEC_FORMAT = "psdistill-scorer/1"
 SCORE_BATCH_SIZE = 16  # images per forward pass when scoring, unless a caller says otherwise
-
-ImageInput = Union[str, Path, Image.Image]
 
 
 @dataclass
@@ -147,8 +145,9 @@ def processor_inputs(processor, prompt: str, images: Sequence[Image.Image]) -> d
     return dict(processor(text=[prompt] * len(images), images=list(images), return_tensors="pt", padding=True))
 
 
-class StudentScorer:
-    """A VLM scorer: `score(images) -> np.ndarray` on `score_range`, one forward pass per image.
+class StudentScorer(CallableScorer):
+    """A VLM scorer: `score(images) -> np.ndarray` on `score_range`, one forward pass per image;
+    `scorer(image)` is a float (psdistill.scorer_api).
 
         >>> scorer = StudentScorer.from_pretrained("runs/demo/student")   # doctest: +SKIP
         >>> scorer.score(["a.jpg", "b.jpg"], batch_size=16)               # doctest: +SKIP
@@ -163,7 +162,7 @@ class StudentScorer:
         self.spec = spec
         self.name = spec.name
         self.score_range = tuple(spec.rating_scale)
-        self.dimension = spec.dimension
+        self.dimensions = (spec.dimension,)
         self.readout = Readout(spec, processor)
         self.prompt = render_prompt(processor, spec.prompt)
 
@@ -213,13 +212,18 @@ class StudentScorer:
                    ScorerSpec.from_config(model_cfg, cfg, dimension, weights="base", name=name,
                                           rating_scale=rating_scale))
 
+    @property
+    def device(self) -> torch.device:
+        return next(self.model.parameters()).device
+
     @torch.inference_mode()
-    def score(self, images: Sequence[ImageInput], batch_size: int = SCORE_BATCH_SIZE) -> np.ndarray:
-        """Scores on `score_range`, one per image (paths or PIL images), in input order."""
-        device = next(self.model.parameters()).device
+    def score(self, images: Union[ImageInput, Sequence[ImageInput]], batch_size: int = SCORE_BATCH_SIZE) -> np.ndarray:
+        """Scores on `score_range`, one per image (paths, PIL images or HxWx3 uint8 arrays), in input order."""
+        images, _ = as_batch(images)
+        device = self.device
         out = []
         for start in range(0, len(images), batch_size):
-            chunk = [im if isinstance(im, Image.Image) else load_image(im) for im in images[start:start + batch_size]]
+            chunk = [as_image(im, start + k) for k, im in enumerate(images[start:start + batch_size])]
             inputs = {k: v.to(device) for k, v in processor_inputs(self.processor, self.prompt, chunk).items()}
             out.append(self.readout(self.model, inputs).cpu().numpy())
         return np.concatenate(out).astype(float) if out else np.zeros(0)
@@ -260,7 +264,7 @@ def score_images(scorer, images: Sequence[Union[ImageInput, ImageRecord]], out_c
             scores.append(scorer.score([r.path for r in chunk], batch_size=batch_size))
             bar.update(len(chunk))
     scores = np.concatenate(scores) if scores else np.zeros(0)
-    write_predictions(out_csv, records, {getattr(scorer, "dimension", "overall"): scores})
+    write_predictions(out_csv, records, {scorer.dimensions[0]: scores})
     return scores
 
 

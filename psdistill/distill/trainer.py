@@ -30,7 +30,7 @@ from typing import Any, Mapping, Optional, Sequence
 import numpy as np
 import torch
 from scipy.stats import pearsonr, spearmanr
-from transformers import Trainer, set_seed
+from transformers import PrinterCallback, ProgressCallback, Trainer, TrainerCallback, set_seed
 from transformers.trainer import TRAINER_STATE_NAME
 from transformers.trainer_utils import PREFIX_CHECKPOINT_DIR
 
@@ -301,6 +301,26 @@ def _resume_point(cfg: DistillConfig, output_dir: Path):
     return cfg.resume_from_checkpoint
 
 
+class _LogMetrics(TrainerCallback):
+    """The Trainer's metric dicts at DEBUG: in the run's log file (psdistill.logs), on the console
+    only with --verbose, instead of printed between the progress bar's lines."""
+
+    def on_log(self, args, state, control, logs=None, **kwargs):
+        if state.is_world_process_zero:
+            logger.debug("step %d: %s", state.global_step, {k: v for k, v in logs.items() if k != "total_flos"})
+
+
+class _LoggedProgress(_LogMetrics, ProgressCallback):
+    """transformers' progress bar, with `_LogMetrics.on_log`."""
+
+
+def _log_metrics_instead_of_printing(trainer: Trainer) -> None:
+    if trainer.pop_callback(PrinterCallback) is not None:  # disable_tqdm=True
+        trainer.add_callback(_LogMetrics)
+    if trainer.pop_callback(ProgressCallback) is not None:
+        trainer.add_callback(_LoggedProgress)
+
+
 def train_student(train_records: Sequence[ImageRecord], pseudo_scores: Mapping[str, Sequence[float]],
                   model_cfg: ModelConfig, cfg: DistillConfig, output_dir, val_records: Optional[Sequence[ImageRecord]] = None,
                   dimension: str = "overall", callbacks: Optional[list] = None,
@@ -337,6 +357,7 @@ def train_student(train_records: Sequence[ImageRecord], pseudo_scores: Mapping[s
         distill_config=cfg, readout=Readout(spec, processor), spec=spec,
         series=[r.series or r.id for r in train_records], callbacks=callbacks,
     )
+    _log_metrics_instead_of_printing(trainer)
     trainer.train(resume_from_checkpoint=_resume_point(cfg, output_dir))
     trainer.save_model(str(output_dir))
     trainer.save_state()

@@ -25,28 +25,19 @@ from typing import Optional, Sequence
 
 import numpy as np
 import torch
-from PIL import Image
 
 from psdistill.baselines.fgaesq import official_tokens
 from psdistill.baselines.fgaesq.difftoken import collate_tokens, difftoken
 from psdistill.baselines.fgaesq.model import FGAesQModel, FGAesQModelConfig
 from psdistill.baselines.fgaesq.official import (KeyMappingReport, load_official_weights, official_vision_config,
                                                  read_state_dict)
-from psdistill.data.images import load_image, to_rgb
-from psdistill.errors import ConfigError, DataError, PsdistillError
+from psdistill.errors import ConfigError, PsdistillError
+from psdistill.scorer_api import CallableScorer, as_batch, as_image
 
 _DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
 
 
-def _as_image(x) -> Image.Image:
-    if isinstance(x, Image.Image):
-        return to_rgb(x)
-    if isinstance(x, (str, Path)):
-        return load_image(x)
-    raise DataError(f"FGAesQScorer: expected an image path or a PIL image, got {type(x).__name__}")
-
-
-class FGAesQScorer:
+class FGAesQScorer(CallableScorer):
     name = "fgaesq"
     score_range = (1.0, 10.0)
     lower_better = False
@@ -101,11 +92,13 @@ class FGAesQScorer:
 
     # -- scoring -------------------------------------------------------------------------------
     @torch.no_grad()
-    def score(self, images: Sequence) -> np.ndarray:
-        """Scores on 1..10 (higher is better), single-image path."""
+    def score(self, images, batch_size: Optional[int] = None) -> np.ndarray:
+        """Scores on 1..10 (higher is better), single-image path; `images`: one or a list (scorer_api)."""
+        images, _ = as_batch(images)
+        batch_size = batch_size or self.batch_size
         out = np.empty(len(images), dtype=np.float64)
-        for start in range(0, len(images), self.batch_size):
-            chunk = [_as_image(x) for x in images[start:start + self.batch_size]]
+        for start in range(0, len(images), batch_size):
+            chunk = [as_image(x, start + k) for k, x in enumerate(images[start:start + batch_size])]
             if self.single == "official":
                 batch = {k: v.to(self.device) for k, v in self.model.official_batch(chunk, self.seed).items()}
                 out[start:start + len(chunk)] = self.model(**batch).scores.float().cpu().numpy()
@@ -126,7 +119,7 @@ class FGAesQScorer:
         gen = torch.Generator().manual_seed(seed)  # dropping, when the budget binds, is reproducible
         out = np.empty(len(images), dtype=np.float64)
         for start in range(0, len(images), self.batch_size):
-            toks = [difftoken(_as_image(x), _as_image(y), cfg.difftoken, m.image_size, m.patch_size,
+            toks = [difftoken(as_image(x), as_image(y), cfg.difftoken, m.image_size, m.patch_size,
                               cfg.image_mean, cfg.image_std, gen)[0]
                     for x, y in zip(images[start:start + self.batch_size], references[start:start + self.batch_size])]
             batch = {k: v.to(self.device) for k, v in collate_tokens(toks).items()}
@@ -137,7 +130,7 @@ class FGAesQScorer:
                      indices: Optional[Sequence[int]] = None) -> np.ndarray:
         """Scores of the images of one series with DiffToken (a single image: `score`). `series_id` and
         `indices` (default 0..n-1) name the pairs in the official mode, whose draws they seed."""
-        ims = [_as_image(x) for x in images]
+        ims = [as_image(x) for x in images]
         n = len(ims)
         if n < 2:
             return self.score(ims)

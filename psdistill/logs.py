@@ -1,0 +1,63 @@
+"""Where messages go: the console at the chosen verbosity, and the run's full log file.
+
+    with run_logging("runs/demo", verbosity=0):      # CLI: -v -> 1, -q -> -1
+        get_logger("pipeline").info("[judge] judging against the reference pool")
+
+Loggers live under "psdistill" (`get_logger(__name__)`). The console shows INFO and up (DEBUG with
+--verbose, WARNING and up with --quiet); `<run>/logs/run.log` gets everything, DEBUG included (the
+Trainer's metric dicts, psdistill.distill.trainer). Only the main process (RANK 0) writes either: the
+others' messages would repeat it. A record logged with `extra={"console": False}` goes to the file
+only (the final report, which the CLI prints itself).
+"""
+from __future__ import annotations
+
+import logging
+import os
+import sys
+from contextlib import contextmanager
+from pathlib import Path
+
+ROOT = "psdistill"
+LOG_FILE = "logs/run.log"
+_FILE_FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
+
+
+def get_logger(name: str) -> logging.Logger:
+    return logging.getLogger(name if name.startswith(ROOT) else f"{ROOT}.{name}")
+
+
+@contextmanager
+def run_logging(run_dir=None, verbosity: int = 0):
+    """For the duration of a command: the "psdistill" logger to the console by `verbosity`, and to
+    `<run_dir>/logs/run.log` (appended to, so a resumed run keeps its history) when `run_dir` is given."""
+    root = logging.getLogger(ROOT)
+    handlers: list[logging.Handler] = [logging.NullHandler()]
+    if os.environ.get("RANK", "0") == "0":
+        console = logging.StreamHandler(sys.stdout)
+        console.setLevel(logging.DEBUG if verbosity > 0 else logging.WARNING if verbosity < 0 else logging.INFO)
+        console.addFilter(lambda record: getattr(record, "console", True))
+        handlers = [console]
+        if run_dir is not None:
+            handlers.append(_RunLogHandler(Path(run_dir) / LOG_FILE, encoding="utf-8", delay=True))
+            handlers[-1].setFormatter(logging.Formatter(_FILE_FORMAT))
+    saved = root.level, root.propagate, root.handlers[:]
+    root.setLevel(logging.DEBUG)
+    root.propagate = False
+    root.handlers = handlers
+    try:
+        yield root
+    finally:
+        root.setLevel(saved[0])
+        root.propagate = saved[1]
+        root.handlers = saved[2]
+        for handler in handlers:
+            handler.close()
+
+
+class _RunLogHandler(logging.FileHandler):
+    """Opens (and makes logs/) at the first message, so that setting up creates nothing in the run
+    directory before the pipeline has checked the config and claimed it."""
+
+    def _open(self):
+        Path(self.baseFilename).parent.mkdir(parents=True, exist_ok=True)
+        return super()._open()

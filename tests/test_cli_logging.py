@@ -1,0 +1,42 @@
+"""The CLI's console by verbosity, the run's full log file, and the report printed last."""
+import contextlib
+import io
+
+import pytest
+
+from psdistill.cli import main
+from test_pipeline import SMALL
+
+
+@pytest.fixture(scope="module")
+def runs(tmp_path_factory):
+    """stdout of a fresh small run at each verbosity, and its log file."""
+    out = {}
+    for flag in ("-q", None, "--verbose"):
+        run_dir = tmp_path_factory.mktemp("run")
+        with contextlib.redirect_stdout(io.StringIO()) as stdout:
+            assert main(["run", f"run_dir={run_dir}", *SMALL, *([flag] if flag else [])]) == 0
+        out[flag] = stdout.getvalue(), (run_dir / "logs" / "run.log").read_text()
+    return out
+
+
+def _report(stdout):
+    return stdout[stdout.index("psdistill run: "):]
+
+
+def test_the_console_follows_the_verbosity_and_the_report_is_last(runs):
+    quiet, default, verbose = (runs[f][0] for f in ("-q", None, "--verbose"))
+    assert "[judge] judging against the reference pool" in default and "[judge]" not in quiet
+    assert "train_loss" in verbose and "train_loss" not in default  # the Trainer's dict lines
+    for stdout in (quiet, default, verbose):
+        report = _report(stdout)
+        assert report.rstrip().splitlines()[-1].startswith("  report: ")  # nothing printed after the report
+        assert "[evaluate]" not in report
+
+
+def test_the_log_file_holds_everything_at_any_verbosity(runs):
+    for flag, (stdout, log) in runs.items():
+        assert "INFO psdistill.pipeline: [judge] judging against the reference pool" in log
+        assert "DEBUG psdistill.distill.trainer: step 2: {" in log and "train_loss" in log
+        for line in _report(stdout).strip().splitlines():  # the report too, once
+            assert log.count(f"psdistill.pipeline: {line}\n") == 1
