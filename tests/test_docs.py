@@ -52,7 +52,9 @@ def _recipe_commands():
                     sep, rest = True, ""
                 if not sep or re.search(r"[<$]|(^|\s)\[|\b[A-Z]{4,}\b", rest):  # a placeholder or a shell variable
                     continue
-                args = shlex.split(re.sub(r"(^|\s)#.*$", "", rest))
+                # --help/-v/-q are the command line's own flags, not config overrides.
+                args = [a for a in shlex.split(re.sub(r"(^|\s)#.*$", "", rest))
+                        if a not in ("--help", "-h", "-v", "--verbose", "-q", "--quiet")]
                 yield pytest.param(cls, args, id=f"{doc.relative_to(REPO)}: {recipe} {' '.join(args)}"[:120])
 
 
