@@ -317,7 +317,9 @@ class _LoggedProgress(_LogMetrics, ProgressCallback):
 def _log_metrics_instead_of_printing(trainer: Trainer) -> None:
     if trainer.pop_callback(PrinterCallback) is not None:  # disable_tqdm=True
         trainer.add_callback(_LogMetrics)
-    if trainer.pop_callback(ProgressCallback) is not None:
+    # Only where the bar is drawn: swapped on the other ranks too, rank 1 of a 2-process gloo run aborted
+    # at exit ("terminate called without an active exception"), every time; the cause is not found yet.
+    if trainer.is_world_process_zero() and trainer.pop_callback(ProgressCallback) is not None:
         trainer.add_callback(_LoggedProgress)
 
 
