@@ -48,6 +48,15 @@ def write_comparisons(path: str | Path, ids: Sequence[str], comparisons) -> Path
     return path
 
 
+def read_comparisons(path: str | Path) -> list[tuple[str, str, float]]:
+    """(first id, second id, P(first preferred)) per judgment, in presentation order."""
+    path = Path(path)
+    if not path.is_file():
+        raise DataError(f"{path}: not found; run the judge stage first")
+    with open(path, newline="") as f:
+        return [(row["first_id"], row["second_id"], float(row["p_first_preferred"])) for row in csv.DictReader(f)]
+
+
 def write_pool(path: str | Path, pool: PoolFile) -> Path:
     path = Path(path)
     tmp = _atomic(path)
