@@ -22,8 +22,11 @@ LOCK_NAME = ".lock"
 def run_lock(run_dir: str | Path) -> Iterator[Path]:
     """Hold `<run_dir>/.lock` (created with the folder if needed); a held one raises ConfigError at once."""
     path = Path(run_dir) / LOCK_NAME
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+    except OSError as e:  # read-only, no permission, no space: a run could not write its outputs either
+        raise ConfigError(f"run_dir {path.parent}: cannot write its lock file {path} ({e.strerror})") from None
     try:
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)

@@ -74,7 +74,11 @@ def marker_path(run_dir: Path, name: str) -> Path:
 
 
 def read_marker(path: Path) -> Optional[dict]:
-    return json.loads(path.read_text()) if path.is_file() else None
+    """The marker at `path`, or None (also when another rank's `plan` has just moved it aside)."""
+    try:
+        return json.loads(path.read_text())
+    except FileNotFoundError:
+        return None
 
 
 def _same(held: dict, wanted: dict) -> bool:
