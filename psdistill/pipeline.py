@@ -116,7 +116,7 @@ class PipelineConfig:
     def __post_init__(self):
         if not self.run_dir:  # a user's data set never lands in (and replaces) the demo's run
             manifest = self.data.manifest
-            self.run_dir = f"runs/{Path(manifest).resolve().parent.name}" if manifest else "runs/demo"
+            self.run_dir = f"runs/{Path(manifest).resolve().parent.name or 'data'}" if manifest else "runs/demo"
 
 
 class RunContext:
@@ -177,7 +177,7 @@ def stage_data(run: RunContext) -> dict:
         raise DataError(f"{len(bad)} image(s) cannot be used (set data.on_bad_image=skip to leave them out):\n  "
                         + "\n  ".join(bad[:20]))
     if not kept:
-        raise DataError(f"{cfg.manifest}: none of its {len(records)} images can be used:\n  " + "\n  ".join(bad[:20]))
+        raise DataError(f"{cfg.manifest or 'the demo'}: none of its {len(records)} images can be used:\n  " + "\n  ".join(bad[:20]))
     if bad:
         run.log(f"[data] skipped {len(bad)} image(s) (data.on_bad_image=skip):\n  " + "\n  ".join(bad))
     write_manifest(kept, run.path("data/manifest.csv"))
@@ -357,16 +357,18 @@ def stage_evaluate(run: RunContext) -> dict:
 def _data_identity(cfg) -> dict:
     """The data set: a manifest by its path and its content (either agreeing is the same data), or the demo."""
     if not cfg.data.manifest:
-        return {"data": "the embedded demo"}
+        return {"data set": "the embedded demo"}
     path = Path(cfg.data.manifest).resolve()
-    return {"manifest": str(path), "manifest sha256": file_digest(path)}
+    return {"manifest": str(path), "sha256": file_digest(path)[:16]}
 
 
 def _judge_identity(cfg: PipelineConfig) -> dict:
-    """The judge, as its judgments are keyed in the store (the prompt and pool settings are settings)."""
+    """The judge, as its judgments are keyed in the store (the prompt and pool settings are settings);
+    a VLM judge by its weights, known without loading them."""
     if cfg.judge.kind == "simulated":
-        s = cfg.judge.simulated
-        return {"judge": f"simulated(accuracy={s.accuracy},position_bias={s.position_bias},seed={s.seed})"}
+        from psdistill.judge.simulated import SimulatedJudge
+
+        return {"judge": SimulatedJudge(cfg.judge.simulated).judge_id}
     revision = f"@{cfg.model.revision}" if cfg.model.revision else ""
     return {"judge": f"{cfg.judge.kind}:{cfg.model.name_or_path}{revision}"}
 

@@ -87,7 +87,7 @@ def _same(held: dict, wanted: dict) -> bool:
 
 
 def _describe(identity: dict) -> str:
-    return ", ".join(f"{k} {v}" for k, v in identity.items())
+    return ", ".join(f"{k}: {v}" for k, v in identity.items())
 
 
 def _new_folder(path: Path) -> Path:
@@ -115,8 +115,8 @@ def plan(ctx, stages: Sequence[Stage], replacing: Replacing, log=print, is_main:
             wanted = stage.identity(ctx.cfg)
             if not _same(held, wanted):
                 raise ConfigError(
-                    f"run_dir {ctx.run_dir}: holds the {stage.name} of another run ({_describe(held)}), this config "
-                    f"asks for {_describe(wanted)}; use a new run_dir or set {replacing.overwrite_key}=true")
+                    f"run_dir {ctx.run_dir}: holds the {stage.name} of another run ({_describe(held)}); this config "
+                    f"asks for ({_describe(wanted)}): use a new run_dir or set {replacing.overwrite_key}=true")
         replaced.append(stage)
     if not replaced:
         return []
