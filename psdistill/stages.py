@@ -146,10 +146,16 @@ def run_stages(ctx, stages: Sequence[Stage], stop_after: str | None = None, log=
     results: dict[str, dict] = {}
     upstream: list[str] = []
     is_main = state is None or state.is_main_process
+    # Every rank decides on the markers as they were before this run: read while the stage before
+    # it runs, a marker the main process has just written would let a rank skip a stage (and its
+    # barrier) that the others run, and the ranks' collectives would no longer pair up.
+    found = {s.name: read_marker(marker_path(ctx.run_dir, s.name)) for s in stages}
+    if state is not None:
+        state.wait_for_everyone()
     for stage in stages:
         fp = fingerprint(ctx.cfg, stage, upstream)
         path = marker_path(ctx.run_dir, stage.name)
-        marker = read_marker(path)
+        marker = found[stage.name]
         if marker and marker.get("fingerprint") == fp:
             marker["status"] = "reused"
             log(f"[{stage.name}] finished earlier with the same config: reused")

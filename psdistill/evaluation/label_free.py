@@ -124,11 +124,10 @@ def describe(records: Sequence[ImageRecord], predictions: Mapping[str, Mapping[s
     for scorer, dims in predictions.items():
         distributions[scorer] = {}
         for dim, scores in dims.items():
-            def values(rs):
-                return np.array([scores.get(r.id, math.nan) for r in rs], dtype=float)
-            distributions[scorer][dim] = {
-                "all": _stats(values(records)),
-                "categories": {c: _stats(values([r for r in records if r.category == c])) for c in categories}}
+            values = np.array([scores.get(r.id, math.nan) for r in records], dtype=float)
+            in_category = np.array([r.category for r in records])
+            distributions[scorer][dim] = {"all": _stats(values),
+                                          "categories": {c: _stats(values[in_category == c]) for c in categories}}
     pool_stats = {}
     if pool is not None:
         sd = np.sqrt(np.asarray(pool.var, dtype=float))
