@@ -10,9 +10,15 @@
     <run>/predictions/<scorer>.csv scores of every image by every scorer
     <run>/report/                  metrics JSON, markdown table, plots
     <run>/stages/<stage>.json      what finished, with which config (see psdistill.stages)
+    <run>/replaced/<time>/         finished outputs a changed config replaced (keep_replaced=false: deleted)
+    <run>/.lock                    held while a run is in progress (psdistill.run_lock)
+
+A run directory holds one data set and one judge: a config naming others is refused
+(overwrite_run_dir=true to replace them); changed later settings redo the later stages only.
 
 Training uses only the images of `data.train_categories` and no labels: ground truth is read by
-the evaluation stage, and by the judge only when `judge.kind=simulated` (labelled as such).
+the evaluation stage, and by the judge only when `judge.kind=simulated` (labelled as such). Without
+ground truth the evaluation reports what needs none (`psdistill.evaluation.label_free`).
 
 Under `accelerate launch` with N processes every process has a part: the judge stage splits each
 round of the pool's pairs over the ranks (psdistill/judge/parallel.py; the main process runs the
@@ -21,7 +27,9 @@ data, fit and evaluate run once, on the main process, while the others wait.
 """
 from __future__ import annotations
 
+import codecs
 import os
+from contextlib import nullcontext
 from dataclasses import dataclass, field
 from functools import cached_property
 from pathlib import Path
@@ -31,11 +39,11 @@ import numpy as np
 
 from psdistill.config import save_config
 from psdistill.data.demo import DemoConfig, build_demo
-from psdistill.data.images import load_image
+from psdistill.data.images import check_processable, load_image
 from psdistill.data.manifest import read_manifest, write_manifest
 from psdistill.data.predictions import read_predictions, write_predictions
 from psdistill.data.run_files import (
-    PoolFile, read_pool, read_pseudo_scores, write_comparisons, write_pool, write_pseudo_scores,
+    PoolFile, read_comparisons, read_pool, read_pseudo_scores, write_comparisons, write_pool, write_pseudo_scores,
 )
 from psdistill.data.records import DEFAULT_RATING_SCALE, ImageRecord
 from psdistill.distill import DistillConfig
@@ -45,24 +53,34 @@ from psdistill.judge.vlm import VLMJudgeConfig
 from psdistill.models.device import place_for_inference, process_state
 from psdistill.models.loading import ModelConfig
 from psdistill.ranking import ReferencePoolConfig
-from psdistill.stages import Stage, run_stages
+from psdistill.run_lock import run_lock
+from psdistill.stages import Replacing, Stage, file_digest, marker_path, plan, read_marker, run_stages
 
 
 @dataclass
 class DataConfig:
-    manifest: Optional[str] = field(default=None, metadata={"help": "CSV manifest; empty: build the demo"})
+    manifest: Optional[str] = field(default=None, metadata={"help": "CSV or JSONL manifest; empty: build the demo"})
+    encoding: Optional[str] = field(default=None, metadata={
+        "help": "the manifest's text encoding (e.g. gbk); empty: UTF-8 (with or without BOM), GBK or GB18030"})
     demo: DemoConfig = field(default_factory=DemoConfig)
     train_categories: tuple[str, ...] = field(
         default=(), metadata={"help": "categories whose images train the student (unlabeled); empty: the first"})
     dimension: str = "overall"
     rating_scale: tuple[float, float] = field(default=DEFAULT_RATING_SCALE, metadata={
         "help": "[low, high] of the ground truth; pseudo-scores and every scorer report on it"})
-    on_bad_image: Literal["error", "skip"] = "error"
+    on_bad_image: Literal["error", "skip"] = field(default="error", metadata={
+        "help": "an image that is missing, unreadable or of a shape the VLM rejects: stop, or leave it out "
+                "(listed on the console and in the report)"})
 
     def __post_init__(self):
         lo, hi = (self.rating_scale + (None, None))[:2]
         if len(self.rating_scale) != 2 or not lo < hi:
             raise ConfigError(f"data.rating_scale: need [low, high] with low < high, got {list(self.rating_scale)}")
+        if self.encoding:
+            try:
+                codecs.lookup(self.encoding)
+            except LookupError:
+                raise ConfigError(f"data.encoding: unknown encoding {self.encoding!r} (e.g. utf-8, gbk)") from None
 
 
 @dataclass
@@ -76,7 +94,12 @@ class JudgeConfig:
 
 @dataclass
 class PipelineConfig:
-    run_dir: str = "runs/demo"
+    run_dir: str = field(default="", metadata={
+        "help": "where every output goes; empty: runs/<the manifest's folder name>, or runs/demo for the demo"})
+    overwrite_run_dir: bool = field(default=False, metadata={
+        "help": "let run_dir's data set or judge be replaced by this config's (as HF Trainer's overwrite_output_dir)"})
+    keep_replaced: bool = field(default=True, metadata={
+        "help": "keep the finished outputs a changed config replaces in <run_dir>/replaced/<time>/; false: delete"})
     data: DataConfig = field(default_factory=DataConfig)
     model: ModelConfig = field(default_factory=ModelConfig)
     judge: JudgeConfig = field(default_factory=JudgeConfig)
@@ -89,6 +112,11 @@ class PipelineConfig:
     validation_images: int = field(default=40, metadata={
         "help": "held-out images scored during training to log eval_srcc (monitoring only: no checkpoint "
                 "is selected on it); 0: none"})
+
+    def __post_init__(self):
+        if not self.run_dir:  # a user's data set never lands in (and replaces) the demo's run
+            manifest = self.data.manifest
+            self.run_dir = f"runs/{Path(manifest).resolve().parent.name or 'data'}" if manifest else "runs/demo"
 
 
 class RunContext:
@@ -110,7 +138,7 @@ class RunContext:
 
     @cached_property
     def records(self) -> list[ImageRecord]:
-        return read_manifest(self.path("data/manifest.csv"))
+        return read_manifest(self.path("data/manifest.csv"))  # written by the data stage, in UTF-8
 
     @cached_property
     def train_categories(self) -> tuple[str, ...]:
@@ -129,23 +157,29 @@ class RunContext:
 # ---- stages ---------------------------------------------------------------------------------
 
 def stage_data(run: RunContext) -> dict:
-    """Resolve the images: build the demo or read the user's manifest, and check every image opens."""
+    """Resolve the images: build the demo or read the user's manifest, and check that every image opens
+    and has a shape the VLM's processor takes."""
     cfg = run.cfg.data
+    skip = cfg.on_bad_image == "skip"
     if cfg.manifest:
-        records = read_manifest(cfg.manifest)
+        # Skipping: a missing file is one more bad image (below), not the manifest's error.
+        records = read_manifest(cfg.manifest, check_files=not skip, encoding=cfg.encoding)
     else:
         records = read_manifest(build_demo(run.path("demo"), cfg.demo))
-    bad = []
+    bad, kept = [], []
     for r in records:
         try:
-            load_image(r.path)
+            check_processable(load_image(r.path), r.path)
+            kept.append(r)
         except DataError as e:
             bad.append(str(e))
-    if bad and cfg.on_bad_image == "error":
-        raise DataError(f"{len(bad)} image(s) cannot be read (set data.on_bad_image=skip to leave them out):\n  "
+    if bad and not skip:
+        raise DataError(f"{len(bad)} image(s) cannot be used (set data.on_bad_image=skip to leave them out):\n  "
                         + "\n  ".join(bad[:20]))
-    bad_paths = {b.split(":")[0] for b in bad}
-    kept = [r for r in records if r.path not in bad_paths]
+    if not kept:
+        raise DataError(f"{cfg.manifest or 'the demo'}: none of its {len(records)} images can be used:\n  " + "\n  ".join(bad[:20]))
+    if bad:
+        run.log(f"[data] skipped {len(bad)} image(s) (data.on_bad_image=skip):\n  " + "\n  ".join(bad))
     write_manifest(kept, run.path("data/manifest.csv"))
     run.__dict__.pop("records", None)  # re-read what was just written
     cats = sorted({r.category for r in kept})
@@ -158,6 +192,7 @@ def stage_judge(run: RunContext) -> dict:
     from psdistill.judge.parallel import DataParallelJudge
     from psdistill.judge.store import JudgmentStore
 
+    _check_pool_size(run)
     judge = make_judge(run.cfg)
     if run.state is None:
         return _judge_pool(run, CachedJudge(judge, JudgmentStore(run.path("judgments.sqlite"))))
@@ -168,6 +203,15 @@ def stage_judge(run: RunContext) -> dict:
     with parallel.leading():
         summary = _judge_pool(run, CachedJudge(parallel, JudgmentStore(run.path("judgments.sqlite"))))
     return {**summary, "computed_per_rank": parallel.computed_per_rank}
+
+
+def _check_pool_size(run: RunContext) -> None:
+    """Before a judge model is loaded: the pool needs more training images than references."""
+    n, k = len(run.train_records), run.cfg.pool.k
+    if n <= k:
+        fix = f"set pool.k to at most {n - 1} (and at least 3)" if n > 3 else "add training images (at least 4)"
+        raise ConfigError(f"pool.k={k}: the pool needs more training images than references, and "
+                          f"data.train_categories={list(run.train_categories)} has {n}; {fix}")
 
 
 def _judge_pool(run: RunContext, judge) -> dict:
@@ -253,6 +297,11 @@ def stage_score(run: RunContext) -> dict:
     rank, world = (0, 1) if run.state is None else (run.state.process_index, run.state.num_processes)
     batch = run.cfg.distill.per_device_eval_batch_size
     paths = {}
+    if run.is_main:  # the evaluation reads every predictions file: none from another config may stay
+        keep = {f"{name}.csv" for name in [*scorers, "pseudo-scores"]}
+        for stale in run.path("predictions").glob("*.csv"):
+            if stale.name not in keep:
+                stale.unlink()
     for name, make in scorers.items():
         scores = _gathered(run, make().score([r.path for r in run.records[rank::world]], batch_size=batch))
         if run.is_main:
@@ -281,27 +330,61 @@ def _gathered(run: RunContext, mine: np.ndarray) -> np.ndarray:
 
 
 def stage_evaluate(run: RunContext) -> dict:
-    """Metrics of every scorer against ground truth, overall and per category; report files."""
+    """Metrics of every scorer against ground truth, overall and per category; report files. Without
+    ground truth of the dimension: what needs none (score distributions, judge consistency, the pool)."""
     from psdistill.evaluation import evaluate, write_report
+    from psdistill.evaluation.label_free import describe, has_ground_truth, write_label_free_report
 
     files = sorted(run.path("predictions").glob("*.csv")) + [Path(p) for p in run.cfg.compare_predictions]
     predictions = {p.stem: read_predictions(p) for p in files}
+    data = read_marker(marker_path(run.run_dir, "data"))
+    skipped = data["summary"].get("skipped", []) if data else []
+    notes = [f"data: left out (data.on_bad_image=skip): {s}" for s in skipped]
+    dimension = getattr(run.cfg.data, "dimension", None)
+    if not has_ground_truth(run.records, dimension):
+        pool = read_pool(run.path("pool.json")) if run.path("pool.json").is_file() else None
+        comparisons = read_comparisons(run.path("comparisons.csv")) if run.path("comparisons.csv").is_file() else None
+        result = describe(run.records, predictions, pool=pool, comparisons=comparisons, notes=notes)
+        written = write_label_free_report(result, run.path("report"))
+        return {"files": {k: str(v) for k, v in written.items()}, "headline": result.headline()}
     result = evaluate(run.records, predictions, held_out=[c for c in sorted({r.category for r in run.records})
                                                         if c not in run.train_categories])
+    result.notes += notes
     written = write_report(result, run.path("report"))
     return {"files": {k: str(v) for k, v in written.items()}, "headline": result.headline()}
 
 
+def _data_identity(cfg) -> dict:
+    """The data set: a manifest by its path and its content (either agreeing is the same data), or the demo."""
+    if not cfg.data.manifest:
+        return {"data set": "the embedded demo"}
+    path = Path(cfg.data.manifest).resolve()
+    return {"manifest": str(path), "sha256": file_digest(path)[:16]}
+
+
+def _judge_identity(cfg: PipelineConfig) -> dict:
+    """The judge, as its judgments are keyed in the store (the prompt and pool settings are settings);
+    a VLM judge by its weights, known without loading them."""
+    if cfg.judge.kind == "simulated":
+        from psdistill.judge.simulated import SimulatedJudge
+
+        return {"judge": SimulatedJudge(cfg.judge.simulated).judge_id}
+    revision = f"@{cfg.model.revision}" if cfg.model.revision else ""
+    return {"judge": f"{cfg.judge.kind}:{cfg.model.name_or_path}{revision}"}
+
+
 STAGES = (
     Stage("data", ("data",), stage_data, "checking images",
-          input_files=lambda cfg: [cfg.data.manifest] if cfg.data.manifest else []),
+          input_files=lambda cfg: [cfg.data.manifest] if cfg.data.manifest else [], identity=_data_identity),
     Stage("judge", ("data.dimension", "model", "judge", "pool"), stage_judge, "judging against the reference pool",
-          all_ranks=True),
+          all_ranks=True, identity=_judge_identity),
     Stage("fit", ("data.rating_scale",), stage_fit, "fitting pseudo-scores"),
     Stage("distill", ("model", "distill", "validation_images"), stage_distill, "distilling the single-pass scorer",
-          all_ranks=True),
-    Stage("score", ("teacher_pointwise",), stage_score, "scoring every image in one pass", all_ranks=True),
-    Stage("evaluate", ("compare_predictions",), stage_evaluate, "evaluating against ground truth"),
+          all_ranks=True, replaces=("student",)),
+    Stage("score", ("teacher_pointwise",), stage_score, "scoring every image in one pass", all_ranks=True,
+          replaces=("predictions",)),
+    Stage("evaluate", ("compare_predictions",), stage_evaluate, "evaluating against ground truth",
+          replaces=("report",)),
 )
 STAGE_NAMES = tuple(s.name for s in STAGES)
 
@@ -311,16 +394,24 @@ def run_pipeline(cfg: PipelineConfig, stop_after: str | None = None, log=print) 
     each stage uses the ranks as the module docstring says."""
     state = process_state() if int(os.environ.get("WORLD_SIZE", "1")) > 1 else None
     run = RunContext(cfg, log if state is None or state.is_main_process else (lambda *a, **k: None), state)
+    stages = STAGES[:STAGE_NAMES.index(stop_after) + 1] if stop_after else STAGES
     if run.is_main:
         from psdistill.models.loading import load_vlm_processor
         from psdistill.readout_check import check_readout_tokens
 
         # A word the model cannot read as one token stops the run now, not after hours of judging.
         check_readout_tokens(load_vlm_processor(cfg.model), cfg)
-        run.run_dir.mkdir(parents=True, exist_ok=True)
-        save_config(cfg, run.path("config.yaml"))
     try:
-        return run_stages(run, STAGES, stop_after=stop_after, log=run.log, state=state)
+        # Only the main process holds the lock: the other ranks of its launch work under it.
+        with run_lock(run.run_dir) if run.is_main else nullcontext():
+            # Refused or replaced before config.yaml is: a refused config must not overwrite the run's.
+            plan(run, stages, Replacing(overwrite=cfg.overwrite_run_dir, keep_replaced=cfg.keep_replaced),
+                 log=run.log, is_main=run.is_main)
+            if run.is_main:
+                save_config(cfg, run.path("config.yaml"))
+            if state is not None:
+                state.wait_for_everyone()  # nothing starts before the replaced outputs are set aside
+            return run_stages(run, stages, log=run.log, state=state)
     finally:
         if state is not None:
             state.destroy_process_group()  # gloo may hang on exit otherwise

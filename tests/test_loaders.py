@@ -213,12 +213,12 @@ def test_apddv2_split_file_score_is_total_over_10(tmp_path):
     assert result.report.examples["unknown_id"][0].startswith(f"{split}, line 4: image 'zz'")
 
 
-def test_undecodable_csv_names_file_and_encodings(tmp_path):
+def test_undecodable_csv_names_file_line_and_encodings(tmp_path):
     path = tmp_path / "bad.csv"
-    path.write_bytes(b"filename,score\n\xff\xfe,1\n")
-    with pytest.raises(DataError, match=r"bad\.csv: cannot decode the text with any of utf-8-sig, gbk, gb18030"):
+    path.write_bytes(b"filename,score\nok,1\n\xff\xfe,1\n")  # the bad bytes start line 3
+    with pytest.raises(DataError, match=r"bad\.csv, line 3: cannot decode the text with any of utf-8-sig, gbk, gb18030"):
         read_text(path)
-    with pytest.raises(DataError, match=r"bad\.csv: cannot decode"):
+    with pytest.raises(DataError, match=r"bad\.csv, line 3: cannot decode"):
         load_apddv2(path)
 
 

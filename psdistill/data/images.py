@@ -13,6 +13,9 @@ from psdistill.errors import DataError
 # i.e. 4096^2), so bounding here never changes what a default-configured model sees, while a
 # 100-megapixel scan is decoded at a fraction of its size instead of taking ~300 MB of RAM.
 DEFAULT_MAX_PIXELS = 4096 * 4096
+# Qwen2/3-VL's smart_resize raises for a longer side over 200 times the shorter (its one shape limit;
+# tiny images are scaled up to min_pixels). Checked with the data, not as a traceback mid-judging.
+MAX_ASPECT_RATIO = 200
 
 
 def load_image(path: str | Path, max_pixels: int | None = DEFAULT_MAX_PIXELS) -> Image.Image:
@@ -43,6 +46,15 @@ def load_image(path: str | Path, max_pixels: int | None = DEFAULT_MAX_PIXELS) ->
         raise DataError(f"{path}: cannot read image ({e})") from None
     if max_pixels and im.width * im.height > max_pixels:
         im.thumbnail(_bounded_size(im.size, max_pixels), Image.Resampling.LANCZOS)
+    return im
+
+
+def check_processable(im: Image.Image, path: str | Path) -> Image.Image:
+    """`im` unchanged, or DataError naming `path` when the VLM's image processor would reject its shape."""
+    ratio = max(im.size) / min(im.size)
+    if ratio > MAX_ASPECT_RATIO:
+        raise DataError(f"{path}: aspect ratio {ratio:.0f}:1 ({im.width}x{im.height} px); the VLM's image "
+                        f"processor takes at most {MAX_ASPECT_RATIO}:1")
     return im
 
 

@@ -6,7 +6,7 @@
 `path` is required and relative to the manifest's folder (or absolute). `id` defaults to the path
 without its suffix. Every column that is not one of the fixed columns is a score dimension; a blank
 cell means "no score". The file may be UTF-8 (with or without Excel's BOM) or GBK, or a `.jsonl`
-manifest with the same keys. One reader (`loaders.generic.load_manifest`) in two modes: it reports
+manifest with the same keys; another encoding is named with `encoding=` (the pipeline's `data.encoding`). One reader (`loaders.generic.load_manifest`) in two modes: it reports
 bad rows and goes on, or, as `read_manifest` here (the pipeline's), stops at the first; every
 message names the file, the line and the field.
 """
@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import csv
 from pathlib import Path
-from typing import Iterable, Sequence
+from typing import Iterable, Optional, Sequence
 
 from psdistill.data.records import ImageRecord
 from psdistill.errors import DataError
@@ -22,13 +22,13 @@ from psdistill.errors import DataError
 FIXED_COLUMNS = ("path", "id", "category", "series", "rank", "comment")
 
 
-def read_manifest(path: str | Path, check_files: bool = True) -> list[ImageRecord]:
+def read_manifest(path: str | Path, check_files: bool = True, encoding: Optional[str] = None) -> list[ImageRecord]:
     """The pipeline's reader: `load_manifest` (CSV or JSONL) stopping at the first bad row; image paths
-    come back absolute."""
+    come back absolute. `encoding`: the file's, when it is none of those tried (see the module docstring)."""
     # Imported here: the loaders import this module's columns and writer.
     from psdistill.data.loaders.generic import load_manifest
 
-    records = load_manifest(path, strict=True, check_files=check_files).records
+    records = load_manifest(path, strict=True, check_files=check_files, encoding=encoding).records
     if not records:
         raise DataError(f"{path}: no rows")
     return records

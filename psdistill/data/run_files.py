@@ -82,3 +82,12 @@ def read_pseudo_scores(path: str | Path) -> dict[str, tuple[float, float]]:
         raise DataError(f"{path}: not found; run the fit stage first")
     with open(path, newline="") as f:
         return {row["id"]: (float(row["score"]), float(row["variance"])) for row in csv.DictReader(f)}
+
+
+def read_comparisons(path: str | Path) -> list[tuple[str, str, float]]:
+    """(first id, second id, P(first preferred)) per judgment, in presentation order."""
+    path = Path(path)
+    if not path.is_file():
+        raise DataError(f"{path}: not found; run the judge stage first")
+    with open(path, newline="") as f:
+        return [(row["first_id"], row["second_id"], float(row["p_first_preferred"])) for row in csv.DictReader(f)]

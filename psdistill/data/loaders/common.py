@@ -95,27 +95,36 @@ def load_records(path: str | Path, strict: bool, read: Callable, refine: Optiona
 
 
 def read_text(path: str | Path, encodings: tuple[str, ...] = ENCODINGS) -> tuple[str, str]:
-    """(text, encoding) of a file whose encoding is the first of `encodings` that decodes it."""
+    """(text, encoding) of a file whose encoding is the first of `encodings` that decodes it; when none
+    does, the error names the line of the first byte the first encoding cannot read."""
     path = Path(path)
     if not path.is_file():
         raise DataError(f"{path}: file not found")
     data = path.read_bytes()
+    first_error = None
     for encoding in encodings:
         try:
             return data.decode(encoding), encoding
-        except UnicodeDecodeError:
-            continue
-    raise DataError(f"{path}: cannot decode the text with any of {', '.join(encodings)} "
-                    "(utf-8-sig reads UTF-8 with or without a BOM); re-save it as UTF-8")
+        except UnicodeDecodeError as e:
+            first_error = first_error or e
+        except LookupError:
+            raise DataError(f"{path}: unknown encoding {encoding!r}") from None
+    line = data[:first_error.start].count(b"\n") + 1
+    bad = data[first_error.start:first_error.end]
+    raise DataError(f"{path}, line {line}: cannot decode the text with any of {', '.join(encodings)} "
+                    f"(byte(s) {bad!r}; utf-8-sig reads UTF-8 with or without a BOM); re-save it as UTF-8 "
+                    "or name its encoding (the pipeline's data.encoding)")
 
 
-def read_csv(path: str | Path, report: LoadReport) -> tuple[list[str], Iterator[tuple[int, dict[str, str]]]]:
-    """The stripped header and the data rows as (first line number, {column: cell}).
+def read_csv(path: str | Path, report: LoadReport,
+             encodings: tuple[str, ...] = ENCODINGS) -> tuple[list[str], Iterator[tuple[int, dict[str, str]]]]:
+    """The stripped header and the data rows as (first line number, {column: cell}), the text decoded
+    with the first of `encodings` that reads it.
 
     Rows with a different number of cells than the header are reported as malformed and skipped;
     blank lines are not rows. Line numbers count physical lines, so quoted multi-line cells are fine.
     """
-    text, report.encoding = read_text(path)
+    text, report.encoding = read_text(path, encodings)
     reader = csv.reader(io.StringIO(text, newline=""))
     header = [h.strip() for h in next(reader, [])]
     if not any(header):

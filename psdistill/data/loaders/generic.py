@@ -23,26 +23,27 @@ from typing import Optional, Sequence
 
 from PIL import Image
 
-from psdistill.data.loaders.common import (LoadReport, LoadResult, check_file, parse_score, read_csv,
-                                           require_columns)
+from psdistill.data.loaders.common import (ENCODINGS, LoadReport, LoadResult, check_file, parse_score, read_csv,
+                                           read_text, require_columns)
 from psdistill.data.manifest import FIXED_COLUMNS, write_manifest
 from psdistill.data.records import ImageRecord
 from psdistill.errors import DataError
 
 
 def load_manifest(path: str | Path, *, strict: bool = False, check_files: bool = True,
-                  score_range: Optional[tuple[float, float]] = None) -> LoadResult:
+                  score_range: Optional[tuple[float, float]] = None, encoding: Optional[str] = None) -> LoadResult:
     """Records of a `.csv` or `.jsonl` manifest; paths are relative to its folder (or absolute).
 
-    `score_range` (low, high), when given, bounds every score dimension.
+    `score_range` (low, high), when given, bounds every score dimension. `encoding`: the file's text
+    encoding (default: a CSV is tried as UTF-8 with or without BOM, GBK, GB18030; JSONL is UTF-8).
     """
     path = Path(path)
     report = LoadReport(str(path), strict=strict)
     if path.suffix.lower() == ".csv":
-        header, rows = read_csv(path, report)
+        header, rows = read_csv(path, report, (encoding,) if encoding else ENCODINGS)
         require_columns(path, header, ("path",))
     elif path.suffix.lower() in (".jsonl", ".ndjson"):
-        rows = _jsonl_rows(path, report)
+        rows = _jsonl_rows(path, report, encoding or "utf-8")
     else:
         raise DataError(f"{path}: unknown manifest type; use .csv or .jsonl")
     root, seen, records = path.parent.resolve(), {}, []
@@ -54,11 +55,9 @@ def load_manifest(path: str | Path, *, strict: bool = False, check_files: bool =
     return LoadResult(records, report)
 
 
-def _jsonl_rows(path: Path, report: LoadReport):
-    if not path.is_file():
-        raise DataError(f"{path}: file not found")
-    report.encoding = "utf-8"
-    with open(path, encoding="utf-8") as f:
+def _jsonl_rows(path: Path, report: LoadReport, encoding: str):
+    text, report.encoding = read_text(path, (encoding,))
+    with io.StringIO(text) as f:
         for line, text in enumerate(f, start=1):
             if not text.strip():
                 continue
