@@ -103,9 +103,11 @@ def _score_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="psdistill score", description="Score images with a trained scorer.")
     parser.add_argument("--model", required=True,
                         help="a run directory, a student/ or FGAesQ checkpoint/ folder, or a registered scorer name")
-    parser.add_argument("images", nargs="+", help="image files, or folders (their image files, sorted)")
+    parser.add_argument("images", nargs="+", help="image files, folders (their image files, sorted) or globs ('photos/*.jpg')")
     parser.add_argument("-o", "--output", default="scores.csv", help="predictions CSV: id,path,<dimension>")
     parser.add_argument("--batch-size", type=int, default=None, help="images per forward pass (default: 16)")
+    parser.add_argument("--on-bad-image", choices=("error", "skip"), default="error",
+                        help="skip: an unreadable image gets no score (named in a warning) instead of stopping")
     return parser
 
 
@@ -117,11 +119,17 @@ def _score(argv) -> int:
     from psdistill.distill.scorer import SCORE_BATCH_SIZE, score_images
     from psdistill.registry import load_scorer
 
+    import glob
+
     images = []
-    for arg in map(Path, args.images):
-        images += sorted(p for p in arg.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES) if arg.is_dir() else [arg]
+    for arg in args.images:
+        # A pattern the shell did not expand (quoted, or on Windows) is expanded here.
+        paths = [Path(p) for p in sorted(glob.glob(arg))] if any(c in arg for c in "*?[") and not Path(arg).exists() else [Path(arg)]
+        for path in paths:
+            images += sorted(p for p in path.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES) if path.is_dir() else [path]
     scorer = load_scorer(args.model)
-    out = score_images(scorer, images, args.output, batch_size=args.batch_size or SCORE_BATCH_SIZE)
+    out = score_images(scorer, images, args.output, batch_size=args.batch_size or SCORE_BATCH_SIZE,
+                       on_bad_image=args.on_bad_image)
     print(f"wrote {len(out)} scores to {args.output}")
     return 0
 

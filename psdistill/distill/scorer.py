@@ -25,7 +25,7 @@ import torch
 from PIL import Image
 
 from psdistill.data.records import DEFAULT_RATING_SCALE, ImageRecord
-from psdistill.errors import ConfigError, PsdistillError
+from psdistill.errors import ConfigError, DataError, PsdistillError
 from psdistill.models.device import place_for_inference
 from psdistill.models.loading import ModelConfig, load_processor, load_vlm
 from psdistill.models.readout_tokens import next_token_ids
@@ -247,25 +247,81 @@ def _load_head(head: torch.nn.Module, folder) -> None:
 
 
 def score_images(scorer, images: Sequence[Union[ImageInput, ImageRecord]], out_csv,
-                 batch_size: int = SCORE_BATCH_SIZE) -> np.ndarray:
-    """Score images with a tqdm bar and write `out_csv` in the predictions format (id,path,<dimension>).
+                 batch_size: int = SCORE_BATCH_SIZE, on_bad_image: str = "error") -> np.ndarray:
+    """Score images with a tqdm bar into `out_csv` in the predictions format (id,path,<dimension>).
 
-    Records keep their ids; a path's id is its file name without suffix.
+    Records keep their ids; a path's id is its file name without suffix. Scores are appended to
+    `<out_csv>.partial` batch by batch, so a killed run loses at most one batch: rerun the same call
+    and only the images missing from `out_csv` and the partial file are scored. `on_bad_image="skip"`
+    scores an unreadable image as NaN (a missing score) and names it in a warning instead of stopping.
     """
+    import csv
+    import logging
+
     from tqdm.auto import tqdm
 
     from psdistill.data.predictions import write_predictions
 
+    if on_bad_image not in ("error", "skip"):
+        raise ConfigError(f"on_bad_image: 'error' or 'skip', got {on_bad_image!r}")
     records = [im if isinstance(im, ImageRecord) else ImageRecord(id=Path(im).stem, path=str(im)) for im in images]
-    scores = []
-    with tqdm(total=len(records), desc=f"scoring ({scorer.name})", unit="img") as bar:
-        for start in range(0, len(records), batch_size):
-            chunk = records[start:start + batch_size]
-            scores.append(scorer.score([r.path for r in chunk], batch_size=batch_size))
+    dim = scorer.dimensions[0]
+    out_csv, partial = Path(out_csv), Path(str(out_csv) + ".partial")
+    done = {**_scored(out_csv, dim), **_scored(partial, dim)}  # path -> score, from an earlier run
+    todo = [r for r in records if str(r.path) not in done]
+    skipped = []
+    partial.parent.mkdir(parents=True, exist_ok=True)
+    with open(partial, "a", newline="") as f, tqdm(total=len(records), initial=len(records) - len(todo),
+                                                  desc=f"scoring ({scorer.name})", unit="img") as bar:
+        w = csv.writer(f)
+        for start in range(0, len(todo), batch_size):
+            chunk = todo[start:start + batch_size]
+            try:
+                scores = scorer.score([r.path for r in chunk], batch_size=batch_size)
+            except DataError:
+                if on_bad_image == "error":
+                    raise
+                scores = [_score_or_nan(scorer, r.path, skipped) for r in chunk]  # find the bad one(s)
+            for r, v in zip(chunk, scores):
+                done[str(r.path)] = float(v)
+                w.writerow([str(r.path), repr(float(v))])
+            f.flush()
             bar.update(len(chunk))
-    scores = np.concatenate(scores) if scores else np.zeros(0)
-    write_predictions(out_csv, records, {scorer.dimensions[0]: scores})
+    if skipped:
+        logging.getLogger(__name__).warning("skipped %d unreadable image(s): %s", len(skipped), "; ".join(skipped[:10]))
+    scores = np.array([done[str(r.path)] for r in records], dtype=float)
+    write_predictions(out_csv, records, {dim: scores})
+    partial.unlink()
     return scores
+
+
+def _scored(path: Path, dim: str) -> dict[str, float]:
+    """{image path: score} of a predictions file or a partial file (path,score); a row without its line
+    end (cut off by a kill mid-write, so its number may be cut short too) is left out."""
+    import csv
+
+    if not path.is_file():
+        return {}
+    with open(path, newline="") as f:
+        rows = list(csv.reader(line for line in f.readlines() if line.endswith("\n")))
+    if rows and rows[0][:2] == ["id", "path"]:  # a finished predictions file
+        col = rows[0].index(dim) if dim in rows[0] else None
+        return {} if col is None else {r[1]: float(r[col]) for r in rows[1:] if len(r) > col and r[col]}
+    out = {}
+    for r in rows:
+        try:
+            out[r[0]] = float(r[1])
+        except (IndexError, ValueError):
+            continue
+    return out
+
+
+def _score_or_nan(scorer, path, skipped: list) -> float:
+    try:
+        return float(scorer.score([path])[0])
+    except DataError as e:
+        skipped.append(str(e))
+        return float("nan")
 
 
 def export_merged(path, out_dir) -> Path:
