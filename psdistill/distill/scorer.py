@@ -189,6 +189,8 @@ class StudentScorer(CallableScorer):
             if spec.head == "scalar":
                 attach_score_head(model, spec.rating_scale)  # its trained weights come with the adapter
             model = PeftModel.from_pretrained(model, str(path))
+            if spec.head == "scalar":
+                _check_adapter_head(_score_head(model), path)
         elif spec.weights == "base":
             model, processor = load_vlm(model_cfg)
         else:
@@ -244,6 +246,19 @@ def _load_head(head: torch.nn.Module, folder) -> None:
     if not state:
         raise PsdistillError(f"{folder}: the scalar head's weights (score_head.*) are missing")
     head.load_state_dict(state)
+
+
+def _check_adapter_head(head: torch.nn.Module, folder) -> None:
+    """peft loads `score_head` (a modules_to_save entry) only into a model that has one, and says nothing
+    otherwise: check that the head in use holds the adapter file's trained tensors."""
+    from safetensors.torch import load_file
+
+    file = Path(folder) / "adapter_model.safetensors"
+    saved = {k.rsplit(".", 1)[1]: v for k, v in load_file(file).items() if ".score_head." in k}
+    loaded = {"weight": head.weight, "bias": head.bias}
+    if saved.keys() != loaded.keys() or not all(
+            torch.equal(saved[k].to(loaded[k]), loaded[k].detach()) for k in saved):
+        raise PsdistillError(f"{file}: the scalar head's trained weights (score_head.*) are missing or did not load")
 
 
 def score_images(scorer, images: Sequence[Union[ImageInput, ImageRecord]], out_csv,

@@ -36,6 +36,7 @@ from transformers.trainer_utils import PREFIX_CHECKPOINT_DIR
 
 from psdistill.data.images import load_image
 from psdistill.data.records import DEFAULT_RATING_SCALE, ImageRecord
+from psdistill.distill.card import LabelSource, record_base_model, write_model_card
 from psdistill.distill.config import DistillConfig
 from psdistill.distill.losses import confidence_matrix, distill_loss
 from psdistill.distill.scorer import (
@@ -326,14 +327,15 @@ def _log_metrics_instead_of_printing(trainer: Trainer) -> None:
 def train_student(train_records: Sequence[ImageRecord], pseudo_scores: Mapping[str, Sequence[float]],
                   model_cfg: ModelConfig, cfg: DistillConfig, output_dir, val_records: Optional[Sequence[ImageRecord]] = None,
                   dimension: str = "overall", callbacks: Optional[list] = None,
-                  rating_scale: Sequence[float] = DEFAULT_RATING_SCALE) -> Path:
+                  rating_scale: Sequence[float] = DEFAULT_RATING_SCALE, labels: Optional[LabelSource] = None) -> Path:
     """Train the student on `pseudo_scores` (id -> (mean, variance) on `rating_scale`) and save it.
 
     `val_records` with ground truth in `scores[dimension]` are scored every `cfg.eval_steps` (and at
     the start), logged as eval_srcc / eval_plcc. Returns `output_dir`, which holds the adapter (or full
     weights), the processor, `scorer_config.json` and the trainer state; `checkpoint-N/` folders are
     scorers too. Works the same in one process and under `accelerate launch`. `callbacks` are extra
-    `transformers.TrainerCallback`s (early stopping, timing, ...).
+    `transformers.TrainerCallback`s (early stopping, timing, ...). `labels` (which judge gave the
+    pseudo-scores, whether simulated) goes into the folder's model card (`card.py`).
     """
     output_dir = Path(output_dir)
     set_seed(cfg.seed)  # LoRA and scalar-head initialisation happen before the Trainer seeds
@@ -363,4 +365,7 @@ def train_student(train_records: Sequence[ImageRecord], pseudo_scores: Mapping[s
     trainer.train(resume_from_checkpoint=_resume_point(cfg, output_dir))
     trainer.save_model(str(output_dir))
     trainer.save_state()
+    if trainer.is_world_process_zero():
+        record_base_model(output_dir, spec)
+        write_model_card(output_dir, spec, processor, len(train_rows), labels)
     return output_dir

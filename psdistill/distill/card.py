@@ -1,0 +1,151 @@
+"""The student folder as a Hub-ready artifact: a model card (`README.md`) and the base model recorded
+in `adapter_config.json`.
+
+The card's snippet reads the score with transformers (and peft for an adapter) alone, exactly as
+`Readout` does for the levels head: one user turn with one image and the prompt, softmax of the
+answer position's logits over the level-word token ids, expected value on the rating scale. Its
+numbers (prompt, token ids, mapped values) are taken from the folder's own spec and processor, so
+the snippet is correct for each student. It scores one image per forward pass, so no padding enters.
+The scalar head (`score_head`) is in no stock transformers class: plain `from_pretrained` and
+`PeftModel.from_pretrained` drop it without a warning, so the card sends that case to psdistill.
+"""
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Optional
+
+from psdistill.distill.scorer import Readout, ScorerSpec
+from psdistill.models.loading import TINY
+
+CARD_FILE = "README.md"
+MODEL_PLACEHOLDER = "REPO_ID_OR_FOLDER"  # where the snippet names this folder; the user puts its hub id or path
+TINY_BASE = "tiny random-weight Qwen3-VL (psdistill.models.tiny), not on the Hub"
+TAGS = ["psdistill", "image-aesthetics", "qwen3-vl"]
+
+
+@dataclass
+class LabelSource:
+    """Where the pseudo-scores came from (the pipeline knows; `train_student` alone does not)."""
+
+    judge_id: str
+    simulated: bool
+
+
+def base_model_name(spec: ScorerSpec) -> str:
+    name = spec.model_config.name_or_path
+    return TINY_BASE if name == TINY else name
+
+
+def record_base_model(folder, spec: ScorerSpec) -> None:
+    """Write the base model into `adapter_config.json` (peft leaves it empty for a model built in memory)."""
+    cfg = spec.model_config
+    if spec.weights != "adapter" or cfg.name_or_path == TINY:
+        return
+    path = Path(folder) / "adapter_config.json"
+    data = json.loads(path.read_text())
+    data["base_model_name_or_path"] = cfg.name_or_path
+    data["revision"] = cfg.revision
+    path.write_text(json.dumps(data, indent=2, sort_keys=True) + "\n")
+
+
+def levels_snippet(spec: ScorerSpec, processor) -> str:
+    """Python code (transformers, peft for an adapter) that defines `score(path) -> float` for this student."""
+    readout = Readout(spec, processor)
+    cfg = spec.model_config
+    if spec.weights == "adapter":
+        note = "  # not on the Hub: save it with psdistill.models.tiny.save_tiny and put its folder here" \
+            if cfg.name_or_path == TINY else ""
+        revision = f", revision={cfg.revision!r}" if cfg.revision else ""
+        load = (f"BASE = {cfg.name_or_path!r}{note}\n"
+                f"model = AutoModelForImageTextToText.from_pretrained(BASE{revision})\n"
+                "model = PeftModel.from_pretrained(model, MODEL).eval()\n")
+    else:
+        load = "model = AutoModelForImageTextToText.from_pretrained(MODEL).eval()\n"
+    return (
+        "import torch\n"
+        "from PIL import Image\n"
+        "from transformers import AutoImageProcessor, AutoModelForImageTextToText, AutoTokenizer\n"
+        + ("from peft import PeftModel\n" if spec.weights == "adapter" else "")
+        + f"\nMODEL = {MODEL_PLACEHOLDER!r}\n"
+        + load
+        + "tokenizer = AutoTokenizer.from_pretrained(MODEL)\n"
+        "image_processor = AutoImageProcessor.from_pretrained(MODEL)\n\n"
+        f"PROMPT = {spec.prompt!r}\n"
+        f"LEVEL_WORDS = {list(spec.level_words)!r}\n"
+        f"LEVEL_TOKEN_IDS = {readout.token_ids.tolist()!r}  # each word's token right after the prompt\n"
+        f"LEVEL_SCORES = {readout.values.tolist()!r}  # level values mapped onto {list(spec.rating_scale)!r}\n"
+        "TEXT = tokenizer.apply_chat_template(\n"
+        "    [{\"role\": \"user\", \"content\": [{\"type\": \"image\"}, {\"type\": \"text\", \"text\": PROMPT}]}],\n"
+        "    add_generation_prompt=True, tokenize=False)\n\n\n"
+        "@torch.no_grad()\n"
+        "def score(path):\n"
+        "    pixels = image_processor(images=[Image.open(path).convert(\"RGB\")], return_tensors=\"pt\")\n"
+        "    # the image placeholder stands for one token per merged patch, as the Qwen3-VL processor expands it\n"
+        "    n = int(pixels[\"image_grid_thw\"].prod()) // image_processor.merge_size ** 2\n"
+        "    tokens = tokenizer(TEXT.replace(\"<|image_pad|>\", \"<|image_pad|>\" * n), return_tensors=\"pt\")\n"
+        "    # 1 marks image tokens, for the multimodal rotary positions\n"
+        "    tokens[\"mm_token_type_ids\"] = (tokens[\"input_ids\"] == tokenizer.convert_tokens_to_ids(\"<|image_pad|>\")).long()\n"
+        "    logits = model(**tokens, **pixels).logits[0, -1, LEVEL_TOKEN_IDS].float()\n"
+        "    return float(torch.softmax(logits, -1) @ torch.tensor(LEVEL_SCORES))\n"
+    )
+
+
+def _card_text(spec: ScorerSpec, processor, train_images: int, labels: Optional[LabelSource]) -> str:
+    lo, hi = spec.rating_scale
+    if labels is None:
+        source = "pseudo-scores ranked from a VLM judge's pairwise comparisons (judge not recorded)"
+    elif labels.simulated:
+        source = (f"SIMULATED pseudo-scores: a noisy oracle reading ground truth (`{labels.judge_id}`) stood in "
+                  "for the VLM judge, as in the demo and tests; this model has learned no VLM's taste")
+    else:
+        source = f"pseudo-scores ranked from the pairwise comparisons of the VLM judge `{labels.judge_id}`"
+    base = spec.model_config.name_or_path
+    lines = [
+        f"# {spec.name}: single-pass image aesthetics scorer ({spec.dimension})", "",
+        "A vision-language model distilled by psdistill from a VLM judge's pairwise "
+        "aesthetic judgments: one forward pass per image gives a score.", "",
+        "## Training data", "",
+        f"- images: {train_images}", f"- dimension: `{spec.dimension}`", f"- rating scale: {lo:g} to {hi:g} (higher is better)",
+        f"- labels: {source}", "",
+        "## Model", "",
+        f"- base model: {base_model_name(spec)}",
+        f"- weights: {'a LoRA adapter on the base model' if spec.weights == 'adapter' else 'full weights'}",
+        f"- head: `{spec.head}`", "",
+        "## Scoring with psdistill", "",
+        "```python", "import psdistill", "", f"scorer = psdistill.load_scorer({MODEL_PLACEHOLDER!r})",
+        "scorer(\"photo.jpg\")  # a float on the rating scale", "```", "",
+    ]
+    if spec.head == "levels":
+        lines += ["## Scoring with transformers only", "",
+                  "The score is the expected level of the next token after the prompt, over the level words "
+                  f"{', '.join(spec.level_words)} (values {', '.join(f'{v:g}' for v in spec.level_values)}), "
+                  "mapped linearly onto the rating scale.", "",
+                  "```python", levels_snippet(spec, processor).rstrip(), "```", ""]
+    else:
+        lines += ["## The scalar head needs psdistill", "",
+                  "The score is a linear head (`score_head`) on the last token's final hidden state. No stock "
+                  "transformers class has that module: `from_pretrained` and `PeftModel.from_pretrained` drop it "
+                  "silently, so load this model with `psdistill.load_scorer` as above.", ""]
+    if base == TINY:
+        lines += ["The base model is psdistill's embedded tiny random-weight Qwen3-VL: a test and demo artifact.", ""]
+    return "\n".join(lines)
+
+
+def write_model_card(folder, spec: ScorerSpec, processor, train_images: int,
+                     labels: Optional[LabelSource] = None) -> Path:
+    """Write `folder/README.md` (replacing peft's blank template) with Hub metadata and usage."""
+    from huggingface_hub import ModelCard, ModelCardData
+
+    lo, hi = spec.rating_scale
+    data = ModelCardData(
+        base_model=base_model_name(spec), library_name="peft" if spec.weights == "adapter" else "transformers",
+        tags=TAGS, pipeline_tag="image-text-to-text",
+        psdistill={"head": spec.head, "dimension": spec.dimension, "rating_scale": [lo, hi],
+                   "train_images": train_images, "labels": "vlm-judge pseudo-scores",
+                   "judge": labels.judge_id if labels else None, "simulated_judge": labels.simulated if labels else None})
+    card = ModelCard(f"---\n{data.to_yaml()}\n---\n\n{_card_text(spec, processor, train_images, labels)}")
+    path = Path(folder) / CARD_FILE
+    card.save(path)
+    return path
