@@ -273,14 +273,17 @@ def stage_fit(run: RunContext) -> dict:
 def stage_distill(run: RunContext) -> dict:
     """Train the student on the pseudo-scores (resumes from its last checkpoint)."""
     from psdistill.distill import train_student
+    from psdistill.distill.card import LabelSource
 
     pseudo = read_pseudo_scores(run.path("pseudo_scores.csv"))
     train = [r for r in run.train_records if r.id in pseudo]
     held_out = [r for r in run.records if r.category not in run.train_categories]
     n_val = run.cfg.validation_images
     val = [held_out[i] for i in np.linspace(0, len(held_out) - 1, n_val).astype(int)] if n_val and held_out else None
+    pool = read_pool(run.path("pool.json"))  # which judge made the pseudo-scores, for the model card
     out = train_student(train, pseudo, run.cfg.model, run.cfg.distill, run.path("student"),
-                        val_records=val, dimension=run.cfg.data.dimension, rating_scale=run.cfg.data.rating_scale)
+                        val_records=val, dimension=run.cfg.data.dimension, rating_scale=run.cfg.data.rating_scale,
+                        labels=LabelSource(pool.judge_id, pool.simulated))
     return {"student": str(out), "train_images": len(train), "validation_images": len(val or [])}
 
 

@@ -153,3 +153,12 @@ def test_a_level_word_of_two_tokens_stops_the_run_before_judging(tmp_path):
     with pytest.raises(ConfigError, match=r"distill.level_words.*'excellent'"):
         run_pipeline(cfg, log=lambda *a: None)
     assert not (tmp_path / "run" / "judgments.sqlite").exists()
+
+
+def test_the_students_model_card_names_the_simulated_judge(finished_run):
+    from huggingface_hub import ModelCard
+
+    tmp, _, results = finished_run
+    card = ModelCard.load(tmp / "run" / "student" / "README.md")
+    assert card.data.to_dict()["psdistill"]["simulated_judge"] is True
+    assert results["judge"]["summary"]["judge"] in card.text and "SIMULATED" in card.text
