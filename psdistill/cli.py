@@ -32,6 +32,7 @@ COMMANDS = {"run": "every stage (--config FILE, key=value overrides)",
             "demo": "every stage on the embedded demo (CPU, minutes)",
             **STAGE_HELP,
             "score": "--model RUN IMAGES|FOLDERS -o scores.csv: score images; without --model, the stages up to score",
+            "export": "RUN -o OUT: the run's images, pseudo-scores, predictions and judgments as datasets.Dataset folders",
             "list-scorers": "the registered scorers (psdistill.load_scorer names)"}
 
 
@@ -57,6 +58,8 @@ def _dispatch(argv) -> int:
     command, rest = ALIASES.get(argv[0], argv[0]), argv[1:]
     if command == "score" and _has_option(rest, "--model"):
         return _score(rest)
+    if command == "export":
+        return _export(rest)
     if command == "list-scorers":
         from psdistill.registry import list_scorers
 
@@ -131,6 +134,21 @@ def _score(argv) -> int:
     out = score_images(scorer, images, args.output, batch_size=args.batch_size or SCORE_BATCH_SIZE,
                        on_bad_image=args.on_bad_image)
     print(f"wrote {len(out)} scores to {args.output}")
+    return 0
+
+
+def _export(argv) -> int:
+    parser = argparse.ArgumentParser(prog="psdistill export", description=(
+        "A finished run as datasets.Dataset folders (save_to_disk): OUT/images, one row per image with its "
+        "pseudo-score and every scorer's predictions, and OUT/judgments; load_from_disk reads them, "
+        "push_to_hub publishes them."))
+    parser.add_argument("run", help="a pipeline run directory")
+    parser.add_argument("-o", "--output", required=True, help="folder for images/ and judgments/")
+    args = parser.parse_args(argv)
+    from psdistill.data.export import export_run
+
+    for name, path in export_run(args.run, args.output).items():
+        print(f"wrote {name}: {path}")
     return 0
 
 

@@ -45,6 +45,7 @@ from psdistill.data.predictions import read_predictions, write_predictions
 from psdistill.data.run_files import (
     PoolFile, read_comparisons, read_pool, read_pseudo_scores, write_comparisons, write_pool, write_pseudo_scores,
 )
+from psdistill.data.sources import resolve_manifest
 from psdistill.data.records import DEFAULT_RATING_SCALE, ImageRecord
 from psdistill.distill import DistillConfig
 from psdistill.errors import ConfigError, DataError
@@ -59,7 +60,9 @@ from psdistill.stages import Replacing, Stage, file_digest, marker_path, plan, r
 
 @dataclass
 class DataConfig:
-    manifest: Optional[str] = field(default=None, metadata={"help": "CSV or JSONL manifest; empty: build the demo"})
+    manifest: Optional[str] = field(default=None, metadata={
+        "help": "a CSV or JSONL manifest, a saved datasets.Dataset folder, an image folder (categories: its "
+                "sub-folders) or a hub data set id (psdistill/data/sources.py); empty: build the demo"})
     encoding: Optional[str] = field(default=None, metadata={
         "help": "the manifest's text encoding (e.g. gbk); empty: UTF-8 (with or without BOM), GBK or GB18030"})
     demo: DemoConfig = field(default_factory=DemoConfig)
@@ -116,7 +119,15 @@ class PipelineConfig:
     def __post_init__(self):
         if not self.run_dir:  # a user's data set never lands in (and replaces) the demo's run
             manifest = self.data.manifest
-            self.run_dir = f"runs/{Path(manifest).resolve().parent.name or 'data'}" if manifest else "runs/demo"
+            self.run_dir = f"runs/{_source_name(manifest)}" if manifest else "runs/demo"
+
+
+def _source_name(source: str) -> str:
+    """The default run directory's name for a data source: a manifest's folder, a folder's own name, a hub id's name."""
+    path = Path(source)
+    if path.is_dir() or not path.exists():
+        return path.name or "data"
+    return path.resolve().parent.name or "data"
 
 
 class RunContext:
@@ -163,7 +174,8 @@ def stage_data(run: RunContext) -> dict:
     skip = cfg.on_bad_image == "skip"
     if cfg.manifest:
         # Skipping: a missing file is one more bad image (below), not the manifest's error.
-        records = read_manifest(cfg.manifest, check_files=not skip, encoding=cfg.encoding)
+        manifest = resolve_manifest(cfg.manifest, run.path("data/source"))  # a folder or hub id: written there
+        records = read_manifest(manifest, check_files=not skip, encoding=cfg.encoding)
     else:
         records = read_manifest(build_demo(run.path("demo"), cfg.demo))
     bad, kept = [], []

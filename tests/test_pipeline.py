@@ -162,3 +162,26 @@ def test_the_students_model_card_names_the_simulated_judge(finished_run):
     card = ModelCard.load(tmp / "run" / "student" / "README.md")
     assert card.data.to_dict()["psdistill"]["simulated_judge"] is True
     assert results["judge"]["summary"]["judge"] in card.text and "SIMULATED" in card.text
+
+
+def test_export_writes_the_run_as_datasets(finished_run, tmp_path):
+    import datasets
+
+    from psdistill.data.manifest import read_manifest
+    from psdistill.data.predictions import read_predictions
+    from psdistill.data.run_files import read_comparisons, read_pseudo_scores
+
+    tmp, _, _ = finished_run
+    run = tmp / "run"
+    assert main(["export", str(run), "-o", str(tmp_path / "ds")]) == 0
+    images = datasets.load_from_disk(str(tmp_path / "ds" / "images"))
+    records = read_manifest(run / "data" / "manifest.csv")
+    assert images["id"] == [r.id for r in records]
+    pseudo = read_pseudo_scores(run / "pseudo_scores.csv")
+    assert [p for p in images["pseudo_score"] if p is not None] == [pseudo[r.id][0] for r in records if r.id in pseudo]
+    student = read_predictions(run / "predictions" / "student.csv")["overall"]
+    assert images["pred_student_overall"] == [student[r.id] for r in records]
+    assert images[0]["image"].size == Image.open(records[0].path).size
+    judgments = datasets.load_from_disk(str(tmp_path / "ds" / "judgments"))
+    assert list(zip(judgments["first_id"], judgments["second_id"], judgments["p_first_preferred"])) == \
+        read_comparisons(run / "comparisons.csv")

@@ -1,0 +1,49 @@
+"""A finished run as `datasets.Dataset`s, to push to the Hub or train other trainers (TRL's included) on.
+
+    <out>/images/     one row per image: image, id, path, category, series, rank, ground truth
+                      (`gt_<dimension>`), the teacher's pseudo-score and its variance (training images;
+                      None elsewhere), and every scorer's predictions (`pred_<scorer>_<dimension>`)
+    <out>/judgments/  one row per judgment the reference pool asked for: first_id, second_id,
+                      p_first_preferred (presentation order, as in comparisons.csv)
+
+Both are written with `save_to_disk`; `datasets.load_from_disk(<out>/images)` reads them back, and
+`.push_to_hub(repo_id)` publishes them.
+"""
+from __future__ import annotations
+
+from pathlib import Path
+
+from psdistill.data.manifest import dimensions, read_manifest
+from psdistill.data.predictions import read_predictions
+from psdistill.data.run_files import read_comparisons, read_pseudo_scores
+from psdistill.errors import DataError
+
+
+def export_run(run_dir: str | Path, out_dir: str | Path) -> dict[str, Path]:
+    """Write `<out_dir>/images` and `<out_dir>/judgments` (see the module docstring); returns their paths."""
+    import datasets
+
+    run_dir, out_dir = Path(run_dir), Path(out_dir)
+    if not (run_dir / "data" / "manifest.csv").is_file():
+        raise DataError(f"{run_dir}: not a pipeline run directory (no data/manifest.csv); run the pipeline first")
+    records = read_manifest(run_dir / "data" / "manifest.csv")
+    columns = {"image": [r.path for r in records], "id": [r.id for r in records], "path": [r.path for r in records],
+               "category": [r.category for r in records], "series": [r.series for r in records],
+               "rank": [r.rank for r in records]}
+    for dim in dimensions(records):
+        columns[f"gt_{dim}"] = [r.scores.get(dim) for r in records]
+    pseudo = read_pseudo_scores(run_dir / "pseudo_scores.csv") if (run_dir / "pseudo_scores.csv").is_file() else {}
+    columns["pseudo_score"] = [pseudo[r.id][0] if r.id in pseudo else None for r in records]
+    columns["pseudo_variance"] = [pseudo[r.id][1] if r.id in pseudo else None for r in records]
+    for file in sorted((run_dir / "predictions").glob("*.csv")):
+        for dim, scores in read_predictions(file).items():
+            columns[f"pred_{file.stem}_{dim}"] = [scores.get(r.id) for r in records]
+    images = datasets.Dataset.from_dict(columns).cast_column("image", datasets.Image())
+    written = {"images": out_dir / "images"}
+    images.save_to_disk(str(written["images"]))
+    if (run_dir / "comparisons.csv").is_file():
+        rows = read_comparisons(run_dir / "comparisons.csv")
+        written["judgments"] = out_dir / "judgments"
+        datasets.Dataset.from_dict({"first_id": [a for a, _, _ in rows], "second_id": [b for _, b, _ in rows],
+                                    "p_first_preferred": [p for _, _, p in rows]}).save_to_disk(str(written["judgments"]))
+    return written
