@@ -32,6 +32,7 @@ COMMANDS = {"run": "every stage (--config FILE, key=value overrides)",
             "demo": "every stage on the embedded demo (CPU, minutes)",
             **STAGE_HELP,
             "score": "--model RUN IMAGES|FOLDERS -o scores.csv: score images; without --model, the stages up to score",
+            "push": "RUN REPO_ID [--private] [--dry-run]: upload the run's student to the Hugging Face Hub",
             "export": "RUN -o OUT: the run's images, pseudo-scores, predictions and judgments as datasets.Dataset folders",
             "list-scorers": "the registered scorers (psdistill.load_scorer names)"}
 
@@ -60,6 +61,8 @@ def _dispatch(argv) -> int:
         return _score(rest)
     if command == "export":
         return _export(rest)
+    if command == "push":
+        return _push(rest)
     if command == "list-scorers":
         from psdistill.registry import list_scorers
 
@@ -134,6 +137,22 @@ def _score(argv) -> int:
     out = score_images(scorer, images, args.output, batch_size=args.batch_size or SCORE_BATCH_SIZE,
                        on_bad_image=args.on_bad_image)
     print(f"wrote {len(out)} scores to {args.output}")
+    return 0
+
+
+def _push(argv) -> int:
+    parser = argparse.ArgumentParser(prog="psdistill push", description=(
+        "Upload RUN/student (weights or adapter, processor, scorer_config.json, model card with the run's "
+        "evaluation) to the Hub; checkpoints and trainer state stay local."))
+    parser.add_argument("run", help="a pipeline run directory (or its student/)")
+    parser.add_argument("repo_id", help="e.g. your-name/psdistill-paintings")
+    parser.add_argument("--private", action="store_true", help="create the repository as private")
+    parser.add_argument("--dry-run", action="store_true", help="list what would be uploaded; contact nothing")
+    args = parser.parse_args(argv)
+    from psdistill.distill.push import push_student
+
+    paths = push_student(args.run, args.repo_id, private=args.private, dry_run=args.dry_run)
+    print(("would upload" if args.dry_run else f"uploaded to {args.repo_id}:") + " " + ", ".join(paths))
     return 0
 
 

@@ -185,3 +185,36 @@ def test_export_writes_the_run_as_datasets(finished_run, tmp_path):
     judgments = datasets.load_from_disk(str(tmp_path / "ds" / "judgments"))
     assert list(zip(judgments["first_id"], judgments["second_id"], judgments["p_first_preferred"])) == \
         read_comparisons(run / "comparisons.csv")
+
+
+def test_push_uploads_a_complete_scorer_with_the_runs_evaluation(finished_run, tmp_path):
+    import shutil
+
+    import numpy as np
+
+    from psdistill.data.manifest import read_manifest
+    from psdistill.data.predictions import read_predictions
+    from psdistill.distill import StudentScorer
+    from psdistill.distill.push import EVAL_HEADING, push_student, upload_plan
+    from psdistill.errors import PsdistillError
+
+    tmp, _, results = finished_run
+    run = tmp / "run"
+    files, card = upload_plan(run)
+    names = {name for name, _ in files}
+    assert "scorer_config.json" in names and "model.safetensors" in names
+    assert not any(n.startswith("checkpoint-") or n == "trainer_state.json" for n in names)
+    assert EVAL_HEADING in card and results["evaluate"]["summary"]["headline"][0] in card
+    # What the Hub would hold is a scorer on its own: it scores as the run did.
+    repo = tmp_path / "repo"
+    for name, local in files:
+        (repo / name).parent.mkdir(parents=True, exist_ok=True)
+        shutil.copy(local, repo / name)
+    (repo / "README.md").write_text(card)
+    records = read_manifest(run / "data" / "manifest.csv")[:4]
+    expected = read_predictions(run / "predictions" / "student.csv")["overall"]
+    scores = StudentScorer.from_pretrained(repo).score([r.path for r in records])
+    np.testing.assert_allclose(scores, [expected[r.id] for r in records], atol=1e-5)
+    assert main(["push", str(run), "me/demo", "--dry-run"]) == 0
+    with pytest.raises(PsdistillError, match="push to 'me/demo' failed"):  # HF_HUB_OFFLINE=1 in the tests
+        push_student(run, "me/demo")
