@@ -85,6 +85,8 @@ def _dispatch(argv) -> int:
 
     verbosity = _has_option(rest, "-v", "--verbose") - _has_option(rest, "-q", "--quiet")
     rest = [a for a in rest if a not in VERBOSITY_FLAGS]
+    if verbosity < 0:
+        os.environ["TQDM_DISABLE"] = "1"  # tqdm reads its defaults from TQDM_* variables: no bars either
     if command == "demo" and not _has_option(rest, "--config", "-c"):
         rest = ["--config", DEMO_CONFIG] + rest
     cfg = parse_config(PipelineConfig, rest)

@@ -125,9 +125,9 @@ class PipelineConfig:
 def _source_name(source: str) -> str:
     """The default run directory's name for a data source: a manifest's folder, a folder's own name, a hub id's name."""
     path = Path(source)
-    if path.is_dir() or not path.exists():
-        return path.name or "data"
-    return path.resolve().parent.name or "data"
+    if path.is_file() or path.suffix.lower() in (".csv", ".jsonl", ".ndjson"):
+        return path.resolve().parent.name or "data"
+    return path.name or "data"
 
 
 class RunContext:
@@ -236,7 +236,10 @@ def _judge_pool(run: RunContext, judge) -> dict:
         # In presentation order: the pool schedules both orders itself and measures the bias.
         return judge.prefer([(records[i], records[j]) for i, j in pairs], dim)
 
-    result = run_reference_pool(len(records), judge_indices, run.cfg.pool)
+    try:
+        result = run_reference_pool(len(records), judge_indices, run.cfg.pool)
+    finally:
+        judge.close()  # the stage's one progress bar
     ids = [r.id for r in records]
     write_comparisons(run.path("comparisons.csv"), ids, result.comparisons)
     write_pool(run.path("pool.json"), PoolFile(

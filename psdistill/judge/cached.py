@@ -40,6 +40,21 @@ class CachedJudge:
         self.judge_id, self.simulated = judge.judge_id, judge.simulated
         self.hits = self.computed = self.failed = 0
         self._recorded: set[str] = set()  # failure paths already written to the store
+        self._bar = None
+
+    def _progress_bar(self, dimension: str, more: int):
+        """One bar for all of this judge's calls (each pool round is one call): its total grows by `more`."""
+        if self._bar is None:
+            self._bar = tqdm(total=0, desc=f"judging {dimension}", unit="pair", disable=not self.progress)
+        self._bar.total += more
+        self._bar.refresh()
+        return self._bar
+
+    def close(self) -> None:
+        """Close the progress bar (the stage is done)."""
+        if self._bar is not None:
+            self._bar.close()
+            self._bar = None
 
     def prompt_hash(self, dimension: str) -> str:
         own = getattr(self.judge, "prompt_hash", None)
@@ -59,19 +74,18 @@ class CachedJudge:
         # prefix (VLMJudge) then gets whole groups in each chunk, not one pair of each.
         todo = sorted(missing, key=lambda key: key[0])
         prompt = self.prompt_hash(dimension)
-        with tqdm(total=len(todo), desc=f"judging {dimension}", unit="pair",
-                  disable=not (self.progress and todo)) as bar:
-            for start in range(0, len(todo), self.chunk_size):
-                chunk = todo[start:start + self.chunk_size]
-                p = np.asarray(self.judge.prefer([pairs[missing[k][0]] for k in chunk], dimension), dtype=float)
-                self._record_failures(hashes)
-                ok = np.isfinite(p)
-                self.store.put(self.judge_id, prompt, dimension, [k for k, good in zip(chunk, ok) if good], p[ok])
-                for k, value in zip(chunk, p):
-                    out[missing[k]] = value
-                self.computed += int(ok.sum())
-                self.failed += int(sum(len(missing[k]) for k, good in zip(chunk, ok) if not good))
-                bar.update(len(chunk))
+        bar = self._progress_bar(dimension, len(todo))
+        for start in range(0, len(todo), self.chunk_size):
+            chunk = todo[start:start + self.chunk_size]
+            p = np.asarray(self.judge.prefer([pairs[missing[k][0]] for k in chunk], dimension), dtype=float)
+            self._record_failures(hashes)
+            ok = np.isfinite(p)
+            self.store.put(self.judge_id, prompt, dimension, [k for k, good in zip(chunk, ok) if good], p[ok])
+            for k, value in zip(chunk, p):
+                out[missing[k]] = value
+            self.computed += int(ok.sum())
+            self.failed += int(sum(len(missing[k]) for k, good in zip(chunk, ok) if not good))
+            bar.update(len(chunk))
         return out
 
     def lookup(self, pairs: Sequence[Pair], dimension: str) -> np.ndarray:
