@@ -288,7 +288,15 @@ def stage_fit(run: RunContext) -> dict:
     lo, hi = run.cfg.data.rating_scale
     mu = np.asarray(pool.mu)
     anchors, summary = _fit_anchors(run, pool.ids, mu, pool.reference_ids)
-    score, var = to_rating_scale(mu, np.asarray(pool.var), lo, hi, anchors=anchors, match=run.cfg.fit.match)
+    try:
+        score, var = to_rating_scale(mu, np.asarray(pool.var), lo, hi, anchors=anchors, match=run.cfg.fit.match)
+    except DataError as e:
+        if run.cfg.fit.anchor != "teacher":
+            raise
+        # a few noisy zero-shot ratings can run against the pool's order by chance
+        raise ConfigError(f"fit.anchor=teacher: the teacher's {summary['teacher_ratings']} ratings cannot anchor "
+                          f"the pool's scores ({e}); rate more images (fit.teacher_rates=all) or use "
+                          "fit.anchor=labels or none") from None
     write_pseudo_scores(run.path("pseudo_scores.csv"), pool.ids, score, var, pool.reference_ids)
     return {"images": len(pool.ids), "score_range": [float(score.min()), float(score.max())],
             "mean_sd": float(np.sqrt(var).mean()), **summary}
