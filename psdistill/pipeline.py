@@ -96,6 +96,27 @@ class JudgeConfig:
 
 
 @dataclass
+class FitConfig:
+    anchor: Literal["none", "labels", "teacher"] = field(default="none", metadata={
+        "help": "what fixes the pseudo-scores' scale: 'none': the pool's lowest and highest score map to "
+                "data.rating_scale's ends; 'labels': the manifest's ground truth of labels_per_category "
+                "training images per category (semi-supervised); 'teacher': the VLM's own zero-shot ratings of "
+                "the references (no labels; the simulated judge's noisy ratings under judge.kind=simulated)"})
+    labels_per_category: int = field(default=5, metadata={
+        "help": "anchor=labels: how many training images per category give their rating, spread over the pool's order"})
+    teacher_rates: Literal["references", "all"] = field(default="references", metadata={
+        "help": "anchor=teacher: rate the pool's references (k zero-shot passes) or every training image "
+                "(more anchors against the ratings' noise, one pass per image)"})
+    match: Literal["least_squares", "mean_sd"] = field(default="least_squares", metadata={
+        "help": "how the anchors fix the affine map: least-squares line of rating on score, or matching the "
+                "anchored items' mean and sd"})
+
+    def __post_init__(self):
+        if self.labels_per_category < 2:
+            raise ConfigError(f"fit.labels_per_category: need >= 2 (a line needs two points), got {self.labels_per_category}")
+
+
+@dataclass
 class PipelineConfig:
     run_dir: str = field(default="", metadata={
         "help": "where every output goes; empty: runs/<the manifest's folder name>, or runs/demo for the demo"})
@@ -107,6 +128,7 @@ class PipelineConfig:
     model: ModelConfig = field(default_factory=ModelConfig)
     judge: JudgeConfig = field(default_factory=JudgeConfig)
     pool: ReferencePoolConfig = field(default_factory=ReferencePoolConfig)
+    fit: FitConfig = field(default_factory=FitConfig)
     distill: DistillConfig = field(default_factory=DistillConfig)
     teacher_pointwise: bool = field(default=True, metadata={"help": "also score zero-shot with the base VLM"})
     compare_predictions: tuple[str, ...] = field(default=(), metadata={
@@ -274,15 +296,60 @@ def make_judge(cfg: PipelineConfig):
 
 
 def stage_fit(run: RunContext) -> dict:
-    """Posterior mean/variance of every training image, mapped to the rating scale."""
+    """Posterior mean/variance of every training image, mapped to the rating scale (`fit.anchor`)."""
     from psdistill.ranking import to_rating_scale
 
     pool = read_pool(run.path("pool.json"))
     lo, hi = run.cfg.data.rating_scale
-    score, var = to_rating_scale(np.asarray(pool.mu), np.asarray(pool.var), lo, hi)
+    mu = np.asarray(pool.mu)
+    anchors, summary = _fit_anchors(run, pool.ids, mu, pool.reference_ids)
+    try:
+        score, var = to_rating_scale(mu, np.asarray(pool.var), lo, hi, anchors=anchors, match=run.cfg.fit.match)
+    except DataError as e:
+        if run.cfg.fit.anchor != "teacher":
+            raise
+        # a few noisy zero-shot ratings can run against the pool's order by chance
+        raise ConfigError(f"fit.anchor=teacher: the teacher's {summary['teacher_ratings']} ratings cannot anchor "
+                          f"the pool's scores ({e}); rate more images (fit.teacher_rates=all) or use "
+                          "fit.anchor=labels or none") from None
     write_pseudo_scores(run.path("pseudo_scores.csv"), pool.ids, score, var, pool.reference_ids)
     return {"images": len(pool.ids), "score_range": [float(score.min()), float(score.max())],
-            "mean_sd": float(np.sqrt(var).mean())}
+            "mean_sd": float(np.sqrt(var).mean()), **summary}
+
+
+def _fit_anchors(run: RunContext, ids, mu, reference_ids):
+    """The ratings (NaN where unrated) that anchor the scale, or None for min-max; and what they were."""
+    cfg, dim = run.cfg.fit, run.cfg.data.dimension
+    if cfg.anchor == "none":
+        return None, {"anchor": "none"}
+    by_id = {r.id: r for r in run.records}
+    anchors = np.full(len(ids), np.nan)
+    if cfg.anchor == "labels":
+        for category in run.train_categories:
+            # every n-th labelled image by pool score: the anchors span the scale the pool found
+            rows = sorted((i for i, x in enumerate(ids) if by_id[x].category == category
+                           and not np.isnan(by_id[x].score(dim))), key=lambda i: mu[i])
+            for k in np.unique(np.linspace(0, len(rows) - 1, min(cfg.labels_per_category, len(rows))).astype(int)):
+                anchors[rows[k]] = by_id[ids[rows[k]]].score(dim)
+        if np.isfinite(anchors).sum() < 2:
+            raise ConfigError(f"fit.anchor=labels: the manifest gives ground truth {dim!r} to "
+                              f"{int(np.isfinite(anchors).sum())} training image(s); need at least 2 "
+                              "(or use fit.anchor=teacher or none)")
+        return anchors, {"anchor": "labels", "labels_used": int(np.isfinite(anchors).sum()), "semi_supervised": True}
+    row = {x: i for i, x in enumerate(ids)}
+    refs = [row[x] for x in reference_ids] if cfg.teacher_rates == "references" else list(range(len(ids)))
+    records = [by_id[ids[i]] for i in refs]
+    if run.cfg.judge.kind == "simulated":
+        from psdistill.judge.simulated import SimulatedJudge
+
+        anchors[refs] = SimulatedJudge(run.cfg.judge.simulated).rate(records, dim)
+    else:
+        from psdistill.distill import StudentScorer
+
+        scorer = StudentScorer.from_model_config(run.cfg.model, run.cfg.distill, dim, rating_scale=run.cfg.data.rating_scale)
+        anchors[refs] = scorer.score([r.path for r in records])
+    return anchors, {"anchor": "teacher", "teacher_ratings": len(refs), "labels_used": 0,
+                     "simulated": run.cfg.judge.kind == "simulated"}
 
 
 def stage_distill(run: RunContext) -> dict:
@@ -396,7 +463,7 @@ STAGES = (
           input_files=lambda cfg: [cfg.data.manifest] if cfg.data.manifest else [], identity=_data_identity),
     Stage("judge", ("data.dimension", "model", "judge", "pool"), stage_judge, "judging against the reference pool",
           all_ranks=True, identity=_judge_identity),
-    Stage("fit", ("data.rating_scale",), stage_fit, "fitting pseudo-scores"),
+    Stage("fit", ("data.rating_scale", "fit"), stage_fit, "fitting pseudo-scores"),
     Stage("distill", ("model", "distill", "validation_images"), stage_distill, "distilling the single-pass scorer",
           all_ranks=True, replaces=("student",)),
     Stage("score", ("teacher_pointwise",), stage_score, "scoring every image in one pass", all_ranks=True,

@@ -5,6 +5,10 @@ which have no taste of their own, and so that the ranking code can be measured a
 truth. Everything they produce is labelled simulated (`simulated=True`, "simulated" in its
 `judge_id`). They never stand in for a real VLM in a reported result.
 
+`SimulatedJudge.rate` is its pointwise mode (the `fit.anchor=teacher` ratings under the simulated
+judge): ground truth plus Gaussian noise, noisier than its preferences as human raters are (experts
+agree more on preferences than on ratings).
+
 One rule, two interfaces: `SimulatedJudge` answers for image records (the pipeline's `Judge`),
 `simulated_judge` for item indices with a known quality array (a `psdistill.ranking.IndexJudge`,
 for the ranking tests and benchmarks). Both give each unordered pair one verdict, whatever the
@@ -21,6 +25,7 @@ import numpy as np
 from scipy.special import expit, logit, ndtr, ndtri
 
 from psdistill.errors import ConfigError
+from psdistill.data.records import ImageRecord
 from psdistill.judge.base import Pair
 from psdistill.ranking.utils import IndexJudge
 
@@ -28,15 +33,21 @@ from psdistill.ranking.utils import IndexJudge
 @dataclass
 class SimulatedJudgeConfig:
     """`accuracy`: share of pairs with different ground truth that it orders correctly.
-    `position_bias`: logit added in favour of the first-shown image. `seed`: noise seed."""
+    `position_bias`: logit added in favour of the first-shown image. `seed`: noise seed.
+    `rating_noise`: sd of the Gaussian noise of its pointwise ratings, in ground-truth units."""
 
     accuracy: float = 0.85
     position_bias: float = 0.3
     seed: int = 0
+    # 2.0 on the 1-10 scale: ordering two demo images by these ratings is right less often than
+    # `accuracy` (tests/test_fit_anchor.py checks it), as ratings are noisier than preferences.
+    rating_noise: float = 2.0
 
     def __post_init__(self):
         if not 0.5 <= self.accuracy < 1:
             raise ConfigError(f"judge.simulated.accuracy: must be in [0.5, 1), got {self.accuracy}")
+        if not self.rating_noise > 0:
+            raise ConfigError(f"judge.simulated.rating_noise: must be > 0, got {self.rating_noise}")
 
 
 def constant_accuracy_answer(gap, uniform, accuracy: float, position_bias: float) -> np.ndarray:
@@ -69,12 +80,23 @@ class SimulatedJudge:
             if np.isnan(gap[n]):
                 raise ConfigError(
                     f"judge.kind=simulated needs ground truth {dimension!r} for {a.id!r} and {b.id!r}")
-            uniform[n] = self._uniform(a.id, b.id, dimension)
+            # Order-independent key: both presentation orders of a pair share one verdict.
+            uniform[n] = self._uniform(dimension, *sorted((a.id, b.id)))
         return constant_accuracy_answer(gap, uniform, self.config.accuracy, self.config.position_bias)
 
-    def _uniform(self, id_a: str, id_b: str, dimension: str) -> float:
-        # Order-independent key: both presentation orders of a pair share one verdict.
-        key = "|".join([str(self.config.seed), dimension, *sorted((id_a, id_b))]).encode()
+    def rate(self, records: Sequence[ImageRecord], dimension: str) -> np.ndarray:
+        """SIMULATED pointwise ratings: ground truth + N(0, rating_noise^2), one draw per (seed,
+        dimension, id), so an image rated again gets the same rating."""
+        truth = np.array([r.score(dimension) for r in records], dtype=float)
+        missing = [r.id for r, t in zip(records, truth) if np.isnan(t)]
+        if missing:
+            raise ConfigError(f"judge.kind=simulated needs ground truth {dimension!r} to rate {missing[:5]}")
+        # "rate" in the key: a rating's noise is not drawn from any pair's verdict
+        u = np.array([self._uniform(dimension, "rate", r.id) for r in records])
+        return truth + self.config.rating_noise * ndtri(np.clip(u, 1e-12, 1 - 1e-12))
+
+    def _uniform(self, *parts: str) -> float:
+        key = "|".join([str(self.config.seed), *parts]).encode()
         return int.from_bytes(hashlib.blake2b(key, digest_size=8).digest(), "big") / 2**64
 
 

@@ -37,7 +37,7 @@ so rerunning with the same seed against a judge that caches its answers replays 
 from __future__ import annotations
 
 from dataclasses import dataclass, field, replace
-from typing import Optional
+from typing import Literal, Optional
 
 import numpy as np
 from scipy.special import expit, logit, ndtr, xlogy
@@ -394,14 +394,17 @@ def pair_confidence(mu, var, i, j) -> np.ndarray:
     return ndtr((mu[i] - mu[j]) / sd)
 
 
-def to_rating_scale(mu, var, lo: float, hi: float, anchors=None):
+def to_rating_scale(mu, var, lo: float, hi: float, anchors=None,
+                    match: Literal["least_squares", "mean_sd"] = "least_squares"):
     """Map latent scores and variances affinely to the rating scale: (a mu + b, a^2 var).
 
     With ``anchors`` (one rating per item, NaN where unrated; at least two distinct rated items)
-    ``a, b`` are the least-squares line of rating on score over the rated items, so anchored items
-    land near their ratings and the rest follow; scores are not clipped, an item better than every
-    anchor may land above ``hi``. Without anchors the lowest score maps to ``lo`` and the highest
-    to ``hi``.
+    ``a, b`` are, over the rated items, the least-squares line of rating on score
+    (``match="least_squares"``) or the map that gives the scores the ratings' mean and standard
+    deviation (``"mean_sd"``: a = sd(r) / sd(mu), not shrunk by the ratings' noise as the
+    least-squares slope is). Anchored items land near their ratings and the rest follow; scores are
+    not clipped, an item better than every anchor may land above ``hi``. Without anchors the lowest
+    score maps to ``lo`` and the highest to ``hi``.
 
     Raises
     ------
@@ -424,7 +427,14 @@ def to_rating_scale(mu, var, lo: float, hi: float, anchors=None):
     rated = np.isfinite(r)
     if rated.sum() < 2 or np.ptp(mu[rated]) == 0:
         raise DataError(f"anchors: need at least two rated items with different scores, got {int(rated.sum())} rated")
-    slope, intercept = np.polyfit(mu[rated], r[rated], 1)
+    if match == "least_squares":
+        slope, intercept = np.polyfit(mu[rated], r[rated], 1)
+    elif match == "mean_sd":
+        # the sign of the correlation: a mean/sd map would otherwise hide ratings that run backwards
+        slope = np.sign(np.cov(mu[rated], r[rated])[0, 1]) * r[rated].std() / mu[rated].std()
+        intercept = r[rated].mean() - slope * mu[rated].mean()
+    else:
+        raise ValueError(f"match: use 'least_squares' or 'mean_sd', got {match!r}")
     if slope <= 0:
         raise DataError(f"anchors: ratings decrease as scores increase (slope {slope:.3g}); "
                         "check that a higher rating means better")
