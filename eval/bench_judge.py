@@ -212,7 +212,7 @@ def main(argv=None):
         "|---|---|---:|---:|---:|---:|---:|---:|---:|",
         *rows,
         "",
-        f"- per-trial seconds: " + "; ".join(f"{path} " + ", ".join(f"{x:.2f}" for x in times[path]) for path in paths),
+        "- per-trial seconds: " + "; ".join(f"{path} " + ", ".join(f"{x:.2f}" for x in times[path]) for path in paths),
     ]
     if "naive" in paths:
         parsed = np.isfinite(p["naive"])

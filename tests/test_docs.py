@@ -14,7 +14,7 @@ from psdistill.pipeline import PipelineConfig
 REPO = Path(__file__).resolve().parents[1]
 CONFIGS = sorted((REPO / "recipes" / "configs").glob("*.yaml")) + sorted((REPO / "psdistill" / "configs").glob("*.yaml"))
 DOCS = ([REPO / "README.md"] + sorted((REPO / "recipes").glob("*.py")) + sorted((REPO / "launch").iterdir())
-        + sorted((REPO / "eval").glob("*.py")) + [REPO / "psdistill" / "cli.py"] + CONFIGS)
+        + sorted((REPO / "eval").glob("*.py")) + [REPO / "psdistill" / "cli.py", REPO / "psdistill" / "config.py"] + CONFIGS)
 PATH = re.compile(r"(?<![\w/.<-])((?:recipes|launch|eval|psdistill|tests|docs)/[\w./-]*\w\.(?:ya?ml|json|py|sh|md|csv))")
 RECIPES = {"recipes/distill.py": PipelineConfig, "recipes/fgaesq.py": FGAesQConfig, "psdistill run": PipelineConfig}
 
