@@ -284,6 +284,10 @@ def make_judge(cfg: PipelineConfig):
     if cfg.judge.kind == "vllm":
         from psdistill.judge.vlm import VLLMJudge
 
+        if int(os.environ.get("WORLD_SIZE", "1")) > 1:
+            # Each rank's engine would take the same first GPU: vLLM places itself, from one process.
+            raise ConfigError("judge.kind=vllm: judge in one process (`psdistill judge --config ...`), then "
+                              "launch the training on all GPUs (the judgments are reused); or judge.kind=vlm")
         m = cfg.model
         return VLLMJudge(m.name_or_path, cfg.judge.vlm, min_pixels=m.min_pixels, max_pixels=m.max_pixels,
                          revision=m.revision)
