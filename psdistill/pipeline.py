@@ -195,8 +195,8 @@ def stage_data(run: RunContext) -> dict:
     cfg = run.cfg.data
     skip = cfg.on_bad_image == "skip"
     if cfg.manifest:
-        # Skipping: a missing file is one more bad image (below), not the manifest's error.
         manifest = resolve_manifest(cfg.manifest, run.path("data/source"))  # a folder or hub id: written there
+        # Skipping: a missing file is one more bad image (below), not the manifest's error.
         records = read_manifest(manifest, check_files=not skip, encoding=cfg.encoding)
     else:
         records = read_manifest(build_demo(run.path("demo"), cfg.demo))
