@@ -39,10 +39,11 @@ from psdistill.data.records import DEFAULT_RATING_SCALE, ImageRecord
 from psdistill.distill.card import LabelSource, record_base_model, write_model_card
 from psdistill.distill.config import DistillConfig
 from psdistill.distill.losses import confidence_matrix, distill_loss
+from psdistill.distill.signal import training_signal
 from psdistill.distill.scorer import (
     Readout, ScorerSpec, attach_score_head, level_token_ids, processor_inputs, render_prompt,
 )
-from psdistill.errors import ConfigError, DataError
+from psdistill.errors import ConfigError
 from psdistill.models.device import process_state
 from psdistill.models.loading import TINY, ModelConfig, load_processor, load_vlm
 
@@ -252,18 +253,9 @@ def _load_4bit(model_cfg: ModelConfig):
     return model, processor
 
 
-def _train_rows(records: Sequence[ImageRecord], pseudo_scores: Mapping[str, Sequence[float]]) -> list[dict]:
-    missing = [r.id for r in records if r.id not in pseudo_scores]
-    if missing:
-        raise DataError(f"train_student: {len(missing)} training images have no pseudo-score "
-                        f"(first: {missing[:3]}); score them in the ranking stage or drop them")
-    rows = []
-    for r in records:
-        mu, var = (float(v) for v in pseudo_scores[r.id])
-        if not (math.isfinite(mu) and math.isfinite(var) and var >= 0):
-            raise DataError(f"train_student: pseudo-score of {r.id!r} is ({mu}, {var}); need finite mean, variance >= 0")
-        rows.append({"path": r.path, "mu": mu, "var": var})
-    return rows
+def _train_rows(signal) -> list[dict]:
+    """The ranking objective's rows (path, pseudo-score mean and variance) of a one-dimension signal."""
+    return [{"path": p, "mu": m, "var": v} for p, m, v in zip(signal["image"], signal["pseudo_score"], signal["variance"])]
 
 
 def _training_fingerprint(model_cfg: ModelConfig, cfg: DistillConfig, rows: list[dict], dimension: str) -> str:
@@ -342,7 +334,8 @@ def train_student(train_records: Sequence[ImageRecord], pseudo_scores: Mapping[s
     model, processor = build_student(model_cfg, cfg, rating_scale)
     weights = "full" if cfg.tuning == "full" else "adapter"
     spec = ScorerSpec.from_config(model_cfg, cfg, dimension, weights=weights, name="psdistill", rating_scale=rating_scale)
-    train_rows = _train_rows(train_records, pseudo_scores)
+    signal = training_signal(train_records, {dimension: pseudo_scores}, {dimension: spec.prompt})
+    train_rows = _train_rows(signal)
     val_rows = [{"path": r.path, "target": r.score(dimension)} for r in (val_records or [])
                 if math.isfinite(r.score(dimension))]
     fingerprint = _training_fingerprint(model_cfg, cfg, train_rows + val_rows, [dimension, list(rating_scale)])
@@ -359,7 +352,7 @@ def train_student(train_records: Sequence[ImageRecord], pseudo_scores: Mapping[s
         data_collator=DistillCollator(processor, render_prompt(processor, spec.prompt)),
         processing_class=processor, compute_metrics=srcc_metrics if val_rows else None,
         distill_config=cfg, readout=Readout(spec, processor), spec=spec,
-        series=[r.series or r.id for r in train_records], callbacks=callbacks,
+        series=signal["series"], callbacks=callbacks,
     )
     _log_metrics_instead_of_printing(trainer)
     trainer.train(resume_from_checkpoint=_resume_point(cfg, output_dir))
