@@ -22,6 +22,16 @@ LOG_FILE = "logs/run.log"
 _FILE_FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
 
 
+def _not_deepspeed_cpu_fallback(record: logging.LogRecord) -> bool:
+    # DeepSpeed (imported by transformers/accelerate when installed) warns on every start without CUDA
+    # that it falls back to CPU: on a CPU machine that is the expected case and tells the user nothing.
+    return not record.getMessage().startswith("Setting accelerator to CPU")
+
+
+# On the logger itself (its own handler does not propagate), before deepspeed creates it.
+logging.getLogger("DeepSpeed").addFilter(_not_deepspeed_cpu_fallback)
+
+
 def get_logger(name: str) -> logging.Logger:
     return logging.getLogger(name if name.startswith(ROOT) else f"{ROOT}.{name}")
 

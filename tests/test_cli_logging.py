@@ -1,8 +1,12 @@
 """The CLI's console by verbosity, the run's full log file, and the report printed last."""
 import contextlib
+import importlib.util
 import io
+import subprocess
+import sys
 
 import pytest
+import torch
 
 from psdistill.cli import main
 from test_pipeline import SMALL
@@ -40,3 +44,15 @@ def test_the_log_file_holds_everything_at_any_verbosity(runs):
         assert "DEBUG psdistill.distill.trainer: step 2: {" in log and "train_loss" in log
         for line in _report(stdout).strip().splitlines():  # the report too, once
             assert log.count(f"psdistill.pipeline: {line}\n") == 1
+
+
+@pytest.mark.skipif(importlib.util.find_spec("deepspeed") is None, reason="deepspeed not installed")
+@pytest.mark.skipif(torch.cuda.is_available(), reason="the warning is for machines without CUDA")
+def test_deepspeed_cpu_fallback_warning_is_not_shown():
+    probe = "from deepspeed.accelerator import get_accelerator; get_accelerator()"
+
+    def output(code):
+        done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+        return done.stdout + done.stderr
+    assert "Setting accelerator to CPU" in output(probe)  # what deepspeed prints by itself
+    assert "Setting accelerator to CPU" not in output("import psdistill.logs; " + probe)
