@@ -22,7 +22,6 @@ from psdistill.errors import PsdistillError
 
 DEMO_CONFIG = os.path.join(os.path.dirname(__file__), "configs", "demo.yaml")
 ALIASES = {"eval": "evaluate"}
-VERBOSITY_FLAGS = ("-v", "--verbose", "-q", "--quiet")
 STAGE_HELP = {"data": "the data stage (the demo is built, or the manifest is read)",
               "judge": "data + judge: pairwise judgments against the reference pool",
               "fit": "... + fit: pseudo-scores from the judgments",
@@ -80,26 +79,18 @@ def _dispatch(argv) -> int:
         print(config_help(PipelineConfig, usage))
         return 0
     from psdistill.config import parse_config
-    from psdistill.logs import get_logger, run_logging
+    from psdistill.logs import get_logger, report_printer, run_logging, split_verbosity
     from psdistill.pipeline import print_report, run_pipeline
 
-    verbosity = _has_option(rest, "-v", "--verbose") - _has_option(rest, "-q", "--quiet")
-    rest = [a for a in rest if a not in VERBOSITY_FLAGS]
-    if verbosity < 0:
-        os.environ["TQDM_DISABLE"] = "1"  # tqdm reads its defaults from TQDM_* variables: no bars either
+    verbosity, rest = split_verbosity(rest)
     if command == "demo" and not _has_option(rest, "--config", "-c"):
         rest = ["--config", DEMO_CONFIG] + rest
     cfg = parse_config(PipelineConfig, rest)
     log = get_logger("pipeline")
-
-    def report_line(line):
-        print(line)  # whatever the verbosity
-        log.info(line, extra={"console": False})
-
     with run_logging(cfg.run_dir, verbosity):
         results = run_pipeline(cfg, stop_after=None if command in ("run", "demo") else command, log=log.info)
         if os.environ.get("RANK", "0") == "0":
-            print_report(cfg, results, out=report_line)
+            print_report(cfg, results, out=report_printer(log))
     return 0
 
 

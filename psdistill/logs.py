@@ -32,8 +32,29 @@ def _not_deepspeed_cpu_fallback(record: logging.LogRecord) -> bool:
 logging.getLogger("DeepSpeed").addFilter(_not_deepspeed_cpu_fallback)
 
 
+VERBOSITY_FLAGS = ("-v", "--verbose", "-q", "--quiet")
+
+
 def get_logger(name: str) -> logging.Logger:
     return logging.getLogger(name if name.startswith(ROOT) else f"{ROOT}.{name}")
+
+
+def split_verbosity(argv) -> tuple[int, list[str]]:
+    """(verbosity, argv without -v/-q flags): +1 with -v/--verbose, -1 with -q/--quiet (which also
+    turns tqdm's progress bars off: tqdm reads its defaults from TQDM_* variables)."""
+    flags = [a for a in argv if a in VERBOSITY_FLAGS]
+    verbosity = any(a in ("-v", "--verbose") for a in flags) - any(a in ("-q", "--quiet") for a in flags)
+    if verbosity < 0:
+        os.environ["TQDM_DISABLE"] = "1"
+    return verbosity, [a for a in argv if a not in VERBOSITY_FLAGS]
+
+
+def report_printer(log: logging.Logger):
+    """A line printer for the final report: on the console whatever the verbosity, and in the run log."""
+    def out(line: str) -> None:
+        print(line)
+        log.info(line, extra={"console": False})
+    return out
 
 
 @contextmanager

@@ -14,7 +14,8 @@ checkpoint/ (config.json + model.safetensors), config.yaml, predictions/fgaesq*.
 Rerunning reuses every finished stage with the same config; a killed run resumes from its last
 finished epoch; a checkpoint trained with another config or data is kept unless overwrite=true.
 Under 2 CPU processes (`--config_file launch/cpu_ddp.yaml`) training is data-parallel over gloo.
-Ablations (paper Tab. 5): difftoken.enabled=false, loss.ctalign=false, loss.rank=direct (w/o
+Messages go to the console (-q/--quiet: warnings only; -v/--verbose: everything) and to
+<run_dir>/logs/run.log; the report is printed last. Ablations (paper Tab. 5): difftoken.enabled=false, loss.ctalign=false, loss.rank=direct (w/o
 RankReg) or none, loss.emd=false (w/o Coarse).
 """
 import sys
@@ -25,6 +26,7 @@ from psdistill.baselines.fgaesq.train import run_fgaesq
 from psdistill.config import parse_config
 from psdistill.config_help import config_help, wants_help
 from psdistill.errors import PsdistillError
+from psdistill.logs import get_logger, report_printer, run_logging, split_verbosity
 
 DEMO_CONFIG = Path(__file__).resolve().parent / "configs" / "fgaesq_demo.yaml"
 
@@ -34,11 +36,14 @@ def main(argv=None) -> int:
     if wants_help(argv):
         print(config_help(FGAesQConfig, __doc__))
         return 0
+    verbosity, argv = split_verbosity(argv)
     if not any(a in ("--config", "-c") or a.startswith("--config=") for a in argv):
         argv = ["--config", str(DEMO_CONFIG)] + argv
     try:
         cfg = parse_config(FGAesQConfig, argv)
-        run_fgaesq(cfg)
+        log = get_logger("fgaesq")
+        with run_logging(cfg.run_dir, verbosity):
+            run_fgaesq(cfg, log=log.info, report=report_printer(log))
     except PsdistillError as e:  # a user-fixable problem: the message says what and where
         print(f"error: {e}", file=sys.stderr)
         return 2

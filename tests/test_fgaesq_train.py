@@ -76,6 +76,10 @@ def test_recipe_writes_checkpoint_predictions_report_and_resumes(tmp_path, capsy
     assert main(_small(tmp_path)) == 0
     assert "[train] finished earlier with the same config: reused" in capsys.readouterr().out
     assert (run / "checkpoint" / "model.safetensors").stat().st_mtime_ns == mtime
+    assert main(_small(tmp_path) + ["-q"]) == 0
+    out = capsys.readouterr().out
+    assert "[train]" not in out and "report:" in out  # -q: the report only; every message in the run log
+    assert "[train] finished earlier with the same config: reused" in (run / "logs" / "run.log").read_text()
     config = (run / "config.yaml").read_text()
     assert main(_small(tmp_path, "train.lr=1.0e-3")) == 2
     assert "overwrite=true" in capsys.readouterr().err

@@ -27,7 +27,7 @@ import time
 from dataclasses import fields, replace
 from functools import cached_property
 from pathlib import Path
-from typing import Callable
+from typing import Callable, Optional
 
 import numpy as np
 import torch
@@ -371,13 +371,15 @@ def make_accelerator():
     return Accelerator(cpu=process_device().type == "cpu")
 
 
-def run_fgaesq(cfg: FGAesQConfig, log: Callable = print) -> dict[str, dict]:
-    """Run the stages, print the report on the main process and return the stages' markers; a finished
-    stage with the same config is reused, a killed training resumes from its last finished epoch."""
+def run_fgaesq(cfg: FGAesQConfig, log: Callable = print, report: Optional[Callable] = None) -> dict[str, dict]:
+    """Run the stages, write the report with `report` (default: `log`) on the main process and return the
+    stages' markers; a finished stage with the same config is reused, a killed training resumes from its
+    last finished epoch."""
     from accelerate.utils import set_seed
 
     acc = make_accelerator()
-    run = FGAesQRun(cfg, acc, log if acc.is_main_process else (lambda *a, **k: None))
+    quiet = lambda *a, **k: None  # noqa: E731 (the other ranks' messages would repeat the main one's)
+    run = FGAesQRun(cfg, acc, log if acc.is_main_process else quiet)
     try:
         _refuse_to_replace(cfg)
         set_seed(cfg.seed)
@@ -386,7 +388,7 @@ def run_fgaesq(cfg: FGAesQConfig, log: Callable = print) -> dict[str, dict]:
             save_config(cfg, run.path("config.yaml"))
         # The Accelerator answers is_main_process / wait_for_everyone for every rank, as PartialState does.
         results = run_stages(run, STAGES, log=run.log, state=acc)
-        print_report(cfg, results, out=run.log)
+        print_report(cfg, results, out=(report or log) if acc.is_main_process else quiet)
         return results
     finally:
         acc.end_training()  # destroys the process group: gloo may hang on exit otherwise
