@@ -511,7 +511,8 @@ def print_report(cfg: PipelineConfig, results: dict, out=print) -> None:
     out("")
     out(f"psdistill run: {cfg.run_dir}")
     for name, marker in results.items():
-        out(f"  {name:9s} {marker['status']:7s} {marker['seconds']:7.1f} s")
+        took = " (when it ran)" if marker["status"] == "reused" else ""  # a reused stage's marker keeps its time
+        out(f"  {name:9s} {marker['status']:7s} {marker['seconds']:7.1f} s{took}")
     judge = results.get("judge", {}).get("summary")
     if judge:
         label = "  (SIMULATED judge: reads ground truth)" if judge["simulated"] else ""
