@@ -186,7 +186,7 @@ def fuse_ground_truth(data: PPaintData, options: FuseOptions = FuseOptions()) ->
     pairs, ratings = data.pairs, data.ratings
     cross = category[pairs.pairs[:, 0]] != category[pairs.pairs[:, 1]] if len(pairs.outcome) else np.zeros(0, bool)
     result = FusedGroundTruth(list(data.records), [], options, int(cross.sum()))
-    for cat in sorted(set(category)):
+    for cat in sorted({r.category for r in data.records}):
         for d, dim in enumerate(data.dimensions):
             mine = (~cross) & (pairs.dimension == d) & (category[pairs.pairs[:, 0]] == cat)
             rated = (ratings.dimension == d) & (category[ratings.image] == cat)
