@@ -214,7 +214,8 @@ def _fuse(argv) -> int:
     parser.add_argument("--anchor", default="least_squares", help="the anchored construction's line: "
                         "least_squares (mean rating on score) or moments (mean and sd matched)")
     parser.add_argument("--alpha", type=float, default=0.0,
-                        help="prior precision of the pooled fits (0: maximum likelihood; > 0 when an image never loses)")
+                        help="prior precision of the pooled fits (0: maximum likelihood, which does not exist when an "
+                             "image never loses or never wins: then e.g. 0.1)")
     parser.add_argument("--expert-alpha", type=float, default=0.1,
                         help="prior precision of each expert's own fit, for Kendall's W of preferences")
     parser.add_argument("--rating-scale", type=float, nargs=2, metavar=("LOW", "HIGH"),

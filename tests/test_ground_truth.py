@@ -214,7 +214,9 @@ def test_bad_headers_and_unfittable_groups_are_one_line(tmp_path, capsys):
     assert "prefs.csv: need exactly one outcome column of ['winner', 'preferred', 'p_first']" in err
     # l0 never loses: no maximum-likelihood score at alpha = 0; the message names the group
     err = _fuse_error(tmp_path, capsys, ratings, prefs)
-    assert err.startswith("psdistill: error: category 'land', dimension 'composition': "), err
+    assert err.startswith("psdistill: error: category 'land', dimension 'composition': the maximum-likelihood "
+                          "estimate does not exist"), err
+    assert "(e.g. items l0 never lose to" in err or "(e.g. items l1 never lose to" in err, err
 
 
 def test_help_documents_the_columns(capsys):

@@ -43,6 +43,7 @@ from psdistill.evaluation.files import write_json_markdown
 from psdistill.evaluation.report import format_number
 from psdistill.ranking import (Agreement, FusedScores, annotator_quality, fit_bradley_terry, fuse_anchored,
                                fuse_unified, fusion_agreement, mean_ratings)
+from psdistill.ranking.utils import check_connected
 from psdistill.ranking.concordance import Concordance, kendall_w
 
 CONSTRUCTIONS = ("anchored", "unified")
@@ -215,11 +216,15 @@ def _group(data: PPaintData, cat: str, dim: str, mine: np.ndarray, rated: np.nda
     keep = r_image >= 0  # ratings of unplaced images cannot anchor anything
     r = np.full((len(expert_ids), n), np.nan)
     r[r_expert[keep], r_image[keep]] = data.ratings.score[rated][keep]
+    image_ids = [data.records[k].id for k in placed]
+    # checked here as the fits check them, so that the message names images, not indices
+    for strong in (False, True) if options.alpha == 0 else (False,):
+        check_connected(n, pairs[:, 0], pairs[:, 1], y, strong=strong, names=image_ids)
     anchored = fuse_anchored(n, pairs, y, r, alpha=options.alpha, method=options.anchor)
     unified = fuse_unified(n, pairs, y, r, alpha=options.alpha)
     mean, count = mean_ratings(r, n)
     quality = _expert_quality(n, pairs, y, who, r, anchored.scores, options)
-    return GroupResult(cat, dim, [data.records[k].id for k in placed], n_in_category - n, anchored, unified,
+    return GroupResult(cat, dim, image_ids, n_in_category - n, anchored, unified,
                        fusion_agreement(anchored.scores, unified.scores), mean, count,
                        np.bincount(pairs.ravel(), minlength=n), kendall_w(r),
                        kendall_w(_expert_scores(n, pairs, y, who, len(expert_ids), options.expert_alpha)),
