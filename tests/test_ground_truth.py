@@ -175,6 +175,18 @@ def test_a_folder_of_expert_files_gives_the_same_result(fused, tmp_path):
         assert mine[key] == pytest.approx(value, abs=1e-4)
 
 
+def test_images_from_a_manifest_and_the_moments_anchor(fused, tmp_path):
+    root, ids, panel, out, _ = fused
+    assert psdistill_main(["fuse", "--ratings", str(root / "ratings.csv"), "--preferences", str(root / "pairs.csv"),
+                           "--manifest", str(out / "ground_truth_anchored.csv"), "-o", str(tmp_path / "out"),
+                           "--alpha", str(ALPHA), "--anchor", "moments"]) == 0
+    with open(tmp_path / "out" / "fused_scores.csv", encoding="utf-8") as f:
+        rows = list(csv.DictReader(f))
+    for (c, d), p in panel.items():
+        expected = fuse_anchored(N, p["pairs"], p["y"], p["r"], alpha=ALPHA, method="moments").scores
+        np.testing.assert_allclose(_column(rows, c, d, "anchored", ids[c]), expected, rtol=1e-9)
+
+
 BAD = [("ratings.csv", "e1,l0,composition,great\n", "line 2: field 'score' is not a number: 'great'"),
        ("ratings.csv", "e1,zz,composition,5\n", "line 2: field 'image_id': image 'zz' is not one of the 3 images"),
        ("ratings.csv", "e1,l0,composition,5\ne1,l0,composition,6\n", "line 3: 'e1' rated 'l0' on 'composition' again"),
@@ -183,14 +195,14 @@ BAD = [("ratings.csv", "e1,l0,composition,great\n", "line 2: field 'score' is no
        ("prefs.csv", "e1,,l0,l1,1\n", "line 2: field 'dimension' is empty")]
 
 
-def _fuse_error(tmp_path, capsys, ratings, prefs) -> str:
+def _fuse_error(tmp_path, capsys, ratings, prefs, *extra) -> str:
     """The error line of `psdistill fuse` on three images of one category and these two files."""
     write_images(tmp_path / "images", "land/l0.png", "land/l1.png", "land/l2.png")
     (tmp_path / "ratings.csv").write_text(ratings)
     (tmp_path / "prefs.csv").write_text(prefs)
     assert psdistill_main(["fuse", "--ratings", str(tmp_path / "ratings.csv"), "--preferences",
                            str(tmp_path / "prefs.csv"), "--images", str(tmp_path / "images"), "-o",
-                           str(tmp_path / "out")]) == 2
+                           str(tmp_path / "out"), *extra]) == 2
     err = capsys.readouterr().err.strip()
     assert "\n" not in err, err
     return err
@@ -212,6 +224,8 @@ def test_bad_headers_and_unfittable_groups_are_one_line(tmp_path, capsys):
     assert err.startswith(f"psdistill: error: {tmp_path / 'ratings.csv'}: missing column(s) ['score']"), err
     err = _fuse_error(tmp_path, capsys, ratings, prefs.replace("p_first", "winner,p_first").replace(",1\n", ",first,1\n"))
     assert "prefs.csv: need exactly one outcome column of ['winner', 'preferred', 'p_first']" in err
+    assert _fuse_error(tmp_path, capsys, ratings, prefs, "--anchor", "median") == (
+        "psdistill: error: anchor: use one of ['least_squares', 'moments'], got 'median'")
     # l0 never loses: no maximum-likelihood score at alpha = 0; the message names the group
     err = _fuse_error(tmp_path, capsys, ratings, prefs)
     assert err.startswith("psdistill: error: category 'land', dimension 'composition': the maximum-likelihood "
