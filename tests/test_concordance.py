@@ -1,7 +1,7 @@
 """Kendall's W: a hand-worked case with ties, Friedman's test in scipy, and missing scores."""
 import numpy as np
 import pytest
-from scipy.stats import friedmanchisquare
+from scipy.stats import friedmanchisquare, spearmanr
 
 from psdistill.errors import DataError
 from psdistill.ranking.concordance import kendall_w
@@ -40,6 +40,23 @@ def test_missing_scores_leave_out_the_item_and_empty_raters():
     c = kendall_w(holey)
     assert (c.n_raters, c.n_items, c.n_dropped_items) == (4, 5, 2)
     assert c.w == pytest.approx(kendall_w(full[:, [0, 1, 3, 4, 6]]).w)
+
+
+def test_pairwise_w_is_w_on_complete_untied_data_and_uses_every_co_rated_item():
+    rng = np.random.default_rng(6)
+    full = rng.normal(size=(4, 9)) + np.arange(9)
+    c = kendall_w(full)
+    assert c.w_pairwise == pytest.approx(c.w) and c.n_rater_pairs == 6
+    holey = full.copy()
+    holey[0, :3] = holey[1, 3:6] = holey[2, 6:] = np.nan  # no item scored by all four
+    c = kendall_w(holey)
+    assert c.n_items == 0 and np.isnan(c.w)
+    rhos = []
+    for i in range(4):
+        for j in range(i + 1, 4):
+            both = ~np.isnan(holey[i]) & ~np.isnan(holey[j])
+            rhos.append(spearmanr(holey[i, both], holey[j, both])[0])
+    assert c.w_pairwise == pytest.approx((3 * np.mean(rhos) + 1) / 4) and c.n_rater_pairs == 6
 
 
 def test_undefined_and_bad_input():

@@ -14,7 +14,8 @@ Per category and dimension, on the images of that category:
   `agreement`: SRCC, PLCC and absolute differences between the two;
 - Kendall's W (`psdistill.ranking.concordance`) of the experts' ratings, and of their preferences:
   each expert's own Bradley-Terry scores (prior `expert_alpha`: one expert's pairs alone often leave
-  an image unbeaten) over the images they compared; images some expert did not rate are left out;
+  an image unbeaten) over the images they compared; images some expert did not score are left out
+  of W, and `w_pairwise` (from the experts' pairwise SRCCs on co-scored images) uses them all;
 - per expert: `rating_srcc_loo`, the SRCC of their ratings with the anchored construction refitted
   without any of their judgments; `majority_agreement`, the mean share of each of their preferences
   that agrees with the other experts' mean outcome of the same pair (either presentation order; pairs
@@ -126,14 +127,16 @@ class FusedGroundTruth:
         lines = ["# Fused expert ground truth", "",
                  f"Per category and dimension: the anchored (Bradley-Terry + {self.options.anchor} line) and "
                  "unified (Thurstone + ratings, one likelihood) constructions, their agreement, and Kendall's W "
-                 "of the experts' ratings and of their own preference scores (n: images every expert scored).", "",
+                 "of the experts' ratings and of their own preference scores (n: the images every expert scored; "
+                 "pairwise: from the mean SRCC of each two experts on the images both scored).", "",
                  "| category | dimension | images | unplaced | rated | comparisons | SRCC | PLCC | MAD | "
-                 "W ratings (n) | W preferences (n) |", "|---|---|" + "---:|" * 9]
+                 "W ratings (n) | W ratings pairwise | W preferences (n) |", "|---|---|" + "---:|" * 10]
         for g in self.groups:
             s = g.summary()
             lines.append(f"| {g.category} | {g.dimension} | {s['n_images']} | {g.n_unplaced} | {s['n_rated']} | "
                          f"{s['n_comparisons']} | {format_number(g.agreement.srcc)} | {format_number(g.agreement.plcc)} "
                          f"| {format_number(g.agreement.mad)} | {format_number(g.w_ratings.w)} ({g.w_ratings.n_items}) "
+                         f"| {format_number(g.w_ratings.w_pairwise)} "
                          f"| {format_number(g.w_preferences.w)} ({g.w_preferences.n_items}) |")
         lines += ["", f"Preferences across categories left out: {self.n_cross_category}."]
         if self.rated_only:
