@@ -221,23 +221,11 @@ def _fuse(argv) -> int:
     parser.add_argument("--rating-scale", type=float, nargs=2, metavar=("LOW", "HIGH"),
                         help="reject ratings outside [LOW, HIGH]")
     args = parser.parse_args(argv)
-    from pathlib import Path
-
-    from psdistill.data.loaders.expert_files import load_expert_files
+    from psdistill.data.loaders.expert_files import image_records, load_expert_files
     from psdistill.evaluation.ground_truth import FuseOptions, fuse_ground_truth
 
     options = FuseOptions(anchor=args.anchor, alpha=args.alpha, expert_alpha=args.expert_alpha)
-    if args.images:
-        from psdistill.data.loaders.common import LoadReport
-        from psdistill.data.loaders.ppaint import category_images
-
-        report = LoadReport(args.images)
-        records = category_images(Path(args.images), report)
-        report.finish(records)
-    else:
-        from psdistill.data.manifest import read_manifest
-
-        records = read_manifest(args.manifest)
+    records = image_records(args.images, args.manifest)
     data = load_expert_files(records, args.ratings, args.preferences,
                              rating_scale=tuple(args.rating_scale) if args.rating_scale else None)
     fused = fuse_ground_truth(data, options)

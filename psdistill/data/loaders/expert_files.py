@@ -22,7 +22,8 @@ from typing import Optional, Sequence
 import numpy as np
 
 from psdistill.data.loaders.common import LoadReport, parse_score, read_csv, require_columns
-from psdistill.data.loaders.ppaint import WINNER_OUTCOME, Pairs, PPaintData, Ratings
+from psdistill.data.loaders.ppaint import WINNER_OUTCOME, Pairs, PPaintData, Ratings, category_images
+from psdistill.data.manifest import read_manifest
 from psdistill.data.records import ImageRecord
 from psdistill.errors import DataError
 
@@ -74,6 +75,19 @@ def load_expert_files(records: Sequence[ImageRecord], ratings: str | Path, prefe
                       Ratings(r[:, 0].astype(np.int64), r[:, 1].astype(np.int64), r[:, 2].astype(np.int64), r[:, 3]),
                       Pairs(p[:, :2].astype(np.int64), p[:, 2], p[:, 3].astype(np.int64), p[:, 4].astype(np.int64)),
                       list(experts), list(dimensions))
+
+
+def image_records(images: Optional[str | Path] = None, manifest: Optional[str | Path] = None) -> list[ImageRecord]:
+    """The images judged: a PPaint image folder (`<category>/<image_id>.<ext>`; stray files are
+    reported in a warning and skipped) or a manifest (stopping at its first bad row)."""
+    if (images is None) == (manifest is None):
+        raise DataError("give the images as a folder or as a manifest, one of the two")
+    if manifest is not None:
+        return read_manifest(manifest)
+    report = LoadReport(str(images))
+    records = category_images(Path(images), report)
+    report.finish(records)
+    return records
 
 
 def _files(path: str | Path, what: str) -> list[tuple[Path, bool]]:
