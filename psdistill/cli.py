@@ -5,6 +5,7 @@
     psdistill judge --config my.yaml                 # runs data + judge (reusing what is done)
     psdistill eval --config my.yaml                  # `evaluate` (every stage up to it)
     psdistill score --model runs/demo/student a.jpg b.jpg -o scores.csv
+    psdistill fuse --ratings ratings.csv --preferences prefs/ --images PPAINT/images --out runs/ppaint_gt
     psdistill list-scorers
 
 Stage messages go to the console (-v/--verbose: also the Trainer's metric lines; -q/--quiet: warnings
@@ -33,6 +34,7 @@ COMMANDS = {"run": "every stage (--config FILE, key=value overrides)",
             "score": "--model RUN IMAGES|FOLDERS -o scores.csv: score images; without --model, the stages up to score",
             "push": "RUN REPO_ID [--private] [--dry-run]: upload the run's student to the Hugging Face Hub",
             "export": "RUN -o OUT: the run's images, pseudo-scores, predictions and judgments as datasets.Dataset folders",
+            "fuse": "--ratings CSV|DIR --preferences CSV|DIR --images DIR -o OUT: fused expert ground truth",
             "list-scorers": "the registered scorers (psdistill.load_scorer names)"}
 
 
@@ -62,6 +64,8 @@ def _dispatch(argv) -> int:
         return _export(rest)
     if command == "push":
         return _push(rest)
+    if command == "fuse":
+        return _fuse(rest)
     if command == "list-scorers":
         from psdistill.registry import list_scorers
 
@@ -161,6 +165,64 @@ def _export(argv) -> int:
 
     for name, path in export_run(args.run, args.output).items():
         print(f"wrote {name}: {path}")
+    return 0
+
+
+FUSE_EPILOG = """\
+ratings (one long CSV, or a folder of one CSV per expert, whose expert column may be left out: the
+file name is then the expert):
+    expert,image_id,dimension,score
+preferences (the same choice of file or folder):
+    expert,dimension,first_id,second_id,<outcome>
+    <outcome> is one column: winner (first|second|tie), preferred (the preferred image's id, or tie)
+    or p_first (P(first preferred) in [0, 1])
+Missing ratings are absent rows or blank scores: no expert has to rate every image. An image is
+placed by its preferences (within its category: preferences across categories are left out) and
+put on the rating scale by the line fitted on the rated images; one without preferences gets no
+fused score.
+
+writes into OUT:
+    ground_truth_anchored.csv  Bradley-Terry + line to the mean ratings, per category and dimension
+    ground_truth_unified.csv   Thurstone scores and ratings in one likelihood
+        (manifests: eval/protocol.py ppaint-cross --manifest OUT/ground_truth_unified.csv reads either)
+    fused_scores.csv           category,dimension,image_id,anchored,unified,mean_rating,n_ratings,n_comparisons
+    fuse_report.md/.json       agreement of the two (SRCC, PLCC, MAD), Kendall's W of the experts'
+                               ratings and preferences, and per expert: rating SRCC with the
+                               leave-one-out fused score, agreement with the other experts' majority
+"""
+
+
+def _fuse(argv) -> int:
+    parser = argparse.ArgumentParser(
+        prog="psdistill fuse", formatter_class=argparse.RawDescriptionHelpFormatter, epilog=FUSE_EPILOG,
+        description="Fuse expert ratings and preferences into PPaint-style ground truth (docs/method.md sec. 2).")
+    parser.add_argument("--ratings", required=True, help="ratings CSV, or a folder of one CSV per expert")
+    parser.add_argument("--preferences", required=True, help="preferences CSV, or a folder of one CSV per expert")
+    images = parser.add_mutually_exclusive_group(required=True)
+    images.add_argument("--images", help="PPaint image folder: <category>/<image_id>.<ext>")
+    images.add_argument("--manifest", help="or a manifest CSV/JSONL naming each image's path, id and category")
+    parser.add_argument("-o", "--out", required=True, help="output folder")
+    parser.add_argument("--anchor", default="least_squares", help="the anchored construction's line: "
+                        "least_squares (mean rating on score) or moments (mean and sd matched)")
+    parser.add_argument("--alpha", type=float, default=0.0,
+                        help="prior precision of the pooled fits (0: maximum likelihood, which does not exist when an "
+                             "image never loses or never wins: then e.g. 0.1)")
+    parser.add_argument("--expert-alpha", type=float, default=0.1,
+                        help="prior precision of each expert's own fit, for Kendall's W of preferences")
+    parser.add_argument("--rating-scale", type=float, nargs=2, metavar=("LOW", "HIGH"),
+                        help="reject ratings outside [LOW, HIGH]")
+    args = parser.parse_args(argv)
+    from psdistill.data.loaders.expert_files import image_records, load_expert_files
+    from psdistill.evaluation.ground_truth import FuseOptions, fuse_ground_truth
+
+    options = FuseOptions(anchor=args.anchor, alpha=args.alpha, expert_alpha=args.expert_alpha)
+    records = image_records(args.images, args.manifest)
+    data = load_expert_files(records, args.ratings, args.preferences,
+                             rating_scale=tuple(args.rating_scale) if args.rating_scale else None)
+    fused = fuse_ground_truth(data, options)
+    paths = fused.write(args.out)
+    print(fused.to_markdown())
+    print("wrote " + ", ".join(str(p) for p in paths.values()))
     return 0
 
 

@@ -7,7 +7,7 @@ for a soft judgment (a VLM's answer probability). Without outcomes, the first it
 """
 from __future__ import annotations
 
-from typing import Callable
+from typing import Callable, Optional, Sequence
 
 import numpy as np
 from scipy.sparse import coo_matrix
@@ -113,7 +113,8 @@ def _vector(x, m: int, name: str) -> np.ndarray:
     return v
 
 
-def check_connected(n_items: int, a, b, y=None, w=None, strong: bool = False) -> None:
+def check_connected(n_items: int, a, b, y=None, w=None, strong: bool = False,
+                    names: Optional[Sequence[str]] = None) -> None:
     """Raise `DataError` unless the comparison graph links every item to every other.
 
     Only comparisons with positive weight count. Scores in different components have no common
@@ -123,6 +124,8 @@ def check_connected(n_items: int, a, b, y=None, w=None, strong: bool = False) ->
     (1957) condition: the directed graph with an edge a -> b whenever a won some share of a
     comparison with b must be strongly connected, else an item that never loses to the rest of the
     data has an infinite maximum-likelihood score.
+
+    ``names`` (one per item) name the items in the message instead of their indices.
     """
     a, b = np.asarray(a), np.asarray(b)
     keep = np.ones(len(a), bool) if w is None else np.asarray(w) > 0
@@ -139,7 +142,7 @@ def check_connected(n_items: int, a, b, y=None, w=None, strong: bool = False) ->
         return
     sizes = np.bincount(label)
     small = np.flatnonzero(label != np.argmax(sizes))
-    example = ", ".join(map(str, small[:8])) + (" ..." if len(small) > 8 else "")
+    example = ", ".join(str(k) if names is None else names[k] for k in small[:8]) + (" ..." if len(small) > 8 else "")
     if strong:
         raise DataError(
             f"the maximum-likelihood estimate does not exist: the win graph splits into {n_comp} strongly "

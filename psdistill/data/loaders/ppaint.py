@@ -76,7 +76,7 @@ def load_ppaint(root: str | Path, *, rating_scale: Optional[tuple[float, float]]
     if not image_root.is_dir():
         raise DataError(f"{image_root}: not found; PPaint needs images/<category>/<image_id>.<ext>")
     report = LoadReport(str(root), strict=strict)
-    records = _images(image_root, report)
+    records = category_images(image_root, report)
     index = {r.id: k for k, r in enumerate(records)}
     experts: dict[str, int] = {}
     dimensions: dict[str, int] = {}
@@ -143,7 +143,8 @@ def load_ppaint(root: str | Path, *, rating_scale: Optional[tuple[float, float]]
     return PPaintData(records, report, ratings, pairs, list(experts), dim_names)
 
 
-def _images(image_root: Path, report: LoadReport) -> list[ImageRecord]:
+def category_images(image_root: Path, report: LoadReport) -> list[ImageRecord]:
+    """One record per image file of `image_root/<category>/`, the id its name without suffix."""
     records, seen = [], {}
     for path in sorted(p for p in image_root.rglob("*") if p.is_file() and not p.name.startswith(".")):
         report.rows += 1
