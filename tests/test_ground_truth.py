@@ -231,6 +231,7 @@ def test_bad_headers_and_unfittable_groups_are_one_line(tmp_path, capsys):
     assert err.startswith("psdistill: error: category 'land', dimension 'composition': the maximum-likelihood "
                           "estimate does not exist"), err
     assert "(e.g. items l0 never lose to" in err or "(e.g. items l1 never lose to" in err, err
+    assert err.endswith("(--alpha sets alpha)"), err  # the way out, in the command's own words
 
 
 def test_help_documents_the_columns(capsys):

@@ -44,7 +44,7 @@ from psdistill.evaluation.files import write_json_markdown
 from psdistill.evaluation.report import format_number
 from psdistill.ranking import (Agreement, FusedScores, annotator_quality, fit_bradley_terry, fuse_anchored,
                                fuse_unified, fusion_agreement, mean_ratings)
-from psdistill.ranking.utils import check_connected
+from psdistill.ranking.utils import ConvergenceError, check_connected
 from psdistill.ranking.concordance import Concordance, kendall_w
 
 CONSTRUCTIONS = ("anchored", "unified")
@@ -200,8 +200,8 @@ def fuse_ground_truth(data: PPaintData, options: FuseOptions = FuseOptions()) ->
                 continue
             try:
                 result.groups.append(_group(data, cat, dim, mine, rated, int(np.sum(category == cat)), options))
-            except DataError as e:
-                raise DataError(f"category {cat!r}, dimension {dim!r}: {e}") from None
+            except (DataError, ConvergenceError) as e:  # a fit that does not converge is these judgments' too
+                raise DataError(f"category {cat!r}, dimension {dim!r}: {e} (--alpha sets alpha)") from None
     return result
 
 
