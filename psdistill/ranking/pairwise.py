@@ -132,6 +132,7 @@ def _fit(model, n_items, pairs, outcomes, weights, ties, alpha, position_bias, s
         diag = np.bincount(a, c, n_par) + np.bincount(b, c, n_par) + alpha
         if position_bias:
             diag[n_items] = c.sum() + alpha
+        diag = np.maximum(diag, 1e-12 * scale)  # curvature underflows for a far-out item without a prior
 
         def hess_vec(v):
             u = incidence @ v[:n_items]
@@ -252,9 +253,9 @@ def _pcg(hess_vec, diag, rhs, scale, atol, max_iter=250):
 
 
 def _lbfgs(objective, x0, scale, max_iter, tol):
-    """(x, iterations) of L-BFGS-B on `objective` (value, gradient), for objectives with no Hessian products
-    (`psdistill.ranking.fusion`); raises `ConvergenceError`
-    unless max |gradient_k| / scale_k <= tol at the end.
+    """(x, iterations) of L-BFGS-B on `objective` (value, gradient), for objectives without Hessian
+    products (`psdistill.ranking.fusion`); raises `ConvergenceError` unless max |gradient_k| /
+    scale_k <= tol at the end.
 
     It runs in z = sqrt(scale) * x, which makes the Hessian's diagonal about constant (each
     parameter's curvature grows with the weight of its comparisons, and the position bias sees
