@@ -159,3 +159,31 @@ def test_elo_shuffles_remove_order_dependence_and_track_bradley_terry():
     assert np.corrcoef(avg, fit_bradley_terry(10, pairs, y).params)[0, 1] > 0.97
     with pytest.raises(DataError, match="disconnected"):
         fit_elo(4, [[0, 1], [2, 3]])
+
+
+@pytest.mark.parametrize("weights", [False, True])
+def test_newton_fit_equals_an_independent_scipy_fit_on_an_ill_conditioned_cycle(weights):
+    # a long cycle (a Laplacian with condition number ~ n^2) with a position bias and no prior,
+    # on which L-BFGS-B stalls short of tol=1e-10
+    rng = np.random.default_rng(23)
+    n = 120
+    ring = np.column_stack([np.arange(n), (np.arange(n) + 1) % n])
+    pairs = np.concatenate([ring, ring[:, ::-1]])
+    theta = np.sin(np.linspace(0, 2 * np.pi, n, endpoint=False)) * 2
+    d = theta[pairs[:, 0]] - theta[pairs[:, 1]] + 0.4
+    y = 1 / (1 + np.exp(-(d + rng.normal(size=len(d)))))
+    w = rng.uniform(0.5, 2.0, len(d)) if weights else np.ones(len(d))
+
+    def nll(x):  # item 0 pinned at 0, then the bias; written independently of the library
+        t = np.concatenate([[0.0], x[:-1]])
+        gap = t[pairs[:, 0]] - t[pairs[:, 1]] + x[-1]
+        p = 1 / (1 + np.exp(-gap))
+        r = w * (p - y)
+        g = np.bincount(pairs[:, 0], r, n) - np.bincount(pairs[:, 1], r, n)
+        return np.sum(w * (np.logaddexp(0, gap) - y * gap)), np.append(g[1:], r.sum())
+
+    res = minimize(nll, np.zeros(n), jac=True, method="BFGS", options={"gtol": 1e-10, "maxiter": 20_000})
+    ref = np.concatenate([[0.0], res.x[:-1]])
+    fit = fit_bradley_terry(n, pairs, y, weights=w, position_bias=True, tol=1e-10)
+    np.testing.assert_allclose(fit.params, ref - ref.mean(), atol=1e-6)
+    assert fit.position_bias == pytest.approx(res.x[-1], abs=1e-6)

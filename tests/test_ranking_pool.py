@@ -171,6 +171,7 @@ def test_to_rating_scale_with_and_without_anchors():
     ({"adaptive": False, "max_comparisons_per_item": 4}, "^max_comparisons_per_item: only the adaptive"),
     ({"stop_information_gain": -0.1}, "^stop_information_gain"),
     ({"stop_sd": 0.3}, "^stop_sd: removed; use stop_information_gain"),
+    ({"stop_place_error": 0.0}, r"^stop_place_error: need a probability in \(0, 1\]"),
     ({"alpha": 0.0}, "^alpha"),
 ])
 def test_config_errors_name_the_field(kwargs, match):
@@ -185,3 +186,29 @@ def test_bad_judge_output_and_too_few_items_raise():
         run_reference_pool(50, lambda pairs: np.full(len(pairs), np.nan), ReferencePoolConfig(k=4))
     with pytest.raises(DataError, match="more items than references"):
         run_reference_pool(4, lambda pairs: np.full(len(pairs), 0.5), ReferencePoolConfig(k=4))
+
+
+def test_place_error_is_the_posterior_mass_outside_the_neighbouring_references():
+    from psdistill.ranking.pool import _place_error
+    refs = np.array([1.0, -1.0, 0.0])  # unsorted, as the pool holds them
+    m, v = np.array([0.3, -2.0, 0.5]), np.array([0.04, 0.25, 1.0])
+    expected = [ndtr((0.0 - 0.3) / 0.2) + ndtr((0.3 - 1.0) / 0.2),  # between 0 and 1
+                ndtr((-2.0 + 1.0) / 0.5),  # below the lowest: only its upper side
+                ndtr((0.0 - 0.5) / 1.0) + ndtr((0.5 - 1.0) / 1.0)]
+    np.testing.assert_allclose(_place_error(m, v, refs), expected, rtol=1e-12)
+
+
+def test_a_settled_place_keeps_a_weak_judges_items_placing_and_saves_a_strong_judges_calls():
+    fixed_cfg = dict(k=12, adaptive=False)
+    out = {}
+    for acc in (0.65, 0.95):
+        q = _quality(400, seed=7)
+        judge = simulated_judge(q, acc, position_bias=0.3, kind="graded", seed=7)
+        fixed, gain, place = (run_reference_pool(400, judge, ReferencePoolConfig(**c)) for c in (
+            fixed_cfg, {"k": 12}, {"k": 12, "stop_place_error": 0.5}))
+        out[acc] = [(len(r.comparisons), spearmanr(r.mu, q)[0]) for r in (fixed, gain, place)]
+    (f_calls, f_srcc), (g_calls, g_srcc), (p_calls, p_srcc) = out[0.65]
+    assert g_srcc < f_srcc - 0.02 and p_srcc > f_srcc - 0.01  # the gain rule alone gives up SRCC, this does not
+    assert g_calls < p_calls <= f_calls
+    (f_calls, f_srcc), _, (p_calls, p_srcc) = out[0.95]
+    assert p_calls < 0.7 * f_calls and p_srcc > f_srcc - 0.01  # a strong judge's items settle early
