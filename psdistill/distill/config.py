@@ -134,6 +134,10 @@ class DistillConfig:
         def bad(name, msg):
             raise ConfigError(f"distill.{name}: {msg}")
 
+        if isinstance(self.grpo, dict):  # DistillConfig(grpo={...}) in Python, as a YAML mapping reads
+            from psdistill.config import from_dict
+
+            self.grpo = from_dict(GrpoConfig, self.grpo, "distill.grpo.")
         for name, allowed in (("objective", OBJECTIVES), ("head", HEADS), ("ranking_loss", RANKING_LOSSES), ("pair_weighting", PAIR_WEIGHTINGS),
                               ("calibration", CALIBRATIONS), ("sampler", SAMPLERS), ("tuning", TUNINGS)):
             if getattr(self, name) not in allowed:
