@@ -60,6 +60,7 @@ def grpo_arguments(cfg: DistillConfig, output_dir, processor, level_ids: Sequenc
     """The `trl.GRPOConfig` of a run: DistillConfig's training fields, then distill.grpo's."""
     g = cfg.grpo
     kwargs = cfg.training_kwargs(output_dir, with_eval=False)
+    kwargs["gradient_checkpointing"] = cfg.gradient_checkpointing  # TRL's configs default it to on
     # Our batch counts images, TRL's completions: each image's G answers form one group.
     kwargs["per_device_train_batch_size"] = cfg.per_device_train_batch_size * g.num_generations
     kwargs.update(num_generations=g.num_generations, beta=g.beta, temperature=g.temperature,
