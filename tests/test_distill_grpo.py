@@ -8,7 +8,7 @@ import pytest
 import torch
 from scipy.stats import norm
 
-from _distill_common import ladder_records, pseudo_scores
+from _distill_common import PHOTOS, ladder_records, pseudo_scores
 from psdistill.config import parse_config
 from psdistill.distill import DistillConfig, StudentScorer, train_student
 from psdistill.distill.grpo import grpo_arguments
@@ -127,3 +127,19 @@ def test_grpo_run_logs_a_finite_kl_and_saves_a_levels_scorer(tmp_path):
     scores = scorer.score([r.path for r in records])
     base = StudentScorer.from_model_config(ModelConfig(), cfg).score([r.path for r in records])
     assert np.all((scores >= 1) & (scores <= 10)) and np.abs(scores - base).max() > 1e-4  # trained, on the scale
+
+
+@pytest.mark.slow
+def test_mean_reward_rises_over_training_on_demo_like_data(tmp_path):
+    # 6 photos x 5 degradation levels at 64 px, full fine-tuning of the tiny random VLM (as the demo),
+    # pseudo-scores = ground truth + noise. Measured here, seeds 0/1/2: the mean reward (closeness +
+    # order) of the first 25 steps 0.59/0.61/0.57, of the last 25 steps 1.10/1.11/1.13 (25-50 s alone).
+    records = ladder_records(tmp_path / "data", photos=PHOTOS[:6], levels=5, size=64)
+    cfg = DistillConfig(objective="grpo", tuning="full", tune_vision=True, learning_rate=3e-4, max_steps=200,
+                        per_device_train_batch_size=8, logging_steps=5, save_steps=10_000, report_to=["none"],
+                        training_args=QUIET)
+    out = train_student(records, pseudo_scores(records), ModelConfig(), cfg, tmp_path / "run")
+    history = json.loads((out / "trainer_state.json").read_text())["log_history"]
+    reward = [h["reward"] for h in history if "reward" in h]
+    assert len(reward) == 40 and all(np.isfinite([h["kl"] for h in history if "kl" in h]))
+    assert np.mean(reward[-5:]) - np.mean(reward[:5]) >= 0.2, reward

@@ -138,7 +138,8 @@ class DistillConfig:
             from psdistill.config import from_dict
 
             self.grpo = from_dict(GrpoConfig, self.grpo, "distill.grpo.")
-        for name, allowed in (("objective", OBJECTIVES), ("head", HEADS), ("ranking_loss", RANKING_LOSSES), ("pair_weighting", PAIR_WEIGHTINGS),
+        for name, allowed in (("objective", OBJECTIVES), ("head", HEADS), ("ranking_loss", RANKING_LOSSES),
+                              ("pair_weighting", PAIR_WEIGHTINGS),
                               ("calibration", CALIBRATIONS), ("sampler", SAMPLERS), ("tuning", TUNINGS)):
             if getattr(self, name) not in allowed:
                 bad(name, f"{getattr(self, name)!r} is not one of {', '.join(allowed)}")

@@ -106,7 +106,8 @@ def _main_first(action) -> None:
 
 
 def train_grpo(train_records: Sequence[ImageRecord], pseudo_scores: Mapping[str, Sequence[float]],
-               model_cfg: ModelConfig, cfg: DistillConfig, output_dir, val_records: Optional[Sequence[ImageRecord]] = None,
+               model_cfg: ModelConfig, cfg: DistillConfig, output_dir,
+               val_records: Optional[Sequence[ImageRecord]] = None,
                dimension: str = "overall", callbacks: Optional[list] = None,
                rating_scale: Sequence[float] = DEFAULT_RATING_SCALE, labels: Optional[LabelSource] = None) -> Path:
     """`train_student` for `cfg.objective == "grpo"` (same arguments, same output folder). `val_records`
@@ -117,7 +118,8 @@ def train_grpo(train_records: Sequence[ImageRecord], pseudo_scores: Mapping[str,
     set_seed(cfg.seed)  # LoRA initialisation happens before the trainer seeds
     model, processor = build_student(model_cfg, cfg, rating_scale)
     weights = "full" if cfg.tuning == "full" else "adapter"
-    spec = ScorerSpec.from_config(model_cfg, cfg, dimension, weights=weights, name="psdistill", rating_scale=rating_scale)
+    spec = ScorerSpec.from_config(model_cfg, cfg, dimension, weights=weights, name="psdistill",
+                                  rating_scale=rating_scale)
     signal = training_signal(train_records, {dimension: pseudo_scores}, {dimension: spec.prompt})
     fingerprint = _training_fingerprint(model_cfg, cfg, signal.to_list(), [dimension, list(rating_scale)])
     _main_first(lambda: _claim_output_dir(output_dir, fingerprint))
