@@ -33,7 +33,7 @@ COMMANDS = {"run": "every stage (--config FILE, key=value overrides)",
             **STAGE_HELP,
             "score": "--model RUN IMAGES|FOLDERS -o scores.csv: score images; without --model, the stages up to score",
             "push": "RUN REPO_ID [--private] [--dry-run]: upload the run's student to the Hugging Face Hub",
-            "export": "RUN -o OUT: the run's images, pseudo-scores, predictions and judgments as datasets.Dataset folders",
+            "export": "RUN -o OUT: the run's images, pseudo-scores, predictions, judgments and training signal as datasets.Dataset folders",
             "fuse": "--ratings CSV|DIR --preferences CSV|DIR --images DIR -o OUT: fused expert ground truth",
             "list-scorers": "the registered scorers (psdistill.load_scorer names)"}
 

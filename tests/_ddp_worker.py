@@ -31,6 +31,7 @@ def main():
     ap.add_argument("--accumulation", type=int, default=1)
     ap.add_argument("--save-steps", type=int, default=1000)
     ap.add_argument("--resume", default="last", help="distill.resume_from_checkpoint ('none': null)")
+    ap.add_argument("--objective", default="ranking", help="distill.objective (grpo: 2 answers per image)")
     a = ap.parse_args()
     data = Path(a.data)
     records = read_manifest(data / "manifest.csv")
@@ -39,7 +40,7 @@ def main():
                         per_device_train_batch_size=a.batch, gradient_accumulation_steps=a.accumulation,
                         logging_steps=1, save_steps=a.save_steps, save_total_limit=None,
                         resume_from_checkpoint=None if a.resume == "none" else a.resume, report_to=["none"],
-                        training_args={"disable_tqdm": True})
+                        training_args={"disable_tqdm": True}, objective=a.objective, grpo={"num_generations": 2})
     try:
         train_student(records, pseudo, ModelConfig(), cfg, a.out)
     finally:

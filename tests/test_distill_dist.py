@@ -1,6 +1,7 @@
 """Distributed training on CPU: 2-process DDP (gloo) equals one process with the same global batch,
-and a 2-process DeepSpeed ZeRO-2 run completes with the same weights."""
+and a 2-process DeepSpeed ZeRO-2 run completes with the same weights; GRPO runs complete under both."""
 import json
+import math
 import os
 import subprocess
 import sys
@@ -37,10 +38,10 @@ def single(data, tmp_path_factory):
     return load_file(out / "model.safetensors")
 
 
-def _launch(config, data, out, port, env=None):
+def _launch(config, data, out, port, env=None, objective="ranking"):
     cmd = [sys.executable, "-m", "accelerate.commands.launch", "--config_file", str(REPO / "launch" / config),
            "--main_process_port", str(port), WORKER, "--data", str(data), "--out", str(out), "--steps", "3",
-           "--batch", "4"]
+           "--batch", "4", "--objective", objective]
     try:
         run = subprocess.run(cmd, cwd=REPO, capture_output=True, text=True, timeout=230,
                              env={**os.environ, **(env or {})})
@@ -79,3 +80,22 @@ def test_two_process_deepspeed_zero2_completes(data, single, tmp_path):
     ds = load_file(tmp_path / "ds" / "model.safetensors")
     assert all(torch.isfinite(v).all() for v in ds.values())
     assert _max_diff(ds, single) < 1e-5
+
+
+@pytest.mark.parametrize("config,port", [("cpu_ddp.yaml", 29601), ("cpu_deepspeed_zero2.yaml", 29603)])
+def test_two_process_grpo_completes_with_a_finite_kl(data, tmp_path, config, port):
+    # Each rank samples its own answers, so the weights are not compared with one process; the run must
+    # finish all steps, log a finite KL, and move the weights.
+    if "deepspeed" in config:
+        pytest.importorskip("deepspeed")
+    _launch(config, data, tmp_path / "run", port, env={"TORCH_EXTENSIONS_DIR": str(tmp_path / "torch_extensions")},
+            objective="grpo")
+    history = json.loads((tmp_path / "run" / "trainer_state.json").read_text())["log_history"]
+    assert [h["step"] for h in history if "kl" in h] == [1, 2, 3]
+    assert all(math.isfinite(h["kl"]) for h in history if "kl" in h)
+    weights = load_file(tmp_path / "run" / "model.safetensors")
+    from psdistill.models.tiny import tiny_qwen3_vl
+
+    start = {k: v for k, v in tiny_qwen3_vl()[0].state_dict().items() if k in weights}
+    assert all(torch.isfinite(v).all() for v in weights.values()) and _max_diff(weights, start) > 1e-4
+    assert (tmp_path / "run" / "scorer_config.json").is_file()

@@ -125,17 +125,20 @@ def test_resume_from_checkpoint_continues_the_same_loss_curve(tmp_path):
 
 
 @pytest.mark.slow
-def test_killed_process_resumes_from_its_last_checkpoint(tmp_path):
+@pytest.mark.parametrize("objective", ["ranking", "grpo"])
+def test_killed_process_resumes_from_its_last_checkpoint(tmp_path, objective):
     # A real SIGKILL of a training process once a checkpoint exists, then the same command again
-    # (resuming is the default); its losses continue the uninterrupted run's curve and it ends with its weights.
+    # (resuming is the default): it continues from the checkpoint, and under the ranking objective its
+    # losses continue the uninterrupted run's curve and it ends with its weights. GRPO's sampled answers
+    # differ after a resume (measured: step 6 loss 0.0062 resumed, 0.0049 uninterrupted; the sampling RNG
+    # stream is not continued exactly), so there only the resume itself is checked.
     data = tmp_path / "data"
     records = ladder_records(data, photos=("astronaut", "camera", "coffee", "chelsea"), levels=5)
     write_manifest(records, data / "manifest.csv")
     (data / "pseudo.json").write_text(json.dumps(pseudo_scores(records)))
     worker = [sys.executable, str(REPO / "tests" / "_ddp_worker.py"), "--data", str(data), "--steps", "40",
-              "--save-steps", "5", "--batch", "4"]
+              "--save-steps", "5", "--batch", "4", "--objective", objective]
     env = {**os.environ, "WORLD_SIZE": "1"}
-    subprocess.run(worker + ["--out", str(tmp_path / "a")], check=True, env=env, capture_output=True)
     proc = subprocess.Popen(worker + ["--out", str(tmp_path / "b")], env=env,
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     deadline = time.time() + 180
@@ -146,12 +149,21 @@ def test_killed_process_resumes_from_its_last_checkpoint(tmp_path):
     proc.wait()
     done = sorted(int(p.parent.name.split("-")[1]) for p in (tmp_path / "b").glob("checkpoint-*/trainer_state.json"))
     assert done and done[-1] < 40, "the run finished before it was killed"
+    resumed_from = tmp_path / "b" / f"checkpoint-{done[-1]}" / "trainer_state.json"
+    written = resumed_from.stat().st_mtime_ns
     subprocess.run(worker + ["--out", str(tmp_path / "b")], check=True, env=env, capture_output=True)
-    a, b = _losses(tmp_path / "a"), _losses(tmp_path / "b")
+    assert resumed_from.stat().st_mtime_ns == written  # not trained (and saved) again: a restart would
+    b = _losses(tmp_path / "b")
     assert sorted(b) == list(range(1, 41))  # the checkpoint's history, then the resumed steps
+    wb = load_file(tmp_path / "b" / "model.safetensors")
+    assert all(torch.isfinite(v).all() for v in wb.values())
+    if objective == "grpo":
+        return
+    subprocess.run(worker + ["--out", str(tmp_path / "a")], check=True, env=env, capture_output=True)
+    a = _losses(tmp_path / "a")
     for step in range(done[-1] + 1, 41):
         assert b[step] == pytest.approx(a[step], rel=1e-4), step
-    wa, wb = (load_file(tmp_path / run / "model.safetensors") for run in ("a", "b"))
+    wa = load_file(tmp_path / "a" / "model.safetensors")
     assert max((wa[k] - wb[k]).abs().max().item() for k in wa) < 1e-4
 
 

@@ -187,6 +187,36 @@ def test_export_writes_the_run_as_datasets(finished_run, tmp_path):
         read_comparisons(run / "comparisons.csv")
 
 
+def test_exported_training_signal_is_self_contained_and_what_the_objectives_read(finished_run, tmp_path):
+    import datasets
+    import numpy as np
+
+    from psdistill.data.manifest import read_manifest
+    from psdistill.data.run_files import read_pseudo_scores
+    from psdistill.distill.signal import training_signal
+
+    tmp, cfg, _ = finished_run
+    run = tmp / "run"
+    assert main(["export", str(run), "-o", str(tmp_path / "ds")]) == 0
+    records = read_manifest(run / "data" / "manifest.csv")
+    pseudo = read_pseudo_scores(run / "pseudo_scores.csv")
+    train = [r for r in records if r.id in pseudo]
+    expected = training_signal(train, {"overall": pseudo}, {"overall": cfg.distill.rendered_prompt("overall")})
+    pixels = {r.path: np.asarray(Image.open(r.path)) for r in train}
+    for r in records:  # the exported folder must not need the image files (put back below)
+        Path(r.path).rename(r.path + ".gone")
+    try:
+        signal = datasets.load_from_disk(str(tmp_path / "ds" / "signal"))
+        assert signal.column_names == expected.column_names and len(signal) == len(train) > 0
+        for column in ("prompt", "dimension", "pseudo_score", "variance", "confidence", "series"):
+            assert signal[column] == expected[column], column
+        for row, path in zip(signal, expected["image"]):
+            assert np.array_equal(np.asarray(row["image"]), pixels[path])
+    finally:
+        for r in records:
+            Path(r.path + ".gone").rename(r.path)
+
+
 def test_push_uploads_a_complete_scorer_with_the_runs_evaluation(finished_run, tmp_path):
     import shutil
 

@@ -5,6 +5,9 @@
                       None elsewhere), and every scorer's predictions (`pred_<scorer>_<dimension>`)
     <out>/judgments/  one row per judgment the reference pool asked for: first_id, second_id,
                       p_first_preferred (presentation order, as in comparisons.csv)
+    <out>/signal/     the training signal both distill objectives read (psdistill.distill.signal: image,
+                      prompt, dimension, pseudo_score, variance, confidence, series), images embedded:
+                      what GRPO (or another TRL trainer) trains on, without the run
 
 Both are written with `save_to_disk`; `datasets.load_from_disk(<out>/images)` reads them back, and
 `.push_to_hub(repo_id)` publishes them.
@@ -46,4 +49,29 @@ def export_run(run_dir: str | Path, out_dir: str | Path) -> dict[str, Path]:
         written["judgments"] = out_dir / "judgments"
         datasets.Dataset.from_dict({"first_id": [a for a, _, _ in rows], "second_id": [b for _, b, _ in rows],
                                     "p_first_preferred": [p for _, _, p in rows]}).save_to_disk(str(written["judgments"]))
+    if pseudo and (run_dir / "config.yaml").is_file():
+        written["signal"] = export_signal(run_signal(run_dir, records, pseudo), out_dir / "signal")
     return written
+
+
+def run_signal(run_dir: Path, records, pseudo):
+    """The training signal of a run as its distill stage builds it: the training images (those with a
+    pseudo-score) in manifest order, the prompt and dimension of the run's config.yaml."""
+    from psdistill.config import parse_config
+    from psdistill.distill.signal import training_signal
+    from psdistill.pipeline import PipelineConfig
+
+    cfg = parse_config(PipelineConfig, ["--config", str(run_dir / "config.yaml")])
+    dim = cfg.data.dimension
+    return training_signal([r for r in records if r.id in pseudo], {dim: pseudo},
+                           {dim: cfg.distill.rendered_prompt(dim)})
+
+
+def export_signal(signal, folder) -> Path:
+    """Save a training signal with its images decoded (`with_images`); save_to_disk embeds their bytes,
+    so the folder is self-contained: `datasets.load_from_disk(folder)`, then `.push_to_hub(...)` or a
+    TRL trainer's train_dataset."""
+    from psdistill.distill.signal import with_images
+
+    with_images(signal).save_to_disk(str(folder))
+    return Path(folder)

@@ -14,8 +14,10 @@ import os
 from dataclasses import dataclass, field
 from typing import Optional
 
+from psdistill.distill.grpo_config import GrpoConfig
 from psdistill.errors import ConfigError
 
+OBJECTIVES = ("ranking", "grpo")
 HEADS = ("levels", "scalar")
 RANKING_LOSSES = ("pairwise", "listnet", "listmle")
 PAIR_WEIGHTINGS = ("margin", "soft")
@@ -31,6 +33,7 @@ class DistillConfig:
     """How the single-pass student is built and trained from pseudo-scores.
 
     Groups (defaults differing from `TrainingArguments` are marked *):
+    - objective: `objective`, `grpo` (the grpo objective's knobs, grpo_config.py)
     - head and prompt: `head`, `level_words`, `level_values`, `prompt` (the rating scale is the data's:
       `data.rating_scale`, passed to `train_student`)
     - loss: `ranking_loss`, `pair_weighting`, `temperature`, `calibration`, `calibration_weight`
@@ -45,6 +48,13 @@ class DistillConfig:
       `dataloader_num_workers`, `training_args`
     """
 
+    # --- objective
+    objective: str = field(default="ranking", metadata={"help": (
+        "'ranking': the confidence-weighted ranking + calibration loss on the levels readout (trainer.py). "
+        "'grpo': confidence-weighted GRPO through TRL: the VLM answers with level words, rewarded by closeness "
+        "to the pseudo-score and by order agreement, with a KL term to the base model (grpo.py, distill.grpo). "
+        "Either way the output folder is the same levels scorer.")})
+    grpo: GrpoConfig = field(default_factory=GrpoConfig)
     # --- head and prompt
     head: str = field(default="levels", metadata={"help": (
         "'levels': expected value over the next-token probabilities of the level words after the prompt "
@@ -124,10 +134,18 @@ class DistillConfig:
         def bad(name, msg):
             raise ConfigError(f"distill.{name}: {msg}")
 
-        for name, allowed in (("head", HEADS), ("ranking_loss", RANKING_LOSSES), ("pair_weighting", PAIR_WEIGHTINGS),
+        if isinstance(self.grpo, dict):  # DistillConfig(grpo={...}) in Python, as a YAML mapping reads
+            from psdistill.config import from_dict
+
+            self.grpo = from_dict(GrpoConfig, self.grpo, "distill.grpo.")
+        for name, allowed in (("objective", OBJECTIVES), ("head", HEADS), ("ranking_loss", RANKING_LOSSES),
+                              ("pair_weighting", PAIR_WEIGHTINGS),
                               ("calibration", CALIBRATIONS), ("sampler", SAMPLERS), ("tuning", TUNINGS)):
             if getattr(self, name) not in allowed:
                 bad(name, f"{getattr(self, name)!r} is not one of {', '.join(allowed)}")
+        if self.objective == "grpo" and self.head != "levels":
+            bad("head", f"{self.head!r} with objective 'grpo': GRPO rewards level-word answers, which only the "
+                "'levels' head reads; use head: levels or objective: ranking")
         if not self.level_words or len(set(self.level_words)) != len(self.level_words):
             bad("level_words", f"need distinct words, got {self.level_words}")
         if len(self.level_values) != len(self.level_words):
@@ -169,9 +187,12 @@ class DistillConfig:
 
     def to_training_arguments(self, output_dir, with_eval: bool):
         """The `TrainingArguments` for one run; `with_eval` turns on validation every `eval_steps`."""
+        return _training_arguments_cls()(**self.training_kwargs(output_dir, with_eval))
+
+    def training_kwargs(self, output_dir, with_eval: bool) -> dict:
+        """`to_training_arguments`' keyword arguments, for a `TrainingArguments` subclass (TRL's GRPOConfig)."""
         import torch
 
-        cls = _training_arguments_cls()
         bf16 = self.bf16 if self.bf16 is not None else bool(torch.cuda.is_available() and torch.cuda.is_bf16_supported())
         kwargs = dict(
             output_dir=str(output_dir), learning_rate=self.learning_rate, num_train_epochs=self.num_train_epochs,
@@ -201,7 +222,7 @@ class DistillConfig:
             # distribute over and every rank trains alone; with it they form one gloo DDP group.
             kwargs["use_cpu"] = True
         kwargs.update(self.training_args)
-        return cls(**kwargs)
+        return kwargs
 
 
 def _training_arguments_cls():

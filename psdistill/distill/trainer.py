@@ -327,8 +327,14 @@ def train_student(train_records: Sequence[ImageRecord], pseudo_scores: Mapping[s
     weights), the processor, `scorer_config.json` and the trainer state; `checkpoint-N/` folders are
     scorers too. Works the same in one process and under `accelerate launch`. `callbacks` are extra
     `transformers.TrainerCallback`s (early stopping, timing, ...). `labels` (which judge gave the
-    pseudo-scores, whether simulated) goes into the folder's model card (`card.py`).
+    pseudo-scores, whether simulated) goes into the folder's model card (`card.py`). `cfg.objective ==
+    "grpo"` trains the same scorer by GRPO instead (grpo.py).
     """
+    if cfg.objective == "grpo":
+        from psdistill.distill.grpo import train_grpo  # imports trl
+
+        return train_grpo(train_records, pseudo_scores, model_cfg, cfg, output_dir, val_records, dimension,
+                          callbacks, rating_scale, labels)
     output_dir = Path(output_dir)
     set_seed(cfg.seed)  # LoRA and scalar-head initialisation happen before the Trainer seeds
     model, processor = build_student(model_cfg, cfg, rating_scale)

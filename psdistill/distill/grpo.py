@@ -1,0 +1,142 @@
+"""The `grpo` objective: confidence-weighted GRPO through TRL's `GRPOTrainer` (trl 1.16).
+
+The policy is the student VLM as the ranking objective builds it (`build_student`: LoRA by default),
+prompted with each training row's own scoring prompt and image; it samples G answers per image, which
+`rewards.py` scores against the pseudo-scores (closeness, order agreement, both confidence-weighted);
+TRL turns them into group-relative advantages and adds beta x KL to the frozen base model. With
+`grpo.constrain_answer` and one-token answers the sampled distribution is the levels head's softmax
+over the level words, so GRPO trains exactly what the scorer reads; the output folder is the same
+scorer (`scorer_config.json`, levels head) as the ranking objective's, and `psdistill score`, the
+score stage and the evaluation read it unchanged. Rows may be of several dimensions (each has its
+prompt; order agreement pairs rows of the same dimension only).
+"""
+from __future__ import annotations
+
+import logging
+import os
+import shutil
+from pathlib import Path
+from typing import Mapping, Optional, Sequence
+
+from transformers import set_seed
+from trl import GRPOConfig, GRPOTrainer
+
+from psdistill.data.records import DEFAULT_RATING_SCALE, ImageRecord
+from psdistill.distill.card import LabelSource, record_base_model, write_model_card
+from psdistill.distill.config import DistillConfig
+from psdistill.distill.rewards import GrpoRewards, LevelAnswers
+from psdistill.distill.scorer import Readout, ScorerSpec
+from psdistill.distill.signal import training_signal, with_images
+from psdistill.distill.trainer import (
+    _claim_output_dir, _log_metrics_instead_of_printing, _resume_point, _training_fingerprint, build_student,
+)
+from psdistill.errors import ConfigError
+from psdistill.models.device import process_state
+from psdistill.models.loading import ModelConfig
+
+logger = logging.getLogger(__name__)
+
+_REFERENCE_DIR = "reference_model"  # the frozen base, for a fully tuned policy built in memory (see _reference)
+
+
+class ScorerGRPOTrainer(GRPOTrainer):
+    """`GRPOTrainer` whose saved folders (checkpoints too) are scorers: weights, processor and `spec`."""
+
+    def __init__(self, *args, spec: ScorerSpec, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.spec = spec
+
+    def save_model(self, output_dir: Optional[str] = None, _internal_call: bool = False) -> None:
+        super().save_model(output_dir, _internal_call)
+        if self.args.should_save:
+            folder = Path(output_dir if output_dir is not None else self.args.output_dir)
+            # TRL's "ref" adapter (a copy of the fresh LoRA, i.e. the base) is rebuilt at start, resume included:
+            # a scorer folder needs only the trained one.
+            shutil.rmtree(folder / "ref", ignore_errors=True)
+            self.spec.save(folder)
+
+
+def grpo_arguments(cfg: DistillConfig, output_dir, processor, level_ids: Sequence[int]) -> GRPOConfig:
+    """The `trl.GRPOConfig` of a run: DistillConfig's training fields, then distill.grpo's."""
+    g = cfg.grpo
+    kwargs = cfg.training_kwargs(output_dir, with_eval=False)
+    kwargs["gradient_checkpointing"] = cfg.gradient_checkpointing  # TRL's configs default it to on
+    # Our batch counts images, TRL's completions: each image's G answers form one group.
+    kwargs["per_device_train_batch_size"] = cfg.per_device_train_batch_size * g.num_generations
+    kwargs.update(num_generations=g.num_generations, beta=g.beta, temperature=g.temperature,
+                  max_completion_length=g.max_completion_length, reward_weights=list(g.reward_weights))
+    kwargs.update(g.args)
+    if g.constrain_answer:
+        allowed = set(level_ids)
+        generation = dict(kwargs.get("generation_kwargs") or {})
+        generation["begin_suppress_tokens"] = [t for t in range(len(processor.tokenizer)) if t not in allowed]
+        kwargs["generation_kwargs"] = generation
+    try:
+        return GRPOConfig(**kwargs)
+    except ValueError as e:  # TRL's own consistency checks (batch sizes, loss types, ...)
+        raise ConfigError(f"distill.grpo: trl.GRPOConfig rejects the settings: {e}") from None
+
+
+def grpo_dataset(signal):
+    """The training signal as TRL wants it: a conversational `prompt` (the row's own scoring prompt, the
+    image placed before it as the scorer renders it) and a decoded `image`; the other columns go to the
+    reward functions."""
+    return with_images(signal.map(lambda text: {"prompt": [{"role": "user", "content": text}]},
+                                  input_columns="prompt"))
+
+
+def _reference(model, cfg: DistillConfig, output_dir: Path) -> None:
+    """TRL loads a fully tuned policy's reference from `config._name_or_path`; a model built in memory
+    (the tiny one) has none, so its frozen start is saved to `output_dir/reference_model` first.
+    (LoRA needs no copy: the reference is the model with the adapter disabled.)"""
+    if cfg.tuning != "full" or cfg.grpo.beta == 0 or model.config._name_or_path:
+        return
+    folder = output_dir / _REFERENCE_DIR
+    _main_first(lambda: model.save_pretrained(folder))
+    model.config._name_or_path = str(folder)
+
+
+def _main_first(action) -> None:
+    """`action()` on the main process only, the other ranks (under a launcher) waiting until it is done."""
+    state = process_state() if int(os.environ.get("WORLD_SIZE", "1")) > 1 else None
+    if state is None or state.is_main_process:
+        action()
+    if state is not None:
+        state.wait_for_everyone()
+
+
+def train_grpo(train_records: Sequence[ImageRecord], pseudo_scores: Mapping[str, Sequence[float]],
+               model_cfg: ModelConfig, cfg: DistillConfig, output_dir,
+               val_records: Optional[Sequence[ImageRecord]] = None,
+               dimension: str = "overall", callbacks: Optional[list] = None,
+               rating_scale: Sequence[float] = DEFAULT_RATING_SCALE, labels: Optional[LabelSource] = None) -> Path:
+    """`train_student` for `cfg.objective == "grpo"` (same arguments, same output folder). `val_records`
+    are not scored during training here (TRL's evaluation generates answers; the score stage measures)."""
+    output_dir = Path(output_dir)
+    if val_records:
+        logger.info("distill.objective=grpo: no validation SRCC during training; the evaluate stage reports it")
+    set_seed(cfg.seed)  # LoRA initialisation happens before the trainer seeds
+    model, processor = build_student(model_cfg, cfg, rating_scale)
+    weights = "full" if cfg.tuning == "full" else "adapter"
+    spec = ScorerSpec.from_config(model_cfg, cfg, dimension, weights=weights, name="psdistill",
+                                  rating_scale=rating_scale)
+    signal = training_signal(train_records, {dimension: pseudo_scores}, {dimension: spec.prompt})
+    fingerprint = _training_fingerprint(model_cfg, cfg, signal.to_list(), [dimension, list(rating_scale)])
+    _main_first(lambda: _claim_output_dir(output_dir, fingerprint))
+    _reference(model, cfg, output_dir)
+    readout = Readout(spec, processor)
+    answers = LevelAnswers(tuple(spec.level_words), tuple(readout.values.tolist()))
+    rewards = GrpoRewards(answers, (float(rating_scale[0]), float(rating_scale[1])), cfg.grpo.unparseable_reward)
+    trainer = ScorerGRPOTrainer(
+        model=model, reward_funcs=rewards.functions(),
+        args=grpo_arguments(cfg, output_dir, processor, readout.token_ids.tolist()),
+        train_dataset=grpo_dataset(signal), processing_class=processor, callbacks=callbacks, spec=spec)
+    _log_metrics_instead_of_printing(trainer)
+    trainer.train(resume_from_checkpoint=_resume_point(cfg, output_dir))
+    trainer.save_model(str(output_dir))
+    trainer.save_state()
+    if trainer.is_world_process_zero():
+        shutil.rmtree(output_dir / _REFERENCE_DIR, ignore_errors=True)  # saved again if a rerun needs it
+        record_base_model(output_dir, spec)
+        write_model_card(output_dir, spec, processor, len(signal), labels)
+    return output_dir
