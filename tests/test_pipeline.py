@@ -177,14 +177,15 @@ def test_export_writes_the_run_as_datasets(finished_run, tmp_path):
     images = datasets.load_from_disk(str(tmp_path / "ds" / "images"))
     records = read_manifest(run / "data" / "manifest.csv")
     assert images["id"] == [r.id for r in records]
-    pseudo = read_pseudo_scores(run / "pseudo_scores.csv")
-    assert [p for p in images["pseudo_score"] if p is not None] == [pseudo[r.id][0] for r in records if r.id in pseudo]
+    pseudo = read_pseudo_scores(run / "pseudo_scores.csv")["overall"]
+    assert [p for p in images["pseudo_score_overall"] if p is not None] == [pseudo[r.id][0] for r in records if r.id in pseudo]
     student = read_predictions(run / "predictions" / "student.csv")["overall"]
     assert images["pred_student_overall"] == [student[r.id] for r in records]
     assert images[0]["image"].size == Image.open(records[0].path).size
     judgments = datasets.load_from_disk(str(tmp_path / "ds" / "judgments"))
+    assert set(judgments["dimension"]) == {"overall"}
     assert list(zip(judgments["first_id"], judgments["second_id"], judgments["p_first_preferred"])) == \
-        read_comparisons(run / "comparisons.csv")
+        read_comparisons(run / "comparisons.csv")["overall"]
 
 
 def test_push_uploads_a_complete_scorer_with_the_runs_evaluation(finished_run, tmp_path):
