@@ -1,0 +1,145 @@
+"""Every dimension in one run (issue 13 part 3): config checks, the one-pass scorer against separate
+per-dimension passes, the student's training rows and metrics, and the pipeline on the small demo."""
+import json
+import sqlite3
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+from scipy.stats import pearsonr, spearmanr
+
+from _distill_common import ladder_records
+from psdistill.config import parse_config
+from psdistill.data.predictions import read_predictions
+from psdistill.data.run_files import read_comparisons, read_pool, read_pseudo_scores
+from psdistill.distill import DistillConfig, StudentScorer
+from psdistill.distill.scorer import ScorerSpec, attach_score_head
+from psdistill.distill.trainer import srcc_metrics
+from psdistill.errors import ConfigError
+from psdistill.models.loading import ModelConfig, load_vlm
+from psdistill.pipeline import PipelineConfig, run_pipeline
+from psdistill.scorer_api import by_dimension
+
+PROMPT = "distill.prompt=Rate the {dimension} of this image. Answer with one word."
+DIMS = ["composition", "color", "overall"]
+
+
+@pytest.fixture(scope="module")
+def images(tmp_path_factory):
+    root = tmp_path_factory.mktemp("md")
+    paths = [r.path for r in ladder_records(root, photos=("astronaut", "coffee"), levels=2)]
+    # Two other sizes: rows of a batch then differ in image tokens, so the prefix is left-padded.
+    for n, size in enumerate(((96, 64), (32, 64))):
+        Image.open(paths[n]).resize(size).save(root / f"resized{n}.png")
+        paths.append(str(root / f"resized{n}.png"))
+    return paths
+
+
+@pytest.mark.parametrize("head", ["levels", "scalar"])
+def test_one_pass_scores_equal_each_dimension_scored_alone(images, head):
+    cfg = DistillConfig(prompt=PROMPT.split("=", 1)[1], head=head)
+    model, processor = load_vlm(ModelConfig())
+    if head == "scalar":
+        torch.manual_seed(1)
+        torch.nn.init.normal_(attach_score_head(model, (1.0, 10.0)).weight)  # not the zero start: a real readout
+
+    def scorer(dims):
+        return StudentScorer(model, processor, ScorerSpec.from_config(ModelConfig(), cfg, dims, "base", "x"))
+
+    together = scorer(DIMS)
+    assert together.dimensions == tuple(DIMS)
+    scores = together.score(images, batch_size=4)
+    assert scores.shape == (len(images), len(DIMS))
+    # The independent computation: each dimension's full prompt in its own pass (no shared prefix).
+    for k, dim in enumerate(DIMS):
+        alone = scorer([dim]).score(images, batch_size=4)
+        assert alone.shape == (len(images),)
+        np.testing.assert_allclose(scores[:, k], alone, atol=1e-5)
+    assert np.ptp(scores, axis=1).max() > 1e-4  # the dimensions' prompts do read differently
+    assert list(by_dimension(together, scores)) == DIMS and together(images[0]).shape == (len(DIMS),)
+
+
+def test_srcc_metrics_per_dimension_against_scipy():
+    rng = np.random.default_rng(0)
+    target = rng.normal(size=(12, 2))
+    scores = target + rng.normal(size=(12, 2))
+    target[3, 1] = np.nan  # unknown ground truth: left out of that dimension only
+
+    class Pred:
+        predictions, label_ids = scores, target
+
+    out = srcc_metrics(Pred, ["a", "b"])
+    known = np.isfinite(target[:, 1])
+    assert out["srcc_a"] == pytest.approx(spearmanr(scores[:, 0], target[:, 0])[0])
+    assert out["plcc_b"] == pytest.approx(pearsonr(scores[known, 1], target[known, 1])[0])
+    assert out["srcc"] == pytest.approx((out["srcc_a"] + out["srcc_b"]) / 2)
+
+    class One:
+        predictions, label_ids = scores[:, 0], target[:, 0]
+
+    assert srcc_metrics(One, ["a"]) == {"srcc": out["srcc_a"], "plcc": out["plcc_a"]}  # one dimension: as before
+
+
+@pytest.mark.parametrize("overrides, message", [
+    (["data.dimensions=[overall, overall]"], "data.dimensions: need distinct names"),
+    (["data.dimensions=[]"], "data.dimensions: need distinct names"),
+    (["data.dimensions=[over all]"], "data.dimensions: need distinct names"),
+    (["data.dimensions=[overall, color]"], "distill.prompt: .* would all get the same prompt"),
+    (["judge.kind=vlm", "data.dimensions=[overall, lighting]", PROMPT],
+     r"data.dimensions: \['lighting'\] have no prompt in judge.vlm.prompt_set 'painting'"),
+    (["data.dimension=overall"], "did you mean data.dimensions"),
+])
+def test_bad_dimensions_are_one_clear_line(overrides, message):
+    with pytest.raises(ConfigError, match=message):
+        parse_config(PipelineConfig, overrides)
+
+
+def test_the_photo_prompt_set_takes_its_own_dimensions():
+    cfg = parse_config(PipelineConfig, ["judge.kind=vlm", "judge.vlm.prompt_set=photo", PROMPT,
+                                        "data.dimensions=[overall, lighting, technique]"])
+    assert cfg.data.dimensions == ("overall", "lighting", "technique")
+
+
+SMALL = ["data.demo.series_per_category=3", "data.demo.size=32", "pool.k=5", "judge.simulated.accuracy=0.95",
+         "distill.max_steps=2", "distill.per_device_train_batch_size=4", "distill.tuning=full", "distill.report_to=[]",
+         "validation_images=0", "teacher_pointwise=false", PROMPT]
+
+
+def test_every_dimension_in_one_run_matches_one_dimension_runs(tmp_path):
+    dims = ["overall", "technique"]
+    multi = parse_config(PipelineConfig, [f"run_dir={tmp_path / 'multi'}", *SMALL, f"data.dimensions=[{', '.join(dims)}]"])
+    results = run_pipeline(multi, log=lambda *a: None)
+    run = tmp_path / "multi"
+    judge = results["judge"]["summary"]
+    # Store rows per dimension: each dimension's pool asked its own pairs, each stored once.
+    with sqlite3.connect(run / "judgments.sqlite") as db:
+        rows = dict(db.execute("SELECT dimension, COUNT(*) FROM judgments GROUP BY dimension").fetchall())
+    comparisons = read_comparisons(run / "comparisons.csv")
+    assert list(comparisons) == dims
+    for dim in dims:
+        assert rows[dim] == judge["dimensions"][dim]["pair_judgments"] == len(comparisons[dim]) > 0
+    assert judge["pair_judgments"] == sum(rows.values()) == judge["computed"]
+    pools = read_pool(run / "pool.json")
+    assert pools["overall"].reference_ids == pools["technique"].reference_ids  # pool.seed draws them
+    pseudo = read_pseudo_scores(run / "pseudo_scores.csv")
+    assert list(pseudo) == dims
+
+    # Each dimension's judging and pseudo-scores are exactly those of a run of that dimension alone.
+    for dim in dims:
+        alone = parse_config(PipelineConfig, [f"run_dir={tmp_path / dim}", *SMALL, f"data.dimensions=[{dim}]"])
+        run_pipeline(alone, stop_after="fit", log=lambda *a: None)
+        assert read_comparisons(tmp_path / dim / "comparisons.csv") == {dim: comparisons[dim]}
+        assert read_pseudo_scores(tmp_path / dim / "pseudo_scores.csv") == {dim: pseudo[dim]}
+
+    # One student, one column per dimension, in the predictions and the report.
+    spec = json.loads((run / "student/scorer_config.json").read_text())
+    assert list(spec["prompts"]) == dims and "{dimension}" not in "".join(spec["prompts"].values())
+    for name in ("student", "pseudo-scores"):
+        assert list(read_predictions(run / f"predictions/{name}.csv")) == dims
+    student = StudentScorer.from_pretrained(run)
+    assert student.dimensions == tuple(dims)
+    metrics = json.loads((run / "report/metrics.json").read_text())["metrics"]
+    for dim in dims:
+        assert metrics["pseudo-scores"][dim]["all"]["srcc"] > 0.7
+        assert np.isfinite(metrics["student"][dim]["all"]["srcc"])
