@@ -143,3 +143,34 @@ def test_every_dimension_in_one_run_matches_one_dimension_runs(tmp_path):
     for dim in dims:
         assert metrics["pseudo-scores"][dim]["all"]["srcc"] > 0.7
         assert np.isfinite(metrics["student"][dim]["all"]["srcc"])
+
+
+def test_apdd_transfer_maps_the_students_dimensions_onto_total_and_attributes():
+    from psdistill.data.records import ImageRecord
+    from psdistill.errors import DataError
+    from psdistill.evaluation.protocols import APDD_DIMENSION_MAP, apdd_transfer, read_dimension_map
+
+    rng = np.random.default_rng(0)
+    cats = ("oil painting*romanticism*landscapes", "sketching*classicism*portraiture")
+    records = [ImageRecord(f"i{n}", f"i{n}.png", category=cats[n % 2],
+                           scores={"total": float(rng.uniform(30, 90)), "layout_and_composition": float(rng.uniform(2, 9)),
+                                   "mood": float(rng.uniform(2, 9))}) for n in range(16)]
+    noise = {d: rng.normal(0, 1, len(records)) for d in ("overall", "composition")}
+    student = {"overall": {r.id: r.score("total") / 10 + e for r, e in zip(records, noise["overall"])},
+               "composition": {r.id: r.score("layout_and_composition") + e for r, e in zip(records, noise["composition"])}}
+    mapping = read_dimension_map(APDD_DIMENSION_MAP)
+    assert mapping["overall"] == "total" and mapping["composition"] == "layout_and_composition"
+    t = apdd_transfer(records, {"student": student}, scales={"student": 10}, dimension_map=mapping, n_bootstrap=0)
+    cells = t.all.metrics["student"]
+    for ours, theirs in (("overall", "total"), ("composition", "layout_and_composition")):
+        expected = spearmanr([student[ours][r.id] for r in records], [r.score(theirs) for r in records]).statistic
+        assert cells[theirs]["all"]["srcc"] == pytest.approx(expected)
+    assert "mood" not in cells  # no student column maps there: not evaluated against another dimension
+    total = np.array([r.score("total") for r in records])
+    assert cells["total"]["all"]["rmse"] == pytest.approx(
+        np.sqrt(np.mean((10 * np.array([student["overall"][r.id] for r in records]) - total) ** 2)))
+    with pytest.raises(DataError, match="overall -> 'score', which is no ground-truth dimension"):
+        apdd_transfer(records, {"student": student}, dimension_map={"overall": "score"}, n_bootstrap=0)
+    with pytest.raises(DataError, match="two columns of 'student' map onto 'total'"):
+        apdd_transfer(records, {"student": student}, dimension_map={"overall": "total", "composition": "total"},
+                      n_bootstrap=0)
