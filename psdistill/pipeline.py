@@ -577,6 +577,9 @@ def print_report(cfg: PipelineConfig, results: dict, out=print) -> None:
         out(f"  judge: {judge['judge']}{label}")
         out(f"  {judge['images']} training images, {judge['references']} references, "
             f"{judge['judgments_per_image']} judgments per image, position bias {judge['position_bias']:+.2f} logit")
+        if len(judge["dimensions"]) > 1:
+            out("  per dimension: " + ", ".join(f"{d} {p['judgments_per_image']} judgments per image"
+                                                 for d, p in judge["dimensions"].items()))
     evaluation = results.get("evaluate", {}).get("summary")
     if evaluation:
         for line in evaluation["headline"]:

@@ -31,6 +31,7 @@ def main():
     ap.add_argument("--accumulation", type=int, default=1)
     ap.add_argument("--save-steps", type=int, default=1000)
     ap.add_argument("--resume", default="last", help="distill.resume_from_checkpoint ('none': null)")
+    ap.add_argument("--prompt", default=DistillConfig.prompt, help="distill.prompt ({dimension} for several)")
     a = ap.parse_args()
     data = Path(a.data)
     records = read_manifest(data / "manifest.csv")
@@ -38,7 +39,7 @@ def main():
     cfg = DistillConfig(tuning="full", tune_vision=True, max_steps=a.steps, learning_rate=1e-3, warmup_ratio=0.0,
                         per_device_train_batch_size=a.batch, gradient_accumulation_steps=a.accumulation,
                         logging_steps=1, save_steps=a.save_steps, save_total_limit=None,
-                        resume_from_checkpoint=None if a.resume == "none" else a.resume, report_to=["none"],
+                        resume_from_checkpoint=None if a.resume == "none" else a.resume, report_to=["none"], prompt=a.prompt,
                         training_args={"disable_tqdm": True})
     try:
         train_student(records, pseudo, ModelConfig(), cfg, a.out)

@@ -1,7 +1,8 @@
-"""Distributed training on CPU: 2-process DDP (gloo) equals one process with the same global batch,
-and a 2-process DeepSpeed ZeRO-2 run completes with the same weights."""
+"""Distributed training on CPU: 2-process DDP (gloo) equals one process with the same global batch
+(one dimension and two), and a 2-process DeepSpeed ZeRO-2 run completes with the same weights."""
 import json
 import os
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -37,10 +38,10 @@ def single(data, tmp_path_factory):
     return load_file(out / "model.safetensors")
 
 
-def _launch(config, data, out, port, env=None):
+def _launch(config, data, out, port, env=None, extra=()):
     cmd = [sys.executable, "-m", "accelerate.commands.launch", "--config_file", str(REPO / "launch" / config),
            "--main_process_port", str(port), WORKER, "--data", str(data), "--out", str(out), "--steps", "3",
-           "--batch", "4"]
+           "--batch", "4", *extra]
     try:
         run = subprocess.run(cmd, cwd=REPO, capture_output=True, text=True, timeout=230,
                              env={**os.environ, **(env or {})})
@@ -79,3 +80,21 @@ def test_two_process_deepspeed_zero2_completes(data, single, tmp_path):
     ds = load_file(tmp_path / "ds" / "model.safetensors")
     assert all(torch.isfinite(v).all() for v in ds.values())
     assert _max_diff(ds, single) < 1e-5
+
+
+def test_two_process_ddp_trains_several_dimensions_as_one_process(data, tmp_path):
+    # Two dimensions, the second ordering the images the other way: one student, the image prefix's KV cache
+    # shared by both prompts' suffixes, several forward calls before one backward under DDP.
+    pseudo = json.loads((data / "pseudo.json").read_text())["overall"]
+    both = tmp_path / "data"
+    both.mkdir()
+    shutil.copy(data / "manifest.csv", both / "manifest.csv")
+    (both / "pseudo.json").write_text(json.dumps({"overall": pseudo,
+                                                  "color": {k: [-m, v] for k, (m, v) in pseudo.items()}}))
+    prompt = ["--prompt", "Rate the {dimension} of this image. Answer with one word."]
+    subprocess.run([sys.executable, WORKER, "--data", str(both), "--out", str(tmp_path / "one"), "--steps", "3",
+                    "--batch", "4", "--accumulation", "2", *prompt], check=True, capture_output=True,
+                   env={**os.environ, "WORLD_SIZE": "1"})
+    _launch("cpu_ddp.yaml", both, tmp_path / "ddp", 29545, extra=prompt)
+    one, ddp = (load_file(tmp_path / d / "model.safetensors") for d in ("one", "ddp"))
+    assert _max_diff(ddp, one) < 1e-5

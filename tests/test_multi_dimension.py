@@ -20,6 +20,7 @@ from psdistill.errors import ConfigError
 from psdistill.models.loading import ModelConfig, load_vlm
 from psdistill.pipeline import PipelineConfig, run_pipeline
 from psdistill.scorer_api import by_dimension
+from test_pipeline import SMALL as PIPELINE_SMALL
 
 PROMPT = "distill.prompt=Rate the {dimension} of this image. Answer with one word."
 DIMS = ["composition", "color", "overall"]
@@ -101,14 +102,13 @@ def test_the_photo_prompt_set_takes_its_own_dimensions():
     assert cfg.data.dimensions == ("overall", "lighting", "technique")
 
 
-SMALL = ["data.demo.series_per_category=3", "data.demo.size=32", "pool.k=5", "judge.simulated.accuracy=0.95",
-         "distill.max_steps=2", "distill.per_device_train_batch_size=4", "distill.tuning=full", "distill.report_to=[]",
-         "validation_images=0", "teacher_pointwise=false", PROMPT]
+SMALL = [*PIPELINE_SMALL, PROMPT]
 
 
 def test_every_dimension_in_one_run_matches_one_dimension_runs(tmp_path):
     dims = ["overall", "technique"]
-    multi = parse_config(PipelineConfig, [f"run_dir={tmp_path / 'multi'}", *SMALL, f"data.dimensions=[{', '.join(dims)}]"])
+    multi = parse_config(PipelineConfig, [f"run_dir={tmp_path / 'multi'}", *SMALL, f"data.dimensions=[{', '.join(dims)}]",
+                                          "teacher_pointwise=true"])
     results = run_pipeline(multi, log=lambda *a: None)
     run = tmp_path / "multi"
     judge = results["judge"]["summary"]
@@ -135,7 +135,7 @@ def test_every_dimension_in_one_run_matches_one_dimension_runs(tmp_path):
     # One student, one column per dimension, in the predictions and the report.
     spec = json.loads((run / "student/scorer_config.json").read_text())
     assert list(spec["prompts"]) == dims and "{dimension}" not in "".join(spec["prompts"].values())
-    for name in ("student", "pseudo-scores"):
+    for name in ("student", "teacher-pointwise", "pseudo-scores"):
         assert list(read_predictions(run / f"predictions/{name}.csv")) == dims
     student = StudentScorer.from_pretrained(run)
     assert student.dimensions == tuple(dims)
@@ -174,3 +174,16 @@ def test_apdd_transfer_maps_the_students_dimensions_onto_total_and_attributes():
     with pytest.raises(DataError, match="two columns of 'student' map onto 'total'"):
         apdd_transfer(records, {"student": student}, dimension_map={"overall": "total", "composition": "total"},
                       n_bootstrap=0)
+
+
+def test_the_vlm_teachers_anchor_ratings_come_from_one_multi_dimension_pass(images, tmp_path):
+    from psdistill.data.records import ImageRecord
+    from psdistill.pipeline import RunContext, _teacher_rater
+
+    cfg = parse_config(PipelineConfig, [f"run_dir={tmp_path}", "judge.kind=vlm", PROMPT, "fit.anchor=teacher",
+                                        "data.dimensions=[overall, color]"])
+    rate = _teacher_rater(RunContext(cfg))
+    records = [ImageRecord(id=str(n), path=p) for n, p in enumerate(images)]
+    for dim in ("color", "overall"):
+        alone = StudentScorer.from_model_config(ModelConfig(), cfg.distill, [dim]).score(images)
+        np.testing.assert_allclose(rate(records, dim), alone, atol=1e-5)
