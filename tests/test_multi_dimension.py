@@ -187,3 +187,23 @@ def test_the_vlm_teachers_anchor_ratings_come_from_one_multi_dimension_pass(imag
     for dim in ("color", "overall"):
         alone = StudentScorer.from_model_config(ModelConfig(), cfg.distill, [dim]).score(images)
         np.testing.assert_allclose(rate(records, dim), alone, atol=1e-5)
+
+
+def test_a_one_dimension_spec_of_format_1_loads_as_its_dimension(tmp_path):
+    spec = ScorerSpec.from_config(ModelConfig(), DistillConfig(), ["overall"], "base", "x")
+    old = {k: v for k, v in json.loads(json.dumps(spec.__dict__)).items() if k != "prompts"}
+    (tmp_path / "scorer_config.json").write_text(json.dumps({**old, "format": "psdistill-scorer/1",
+                                                              "dimension": "mood", "prompt": "Rate it."}))
+    assert ScorerSpec.load(tmp_path).prompts == {"mood": "Rate it."}
+
+
+def test_a_broken_pseudo_scores_file_names_the_line(tmp_path):
+    from psdistill.errors import DataError
+
+    path = tmp_path / "pseudo_scores.csv"
+    path.write_text("id,overall,overall_variance,overall_is_reference\na,1.5,0.1,0\nb,x,0.1,1\n")
+    with pytest.raises(DataError, match=r"pseudo_scores.csv, line 3: 'overall' or its variance is not a number"):
+        read_pseudo_scores(path)
+    path.write_text("id,score,variance\na,1.5,0.1\n")  # the one-dimension layout of before
+    with pytest.raises(DataError, match="needs columns id,<dimension>,<dimension>_variance"):
+        read_pseudo_scores(path)

@@ -88,7 +88,8 @@ class ScorerSpec:
             raise PsdistillError(f"{folder}: no {SPEC_FILE}; is this a folder written by train_student?")
         data = json.loads(path.read_text())
         if data.get("format") == _FORMAT_1:  # a one-dimension scorer saved before prompts per dimension
-            data = {**data, "format": SPEC_FORMAT, "prompts": {data.pop("dimension", "overall"): data.pop("prompt")}}
+            data["prompts"] = {data.pop("dimension", "overall"): data.pop("prompt")}
+            data["format"] = SPEC_FORMAT
         if data.get("format") != SPEC_FORMAT:
             raise PsdistillError(f"{path}: format {data.get('format')!r}, expected {SPEC_FORMAT!r}")
         return cls(**data)
