@@ -8,7 +8,7 @@
         --predictions psdistill=runs/eval_apdd/predictions/psdistill.csv fgaesq=fg.csv \\
         --scale psdistill=10 fgaesq=10 --out runs/cmp
     python eval/protocol.py apdd-transfer --csv APDDv2-10023.csv --images APDDv2image --scorer psdistill \\
-        --model runs/multi/student --dimension-map psdistill/configs/apdd_dimensions.yaml --out runs/eval_apdd_md
+        --model runs/multi/student --dimension-map psdistill/evaluation/apdd_dimensions.yaml --out runs/eval_apdd_md
     python eval/protocol.py fg-series --members members.csv --pairs pairs.csv --predictions fgaesq=fg.csv \\
         --out runs/eval_fg
     python eval/protocol.py ava --ava AVA.txt --images AVA/images --split test.jpgl \\

@@ -54,7 +54,7 @@ from psdistill.evaluation.report import (EvalResult, _cell, _split_predictions, 
 # meticulous*mountains and water").
 CHINESE_PAINTING_STYLES = (CHINESE_PAINTING_STYLE,)
 APDD_SCORE_TOP = 10.0  # the authors' Score: total / 10
-APDD_DIMENSION_MAP = Path(__file__).resolve().parents[1] / "configs" / "apdd_dimensions.yaml"  # prompt sets -> APDDv2
+APDD_DIMENSION_MAP = Path(__file__).resolve().parent / "apdd_dimensions.yaml"  # prompt sets -> APDDv2
 APDD_AUTHORS_THRESHOLD = 5.0  # their eval.py: label 0 for a Score <= 5, 1 above
 OUTSIDE_SHARE = 0.05  # more predictions than this outside the ground truth's scale: a wrong scale, noted
 AVA_THRESHOLD = 5.0  # AVA's customary binary split: mean vote above 5 = a good photo
