@@ -2,6 +2,7 @@
 
     python eval/bench_multi_dimension.py                      # 1 vs 3 dimensions, seed 0
     python eval/bench_multi_dimension.py --seeds 0 1 --dims overall composition technique
+    python eval/bench_multi_dimension.py --steps-only         # the interleaved step timing, appended
 
 Each run is the whole demo pipeline (psdistill/configs/demo.yaml: simulated judge, Elo reference pool,
 tiny random-weight Qwen3-VL, 300 steps of full fine-tuning), with `data.dimensions` the first dimension
@@ -10,7 +11,8 @@ calls (pairs judged, and batched calls of the pool), the judge, distill and scor
 and per dimension the SRCC of the teacher's pseudo-scores (training images) and of the one student
 (training category, held-out categories pooled). The simulated judge answers instantly: on a real VLM
 the judge's cost is its pairs (each one a forward pass over two images), which is why they are counted.
-The machine is shared: the load average is printed beside the times.
+The machine is shared: the load average is printed beside the times, and the per-step and scoring
+times are measured interleaved (1 and 3 dimensions taking turns), which the whole runs' are not.
 """
 from __future__ import annotations
 
@@ -19,6 +21,7 @@ import json
 import os
 import sys
 import tempfile
+import time
 from pathlib import Path
 
 import numpy as np
@@ -56,15 +59,81 @@ def run(dims: list[str], seed: int, run_dir: Path) -> dict:
             **{f"{s}_s": results[s]["seconds"] for s in ("judge", "distill", "score")}, "load": load, "per": per}
 
 
+def step_seconds(dim_sets: list[list[str]], images: list[str], repeats: int) -> dict[int, dict[str, float]]:
+    """Seconds (the fastest of `repeats`) of one training step (DistillTrainer.compute_loss, forward and
+    backward, a batch of the demo's images) and of scoring that batch, per dimension set, the sets
+    interleaved so that a shared machine's load weighs on each alike; and the token counts each pass runs."""
+    import torch
+
+    from psdistill.distill import DistillConfig, StudentScorer
+    from psdistill.distill.scorer import Readout, ScorerSpec
+    from psdistill.distill.trainer import DistillCollator, DistillTrainer, build_student
+    from psdistill.models.loading import ModelConfig
+
+    model_cfg = ModelConfig(max_pixels=128 * 128)  # the demo's
+    cfg = DistillConfig(tuning="full", tune_vision=True, prompt=PROMPT, report_to=["none"])
+    model, processor = build_student(model_cfg, cfg)
+    setups, tokens = {}, {}  # tokens: (the prompt's or shared prefix's length, each suffix's length)
+    for dims in dim_sets:
+        spec = ScorerSpec.from_config(model_cfg, cfg, dims, "full", "bench")
+        readout = Readout(spec, processor)
+        trainer = DistillTrainer(model=model, args=cfg.to_training_arguments(tempfile.mkdtemp(), with_eval=False),
+                                 train_dataset=[{}], distill_config=cfg, readout=readout, spec=spec)
+        rows = [{"path": p, "mu": [float(k % 7)] * len(dims), "var": [0.2] * len(dims)} for k, p in enumerate(images)]
+        setups[len(dims)] = (trainer, DistillCollator(processor, readout.text)(rows),
+                             StudentScorer(model, processor, spec))
+        tokens[len(dims)] = (setups[len(dims)][1]["input_ids"].shape[1], [len(t) for t in readout.suffixes or []])
+    times = {n: {"train": [], "score": []} for n in setups}
+    for _ in range(repeats):
+        for n, (trainer, batch, scorer) in setups.items():
+            model.train()
+            start = time.perf_counter()
+            trainer.compute_loss(model, dict(batch)).backward()
+            times[n]["train"].append(time.perf_counter() - start)
+            model.zero_grad()
+            start = time.perf_counter()
+            scorer.score(images, batch_size=len(images))
+            times[n]["score"].append(time.perf_counter() - start)
+    torch.set_grad_enabled(True)
+    # The fastest repeat: the one least slowed by other processes (as timeit reports).
+    return {n: {**{k: float(np.min(v)) for k, v in t.items()}, "tokens": tokens[n]} for n, t in times.items()}
+
+
 def main(argv=None) -> str:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--seeds", type=int, nargs="+", default=[0])
     ap.add_argument("--dims", nargs="+", default=["overall", "composition", "technique"])
     ap.add_argument("--out", default="eval/results/multi_dimension.md")
+    ap.add_argument("--repeats", type=int, default=15, help="interleaved repeats of the step timing")
+    ap.add_argument("--steps-only", action="store_true", help="only the interleaved step timing (no demo runs)")
     args = ap.parse_args(argv)
     designs = [args.dims[:1], args.dims]
     runs = {}
     with tempfile.TemporaryDirectory() as tmp:
+        from psdistill.data.demo import DemoConfig, build_demo
+        from psdistill.data.manifest import read_manifest
+
+        demo = read_manifest(build_demo(Path(tmp) / "demo", DemoConfig(size=128, categories=("objects",))))
+        steps = step_seconds(designs, [r.path for r in demo[:10]], args.repeats)  # the demo's batch of 10
+        step_lines = [
+            "## One training step and one scoring pass, interleaved", "",
+            f"The fastest of {args.repeats} repeats, the dimension sets taking turns (so the shared machine's load "
+            "weighs on each alike): DistillTrainer.compute_loss + backward on a batch of 10 demo images (128 px, "
+            "full fine-tuning of the tiny Qwen3-VL), and StudentScorer.score of the same 10.", "",
+            "| dimensions | train step s | vs 1 | score s (10 images) | vs 1 |", "|---|---:|---:|---:|---:|",
+            *[f"| {', '.join(dims)} | {steps[len(dims)]['train']:.3f} | {steps[len(dims)]['train'] / steps[1]['train']:.2f}x | "
+              f"{steps[len(dims)]['score']:.3f} | {steps[len(dims)]['score'] / steps[1]['score']:.2f}x |" for dims in designs],
+            f"| per added dimension | {(steps[len(args.dims)]['train'] - steps[1]['train']) / (len(args.dims) - 1):+.3f} | "
+            f"{(steps[len(args.dims)]['train'] / steps[1]['train'] - 1) / (len(args.dims) - 1):+.2f}x | "
+            f"{(steps[len(args.dims)]['score'] - steps[1]['score']) / (len(args.dims) - 1):+.3f} | "
+            f"{(steps[len(args.dims)]['score'] / steps[1]['score'] - 1) / (len(args.dims) - 1):+.2f}x |", "",
+            f"Tokens per image: one dimension {steps[1]['tokens'][0]} (the whole prompt, image included); "
+            f"{len(args.dims)} dimensions {steps[len(args.dims)]['tokens'][0]} shared (image and common words) + "
+            f"suffixes {steps[len(args.dims)]['tokens'][1]}.", ""]
+        if args.steps_only:
+            return write_report([command_line("eval/bench_multi_dimension.py", argv),
+                                 f"- load average (1, 5, 15 min) at the end: {os.getloadavg()}", "", *step_lines],
+                                args.out, append=True)
         for dims in designs:
             runs[len(dims)] = [run(dims, s, Path(tmp) / f"{len(dims)}-{s}") for s in args.seeds]
             print(f"{len(dims)} dimension(s): {runs[len(dims)]}", flush=True)
@@ -91,6 +160,7 @@ def main(argv=None) -> str:
         f"{(mean(many, 'judge_s') - mean(one, 'judge_s')) / added:+.1f} | "
         f"{(mean(many, 'distill_s') - mean(one, 'distill_s')) / added:+.1f} | "
         f"{(mean(many, 'score_s') - mean(one, 'score_s')) / added:+.1f} | |", "",
+        *step_lines,
         "## SRCC per dimension", "",
         "| run | dimension | pseudo-scores (training images) | student, training category | student, held-out pooled |",
         "|---|---|---:|---:|---:|",

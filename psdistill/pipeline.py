@@ -298,6 +298,7 @@ def _judge_pool(run: RunContext, judge) -> dict:
     return {"judge": judge.judge_id, "simulated": judge.simulated, "images": len(records),
             "references": len(next(iter(results.values())).reference_ids), "pair_judgments": n,
             "judgments_per_image": round(n / max(len(records), 1), 2),
+            # the judge's lean toward the first-shown image, averaged over its dimensions (each: "dimensions")
             "position_bias": round(float(np.mean([r.position_bias for r in results.values()])), 3),
             "computed": judge.computed, "from_store": judge.hits, "dimensions": per}
 
