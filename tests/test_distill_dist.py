@@ -2,7 +2,6 @@
 (one dimension and two), and a 2-process DeepSpeed ZeRO-2 run completes with the same weights."""
 import json
 import os
-import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -12,7 +11,7 @@ import torch
 from safetensors.torch import load_file
 
 from _distill_common import ladder_records, pseudo_scores
-from psdistill.data.manifest import write_manifest
+from psdistill.data.manifest import read_manifest, write_manifest
 
 REPO = Path(__file__).resolve().parents[1]
 WORKER = str(REPO / "tests" / "_ddp_worker.py")
@@ -88,7 +87,7 @@ def test_two_process_ddp_trains_several_dimensions_as_one_process(data, tmp_path
     pseudo = json.loads((data / "pseudo.json").read_text())["overall"]
     both = tmp_path / "data"
     both.mkdir()
-    shutil.copy(data / "manifest.csv", both / "manifest.csv")
+    write_manifest(read_manifest(data / "manifest.csv"), both / "manifest.csv")  # its image paths, rewritten
     (both / "pseudo.json").write_text(json.dumps({"overall": pseudo,
                                                   "color": {k: [-m, v] for k, (m, v) in pseudo.items()}}))
     prompt = ["--prompt", "Rate the {dimension} of this image. Answer with one word."]
@@ -97,4 +96,7 @@ def test_two_process_ddp_trains_several_dimensions_as_one_process(data, tmp_path
                    env={**os.environ, "WORLD_SIZE": "1"})
     _launch("cpu_ddp.yaml", both, tmp_path / "ddp", 29545, extra=prompt)
     one, ddp = (load_file(tmp_path / d / "model.safetensors") for d in ("one", "ddp"))
+    from psdistill.models.tiny import tiny_qwen3_vl
+
+    assert _max_diff(one, {k: v for k, v in tiny_qwen3_vl()[0].state_dict().items() if k in one}) > 1e-3  # trained
     assert _max_diff(ddp, one) < 1e-5
