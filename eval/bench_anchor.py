@@ -59,8 +59,8 @@ def fit(run_dir: Path, seed: int, overrides: list[str]) -> dict:
     except ConfigError as e:  # the teacher's few noisy ratings against the pool's order: counted, not averaged
         print(f"seed {seed} {overrides}: {e}", flush=True)
         return None
-    pseudo = read_pseudo_scores(run_dir / "pseudo_scores.csv")
-    truth = {r.id: r.score(cfg.data.dimension) for r in read_manifest(run_dir / "data/manifest.csv")}
+    pseudo = read_pseudo_scores(run_dir / "pseudo_scores.csv")["overall"]
+    truth = {r.id: r.score("overall") for r in read_manifest(run_dir / "data/manifest.csv")}
     s, t = np.array([pseudo[i][0] for i in pseudo]), np.array([truth[i] for i in pseudo])
     best = np.polyval(np.polyfit(s, t, 1), s)  # the least-squares line on every image's ground truth
     return {"rmse": float(np.sqrt(np.mean((s - t) ** 2))), "mae": float(np.mean(np.abs(s - t))),

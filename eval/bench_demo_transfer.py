@@ -50,7 +50,7 @@ def run(overrides: list[str], seed: int, run_dir: Path) -> dict:
     start = time.time()
     run_pipeline(cfg)
     metrics = json.loads((run_dir / "report" / "metrics.json").read_text())
-    student = metrics["metrics"]["student"][cfg.data.dimension]
+    student = metrics["metrics"]["student"][cfg.data.dimensions[0]]
     held, cats = metrics["held_out"], student["categories"]
     trained = [c for c in cats if c not in held]
     return {"held_out": student["held_out"]["srcc"], "held_out_s_srcc": student["held_out"].get("s_srcc", np.nan),

@@ -47,7 +47,7 @@ def run(objective: str, seed: int, steps: int, run_dir: Path, extra: list[str]) 
     trained = list(cfg.data.train_categories)
     out = {}
     for scorer, by_dim in metrics["metrics"].items():
-        cats = by_dim[cfg.data.dimension]["categories"]
+        cats = by_dim[cfg.data.dimensions[0]]["categories"]
         out[scorer] = {m: float(np.mean([cats[c].get(m, np.nan) for c in trained])) for m in METRICS}
     return {"scores": out, "distill_s": stages["distill"]["seconds"]}
 

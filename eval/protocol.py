@@ -7,6 +7,8 @@
     python eval/protocol.py apdd-transfer --csv APDDv2-10023.csv --split csvfiles/test.csv \\
         --predictions psdistill=runs/eval_apdd/predictions/psdistill.csv fgaesq=fg.csv \\
         --scale psdistill=10 fgaesq=10 --out runs/cmp
+    python eval/protocol.py apdd-transfer --csv APDDv2-10023.csv --images APDDv2image --scorer psdistill \\
+        --model runs/multi/student --dimension-map psdistill/evaluation/apdd_dimensions.yaml --out runs/eval_apdd_md
     python eval/protocol.py fg-series --members members.csv --pairs pairs.csv --predictions fgaesq=fg.csv \\
         --out runs/eval_fg
     python eval/protocol.py ava --ava AVA.txt --images AVA/images --split test.jpgl \\
@@ -40,7 +42,8 @@ import warnings
 from pathlib import Path
 from typing import Callable, Optional, Sequence
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
 
 from psdistill.data import loaders  # noqa: E402
 from psdistill.data.predictions import read_predictions, write_predictions  # noqa: E402
@@ -48,6 +51,7 @@ from psdistill.data.records import ImageRecord  # noqa: E402
 from psdistill.errors import DataError, PsdistillError  # noqa: E402
 from psdistill.evaluation import protocols, write_report  # noqa: E402
 from psdistill.evaluation.files import file_record  # noqa: E402
+from psdistill.scorer_api import by_dimension  # noqa: E402
 
 SCORE_CHUNK = 64  # images scored between two rewrites of the predictions file: what a killed run loses
 MODEL_KEYWORD = {"teacher-pointwise": "model"}  # the registry factory's keyword for --model; the others take path=
@@ -64,12 +68,12 @@ def scored_predictions(make_scorer: Callable, name: str, records: Sequence[Image
     path = out_dir / "predictions" / f"{name}.csv"
     source_path = path.with_suffix(".source.json")
     same = source_path.is_file() and json.loads(source_path.read_text()).get("source") == source
-    dim, scores = next(iter(read_predictions(path).items()), (None, {})) if path.is_file() and same else (None, {})
-    todo = [r for r in records if r.id not in scores]
+    scores = read_predictions(path) if path.is_file() and same else {}  # {dimension: {id: score}}
+    todo = [r for r in records if not scores or any(r.id not in column for column in scores.values())]
     if todo:
         scorer = make_scorer()
-        if dim != getattr(scorer, "dimension", "overall"):  # no file yet, or another scorer's: start over
-            dim, scores, todo = getattr(scorer, "dimension", "overall"), {}, list(records)
+        if list(scores) != list(scorer.dimensions):  # no file yet, or another scorer's: start over
+            scores, todo = {d: {} for d in scorer.dimensions}, list(records)
         source_path.parent.mkdir(parents=True, exist_ok=True)
         score_range = getattr(scorer, "score_range", None)
         source_path.write_text(json.dumps({"source": source, "score_range": list(score_range) if score_range
@@ -77,11 +81,12 @@ def scored_predictions(make_scorer: Callable, name: str, records: Sequence[Image
         with tqdm(total=len(records), initial=len(records) - len(todo), desc=f"scoring ({name})", unit="img") as bar:
             for start in range(0, len(todo), SCORE_CHUNK):
                 chunk = todo[start:start + SCORE_CHUNK]
-                scores.update(zip([r.id for r in chunk], map(float, scorer.score([r.path for r in chunk]))))
-                done = [r for r in records if r.id in scores]
-                write_predictions(path, done, {dim: [scores[r.id] for r in done]})
+                for dim, column in by_dimension(scorer, scorer.score([r.path for r in chunk])).items():
+                    scores[dim].update(zip([r.id for r in chunk], map(float, column)))
+                done = [r for r in records if all(r.id in column for column in scores.values())]
+                write_predictions(path, done, {d: [column[r.id] for r in done] for d, column in scores.items()})
                 bar.update(len(chunk))
-    return {dim: {r.id: scores[r.id] for r in records}}
+    return {d: {r.id: column[r.id] for r in records} for d, column in scores.items()}
 
 
 def make_scorer(name: str, model: Optional[str]) -> Callable:
@@ -209,7 +214,8 @@ def scales(args) -> dict[str, float]:
 def apdd_transfer(args) -> str:
     records = loaders.load_apddv2(args.csv, args.images, split=args.split, check_files=bool(args.scorer)).records
     predictions = scorer_predictions(args, records)
-    result = protocols.apdd_transfer(records, predictions, scales=scales(args),
+    dimension_map = protocols.read_dimension_map(args.dimension_map) if args.dimension_map else None
+    result = protocols.apdd_transfer(records, predictions, scales=scales(args), dimension_map=dimension_map,
                                      split=f"the images of {Path(*Path(args.split).parts[-2:])}" if args.split
                                      else None,  # e.g. csvfiles/test.csv; the full path is in inputs.json
                                      chinese_styles=args.chinese_styles, n_bootstrap=args.bootstrap, seed=args.seed)
@@ -275,6 +281,10 @@ def make_parser() -> argparse.ArgumentParser:
     p.add_argument("--scale", action="extend", nargs="+", default=[], metavar="NAME=TOP",
                    help="scorer NAME's predictions are on 0..TOP (e.g. 10): converted onto each ground-truth "
                         "scale for RMSE, MAE, MSE and ACC@5; without it, only columns named after a dimension get them")
+    p.add_argument("--dimension-map", metavar="YAML",
+                   help="{predicted dimension: APDDv2 column} renaming every scorer's columns (a multi-dimension "
+                        f"student's); the bundled {protocols.APDD_DIMENSION_MAP.relative_to(ROOT)} maps the prompt "
+                        "sets' dimensions; give a 1-10 student's --scale NAME=10, as its total column is not on 0-100")
 
     p = command("fg-series", fg_series, "FGAesthetics series: pair Acc, F1, s-Acc, s-SRCC per subset")
     p.add_argument("--members", required=True, help="members.csv: series,image_id,path[,category][,rank]")

@@ -3,11 +3,11 @@
     <run>/config.yaml              the resolved config
     <run>/data/manifest.csv        the images (the demo is built here when no manifest is given)
     <run>/judgments.sqlite         every judgment, keyed by judge, prompt, dimension, image hashes, order
-    <run>/comparisons.csv          every judgment the reference pool asked for, in presentation order
-    <run>/pool.json                the pool's references and posterior per training image (data/run_files.py)
-    <run>/pseudo_scores.csv        posterior mean and variance per training image, on the rating scale
+    <run>/comparisons.csv          every judgment each dimension's reference pool asked for, in presentation order
+    <run>/pool.json                each pool's references and posterior per training image (data/run_files.py)
+    <run>/pseudo_scores.csv        posterior mean and variance per training image and dimension, on the rating scale
     <run>/student/                 the distilled scorer (adapter or weights + scorer_config.json)
-    <run>/predictions/<scorer>.csv scores of every image by every scorer
+    <run>/predictions/<scorer>.csv scores of every image by every scorer, one column per dimension
     <run>/report/                  metrics JSON, markdown table, plots
     <run>/stages/<stage>.json      what finished, with which config (see psdistill.stages)
     <run>/replaced/<time>/         finished outputs a changed config replaced (keep_replaced=false: deleted)
@@ -15,6 +15,11 @@
 
 A run directory holds one data set and one judge: a config naming others is refused
 (overwrite_run_dir=true to replace them); changed later settings redo the later stages only.
+
+Every dimension of `data.dimensions` is judged into the same store and gets a pool of its own, run
+exactly as a one-dimension run would run it (the same references: `pool.seed` draws them, no prior),
+so a dimension's pseudo-scores do not depend on which other dimensions share the run; one student
+then scores all of them in one pass per image (psdistill/distill/scorer.py says how).
 
 Training uses only the images of `data.train_categories` and no labels: ground truth is read by
 the evaluation stage, and by the judge only when `judge.kind=simulated` (labelled as such). Without
@@ -29,6 +34,7 @@ from __future__ import annotations
 
 import codecs
 import os
+import re
 from contextlib import nullcontext
 from dataclasses import dataclass, field
 from functools import cached_property
@@ -57,6 +63,8 @@ from psdistill.ranking import ReferencePoolConfig
 from psdistill.run_lock import run_lock
 from psdistill.stages import Replacing, Stage, file_digest, marker_path, plan, read_marker, run_stages
 
+_DIMENSION_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_-]*")
+
 
 @dataclass
 class DataConfig:
@@ -68,7 +76,9 @@ class DataConfig:
     demo: DemoConfig = field(default_factory=DemoConfig)
     train_categories: tuple[str, ...] = field(
         default=(), metadata={"help": "categories whose images train the student (unlabeled); empty: the first"})
-    dimension: str = "overall"
+    dimensions: tuple[str, ...] = field(default=("overall",), metadata={
+        "help": "the aesthetic dimensions to judge and score (one predictions column each): names in the judge's "
+                "prompt set (judge.vlm.prompt_set) or, for the simulated judge, ground-truth columns"})
     rating_scale: tuple[float, float] = field(default=DEFAULT_RATING_SCALE, metadata={
         "help": "[low, high] of the ground truth; pseudo-scores and every scorer report on it"})
     on_bad_image: Literal["error", "skip"] = field(default="error", metadata={
@@ -79,6 +89,10 @@ class DataConfig:
         lo, hi = (self.rating_scale + (None, None))[:2]
         if len(self.rating_scale) != 2 or not lo < hi:
             raise ConfigError(f"data.rating_scale: need [low, high] with low < high, got {list(self.rating_scale)}")
+        bad = [d for d in self.dimensions if not _DIMENSION_NAME.fullmatch(d)]
+        if not self.dimensions or bad or len(set(self.dimensions)) != len(self.dimensions):
+            raise ConfigError(f"data.dimensions: need distinct names of letters, digits, '_' or '-' (a CSV column "
+                              f"each), got {list(self.dimensions)}")
         if self.encoding:
             try:
                 codecs.lookup(self.encoding)
@@ -139,6 +153,16 @@ class PipelineConfig:
                 "is selected on it); 0: none"})
 
     def __post_init__(self):
+        dims = list(self.data.dimensions)
+        if self.judge.kind in ("vlm", "vllm"):
+            from psdistill.judge.prompts import load_prompt_set
+
+            prompts = load_prompt_set(self.judge.vlm.prompt_set)
+            missing = [d for d in dims if d not in prompts.dimensions]
+            if missing:
+                raise ConfigError(f"data.dimensions: {missing} have no prompt in judge.vlm.prompt_set "
+                                  f"{prompts.name!r} (it has {sorted(prompts.dimensions)}); add them to its YAML file")
+        self.distill.rendered_prompts(dims)  # several dimensions need prompts that differ
         if not self.run_dir:  # a user's data set never lands in (and replaces) the demo's run
             manifest = self.data.manifest
             self.run_dir = f"runs/{_source_name(manifest)}" if manifest else "runs/demo"
@@ -252,27 +276,31 @@ def _judge_pool(run: RunContext, judge) -> dict:
     from psdistill.ranking import run_reference_pool
 
     records = run.train_records
-    dim = run.cfg.data.dimension
-
-    def judge_indices(pairs: np.ndarray) -> np.ndarray:
-        # In presentation order: the pool schedules both orders itself and measures the bias.
-        return judge.prefer([(records[i], records[j]) for i, j in pairs], dim)
-
+    results = {}
     try:
-        result = run_reference_pool(len(records), judge_indices, run.cfg.pool)
+        for dim in run.cfg.data.dimensions:
+            def judge_indices(pairs: np.ndarray, dim=dim) -> np.ndarray:
+                # In presentation order: the pool schedules both orders itself and measures the bias.
+                return judge.prefer([(records[i], records[j]) for i, j in pairs], dim)
+
+            results[dim] = run_reference_pool(len(records), judge_indices, run.cfg.pool)
     finally:
         judge.close()  # the stage's one progress bar
     ids = [r.id for r in records]
-    write_comparisons(run.path("comparisons.csv"), ids, result.comparisons)
-    write_pool(run.path("pool.json"), PoolFile(
-        ids=ids, reference_ids=[ids[i] for i in result.reference_ids], mu=list(map(float, result.mu)),
-        var=list(map(float, result.var)), judge_id=judge.judge_id, simulated=judge.simulated))
-    n = len(result.comparisons)
+    write_comparisons(run.path("comparisons.csv"), ids, {d: r.comparisons for d, r in results.items()})
+    write_pool(run.path("pool.json"), {d: PoolFile(
+        ids=ids, reference_ids=[ids[i] for i in r.reference_ids], mu=list(map(float, r.mu)),
+        var=list(map(float, r.var)), judge_id=judge.judge_id, simulated=judge.simulated) for d, r in results.items()})
+    per = {d: {"pair_judgments": len(r.comparisons), "judge_calls": r.n_judge_calls,
+               "judgments_per_image": round(len(r.comparisons) / max(len(records), 1), 2),
+               "position_bias": round(float(r.position_bias), 3)} for d, r in results.items()}
+    n = sum(p["pair_judgments"] for p in per.values())
     return {"judge": judge.judge_id, "simulated": judge.simulated, "images": len(records),
-            "references": len(result.reference_ids), "pair_judgments": n,
+            "references": len(next(iter(results.values())).reference_ids), "pair_judgments": n,
             "judgments_per_image": round(n / max(len(records), 1), 2),
-            "position_bias": round(float(result.position_bias), 3),
-            "computed": judge.computed, "from_store": judge.hits}
+            # the judge's lean toward the first-shown image, averaged over its dimensions (each: "dimensions")
+            "position_bias": round(float(np.mean([r.position_bias for r in results.values()])), 3),
+            "computed": judge.computed, "from_store": judge.hits, "dimensions": per}
 
 
 def make_judge(cfg: PipelineConfig):
@@ -300,30 +328,67 @@ def make_judge(cfg: PipelineConfig):
 
 
 def stage_fit(run: RunContext) -> dict:
-    """Posterior mean/variance of every training image, mapped to the rating scale (`fit.anchor`)."""
+    """Posterior mean/variance of every training image per dimension, mapped to the rating scale (`fit.anchor`)."""
     from psdistill.ranking import to_rating_scale
 
-    pool = read_pool(run.path("pool.json"))
+    pools = read_pool(run.path("pool.json"))
     lo, hi = run.cfg.data.rating_scale
-    mu = np.asarray(pool.mu)
-    anchors, summary = _fit_anchors(run, pool.ids, mu, pool.reference_ids)
-    try:
-        score, var = to_rating_scale(mu, np.asarray(pool.var), lo, hi, anchors=anchors, match=run.cfg.fit.match)
-    except DataError as e:
-        if run.cfg.fit.anchor != "teacher":
-            raise
-        # a few noisy zero-shot ratings can run against the pool's order by chance
-        raise ConfigError(f"fit.anchor=teacher: the teacher's {summary['teacher_ratings']} ratings cannot anchor "
-                          f"the pool's scores ({e}); rate more images (fit.teacher_rates=all) or use "
-                          "fit.anchor=labels or none") from None
-    write_pseudo_scores(run.path("pseudo_scores.csv"), pool.ids, score, var, pool.reference_ids)
-    return {"images": len(pool.ids), "score_range": [float(score.min()), float(score.max())],
-            "mean_sd": float(np.sqrt(var).mean()), **summary}
+    rate = _teacher_rater(run) if run.cfg.fit.anchor == "teacher" else None
+    scores, per = {}, {}
+    for dim, pool in pools.items():
+        mu = np.asarray(pool.mu)
+        anchors, summary = _fit_anchors(run, dim, pool.ids, mu, pool.reference_ids, rate)
+        try:
+            score, var = to_rating_scale(mu, np.asarray(pool.var), lo, hi, anchors=anchors, match=run.cfg.fit.match)
+        except DataError as e:
+            if run.cfg.fit.anchor != "teacher":
+                raise
+            # a few noisy zero-shot ratings can run against the pool's order by chance
+            raise ConfigError(f"fit.anchor=teacher: the teacher's {summary['teacher_ratings']} {dim!r} ratings cannot "
+                              f"anchor the pool's scores ({e}); rate more images (fit.teacher_rates=all) or use "
+                              "fit.anchor=labels or none") from None
+        scores[dim] = (score, var)
+        per[dim] = {"score_range": [float(score.min()), float(score.max())], "mean_sd": float(np.sqrt(var).mean()),
+                    **summary}
+    ids = next(iter(pools.values())).ids
+    write_pseudo_scores(run.path("pseudo_scores.csv"), ids, scores, {d: p.reference_ids for d, p in pools.items()})
+    # The anchor's kind is the run's; its counts add up over the dimensions.
+    overall = {k: v for k, v in next(iter(per.values())).items() if k not in ("score_range", "mean_sd")}
+    overall.update({k: sum(p[k] for p in per.values()) for k in ("labels_used", "teacher_ratings") if k in overall})
+    return {"images": len(ids), **overall, "dimensions": per}
 
 
-def _fit_anchors(run: RunContext, ids, mu, reference_ids):
-    """The ratings (NaN where unrated) that anchor the scale, or None for min-max; and what they were."""
-    cfg, dim = run.cfg.fit, run.cfg.data.dimension
+def _teacher_rater(run: RunContext):
+    """rate(records, dimension): the teacher's zero-shot ratings, the simulated judge's noisy ones under
+    judge.kind=simulated; else the base VLM's, loaded once on first use and scoring every dimension of
+    an image in one pass (each image once)."""
+    if run.cfg.judge.kind == "simulated":
+        from psdistill.judge.simulated import SimulatedJudge
+
+        return SimulatedJudge(run.cfg.judge.simulated).rate
+    from psdistill.distill import StudentScorer
+    from psdistill.scorer_api import by_dimension
+
+    rated: dict[str, dict[str, np.ndarray]] = {}  # path -> {dimension: rating}
+    scorer = []
+
+    def rate(records, dim):
+        todo = list(dict.fromkeys(r.path for r in records if r.path not in rated))
+        if todo:
+            if not scorer:
+                scorer.append(StudentScorer.from_model_config(run.cfg.model, run.cfg.distill, run.cfg.data.dimensions,
+                                                              rating_scale=run.cfg.data.rating_scale))
+            columns = by_dimension(scorer[0], scorer[0].score(todo))
+            rated.update({path: {d: c[n] for d, c in columns.items()} for n, path in enumerate(todo)})
+        return np.array([rated[r.path][dim] for r in records])
+
+    return rate
+
+
+def _fit_anchors(run: RunContext, dim: str, ids, mu, reference_ids, rate):
+    """The ratings (NaN where unrated) of dimension `dim` that anchor its scale, or None for min-max; and
+    what they were. `rate`: the teacher's ratings (`_teacher_rater`) for anchor=teacher."""
+    cfg = run.cfg.fit
     if cfg.anchor == "none":
         return None, {"anchor": "none"}
     by_id = {r.id: r for r in run.records}
@@ -342,16 +407,7 @@ def _fit_anchors(run: RunContext, ids, mu, reference_ids):
         return anchors, {"anchor": "labels", "labels_used": int(np.isfinite(anchors).sum()), "semi_supervised": True}
     row = {x: i for i, x in enumerate(ids)}
     refs = [row[x] for x in reference_ids] if cfg.teacher_rates == "references" else list(range(len(ids)))
-    records = [by_id[ids[i]] for i in refs]
-    if run.cfg.judge.kind == "simulated":
-        from psdistill.judge.simulated import SimulatedJudge
-
-        anchors[refs] = SimulatedJudge(run.cfg.judge.simulated).rate(records, dim)
-    else:
-        from psdistill.distill import StudentScorer
-
-        scorer = StudentScorer.from_model_config(run.cfg.model, run.cfg.distill, dim, rating_scale=run.cfg.data.rating_scale)
-        anchors[refs] = scorer.score([r.path for r in records])
+    anchors[refs] = rate([by_id[ids[i]] for i in refs], dim)
     return anchors, {"anchor": "teacher", "teacher_ratings": len(refs), "labels_used": 0,
                      "simulated": run.cfg.judge.kind == "simulated"}
 
@@ -362,13 +418,13 @@ def stage_distill(run: RunContext) -> dict:
     from psdistill.distill.card import LabelSource
 
     pseudo = read_pseudo_scores(run.path("pseudo_scores.csv"))
-    train = [r for r in run.train_records if r.id in pseudo]
+    train = [r for r in run.train_records if all(r.id in scores for scores in pseudo.values())]
     held_out = [r for r in run.records if r.category not in run.train_categories]
     n_val = run.cfg.validation_images
     val = [held_out[i] for i in np.linspace(0, len(held_out) - 1, n_val).astype(int)] if n_val and held_out else None
-    pool = read_pool(run.path("pool.json"))  # which judge made the pseudo-scores, for the model card
+    pool = next(iter(read_pool(run.path("pool.json")).values()))  # which judge made the pseudo-scores, for the model card
     out = train_student(train, pseudo, run.cfg.model, run.cfg.distill, run.path("student"),
-                        val_records=val, dimension=run.cfg.data.dimension, rating_scale=run.cfg.data.rating_scale,
+                        val_records=val, rating_scale=run.cfg.data.rating_scale,
                         labels=LabelSource(pool.judge_id, pool.simulated))
     return {"student": str(out), "train_images": len(train), "validation_images": len(val or [])}
 
@@ -378,11 +434,13 @@ def stage_score(run: RunContext) -> dict:
     split over the ranks."""
     from psdistill.distill import StudentScorer
 
-    dim = run.cfg.data.dimension
+    from psdistill.scorer_api import by_dimension
+
+    dims = run.cfg.data.dimensions
     scorers = {"student": lambda: StudentScorer.from_pretrained(run.path("student"))}
     if run.cfg.teacher_pointwise:
         scorers["teacher-pointwise"] = lambda: StudentScorer.from_model_config(
-            run.cfg.model, run.cfg.distill, dim, rating_scale=run.cfg.data.rating_scale)
+            run.cfg.model, run.cfg.distill, dims, rating_scale=run.cfg.data.rating_scale)
     rank, world = (0, 1) if run.state is None else (run.state.process_index, run.state.num_processes)
     batch = run.cfg.distill.per_device_eval_batch_size
     paths = {}
@@ -392,35 +450,38 @@ def stage_score(run: RunContext) -> dict:
             if stale.name not in keep:
                 stale.unlink()
     for name, make in scorers.items():
-        scores = _gathered(run, make().score([r.path for r in run.records[rank::world]], batch_size=batch))
+        scorer = make()
+        mine = scorer.score([r.path for r in run.records[rank::world]], batch_size=batch).reshape(-1, len(scorer.dimensions))
+        columns = by_dimension(scorer, _gathered(run, mine))
         if run.is_main:
-            paths[name] = str(write_predictions(run.path(f"predictions/{name}.csv"), run.records, {dim: scores}))
+            paths[name] = str(write_predictions(run.path(f"predictions/{name}.csv"), run.records, columns))
     if not run.is_main:
         return {}
     # The teacher's pairwise pseudo-scores exist only for the training images: a reference, not a scorer.
     pseudo = read_pseudo_scores(run.path("pseudo_scores.csv"))
-    trained = [r for r in run.records if r.id in pseudo]
+    trained = [r for r in run.records if all(r.id in scores for scores in pseudo.values())]
     paths["pseudo-scores"] = str(write_predictions(
-        run.path("predictions/pseudo-scores.csv"), trained, {dim: [pseudo[r.id][0] for r in trained]}))
+        run.path("predictions/pseudo-scores.csv"), trained,
+        {d: [scores[r.id][0] for r in trained] for d, scores in pseudo.items()}))
     return {"predictions": paths}
 
 
 def _gathered(run: RunContext, mine: np.ndarray) -> np.ndarray:
-    """Every rank's strided share (`records[rank::world]`) put back in record order."""
+    """Every rank's strided share (`records[rank::world]`, (n, D) scores) put back in record order."""
     if run.state is None:
         return mine
     from accelerate.utils import gather_object
 
     world = run.state.num_processes
-    out = np.full(len(run.records), np.nan)
+    out = np.full((len(run.records), mine.shape[1]), np.nan)
     for rank, scores in gather_object([(run.state.process_index, mine)]):
         out[rank::world] = scores
     return out
 
 
 def stage_evaluate(run: RunContext) -> dict:
-    """Metrics of every scorer against ground truth, overall and per category; report files. Without
-    ground truth of the dimension: what needs none (score distributions, judge consistency, the pool)."""
+    """Metrics of every scorer against ground truth per dimension, overall and per category; report files.
+    Without ground truth of any of the dimensions: what needs none (score distributions, judge consistency, the pool)."""
     from psdistill.evaluation import evaluate, write_report
     from psdistill.evaluation.label_free import describe, has_ground_truth, write_label_free_report
 
@@ -429,11 +490,10 @@ def stage_evaluate(run: RunContext) -> dict:
     data = read_marker(marker_path(run.run_dir, "data"))
     skipped = data["summary"].get("skipped", []) if data else []
     notes = [f"data: left out (data.on_bad_image=skip): {s}" for s in skipped]
-    dimension = getattr(run.cfg.data, "dimension", None)
-    if not has_ground_truth(run.records, dimension):
-        pool = read_pool(run.path("pool.json")) if run.path("pool.json").is_file() else None
-        comparisons = read_comparisons(run.path("comparisons.csv")) if run.path("comparisons.csv").is_file() else None
-        result = describe(run.records, predictions, pool=pool, comparisons=comparisons, notes=notes)
+    if not any(has_ground_truth(run.records, d) for d in run.cfg.data.dimensions):
+        pools = read_pool(run.path("pool.json")) if run.path("pool.json").is_file() else {}
+        comparisons = read_comparisons(run.path("comparisons.csv")) if run.path("comparisons.csv").is_file() else {}
+        result = describe(run.records, predictions, pools=pools, comparisons=comparisons, notes=notes)
         written = write_label_free_report(result, run.path("report"))
         return {"files": {k: str(v) for k, v in written.items()}, "headline": result.headline()}
     result = evaluate(run.records, predictions, held_out=[c for c in sorted({r.category for r in run.records})
@@ -465,7 +525,7 @@ def _judge_identity(cfg: PipelineConfig) -> dict:
 STAGES = (
     Stage("data", ("data",), stage_data, "checking images",
           input_files=lambda cfg: [cfg.data.manifest] if cfg.data.manifest else [], identity=_data_identity),
-    Stage("judge", ("data.dimension", "model", "judge", "pool"), stage_judge, "judging against the reference pool",
+    Stage("judge", ("data.dimensions", "model", "judge", "pool"), stage_judge, "judging against the reference pool",
           all_ranks=True, identity=_judge_identity),
     Stage("fit", ("data.rating_scale", "fit"), stage_fit, "fitting pseudo-scores"),
     Stage("distill", ("model", "distill", "validation_images"), stage_distill, "distilling the single-pass scorer",
@@ -519,6 +579,9 @@ def print_report(cfg: PipelineConfig, results: dict, out=print) -> None:
         out(f"  judge: {judge['judge']}{label}")
         out(f"  {judge['images']} training images, {judge['references']} references, "
             f"{judge['judgments_per_image']} judgments per image, position bias {judge['position_bias']:+.2f} logit")
+        if len(judge["dimensions"]) > 1:
+            out("  per dimension: " + ", ".join(f"{d} {p['judgments_per_image']} judgments per image"
+                                                 for d, p in judge["dimensions"].items()))
     evaluation = results.get("evaluate", {}).get("summary")
     if evaluation:
         for line in evaluation["headline"]:

@@ -23,8 +23,8 @@ def check_readout_tokens(processor, cfg) -> dict[str, list[int]]:
     if cfg.judge.kind in ("vlm", "vllm"):
         out["answers"] = answer_token_ids(processor, load_prompt_set(cfg.judge.vlm.prompt_set))
     if cfg.distill.head == "levels":
-        out["levels"] = level_token_ids(processor, cfg.distill.level_words,
-                                        cfg.distill.rendered_prompt(cfg.data.dimension))
+        for prompt in cfg.distill.rendered_prompts(cfg.data.dimensions).values():
+            out["levels"] = level_token_ids(processor, cfg.distill.level_words, prompt)
     return out
 
 

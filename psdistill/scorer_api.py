@@ -8,7 +8,8 @@
 
 An image is a path, a PIL image (any mode) or a numpy HxWx3 uint8 array (RGB). `score(images)`
 always returns an array (a single image counts as a list of one); calling the scorer returns a
-float for a single image, as pyiqa's metrics return one value per image.
+float for a single image, as pyiqa's metrics return one value per image. A scorer of several
+`dimensions` returns one column per dimension, (N, D), and a row of D for a single image.
 """
 from __future__ import annotations
 
@@ -39,6 +40,12 @@ class Scorer(Protocol):
     def __call__(self, images: Union[ImageInput, Sequence[ImageInput]]) -> Union[float, np.ndarray]: ...
 
 
+def by_dimension(scorer, scores) -> dict[str, np.ndarray]:
+    """{dimension: one score per image} from `scorer.score`'s array: (N,) for one dimension, (N, D) for several."""
+    scores = np.asarray(scores, dtype=float).reshape(-1, len(scorer.dimensions))
+    return {d: scores[:, k] for k, d in enumerate(scorer.dimensions)}
+
+
 def as_image(x, index: int = 0) -> Image.Image:
     """An RGB PIL image from a path, a PIL image or an HxWx3 uint8 array; DataError names what is wrong."""
     if isinstance(x, Image.Image):
@@ -67,4 +74,6 @@ class CallableScorer:
     def __call__(self, images, **kwargs) -> Union[float, np.ndarray]:
         batch, single = as_batch(images)
         scores = self.score(batch, **kwargs)
-        return float(scores[0]) if single else scores
+        if single:
+            return float(scores[0]) if scores.ndim == 1 else scores[0]
+        return scores

@@ -32,6 +32,7 @@ def main():
     ap.add_argument("--save-steps", type=int, default=1000)
     ap.add_argument("--resume", default="last", help="distill.resume_from_checkpoint ('none': null)")
     ap.add_argument("--objective", default="ranking", help="distill.objective (grpo: 2 answers per image)")
+    ap.add_argument("--prompt", default=DistillConfig.prompt, help="distill.prompt ({dimension} for several)")
     a = ap.parse_args()
     data = Path(a.data)
     records = read_manifest(data / "manifest.csv")
@@ -39,7 +40,7 @@ def main():
     cfg = DistillConfig(tuning="full", tune_vision=True, max_steps=a.steps, learning_rate=1e-3, warmup_ratio=0.0,
                         per_device_train_batch_size=a.batch, gradient_accumulation_steps=a.accumulation,
                         logging_steps=1, save_steps=a.save_steps, save_total_limit=None,
-                        resume_from_checkpoint=None if a.resume == "none" else a.resume, report_to=["none"],
+                        resume_from_checkpoint=None if a.resume == "none" else a.resume, report_to=["none"], prompt=a.prompt,
                         training_args={"disable_tqdm": True}, objective=a.objective, grpo={"num_generations": 2})
     try:
         train_student(records, pseudo, ModelConfig(), cfg, a.out)

@@ -55,7 +55,7 @@ def ladder_records(out_dir, photos=PHOTOS, levels: int = 5, crops: int = 1, size
     return records
 
 
-def pseudo_scores(records, noise: float = 0.3, var: float = 0.1, seed: int = 0) -> dict[str, tuple[float, float]]:
-    """Ground truth + Gaussian noise, with a constant variance: what the Elo reference pool hands over."""
+def pseudo_scores(records, noise: float = 0.3, var: float = 0.1, seed: int = 0) -> dict[str, dict[str, tuple[float, float]]]:
+    """{"overall": {id: ground truth + Gaussian noise, constant variance}}: what the Elo reference pool hands over."""
     rng = np.random.default_rng(seed)
-    return {r.id: (r.scores["overall"] + rng.normal(0, noise), var) for r in records}
+    return {"overall": {r.id: (r.scores["overall"] + rng.normal(0, noise), var) for r in records}}

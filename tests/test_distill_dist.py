@@ -1,5 +1,6 @@
-"""Distributed training on CPU: 2-process DDP (gloo) equals one process with the same global batch,
-and a 2-process DeepSpeed ZeRO-2 run completes with the same weights; GRPO runs complete under both."""
+"""Distributed training on CPU: 2-process DDP (gloo) equals one process with the same global batch
+(one dimension and two), and a 2-process DeepSpeed ZeRO-2 run completes with the same weights; GRPO runs
+complete under both."""
 import json
 import math
 import os
@@ -12,7 +13,7 @@ import torch
 from safetensors.torch import load_file
 
 from _distill_common import ladder_records, pseudo_scores
-from psdistill.data.manifest import write_manifest
+from psdistill.data.manifest import read_manifest, write_manifest
 
 REPO = Path(__file__).resolve().parents[1]
 WORKER = str(REPO / "tests" / "_ddp_worker.py")
@@ -38,10 +39,10 @@ def single(data, tmp_path_factory):
     return load_file(out / "model.safetensors")
 
 
-def _launch(config, data, out, port, env=None, objective="ranking"):
+def _launch(config, data, out, port, env=None, extra=()):
     cmd = [sys.executable, "-m", "accelerate.commands.launch", "--config_file", str(REPO / "launch" / config),
            "--main_process_port", str(port), WORKER, "--data", str(data), "--out", str(out), "--steps", "3",
-           "--batch", "4", "--objective", objective]
+           "--batch", "4", *extra]
     try:
         run = subprocess.run(cmd, cwd=REPO, capture_output=True, text=True, timeout=230,
                              env={**os.environ, **(env or {})})
@@ -89,7 +90,7 @@ def test_two_process_grpo_completes_with_a_finite_kl(data, tmp_path, config, por
     if "deepspeed" in config:
         pytest.importorskip("deepspeed")
     _launch(config, data, tmp_path / "run", port, env={"TORCH_EXTENSIONS_DIR": str(tmp_path / "torch_extensions")},
-            objective="grpo")
+            extra=("--objective", "grpo"))
     history = json.loads((tmp_path / "run" / "trainer_state.json").read_text())["log_history"]
     assert [h["step"] for h in history if "kl" in h] == [1, 2, 3]
     assert all(math.isfinite(h["kl"]) for h in history if "kl" in h)
@@ -99,3 +100,24 @@ def test_two_process_grpo_completes_with_a_finite_kl(data, tmp_path, config, por
     start = {k: v for k, v in tiny_qwen3_vl()[0].state_dict().items() if k in weights}
     assert all(torch.isfinite(v).all() for v in weights.values()) and _max_diff(weights, start) > 1e-4
     assert (tmp_path / "run" / "scorer_config.json").is_file()
+
+
+def test_two_process_ddp_trains_several_dimensions_as_one_process(data, tmp_path):
+    # Two dimensions, the second ordering the images the other way: one student, the image prefix's KV cache
+    # shared by both prompts' suffixes, several forward calls before one backward under DDP.
+    pseudo = json.loads((data / "pseudo.json").read_text())["overall"]
+    both = tmp_path / "data"
+    both.mkdir()
+    write_manifest(read_manifest(data / "manifest.csv"), both / "manifest.csv")  # its image paths, rewritten
+    (both / "pseudo.json").write_text(json.dumps({"overall": pseudo,
+                                                  "color": {k: [-m, v] for k, (m, v) in pseudo.items()}}))
+    prompt = ["--prompt", "Rate the {dimension} of this image. Answer with one word."]
+    subprocess.run([sys.executable, WORKER, "--data", str(both), "--out", str(tmp_path / "one"), "--steps", "3",
+                    "--batch", "4", "--accumulation", "2", *prompt], check=True, capture_output=True,
+                   env={**os.environ, "WORLD_SIZE": "1"})
+    _launch("cpu_ddp.yaml", both, tmp_path / "ddp", 29545, extra=prompt)
+    one, ddp = (load_file(tmp_path / d / "model.safetensors") for d in ("one", "ddp"))
+    from psdistill.models.tiny import tiny_qwen3_vl
+
+    assert _max_diff(one, {k: v for k, v in tiny_qwen3_vl()[0].state_dict().items() if k in one}) > 1e-3  # trained
+    assert _max_diff(ddp, one) < 1e-5

@@ -43,7 +43,7 @@ def test_config_maps_onto_trl_grpo_config(tmp_path):
     _, processor = load_vlm(ModelConfig())
     cfg = DistillConfig(objective="grpo", per_device_train_batch_size=3, learning_rate=2e-5, max_steps=7,
                         report_to=["none"], grpo={"num_generations": 5, "beta": 0.1, "args": {"loss_type": "grpo"}})
-    spec = ScorerSpec.from_config(ModelConfig(), cfg, "overall", weights="adapter", name="x")
+    spec = ScorerSpec.from_config(ModelConfig(), cfg, ["overall"], weights="adapter", name="x")
     level_ids = Readout(spec, processor).token_ids.tolist()
     args = grpo_arguments(cfg, tmp_path, processor, level_ids)
     # 3 images x 5 answers per device; the rest under TRL's own names
@@ -55,7 +55,7 @@ def test_config_maps_onto_trl_grpo_config(tmp_path):
 
 def test_level_answers_value_words_as_the_levels_head_does():
     _, processor = load_vlm(ModelConfig())
-    spec = ScorerSpec.from_config(ModelConfig(), DistillConfig(), "overall", weights="base", name="x",
+    spec = ScorerSpec.from_config(ModelConfig(), DistillConfig(), ["overall"], weights="base", name="x",
                                   rating_scale=(1.0, 10.0))
     readout = Readout(spec, processor)
     answers = LevelAnswers(tuple(spec.level_words), tuple(readout.values.tolist()))
@@ -99,12 +99,12 @@ def test_order_reward_weighs_pairs_by_pair_confidence_within_a_dimension():
 def test_constrained_first_token_is_a_level_word(tmp_path):
     model, processor = load_vlm(ModelConfig())
     cfg = DistillConfig(objective="grpo", report_to=["none"])
-    spec = ScorerSpec.from_config(ModelConfig(), cfg, "overall", weights="base", name="x")
+    spec = ScorerSpec.from_config(ModelConfig(), cfg, ["overall"], weights="base", name="x")
     level_ids = Readout(spec, processor).token_ids.tolist()
     args = grpo_arguments(cfg, tmp_path, processor, level_ids)
     records = ladder_records(tmp_path / "data", photos=("astronaut",), levels=2)
     from PIL import Image
-    inputs = processor_inputs(processor, render_prompt(processor, spec.prompt), [Image.open(r.path) for r in records])
+    inputs = processor_inputs(processor, render_prompt(processor, spec.prompts["overall"]), [Image.open(r.path) for r in records])
     torch.manual_seed(0)
     out = model.generate(**inputs, do_sample=True, max_new_tokens=1, num_return_sequences=32,
                          begin_suppress_tokens=args.generation_kwargs["begin_suppress_tokens"])

@@ -86,13 +86,17 @@ def test_collator_builds_inputs_and_pair_confidences(tmp_path):
     records = ladder_records(tmp_path, photos=("astronaut",), levels=3)
     _, processor = build_student(ModelConfig(), DistillConfig(tuning="full"))
     collate = DistillCollator(processor, render_prompt(processor, "Rate the quality of this image."))
-    batch = collate([{"path": r.path, "mu": m, "var": 0.5} for r, m in zip(records, (3.0, 2.0, 2.0))])
+    # two dimensions: pairs are formed within each, the second ordering the images the other way
+    batch = collate([{"path": r.path, "mu": [m, -m], "var": [0.5, 0.5]} for r, m in zip(records, (3.0, 2.0, 2.0))])
     assert batch["input_ids"].shape[0] == 3 and batch["pixel_values"].ndim == 2
+    assert batch["mu"].shape == (3, 2) and batch["confidence"].shape == (2, 3, 3)
     # P(s_0 > s_1) = Phi((3 - 2) / sqrt(0.5 + 0.5)) = Phi(1) = 0.841345; equal means: 0.5
-    assert batch["confidence"][0, 1].item() == pytest.approx(0.841345, abs=1e-5)
-    assert batch["confidence"][1, 2].item() == 0.5
-    with pytest.raises(DataError, match="no pseudo-score"):
-        train_student(records, {}, ModelConfig(), DistillConfig(report_to=["none"]), tmp_path / "run")
+    assert batch["confidence"][0, 0, 1].item() == pytest.approx(0.841345, abs=1e-5)
+    assert batch["confidence"][1, 0, 1].item() == pytest.approx(1 - 0.841345, abs=1e-5)
+    assert batch["confidence"][0, 1, 2].item() == 0.5
+    for pseudo in ({}, {"overall": {}}):
+        with pytest.raises(DataError, match="no pseudo-score"):
+            train_student(records, pseudo, ModelConfig(), DistillConfig(report_to=["none"]), tmp_path / "run")
 
 
 def test_qlora_needs_cuda_and_says_so():

@@ -20,7 +20,7 @@ def _fit(run_dir, *extra):
     """Pseudo-scores and their ground truth, in one run directory (the judge stage runs once)."""
     cfg = parse_config(PipelineConfig, [f"run_dir={run_dir}", *SMALL, *extra])
     summary = run_pipeline(cfg, stop_after="fit", log=lambda *a: None)
-    pseudo = read_pseudo_scores(run_dir / "pseudo_scores.csv")
+    pseudo = read_pseudo_scores(run_dir / "pseudo_scores.csv")["overall"]
     truth = {r.id: r.score("overall") for r in read_manifest(run_dir / "data/manifest.csv")}
     ids = sorted(pseudo)
     return np.array([pseudo[i][0] for i in ids]), np.array([truth[i] for i in ids]), summary["fit"]["summary"]

@@ -177,14 +177,15 @@ def test_export_writes_the_run_as_datasets(finished_run, tmp_path):
     images = datasets.load_from_disk(str(tmp_path / "ds" / "images"))
     records = read_manifest(run / "data" / "manifest.csv")
     assert images["id"] == [r.id for r in records]
-    pseudo = read_pseudo_scores(run / "pseudo_scores.csv")
-    assert [p for p in images["pseudo_score"] if p is not None] == [pseudo[r.id][0] for r in records if r.id in pseudo]
+    pseudo = read_pseudo_scores(run / "pseudo_scores.csv")["overall"]
+    assert [p for p in images["pseudo_score_overall"] if p is not None] == [pseudo[r.id][0] for r in records if r.id in pseudo]
     student = read_predictions(run / "predictions" / "student.csv")["overall"]
     assert images["pred_student_overall"] == [student[r.id] for r in records]
     assert images[0]["image"].size == Image.open(records[0].path).size
     judgments = datasets.load_from_disk(str(tmp_path / "ds" / "judgments"))
+    assert set(judgments["dimension"]) == {"overall"}
     assert list(zip(judgments["first_id"], judgments["second_id"], judgments["p_first_preferred"])) == \
-        read_comparisons(run / "comparisons.csv")
+        read_comparisons(run / "comparisons.csv")["overall"]
 
 
 def test_exported_training_signal_is_self_contained_and_what_the_objectives_read(finished_run, tmp_path):
@@ -200,8 +201,8 @@ def test_exported_training_signal_is_self_contained_and_what_the_objectives_read
     assert main(["export", str(run), "-o", str(tmp_path / "ds")]) == 0
     records = read_manifest(run / "data" / "manifest.csv")
     pseudo = read_pseudo_scores(run / "pseudo_scores.csv")
-    train = [r for r in records if r.id in pseudo]
-    expected = training_signal(train, {"overall": pseudo}, {"overall": cfg.distill.rendered_prompt("overall")})
+    train = [r for r in records if r.id in pseudo["overall"]]
+    expected = training_signal(train, pseudo, {"overall": cfg.distill.rendered_prompt("overall")})
     pixels = {r.path: np.asarray(Image.open(r.path)) for r in train}
     for r in records:  # the exported folder must not need the image files (put back below)
         Path(r.path).rename(r.path + ".gone")

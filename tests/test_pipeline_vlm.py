@@ -82,7 +82,7 @@ def test_vlm_judge_runs_the_pipeline_and_stores_each_pair_once(one_process):
     judge = _summary(run_dir, "judge")
     assert judge["simulated"] is False and judge["judge"].startswith(str(Path(judge["judge"].split("|")[0])))
     assert _store_rows(run_dir) == _distinct_pairs(run_dir) == judge["computed"] > 0
-    scores = read_pseudo_scores(run_dir / "pseudo_scores.csv")
+    scores = read_pseudo_scores(run_dir / "pseudo_scores.csv")["overall"]
     assert len(scores) == judge["images"] == 15 and all(np.isfinite(s) and v > 0 for s, v in scores.values())
 
 
@@ -106,7 +106,7 @@ def test_two_processes_split_judging_and_scoring_and_match_one_process(one_proce
     asked = [_comparisons(d) for d in (one_process, run_dir)]
     assert [pair for pair, _ in asked[0]] == [pair for pair, _ in asked[1]]
     assert max(abs(a - b) for (_, a), (_, b) in zip(*asked)) < 1e-6
-    one, two = (read_pseudo_scores(d / "pseudo_scores.csv") for d in (one_process, run_dir))
+    one, two = (read_pseudo_scores(d / "pseudo_scores.csv")["overall"] for d in (one_process, run_dir))
     assert one.keys() == two.keys()
     assert max(abs(one[k][0] - two[k][0]) for k in one) < 1e-3
     assert max(abs(one[k][1] - two[k][1]) for k in one) < 1e-3
@@ -145,5 +145,5 @@ def test_judging_killed_midway_resumes_from_the_store(one_process, tiny_path, tm
     assert _store_rows(run_dir) == _distinct_pairs(run_dir) == judge["from_store"] + judge["computed"]
     # The same judgments as the uninterrupted run, so the same pseudo-scores.
     assert _comparisons(run_dir) == _comparisons(one_process)
-    one, resumed = (read_pseudo_scores(d / "pseudo_scores.csv") for d in (one_process, run_dir))
+    one, resumed = (read_pseudo_scores(d / "pseudo_scores.csv")["overall"] for d in (one_process, run_dir))
     assert one == resumed

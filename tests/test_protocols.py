@@ -353,7 +353,7 @@ def test_ava(ava_data):
 class IndexScorer:
     """Scores an image by the number in its file name; fails on the image named `fail_on`."""
 
-    name, dimension, score_range, lower_better = "index", "overall", (0.0, 100.0), False
+    name, dimensions, score_range, lower_better = "index", ("overall",), (0.0, 100.0), False
 
     def __init__(self, fail_on=None):
         self.fail_on, self.seen = fail_on, []

@@ -174,16 +174,16 @@ def test_a_label_free_run_exits_0_with_a_report_of_what_needs_no_labels(finished
     assert stats["median"] == pytest.approx(np.median(values))
 
     # Judge consistency between the orders, counted by hand from comparisons.csv.
-    rows = [line.split(",") for line in (free / "comparisons.csv").read_text().splitlines()[1:]]
+    rows = [line.split(",")[1:] for line in (free / "comparisons.csv").read_text().splitlines()[1:]]  # dimension first
     asked = defaultdict(list)
     for a, b, p in rows:
         asked[(a, b)].append(float(p))
     same = [(np.mean(asked[(a, b)]) > 0.5) == (np.mean(asked[(b, a)]) < 0.5)
             for (a, b) in asked if (b, a) in asked and a < b]
-    judge = metrics["judge_order_consistency"]
+    judge = metrics["judge_order_consistency"]["overall"]
     assert judge["pairs_both_orders"] == len(same) > 0 and judge["agreement"] == pytest.approx(np.mean(same))
     assert judge["mean_p_first"] == pytest.approx(np.mean([float(p) for *_, p in rows]))
-    assert metrics["pool"]["images"] == 15 and metrics["pool"]["references"] == 5
+    assert metrics["pool"]["overall"]["images"] == 15 and metrics["pool"]["overall"]["references"] == 5
 
 
 def test_a_pool_larger_than_the_training_set_names_pool_k(tmp_path, capsys):

@@ -11,6 +11,13 @@ degradation kinds, drawn per series from `degradations`, at growing severity
 so that the order within a series is about how much, not about which, artifact. Ground truth, on a
 1-10 rating scale, is `overall = 10 - 9 * severity`: every clean image scores 10, the last level of
 the strongest series 1, and the per-series strength spreads the scores of different series apart.
+
+The photo prompt set's other dimensions (psdistill/judge/prompts/photo.yaml) get ground truth too, so
+that a run can judge and score several (`data.dimensions`): `<dim> = 10 - 9 * severity * w`, with
+w = 1 when one of the series' degradations is of that dimension (`DIMENSION_KINDS`: a bad crop is
+composition, a colour cast colour, exposure and contrast lighting, blur, noise and JPEG technique)
+and `OTHER_KIND_WEIGHT` when none is: the order within a series is the same in every dimension, the
+order across series differs.
 Records carry `category`, `series`, `rank` = level and a `comment` naming the degradations.
 
 Default categories: objects, portraits, science, textures (`graphics` is available too). Suggested
@@ -42,8 +49,8 @@ from psdistill.data.manifest import read_manifest, write_manifest
 from psdistill.data.records import ImageRecord
 from psdistill.errors import ConfigError, DataError
 
-# Bump when the images a config produces change, so older builds are not reused.
-GENERATOR_VERSION = 1
+# Bump when the images or ground truth a config produces change, so older builds are not reused.
+GENERATOR_VERSION = 2  # 2: ground truth per photo dimension
 
 # category -> skimage.data loaders. Left out: cat (the same photo as chelsea), clock (already
 # motion-blurred), lfw_subset (25 px faces) and the loaders that download through pooch.
@@ -58,6 +65,10 @@ CATALOGUE = {
 REGIONS = {"retina": (0.15, 0.15, 0.85, 0.85)}  # keep windows off the black border
 UNMIRRORED = {"logo", "text", "page"}  # mirrored writing is an artifact of its own
 DEGRADATIONS = ("crop", "blur", "exposure", "contrast", "color_cast", "noise", "jpeg")  # applied in this order
+# The degradations that each photo dimension other than overall is about (see the module docstring).
+DIMENSION_KINDS = {"composition": ("crop",), "color": ("color_cast",), "lighting": ("exposure", "contrast"),
+                   "technique": ("blur", "noise", "jpeg")}
+OTHER_KIND_WEIGHT = 0.25  # [our choice] how much a degradation of another dimension lowers this one
 
 
 @dataclass
@@ -129,12 +140,12 @@ def build_demo(out_dir: str | Path, config: DemoConfig = DemoConfig()) -> Path:
             name = sources[j % len(sources)]
             series = f"{name}-{j // len(sources)}"
             rng = np.random.default_rng([config.seed, zlib.crc32(category.encode()), j])
-            for level, (image, severity, comment) in enumerate(_ladder(images[name], name, config, rng)):
+            for level, (image, severity, kinds, comment) in enumerate(_ladder(images[name], name, config, rng)):
                 path = out_dir / "images" / category / f"{series}_{level}.png"
                 path.parent.mkdir(parents=True, exist_ok=True)
                 image.save(path)
                 records.append(ImageRecord(id=f"{series}_{level}", path=str(path), category=category,
-                                           scores={"overall": round(10.0 - 9.0 * severity, 6)}, series=series,
+                                           scores=_ground_truth(severity, kinds), series=series,
                                            rank=level, comment=comment))
     write_manifest(records, manifest)
     saved.write_text(json.dumps(wanted, indent=2, sort_keys=True) + "\n")
@@ -163,8 +174,14 @@ def _load_source(name: str) -> Image.Image:
     return to_rgb(Image.fromarray(image))
 
 
+def _ground_truth(severity: float, kinds) -> dict[str, float]:
+    """overall and every DIMENSION_KINDS dimension of an image at `severity` of degradations `kinds`."""
+    weights = {dim: 1.0 if set(kinds) & set(own) else OTHER_KIND_WEIGHT for dim, own in DIMENSION_KINDS.items()}
+    return {dim: round(10.0 - 9.0 * severity * w, 6) for dim, w in {"overall": 1.0, **weights}.items()}
+
+
 def _ladder(source: Image.Image, name: str, config: DemoConfig, rng: np.random.Generator):
-    """Yield (image, severity, comment) for levels 0..L of one series of source `name`."""
+    """Yield (image, severity, degradation kinds, comment) for levels 0..L of one series of source `name`."""
     # Every draw happens whatever kinds are chosen, so each draw means the same thing in every series.
     w, h = source.size
     top, left, bottom, right = np.multiply(REGIONS.get(name, (0, 0, 1, 1)), (h, w, h, w))
@@ -183,13 +200,13 @@ def _ladder(source: Image.Image, name: str, config: DemoConfig, rng: np.random.G
     clean = source.resize((config.size, config.size), Image.LANCZOS, box=(x, y, x + side, y + side))
     if mirror:
         clean = clean.transpose(Image.FLIP_LEFT_RIGHT)
-    yield clean, 0.0, "clean"
+    yield clean, 0.0, kinds, "clean"
     for level in range(1, config.levels + 1):
         severity = strength * level / config.levels
         image = clean
         for kind in kinds:
             image = _DEGRADE[kind](image, severity, params.get(kind))
-        yield image, severity, f"{'+'.join(kinds)} severity {severity:.3f}"
+        yield image, severity, kinds, f"{'+'.join(kinds)} severity {severity:.3f}"
 
 
 def _cast_direction(rng: np.random.Generator) -> np.ndarray:

@@ -1,10 +1,11 @@
 """A finished run as `datasets.Dataset`s, to push to the Hub or train other trainers (TRL's included) on.
 
     <out>/images/     one row per image: image, id, path, category, series, rank, ground truth
-                      (`gt_<dimension>`), the teacher's pseudo-score and its variance (training images;
-                      None elsewhere), and every scorer's predictions (`pred_<scorer>_<dimension>`)
-    <out>/judgments/  one row per judgment the reference pool asked for: first_id, second_id,
-                      p_first_preferred (presentation order, as in comparisons.csv)
+                      (`gt_<dimension>`), the teacher's pseudo-score and its variance per dimension
+                      (`pseudo_score_<dimension>`, `pseudo_variance_<dimension>`: training images; None
+                      elsewhere), and every scorer's predictions (`pred_<scorer>_<dimension>`)
+    <out>/judgments/  one row per judgment a dimension's reference pool asked for: dimension, first_id,
+                      second_id, p_first_preferred (presentation order, as in comparisons.csv)
     <out>/signal/     the training signal both distill objectives read (psdistill.distill.signal: image,
                       prompt, dimension, pseudo_score, variance, confidence, series), images embedded:
                       what GRPO (or another TRL trainer) trains on, without the run
@@ -36,8 +37,9 @@ def export_run(run_dir: str | Path, out_dir: str | Path) -> dict[str, Path]:
     for dim in dimensions(records):
         columns[f"gt_{dim}"] = [r.scores.get(dim) for r in records]
     pseudo = read_pseudo_scores(run_dir / "pseudo_scores.csv") if (run_dir / "pseudo_scores.csv").is_file() else {}
-    columns["pseudo_score"] = [pseudo[r.id][0] if r.id in pseudo else None for r in records]
-    columns["pseudo_variance"] = [pseudo[r.id][1] if r.id in pseudo else None for r in records]
+    for dim, scores in pseudo.items():
+        columns[f"pseudo_score_{dim}"] = [scores[r.id][0] if r.id in scores else None for r in records]
+        columns[f"pseudo_variance_{dim}"] = [scores[r.id][1] if r.id in scores else None for r in records]
     for file in sorted((run_dir / "predictions").glob("*.csv")):
         for dim, scores in read_predictions(file).items():
             columns[f"pred_{file.stem}_{dim}"] = [scores.get(r.id) for r in records]
@@ -45,10 +47,11 @@ def export_run(run_dir: str | Path, out_dir: str | Path) -> dict[str, Path]:
     written = {"images": out_dir / "images"}
     images.save_to_disk(str(written["images"]))
     if (run_dir / "comparisons.csv").is_file():
-        rows = read_comparisons(run_dir / "comparisons.csv")
+        rows = [(dim, *row) for dim, judged in read_comparisons(run_dir / "comparisons.csv").items() for row in judged]
         written["judgments"] = out_dir / "judgments"
-        datasets.Dataset.from_dict({"first_id": [a for a, _, _ in rows], "second_id": [b for _, b, _ in rows],
-                                    "p_first_preferred": [p for _, _, p in rows]}).save_to_disk(str(written["judgments"]))
+        datasets.Dataset.from_dict({"dimension": [d for d, *_ in rows], "first_id": [a for _, a, _, _ in rows],
+                                    "second_id": [b for _, _, b, _ in rows],
+                                    "p_first_preferred": [p for *_, p in rows]}).save_to_disk(str(written["judgments"]))
     if pseudo and (run_dir / "config.yaml").is_file():
         written["signal"] = export_signal(run_signal(run_dir, records, pseudo), out_dir / "signal")
     return written
@@ -56,15 +59,15 @@ def export_run(run_dir: str | Path, out_dir: str | Path) -> dict[str, Path]:
 
 def run_signal(run_dir: Path, records, pseudo):
     """The training signal of a run as its distill stage builds it: the training images (those with a
-    pseudo-score) in manifest order, the prompt and dimension of the run's config.yaml."""
+    pseudo-score) in manifest order, each dimension's prompt from the run's config.yaml."""
     from psdistill.config import parse_config
     from psdistill.distill.signal import training_signal
     from psdistill.pipeline import PipelineConfig
 
     cfg = parse_config(PipelineConfig, ["--config", str(run_dir / "config.yaml")])
-    dim = cfg.data.dimension
-    return training_signal([r for r in records if r.id in pseudo], {dim: pseudo},
-                           {dim: cfg.distill.rendered_prompt(dim)})
+    dims = list(pseudo)
+    trained = set.intersection(*(set(scores) for scores in pseudo.values()))
+    return training_signal([r for r in records if r.id in trained], pseudo, cfg.distill.rendered_prompts(dims))
 
 
 def export_signal(signal, folder) -> Path:

@@ -1,8 +1,13 @@
 """The judge and fit stages' artefacts in a run directory, one reader and writer each.
 
-    <run>/comparisons.csv    first_id,second_id,p_first_preferred: every judgment the pool asked for
-    <run>/pool.json          reference ids, posterior mean/variance of every training image (pool scale)
-    <run>/pseudo_scores.csv  id,score,variance,is_reference: posterior on the rating scale
+    <run>/comparisons.csv    dimension,first_id,second_id,p_first_preferred: every judgment each
+                             dimension's pool asked for, in presentation order
+    <run>/pool.json          {dimension: reference ids, posterior mean/variance of every training image
+                             (pool scale)}
+    <run>/pseudo_scores.csv  id, then per dimension <dim>,<dim>_variance,<dim>_is_reference: the
+                             posterior on the rating scale
+
+Every reader returns {dimension: ...}, dimensions in the order the run lists them (`data.dimensions`).
 
 Predictions have their own module (`predictions.py`). Every file is written to a temporary name and
 renamed, so a killed run never leaves half a file behind.
@@ -13,7 +18,7 @@ import csv
 import json
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Iterable, Sequence
+from typing import Iterable, Mapping, Sequence
 
 import numpy as np
 
@@ -47,47 +52,67 @@ def write_csv(path: str | Path, header: Sequence[str], rows: Iterable[Sequence])
     return path
 
 
-def write_comparisons(path: str | Path, ids: Sequence[str], comparisons) -> Path:
-    """`comparisons`: rows (i, j, P(first preferred)) with i, j indexing `ids`, in presentation order."""
-    return write_csv(path, ["first_id", "second_id", "p_first_preferred"],
-                     ([ids[int(i)], ids[int(j)], repr(float(p))]
-                      for i, j, p in np.asarray(comparisons, dtype=float).reshape(-1, 3)))
+def write_comparisons(path: str | Path, ids: Sequence[str], comparisons: Mapping[str, np.ndarray]) -> Path:
+    """`comparisons`: {dimension: rows (i, j, P(first preferred)) with i, j indexing `ids`, in presentation order}."""
+    return write_csv(path, ["dimension", "first_id", "second_id", "p_first_preferred"],
+                     ([dim, ids[int(i)], ids[int(j)], repr(float(p))] for dim, rows in comparisons.items()
+                      for i, j, p in np.asarray(rows, dtype=float).reshape(-1, 3)))
 
 
-def write_pool(path: str | Path, pool: PoolFile) -> Path:
+def write_pool(path: str | Path, pools: Mapping[str, PoolFile]) -> Path:
+    """{dimension: its pool}."""
     path = Path(path)
     tmp = _atomic(path)
-    tmp.write_text(json.dumps(asdict(pool)))
+    tmp.write_text(json.dumps({dim: asdict(pool) for dim, pool in pools.items()}))
     tmp.replace(path)
     return path
 
 
-def read_pool(path: str | Path) -> PoolFile:
+def read_pool(path: str | Path) -> dict[str, PoolFile]:
     path = Path(path)
     if not path.is_file():
         raise DataError(f"{path}: not found; run the judge stage first")
-    return PoolFile(**json.loads(path.read_text()))
+    return {dim: PoolFile(**pool) for dim, pool in json.loads(path.read_text()).items()}
 
 
-def write_pseudo_scores(path: str | Path, ids: Sequence[str], score, var, reference_ids: Sequence[str]) -> Path:
-    refs = set(reference_ids)
-    return write_csv(path, ["id", "score", "variance", "is_reference"],
-                     ([rid, repr(float(score[i])), repr(float(var[i])), int(rid in refs)] for i, rid in enumerate(ids)))
+def write_pseudo_scores(path: str | Path, ids: Sequence[str], scores: Mapping[str, tuple], reference_ids: Mapping[str, Sequence[str]]) -> Path:
+    """`scores`: {dimension: (score, variance) arrays in `ids` order}; `reference_ids`: {dimension: its references}."""
+    refs = {dim: set(r) for dim, r in reference_ids.items()}
+    header = ["id"] + [c for dim in scores for c in (dim, f"{dim}_variance", f"{dim}_is_reference")]
+    return write_csv(path, header, ([rid] + [x for dim, (score, var) in scores.items() for x in
+                                             (repr(float(score[i])), repr(float(var[i])), int(rid in refs[dim]))]
+                                    for i, rid in enumerate(ids)))
 
 
-def read_pseudo_scores(path: str | Path) -> dict[str, tuple[float, float]]:
-    """{image id: (score, variance)} on the rating scale."""
+def read_pseudo_scores(path: str | Path) -> dict[str, dict[str, tuple[float, float]]]:
+    """{dimension: {image id: (score, variance)}} on the rating scale (what `training_signal` takes)."""
     path = Path(path)
     if not path.is_file():
         raise DataError(f"{path}: not found; run the fit stage first")
     with open(path, newline="") as f:
-        return {row["id"]: (float(row["score"]), float(row["variance"])) for row in csv.DictReader(f)}
+        reader = csv.DictReader(f)
+        columns = reader.fieldnames or []
+        dims = [c for c in columns if f"{c}_variance" in columns]
+        if "id" not in columns or not dims:
+            raise DataError(f"{path}: needs columns id,<dimension>,<dimension>_variance... (found {columns})")
+        out: dict[str, dict[str, tuple[float, float]]] = {d: {} for d in dims}
+        for line, row in enumerate(reader, start=2):
+            for d in dims:
+                try:
+                    out[d][row["id"]] = (float(row[d]), float(row[f"{d}_variance"]))
+                except (TypeError, ValueError):
+                    raise DataError(f"{path}, line {line}: {d!r} or its variance is not a number") from None
+        return out
 
 
-def read_comparisons(path: str | Path) -> list[tuple[str, str, float]]:
-    """(first id, second id, P(first preferred)) per judgment, in presentation order."""
+def read_comparisons(path: str | Path) -> dict[str, list[tuple[str, str, float]]]:
+    """{dimension: (first id, second id, P(first preferred)) per judgment, in presentation order}."""
     path = Path(path)
     if not path.is_file():
         raise DataError(f"{path}: not found; run the judge stage first")
+    out: dict[str, list[tuple[str, str, float]]] = {}
     with open(path, newline="") as f:
-        return [(row["first_id"], row["second_id"], float(row["p_first_preferred"])) for row in csv.DictReader(f)]
+        for row in csv.DictReader(f):
+            out.setdefault(row["dimension"], []).append(
+                (row["first_id"], row["second_id"], float(row["p_first_preferred"])))
+    return out

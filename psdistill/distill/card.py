@@ -51,7 +51,8 @@ def record_base_model(folder, spec: ScorerSpec) -> None:
 
 
 def levels_snippet(spec: ScorerSpec, processor) -> str:
-    """Python code (transformers, peft for an adapter) that defines `score(path) -> float` for this student."""
+    """Python code (transformers, peft for an adapter) that defines `score(path, dimension) -> float` for this
+    student: one full forward pass per dimension (psdistill shares the image prefix between them)."""
     readout = Readout(spec, processor)
     cfg = spec.model_config
     if spec.weights == "adapter":
@@ -72,19 +73,19 @@ def levels_snippet(spec: ScorerSpec, processor) -> str:
         + load
         + "tokenizer = AutoTokenizer.from_pretrained(MODEL)\n"
         "image_processor = AutoImageProcessor.from_pretrained(MODEL)\n\n"
-        f"PROMPT = {spec.prompt!r}\n"
+        f"PROMPTS = {spec.prompts!r}  # the user text per dimension\n"
         f"LEVEL_WORDS = {list(spec.level_words)!r}\n"
         f"LEVEL_TOKEN_IDS = {readout.token_ids.tolist()!r}  # each word's token right after the prompt\n"
         f"LEVEL_SCORES = {readout.values.tolist()!r}  # level values mapped onto {list(spec.rating_scale)!r}\n"
-        "TEXT = tokenizer.apply_chat_template(\n"
-        "    [{\"role\": \"user\", \"content\": [{\"type\": \"image\"}, {\"type\": \"text\", \"text\": PROMPT}]}],\n"
-        "    add_generation_prompt=True, tokenize=False)\n\n\n"
+        "TEXTS = {dim: tokenizer.apply_chat_template(\n"
+        "    [{\"role\": \"user\", \"content\": [{\"type\": \"image\"}, {\"type\": \"text\", \"text\": prompt}]}],\n"
+        "    add_generation_prompt=True, tokenize=False) for dim, prompt in PROMPTS.items()}\n\n\n"
         "@torch.no_grad()\n"
-        "def score(path):\n"
+        f"def score(path, dimension={spec.dimensions[0]!r}):\n"
         "    pixels = image_processor(images=[Image.open(path).convert(\"RGB\")], return_tensors=\"pt\")\n"
         "    # the image placeholder stands for one token per merged patch, as the Qwen3-VL processor expands it\n"
         "    n = int(pixels[\"image_grid_thw\"].prod()) // image_processor.merge_size ** 2\n"
-        "    tokens = tokenizer(TEXT.replace(\"<|image_pad|>\", \"<|image_pad|>\" * n), return_tensors=\"pt\")\n"
+        "    tokens = tokenizer(TEXTS[dimension].replace(\"<|image_pad|>\", \"<|image_pad|>\" * n), return_tensors=\"pt\")\n"
         "    # 1 marks image tokens, for the multimodal rotary positions\n"
         "    tokens[\"mm_token_type_ids\"] = (tokens[\"input_ids\"] == tokenizer.convert_tokens_to_ids(\"<|image_pad|>\")).long()\n"
         "    logits = model(**tokens, **pixels).logits[0, -1, LEVEL_TOKEN_IDS].float()\n"
@@ -103,11 +104,11 @@ def _card_text(spec: ScorerSpec, processor, train_images: int, labels: Optional[
         source = f"pseudo-scores ranked from the pairwise comparisons of the VLM judge `{labels.judge_id}`"
     base = spec.model_config.name_or_path
     lines = [
-        f"# {spec.name}: single-pass image aesthetics scorer ({spec.dimension})", "",
+        f"# {spec.name}: single-pass image aesthetics scorer ({', '.join(spec.dimensions)})", "",
         "A vision-language model distilled by psdistill from a VLM judge's pairwise "
         "aesthetic judgments: one forward pass per image gives a score.", "",
         "## Training data", "",
-        f"- images: {train_images}", f"- dimension: `{spec.dimension}`", f"- rating scale: {lo:g} to {hi:g} (higher is better)",
+        f"- images: {train_images}", f"- dimensions: {', '.join(f'`{d}`' for d in spec.dimensions)}", f"- rating scale: {lo:g} to {hi:g} (higher is better)",
         f"- labels: {source}", "",
         "## Model", "",
         f"- base model: {base_model_name(spec)}",
@@ -115,7 +116,8 @@ def _card_text(spec: ScorerSpec, processor, train_images: int, labels: Optional[
         f"- head: `{spec.head}`", "",
         "## Scoring with psdistill", "",
         "```python", "import psdistill", "", f"scorer = psdistill.load_scorer({MODEL_PLACEHOLDER!r})",
-        "scorer(\"photo.jpg\")  # a float on the rating scale", "```", "",
+        "scorer(\"photo.jpg\")  # " + ("a float on the rating scale" if len(spec.dimensions) == 1 else
+                                       f"one score per dimension ({', '.join(spec.dimensions)})"), "```", "",
     ]
     if spec.head == "levels":
         lines += ["## Scoring with transformers only", "",
@@ -142,7 +144,7 @@ def write_model_card(folder, spec: ScorerSpec, processor, train_images: int,
     data = ModelCardData(
         base_model=base_model_name(spec), library_name="peft" if spec.weights == "adapter" else "transformers",
         tags=TAGS, pipeline_tag="image-text-to-text",
-        psdistill={"head": spec.head, "dimension": spec.dimension, "rating_scale": [lo, hi],
+        psdistill={"head": spec.head, "dimensions": list(spec.dimensions), "rating_scale": [lo, hi],
                    "train_images": train_images, "labels": "vlm-judge pseudo-scores",
                    "judge": labels.judge_id if labels else None, "simulated_judge": labels.simulated if labels else None})
     card = ModelCard(f"---\n{data.to_yaml()}\n---\n\n{_card_text(spec, processor, train_images, labels)}")

@@ -69,7 +69,8 @@ class DistillConfig:
     level_values: list[float] = field(default_factory=lambda: [5.0, 4.0, 3.0, 2.0, 1.0], metadata={
         "help": "Value of each level word; min..max is mapped linearly onto the rating scale."})
     prompt: str = field(default="Rate the aesthetic quality of this image. Answer with one word.", metadata={
-        "help": "User text after the image; '{dimension}' is replaced by the dimension name."})
+        "help": "User text after the image; '{dimension}' is replaced by the dimension name (needed with several "
+                "data.dimensions: each dimension's prompt must differ)."})
     # --- loss
     ranking_loss: str = field(default="pairwise", metadata={"help": (
         "'pairwise' (confidence-weighted Bradley-Terry over all pairs of a batch), 'listnet' or 'listmle'.")})
@@ -184,6 +185,13 @@ class DistillConfig:
 
     def rendered_prompt(self, dimension: str) -> str:
         return self.prompt.replace("{dimension}", dimension)
+
+    def rendered_prompts(self, dimensions) -> dict[str, str]:
+        """{dimension: its prompt}, in order; several dimensions need '{dimension}' in the prompt."""
+        if len(dimensions) > 1 and "{dimension}" not in self.prompt:
+            raise ConfigError(f"distill.prompt: {list(dimensions)} would all get the same prompt {self.prompt!r}; "
+                              "put '{dimension}' where the dimension's name goes")
+        return {d: self.rendered_prompt(d) for d in dimensions}
 
     def to_training_arguments(self, output_dir, with_eval: bool):
         """The `TrainingArguments` for one run; `with_eval` turns on validation every `eval_steps`."""

@@ -105,23 +105,22 @@ def _main_first(action) -> None:
         state.wait_for_everyone()
 
 
-def train_grpo(train_records: Sequence[ImageRecord], pseudo_scores: Mapping[str, Sequence[float]],
+def train_grpo(train_records: Sequence[ImageRecord], pseudo_scores: Mapping[str, Mapping[str, Sequence[float]]],
                model_cfg: ModelConfig, cfg: DistillConfig, output_dir,
-               val_records: Optional[Sequence[ImageRecord]] = None,
-               dimension: str = "overall", callbacks: Optional[list] = None,
+               val_records: Optional[Sequence[ImageRecord]] = None, callbacks: Optional[list] = None,
                rating_scale: Sequence[float] = DEFAULT_RATING_SCALE, labels: Optional[LabelSource] = None) -> Path:
     """`train_student` for `cfg.objective == "grpo"` (same arguments, same output folder). `val_records`
     are not scored during training here (TRL's evaluation generates answers; the score stage measures)."""
     output_dir = Path(output_dir)
     if val_records:
         logger.info("distill.objective=grpo: no validation SRCC during training; the evaluate stage reports it")
+    dims = list(pseudo_scores)
     set_seed(cfg.seed)  # LoRA initialisation happens before the trainer seeds
     model, processor = build_student(model_cfg, cfg, rating_scale)
     weights = "full" if cfg.tuning == "full" else "adapter"
-    spec = ScorerSpec.from_config(model_cfg, cfg, dimension, weights=weights, name="psdistill",
-                                  rating_scale=rating_scale)
-    signal = training_signal(train_records, {dimension: pseudo_scores}, {dimension: spec.prompt})
-    fingerprint = _training_fingerprint(model_cfg, cfg, signal.to_list(), [dimension, list(rating_scale)])
+    spec = ScorerSpec.from_config(model_cfg, cfg, dims, weights=weights, name="psdistill", rating_scale=rating_scale)
+    signal = training_signal(train_records, pseudo_scores, spec.prompts)
+    fingerprint = _training_fingerprint(model_cfg, cfg, signal.to_list(), [dims, list(rating_scale)])
     _main_first(lambda: _claim_output_dir(output_dir, fingerprint))
     _reference(model, cfg, output_dir)
     readout = Readout(spec, processor)
@@ -138,5 +137,5 @@ def train_grpo(train_records: Sequence[ImageRecord], pseudo_scores: Mapping[str,
     if trainer.is_world_process_zero():
         shutil.rmtree(output_dir / _REFERENCE_DIR, ignore_errors=True)  # saved again if a rerun needs it
         record_base_model(output_dir, spec)
-        write_model_card(output_dir, spec, processor, len(signal), labels)
+        write_model_card(output_dir, spec, processor, len(train_records), labels)
     return output_dir

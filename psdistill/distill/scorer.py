@@ -10,11 +10,22 @@ Two heads read a score from that pass:
 
 Batches are left-padded (the processor's tokenizer pads left), so the last position of every row is
 the answer position. A trained scorer folder holds `scorer_config.json` (`ScorerSpec`), which says
-how to rebuild it: base model, adapter or full weights, head, level words and values, prompt, scale.
+how to rebuild it: base model, adapter or full weights, head, level words and values, one prompt per
+dimension, scale.
+
+Several dimensions: one prompt per dimension, all reading the same head, and still one pass per image
+(`Readout`). The prompts share everything up to where their texts differ (the chat template's start,
+the image, any common words): that prefix runs once per image and its KV cache is reused by each
+dimension's text suffix, as the judge reuses a pair's shared prefix (psdistill/judge/prefix_cache.py).
+Chosen over several outputs read from one prompt because each dimension keeps a prompt of its own
+that the untrained VLM can answer zero-shot (the teacher-pointwise scorer and the starting point of
+training), and a one-dimension student stays exactly what it is today; the added cost per dimension
+is its suffix's few text tokens, not another pass over the image tokens.
 """
 from __future__ import annotations
 
 import dataclasses
+import inspect
 import json
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -32,7 +43,8 @@ from psdistill.models.readout_tokens import next_token_ids
 from psdistill.scorer_api import CallableScorer, ImageInput, as_batch, as_image
 
 SPEC_FILE = "scorer_config.json"
-SPEC_FORMAT = "psdistill-scorer/1"
+SPEC_FORMAT = "psdistill-scorer/2"
+_FORMAT_1 = "psdistill-scorer/1"  # one dimension: `dimension` and `prompt` instead of `prompts`
 SCORE_BATCH_SIZE = 16  # images per forward pass when scoring, unless a caller says otherwise
 
 
@@ -46,20 +58,23 @@ class ScorerSpec:
     head: str
     level_words: list[str]
     level_values: list[float]
-    prompt: str  # the user text, already formatted for `dimension`
+    prompts: dict[str, str]  # dimension -> its user text, already formatted; one score column each, in order
     rating_scale: list[float]
-    dimension: str = "overall"
     name: str = "psdistill"
     format: str = SPEC_FORMAT
     distill_config: dict = field(default_factory=dict)  # the resolved training config, for the record
 
+    @property
+    def dimensions(self) -> tuple[str, ...]:
+        return tuple(self.prompts)
+
     @classmethod
-    def from_config(cls, model_cfg: ModelConfig, cfg, dimension: str, weights: str, name: str,
+    def from_config(cls, model_cfg: ModelConfig, cfg, dimensions: Sequence[str], weights: str, name: str,
                     rating_scale: Sequence[float] = DEFAULT_RATING_SCALE) -> "ScorerSpec":
         return cls(base_model=dataclasses.asdict(model_cfg), weights=weights, head=cfg.head,
                    level_words=list(cfg.level_words), level_values=[float(v) for v in cfg.level_values],
-                   prompt=cfg.rendered_prompt(dimension), rating_scale=[float(v) for v in rating_scale],
-                   dimension=dimension, name=name, distill_config=dataclasses.asdict(cfg))
+                   prompts=cfg.rendered_prompts(dimensions), rating_scale=[float(v) for v in rating_scale],
+                   name=name, distill_config=dataclasses.asdict(cfg))
 
     def save(self, folder) -> Path:
         path = Path(folder) / SPEC_FILE
@@ -72,6 +87,9 @@ class ScorerSpec:
         if not path.is_file():
             raise PsdistillError(f"{folder}: no {SPEC_FILE}; is this a folder written by train_student?")
         data = json.loads(path.read_text())
+        if data.get("format") == _FORMAT_1:  # a one-dimension scorer saved before prompts per dimension
+            data["prompts"] = {data.pop("dimension", "overall"): data.pop("prompt")}
+            data["format"] = SPEC_FORMAT
         if data.get("format") != SPEC_FORMAT:
             raise PsdistillError(f"{path}: format {data.get('format')!r}, expected {SPEC_FORMAT!r}")
         return cls(**data)
@@ -110,34 +128,91 @@ def attach_score_head(model, rating_scale: Sequence[float]) -> torch.nn.Linear:
 
 
 def _score_head(model) -> torch.nn.Module:
-    while hasattr(model, "module"):  # DistributedDataParallel, DeepSpeed engine
-        model = model.module
-    if hasattr(model, "get_base_model"):  # peft: the head is a modules_to_save wrapper in the base model
-        model = model.get_base_model()
-    return model.score_head
+    return _unwrapped(model).score_head  # peft: a modules_to_save wrapper in the base model
 
 
 class Readout:
-    """Scores (B,) on the rating scale from one forward pass of `model` on processor inputs."""
+    """Scores (B, D) on the rating scale, one column per dimension of `spec`, from processor inputs of
+    `text` for each image: one forward pass per image (the shared prefix, for several dimensions)."""
 
     def __init__(self, spec: ScorerSpec, processor):
         self.head = spec.head
+        prompts = [render_prompt(processor, spec.prompts[d]) for d in spec.dimensions]
+        if len(prompts) == 1:
+            self.text, self.suffixes = prompts[0], None
+        else:
+            self.text, self.suffixes = shared_prefix(processor.tokenizer, prompts)
         if spec.head == "levels":
-            self.token_ids = torch.tensor(level_token_ids(processor, spec.level_words, spec.prompt))
+            ids = {tuple(level_token_ids(processor, spec.level_words, spec.prompts[d])) for d in spec.dimensions}
+            if len(ids) > 1:
+                raise ConfigError(f"distill.level_words: {spec.level_words} are other tokens after some "
+                                  "dimensions' prompts; end the prompts alike")
+            self.token_ids = torch.tensor(ids.pop())
             # The affine map value -> rating scale commutes with the expectation, so map the values once.
             v = np.asarray(spec.level_values, dtype=float)
             lo, hi = spec.rating_scale
             self.values = torch.tensor(lo + (v - v.min()) * (hi - lo) / (v.max() - v.min()), dtype=torch.float32)
 
     def __call__(self, model, inputs: dict) -> torch.Tensor:
-        # logits_to_keep=1: only the answer position goes through lm_head (a 150k-vocab matmul per token otherwise).
-        out = model(**inputs, logits_to_keep=1, output_hidden_states=self.head == "scalar")
+        if self.suffixes is None:
+            # logits_to_keep=1: only the answer position goes through lm_head (a 150k-vocab matmul per token otherwise).
+            return self._score(model, model(**inputs, logits_to_keep=1, output_hidden_states=self.head == "scalar"))[:, None]
+        from transformers import DynamicCache
+
+        inner = _unwrapped(model).model
+        if not hasattr(inner, "rope_deltas"):
+            raise ConfigError(f"data.dimensions: several dimensions in one pass need a Qwen-VL model (M-RoPE "
+                              f"positions continue from the prefix's); {type(inner).__name__} is none")
+        cache = DynamicCache()
+        model(**inputs, logits_to_keep=1, **{_cache_arg(model): cache})  # image and shared text, once
+        mask = inputs["attention_mask"]
+        # A suffix token's position continues after its row's last prefix position (max + 1 - real length
+        # = rope_deltas): the positions the full prompt of that dimension gives it.
+        start = mask.sum(1, keepdim=True) + inner.rope_deltas.to(mask.device)
+        columns = []
+        for ids in self.suffixes:
+            ids = ids.to(mask.device)[None].expand(len(mask), -1)
+            positions = (start + torch.arange(ids.shape[1], device=mask.device))[None].expand(3, -1, -1)
+            # A fresh cache on the prefix's tensors: each suffix's keys are appended to its own copy.
+            suffix_cache = DynamicCache(ddp_cache_data=[(layer.keys, layer.values) for layer in cache.layers])
+            out = model(input_ids=ids, attention_mask=torch.cat([mask, torch.ones_like(ids)], 1), position_ids=positions,
+                        logits_to_keep=1, output_hidden_states=self.head == "scalar", **{_cache_arg(model): suffix_cache})
+            columns.append(self._score(model, out))
+        return torch.stack(columns, 1)
+
+    def _score(self, model, out) -> torch.Tensor:
         if self.head == "levels":
             logits = out.logits[:, -1, self.token_ids.to(out.logits.device)].float()
             return torch.softmax(logits, dim=-1) @ self.values.to(logits.device)
         head = _score_head(model)
         h = out.hidden_states[-1][:, -1]  # final-norm output at the last (non-pad: left padding) token
         return head(h.to(next(head.parameters()).dtype)).squeeze(-1).float()
+
+
+def shared_prefix(tokenizer, prompts: Sequence[str]) -> tuple[str, list[torch.Tensor]]:
+    """(the longest common prefix text of `prompts`, each prompt's remaining token ids), cut where the
+    prefix's tokens followed by a suffix's are exactly that prompt's tokens (no merge across the cut)."""
+    import os.path
+
+    common = os.path.commonprefix(list(prompts))
+    full = [tokenizer.encode(p, add_special_tokens=False) for p in prompts]
+    for cut in range(len(common), 0, -1):
+        head = tokenizer.encode(common[:cut], add_special_tokens=False)
+        if all(ids[:len(head)] == head and len(ids) > len(head) for ids in full):
+            return common[:cut], [torch.tensor(ids[len(head):]) for ids in full]
+    raise ConfigError("distill.prompt: the dimensions' prompts share no prefix to run once")
+
+
+def _unwrapped(model):
+    """The transformers model under DDP / DeepSpeed and peft wrappers."""
+    while hasattr(model, "module"):
+        model = model.module
+    return model.get_base_model() if hasattr(model, "get_base_model") else model
+
+
+def _cache_arg(model) -> str:
+    # transformers 5.2x renamed the forward's `past_key_values` to `cache` (as prefix_cache.py).
+    return "cache" if "cache" in inspect.signature(_unwrapped(model).forward).parameters else "past_key_values"
 
 
 def processor_inputs(processor, prompt: str, images: Sequence[Image.Image]) -> dict:
@@ -152,6 +227,8 @@ class StudentScorer(CallableScorer):
         >>> scorer = StudentScorer.from_pretrained("runs/demo/student")   # doctest: +SKIP
         >>> scorer.score(["a.jpg", "b.jpg"], batch_size=16)               # doctest: +SKIP
         array([3.91, 2.47])
+
+    A scorer of several dimensions (`dimensions`) returns one column per dimension, (N, D).
     """
 
     lower_better = False
@@ -162,9 +239,8 @@ class StudentScorer(CallableScorer):
         self.spec = spec
         self.name = spec.name
         self.score_range = tuple(spec.rating_scale)
-        self.dimensions = (spec.dimension,)
+        self.dimensions = spec.dimensions
         self.readout = Readout(spec, processor)
-        self.prompt = render_prompt(processor, spec.prompt)
 
     @classmethod
     def from_pretrained(cls, path, device: Optional[str] = None) -> "StudentScorer":
@@ -199,7 +275,7 @@ class StudentScorer(CallableScorer):
                    processor, spec)
 
     @classmethod
-    def from_model_config(cls, model_cfg: ModelConfig, cfg=None, dimension: str = "overall",
+    def from_model_config(cls, model_cfg: ModelConfig, cfg=None, dimensions: Sequence[str] = ("overall",),
                           device: Optional[str] = None, name: str = "teacher-pointwise",
                           rating_scale: Sequence[float] = DEFAULT_RATING_SCALE) -> "StudentScorer":
         """The base VLM with no adapter, read zero-shot through the levels head (the pointwise teacher)."""
@@ -211,7 +287,7 @@ class StudentScorer(CallableScorer):
                               "(a fresh scalar head is untrained)")
         model, processor = load_vlm(model_cfg)
         return cls(place_for_inference(model, model_cfg.dtype, device, dispatched=bool(model_cfg.device_map)), processor,
-                   ScorerSpec.from_config(model_cfg, cfg, dimension, weights="base", name=name,
+                   ScorerSpec.from_config(model_cfg, cfg, dimensions, weights="base", name=name,
                                           rating_scale=rating_scale))
 
     @property
@@ -220,15 +296,17 @@ class StudentScorer(CallableScorer):
 
     @torch.inference_mode()
     def score(self, images: Union[ImageInput, Sequence[ImageInput]], batch_size: int = SCORE_BATCH_SIZE) -> np.ndarray:
-        """Scores on `score_range`, one per image (paths, PIL images or HxWx3 uint8 arrays), in input order."""
+        """Scores on `score_range` of the images (paths, PIL images or HxWx3 uint8 arrays), in input order:
+        (N,) for one dimension, (N, D) for several (`psdistill.scorer_api.by_dimension` names the columns)."""
         images, _ = as_batch(images)
         device = self.device
-        out = []
+        out = [np.zeros((0, len(self.dimensions)))]
         for start in range(0, len(images), batch_size):
             chunk = [as_image(im, start + k) for k, im in enumerate(images[start:start + batch_size])]
-            inputs = {k: v.to(device) for k, v in processor_inputs(self.processor, self.prompt, chunk).items()}
+            inputs = {k: v.to(device) for k, v in processor_inputs(self.processor, self.readout.text, chunk).items()}
             out.append(self.readout(self.model, inputs).cpu().numpy())
-        return np.concatenate(out).astype(float) if out else np.zeros(0)
+        scores = np.concatenate(out).astype(float)
+        return scores[:, 0] if len(self.dimensions) == 1 else scores
 
 
 def _load_head(head: torch.nn.Module, folder) -> None:
@@ -263,7 +341,7 @@ def _check_adapter_head(head: torch.nn.Module, folder) -> None:
 
 def score_images(scorer, images: Sequence[Union[ImageInput, ImageRecord]], out_csv,
                  batch_size: int = SCORE_BATCH_SIZE, on_bad_image: str = "error") -> np.ndarray:
-    """Score images with a tqdm bar into `out_csv` in the predictions format (id,path,<dimension>).
+    """Score images with a tqdm bar into `out_csv` in the predictions format (id,path,<dimension>...).
 
     Records keep their ids; a path's id is its file name without suffix. Scores are appended to
     `<out_csv>.partial` batch by batch, so a killed run loses at most one batch: rerun the same call
@@ -280,9 +358,9 @@ def score_images(scorer, images: Sequence[Union[ImageInput, ImageRecord]], out_c
     if on_bad_image not in ("error", "skip"):
         raise ConfigError(f"on_bad_image: 'error' or 'skip', got {on_bad_image!r}")
     records = [im if isinstance(im, ImageRecord) else ImageRecord(id=Path(im).stem, path=str(im)) for im in images]
-    dim = scorer.dimensions[0]
+    dims = list(scorer.dimensions)
     out_csv, partial = Path(out_csv), Path(str(out_csv) + ".partial")
-    done = {**_scored(out_csv, dim), **_scored(partial, dim)}  # path -> score, from an earlier run
+    done = {**_scored(out_csv, dims), **_scored(partial, dims)}  # path -> scores, from an earlier run
     todo = [r for r in records if str(r.path) not in done]
     skipped = []
     partial.parent.mkdir(parents=True, exist_ok=True)
@@ -292,27 +370,27 @@ def score_images(scorer, images: Sequence[Union[ImageInput, ImageRecord]], out_c
         for start in range(0, len(todo), batch_size):
             chunk = todo[start:start + batch_size]
             try:
-                scores = scorer.score([r.path for r in chunk], batch_size=batch_size)
+                scores = scorer.score([r.path for r in chunk], batch_size=batch_size).reshape(len(chunk), -1)
             except DataError:
                 if on_bad_image == "error":
                     raise
-                scores = [_score_or_nan(scorer, r.path, skipped) for r in chunk]  # find the bad one(s)
+                scores = [_score_or_nan(scorer, r.path, skipped, len(dims)) for r in chunk]  # find the bad one(s)
             for r, v in zip(chunk, scores):
-                done[str(r.path)] = float(v)
-                w.writerow([str(r.path), repr(float(v))])
+                done[str(r.path)] = [float(x) for x in v]
+                w.writerow([str(r.path), *map(repr, done[str(r.path)])])
             f.flush()
             bar.update(len(chunk))
     if skipped:
         logging.getLogger(__name__).warning("skipped %d unreadable image(s): %s", len(skipped), "; ".join(skipped[:10]))
-    scores = np.array([done[str(r.path)] for r in records], dtype=float)
-    write_predictions(out_csv, records, {dim: scores})
+    scores = np.array([done[str(r.path)] for r in records], dtype=float).reshape(len(records), len(dims))
+    write_predictions(out_csv, records, {d: scores[:, k] for k, d in enumerate(dims)})
     partial.unlink()
-    return scores
+    return scores[:, 0] if len(dims) == 1 else scores
 
 
-def _scored(path: Path, dim: str) -> dict[str, float]:
-    """{image path: score} of a predictions file or a partial file (path,score); a row without its line
-    end (cut off by a kill mid-write, so its number may be cut short too) is left out."""
+def _scored(path: Path, dims: list[str]) -> dict[str, list[float]]:
+    """{image path: [score per dimension]} of a predictions file or a partial file (path,score...); a row
+    without its line end (cut off by a kill mid-write, so its number may be cut short too) is left out."""
     import csv
 
     if not path.is_file():
@@ -320,23 +398,27 @@ def _scored(path: Path, dim: str) -> dict[str, float]:
     with open(path, newline="") as f:
         rows = list(csv.reader(line for line in f.readlines() if line.endswith("\n")))
     if rows and rows[0][:2] == ["id", "path"]:  # a finished predictions file
-        col = rows[0].index(dim) if dim in rows[0] else None
-        return {} if col is None else {r[1]: float(r[col]) for r in rows[1:] if len(r) > col and r[col]}
+        if not set(dims) <= set(rows[0]):
+            return {}
+        cols = [rows[0].index(d) for d in dims]
+        return {r[1]: [float(r[c]) for c in cols] for r in rows[1:]
+                if len(r) > max(cols) and all(r[c] for c in cols)}
     out = {}
     for r in rows:
         try:
-            out[r[0]] = float(r[1])
-        except (IndexError, ValueError):
+            if len(r) == len(dims) + 1:
+                out[r[0]] = [float(x) for x in r[1:]]
+        except ValueError:
             continue
     return out
 
 
-def _score_or_nan(scorer, path, skipped: list) -> float:
+def _score_or_nan(scorer, path, skipped: list, n_dims: int) -> list[float]:
     try:
-        return float(scorer.score([path])[0])
+        return [float(x) for x in scorer.score([path]).reshape(-1)]
     except DataError as e:
         skipped.append(str(e))
-        return float("nan")
+        return [float("nan")] * n_dims
 
 
 def export_merged(path, out_dir) -> Path:
@@ -361,7 +443,7 @@ def load_student(path, device: Optional[str] = None) -> StudentScorer:
     return StudentScorer.from_pretrained(path, device=device)
 
 
-def teacher_pointwise(model: Union[str, dict, ModelConfig] = "tiny", dimension: str = "overall",
+def teacher_pointwise(model: Union[str, dict, ModelConfig] = "tiny", dimensions: Sequence[str] = ("overall",),
                       device: Optional[str] = None, rating_scale: Sequence[float] = DEFAULT_RATING_SCALE,
                       **distill_fields) -> StudentScorer:
     """Registry factory for "teacher-pointwise": `model` is a ModelConfig, its dict, or a name/path;
@@ -370,5 +452,5 @@ def teacher_pointwise(model: Union[str, dict, ModelConfig] = "tiny", dimension: 
 
     model_cfg = model if isinstance(model, ModelConfig) else (
         ModelConfig(**model) if isinstance(model, dict) else ModelConfig(name_or_path=str(model)))
-    return StudentScorer.from_model_config(model_cfg, DistillConfig(**distill_fields), dimension, device,
+    return StudentScorer.from_model_config(model_cfg, DistillConfig(**distill_fields), dimensions, device,
                                            rating_scale=rating_scale)

@@ -24,6 +24,7 @@ import os
 import shutil
 from collections import defaultdict
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 from typing import Any, Mapping, Optional, Sequence
 
@@ -40,10 +41,8 @@ from psdistill.distill.card import LabelSource, record_base_model, write_model_c
 from psdistill.distill.config import DistillConfig
 from psdistill.distill.losses import confidence_matrix, distill_loss
 from psdistill.distill.signal import training_signal
-from psdistill.distill.scorer import (
-    Readout, ScorerSpec, attach_score_head, level_token_ids, processor_inputs, render_prompt,
-)
-from psdistill.errors import ConfigError
+from psdistill.distill.scorer import Readout, ScorerSpec, attach_score_head, level_token_ids, processor_inputs
+from psdistill.errors import ConfigError, DataError
 from psdistill.models.device import process_state
 from psdistill.models.loading import TINY, ModelConfig, load_processor, load_vlm
 
@@ -94,39 +93,55 @@ class SeriesSampler(torch.utils.data.Sampler[int]):
 
 @dataclass
 class DistillCollator:
-    """Loads the images of a batch and builds left-padded processor inputs for the pointwise prompt.
+    """Loads the images of a batch and builds left-padded processor inputs for the readout's `text`
+    (the pointwise prompt, or the dimensions' shared prefix).
 
-    Training features carry `mu`, `var` (pseudo-score mean and variance), which become `mu`, `var` and
-    the pair confidences `confidence` (B, B); validation features carry `target` (ground truth).
+    Training features carry `mu`, `var` (pseudo-score mean and variance, one per dimension), which become
+    `mu`, `var` (B, D) and the pair confidences `confidence` (D, B, B): pairs only within a dimension.
+    Validation features carry `target` (ground truth per dimension, NaN where unknown).
 
         >>> collator = DistillCollator(processor, render_prompt(processor, "Rate ..."))   # doctest: +SKIP
-        >>> batch = collator([{"path": "a.png", "mu": 3.2, "var": 0.1}, {"path": "b.png", "mu": 2.0, "var": 0.2}])
+        >>> batch = collator([{"path": "a.png", "mu": [3.2], "var": [0.1]}, {"path": "b.png", "mu": [2.0], "var": [0.2]}])
         >>> batch["confidence"]  # P(s_a > s_b) = Phi(1.2 / sqrt(0.3)) = 0.986               # doctest: +SKIP
-        tensor([[0.5000, 0.9858], [0.0142, 0.5000]])
+        tensor([[[0.5000, 0.9858], [0.0142, 0.5000]]])
     """
 
     processor: Any
-    prompt: str
+    text: str
 
     def __call__(self, features: list[dict]) -> dict[str, torch.Tensor]:
-        batch = processor_inputs(self.processor, self.prompt, [load_image(f["path"]) for f in features])
+        batch = processor_inputs(self.processor, self.text, [load_image(f["path"]) for f in features])
         if "mu" in features[0]:
             mu = np.array([f["mu"] for f in features], dtype=float)
             var = np.array([f["var"] for f in features], dtype=float)
             batch["mu"] = torch.tensor(mu, dtype=torch.float32)
             batch["var"] = torch.tensor(var, dtype=torch.float32)
-            batch["confidence"] = torch.tensor(confidence_matrix(mu, var), dtype=torch.float32)
+            batch["confidence"] = torch.tensor(np.stack([confidence_matrix(mu[:, d], var[:, d])
+                                                         for d in range(mu.shape[1])]), dtype=torch.float32)
         if "target" in features[0]:
             batch["target"] = torch.tensor([f["target"] for f in features], dtype=torch.float32)
         return batch
 
 
-def srcc_metrics(eval_pred) -> dict[str, float]:
-    """SRCC and PLCC of the scores against ground truth (logged as eval_srcc, eval_plcc)."""
-    scores, target = np.asarray(eval_pred.predictions, float), np.asarray(eval_pred.label_ids, float)
-    if len(scores) < 2 or np.ptp(scores) == 0 or np.ptp(target) == 0:
-        return {"srcc": math.nan, "plcc": math.nan}  # undefined (constant scores), as psdistill.metrics says
-    return {"srcc": float(spearmanr(scores, target)[0]), "plcc": float(pearsonr(scores, target)[0])}
+def srcc_metrics(eval_pred, dimensions: Sequence[str] = ("overall",)) -> dict[str, float]:
+    """SRCC and PLCC of the scores (N, D) against ground truth (N, D; NaN: unknown), logged as eval_srcc,
+    eval_plcc; with several dimensions their means, and eval_srcc_<dimension> etc. per dimension."""
+    scores = np.asarray(eval_pred.predictions, float).reshape(-1, len(dimensions))
+    target = np.asarray(eval_pred.label_ids, float).reshape(-1, len(dimensions))
+    per = {}
+    for k, dim in enumerate(dimensions):
+        known = np.isfinite(target[:, k])
+        s, t = scores[known, k], target[known, k]
+        if len(s) < 2 or np.ptp(s) == 0 or np.ptp(t) == 0:
+            per[dim] = (math.nan, math.nan)  # undefined (constant scores), as psdistill.metrics says
+        else:
+            per[dim] = (float(spearmanr(s, t)[0]), float(pearsonr(s, t)[0]))
+    if len(dimensions) == 1:
+        return dict(zip(("srcc", "plcc"), per[dimensions[0]]))
+    out = {"srcc": float(np.mean([v[0] for v in per.values()])), "plcc": float(np.mean([v[1] for v in per.values()]))}
+    for dim, (srcc, plcc) in per.items():
+        out[f"srcc_{dim}"], out[f"plcc_{dim}"] = srcc, plcc
+    return out
 
 
 class DistillTrainer(Trainer):
@@ -159,13 +174,16 @@ class DistillTrainer(Trainer):
     def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
         cfg = self.distill_config
         mu, var, confidence = inputs.pop("mu"), inputs.pop("var"), inputs.pop("confidence")
-        scores = self.readout(model, inputs)
-        parts = distill_loss(scores, mu, var, confidence, ranking=cfg.ranking_loss, weighting=cfg.pair_weighting,
-                             temperature=cfg.temperature, calibration=cfg.calibration,
-                             calibration_weight=cfg.calibration_weight)
-        self._terms["loss_rank"].append(parts["rank"].item())
-        self._terms["loss_cal"].append(parts["cal"].item())
-        return (parts["loss"], {"scores": scores}) if return_outputs else parts["loss"]
+        scores = self.readout(model, inputs)  # (B, D)
+        # One loss per dimension, each over its own pairs, averaged: dimensions weigh alike.
+        parts = [distill_loss(scores[:, d], mu[:, d], var[:, d], confidence[d], ranking=cfg.ranking_loss,
+                              weighting=cfg.pair_weighting, temperature=cfg.temperature,
+                              calibration=cfg.calibration, calibration_weight=cfg.calibration_weight)
+                 for d in range(scores.shape[1])]
+        loss, rank, cal = (sum(p[k] for p in parts) / len(parts) for k in ("loss", "rank", "cal"))
+        self._terms["loss_rank"].append(rank.item())
+        self._terms["loss_cal"].append(cal.item())
+        return (loss, {"scores": scores}) if return_outputs else loss
 
     def prediction_step(self, model, inputs, prediction_loss_only, ignore_keys=None):
         inputs = self._prepare_inputs(inputs)
@@ -253,12 +271,19 @@ def _load_4bit(model_cfg: ModelConfig):
     return model, processor
 
 
-def _train_rows(signal) -> list[dict]:
-    """The ranking objective's rows (path, pseudo-score mean and variance) of a one-dimension signal."""
-    return [{"path": p, "mu": m, "var": v} for p, m, v in zip(signal["image"], signal["pseudo_score"], signal["variance"])]
+def _train_rows(signal, dimensions: Sequence[str]) -> list[dict]:
+    """The ranking objective's rows, one per image (scored in every dimension in one pass): its path and
+    pseudo-score means and variances in `dimensions` order. The signal holds one block of rows per
+    dimension, each in the same image order."""
+    columns = signal.to_dict()
+    n = len(columns["image"]) // len(dimensions)
+    blocks = range(0, len(columns["image"]), n)
+    return [{"path": columns["image"][i],
+             "mu": [columns["pseudo_score"][b + i] for b in blocks],
+             "var": [columns["variance"][b + i] for b in blocks]} for i in range(n)]
 
 
-def _training_fingerprint(model_cfg: ModelConfig, cfg: DistillConfig, rows: list[dict], dimension: str) -> str:
+def _training_fingerprint(model_cfg: ModelConfig, cfg: DistillConfig, rows: list[dict], dimension: list) -> str:
     """What decides a checkpoint's meaning: everything but where to resume from."""
     payload = {"model": dataclasses.asdict(model_cfg), "dimension": dimension, "rows": rows,
                "distill": {k: v for k, v in dataclasses.asdict(cfg).items() if k != "resume_from_checkpoint"}}
@@ -316,14 +341,15 @@ def _log_metrics_instead_of_printing(trainer: Trainer) -> None:
         trainer.add_callback(_LoggedProgress)
 
 
-def train_student(train_records: Sequence[ImageRecord], pseudo_scores: Mapping[str, Sequence[float]],
+def train_student(train_records: Sequence[ImageRecord], pseudo_scores: Mapping[str, Mapping[str, Sequence[float]]],
                   model_cfg: ModelConfig, cfg: DistillConfig, output_dir, val_records: Optional[Sequence[ImageRecord]] = None,
-                  dimension: str = "overall", callbacks: Optional[list] = None,
-                  rating_scale: Sequence[float] = DEFAULT_RATING_SCALE, labels: Optional[LabelSource] = None) -> Path:
-    """Train the student on `pseudo_scores` (id -> (mean, variance) on `rating_scale`) and save it.
+                  callbacks: Optional[list] = None, rating_scale: Sequence[float] = DEFAULT_RATING_SCALE,
+                  labels: Optional[LabelSource] = None) -> Path:
+    """Train one student on `pseudo_scores` ({dimension: {id: (mean, variance)}} on `rating_scale`) that
+    scores every dimension in one pass per image (`scorer.Readout`), and save it.
 
     `val_records` with ground truth in `scores[dimension]` are scored every `cfg.eval_steps` (and at
-    the start), logged as eval_srcc / eval_plcc. Returns `output_dir`, which holds the adapter (or full
+    the start), logged as eval_srcc / eval_plcc (per dimension too, with several). Returns `output_dir`, which holds the adapter (or full
     weights), the processor, `scorer_config.json` and the trainer state; `checkpoint-N/` folders are
     scorers too. Works the same in one process and under `accelerate launch`. `callbacks` are extra
     `transformers.TrainerCallback`s (early stopping, timing, ...). `labels` (which judge gave the
@@ -333,18 +359,25 @@ def train_student(train_records: Sequence[ImageRecord], pseudo_scores: Mapping[s
     if cfg.objective == "grpo":
         from psdistill.distill.grpo import train_grpo  # imports trl
 
-        return train_grpo(train_records, pseudo_scores, model_cfg, cfg, output_dir, val_records, dimension,
-                          callbacks, rating_scale, labels)
+        return train_grpo(train_records, pseudo_scores, model_cfg, cfg, output_dir, val_records, callbacks,
+                          rating_scale, labels)
     output_dir = Path(output_dir)
+    dims = list(pseudo_scores)
+    if not dims:
+        raise DataError("train_student: no pseudo-scores given (pseudo_scores has no dimension)")
+    if len(dims) > 1 and cfg.gradient_checkpointing:
+        # checkpointed layers drop the KV cache in training, which the dimensions' shared prefix lives in
+        raise ConfigError("distill.gradient_checkpointing: not with several data.dimensions (their prompts "
+                          "reuse the image prefix's KV cache); train with it off")
+    weights = "full" if cfg.tuning == "full" else "adapter"
+    spec = ScorerSpec.from_config(model_cfg, cfg, dims, weights=weights, name="psdistill", rating_scale=rating_scale)
     set_seed(cfg.seed)  # LoRA and scalar-head initialisation happen before the Trainer seeds
     model, processor = build_student(model_cfg, cfg, rating_scale)
-    weights = "full" if cfg.tuning == "full" else "adapter"
-    spec = ScorerSpec.from_config(model_cfg, cfg, dimension, weights=weights, name="psdistill", rating_scale=rating_scale)
-    signal = training_signal(train_records, {dimension: pseudo_scores}, {dimension: spec.prompt})
-    train_rows = _train_rows(signal)
-    val_rows = [{"path": r.path, "target": r.score(dimension)} for r in (val_records or [])
-                if math.isfinite(r.score(dimension))]
-    fingerprint = _training_fingerprint(model_cfg, cfg, train_rows + val_rows, [dimension, list(rating_scale)])
+    signal = training_signal(train_records, pseudo_scores, spec.prompts)
+    train_rows = _train_rows(signal, dims)
+    val_rows = [{"path": r.path, "target": [r.score(d) for d in dims]} for r in (val_records or [])
+                if any(math.isfinite(r.score(d)) for d in dims)]
+    fingerprint = _training_fingerprint(model_cfg, cfg, train_rows + val_rows, [dims, list(rating_scale)])
     if int(os.environ.get("WORLD_SIZE", "1")) > 1:
         state = process_state()
         if state.is_main_process:
@@ -352,13 +385,14 @@ def train_student(train_records: Sequence[ImageRecord], pseudo_scores: Mapping[s
         state.wait_for_everyone()
     else:
         _claim_output_dir(output_dir, fingerprint)
+    readout = Readout(spec, processor)
     trainer = DistillTrainer(
         model=model, args=cfg.to_training_arguments(output_dir, with_eval=bool(val_rows)),
         train_dataset=train_rows, eval_dataset=val_rows or None,
-        data_collator=DistillCollator(processor, render_prompt(processor, spec.prompt)),
-        processing_class=processor, compute_metrics=srcc_metrics if val_rows else None,
-        distill_config=cfg, readout=Readout(spec, processor), spec=spec,
-        series=signal["series"], callbacks=callbacks,
+        data_collator=DistillCollator(processor, readout.text), processing_class=processor,
+        compute_metrics=partial(srcc_metrics, dimensions=dims) if val_rows else None,
+        distill_config=cfg, readout=readout, spec=spec,
+        series=list(signal["series"])[:len(train_rows)], callbacks=callbacks,  # one block's: one per image
     )
     _log_metrics_instead_of_printing(trainer)
     trainer.train(resume_from_checkpoint=_resume_point(cfg, output_dir))

@@ -1,13 +1,15 @@
 """The report of a run without ground truth: what can be said with no labels.
 
     if not has_ground_truth(records, "overall"):
-        write_label_free_report(describe(records, predictions, pool=pool, comparisons=rows), "runs/x/report")
+        write_label_free_report(describe(records, predictions, pools=pools, comparisons=rows), "runs/x/report")
 
 - each scorer's score distribution (n, mean, sd, min, quartiles, max), all images and per category;
 - the judge's consistency between the two presentation orders of a pair (from comparisons.csv):
   how often it prefers the same image both ways, the mean gap between P(A over B) shown first and
   shown second, and its mean P(first preferred) (0.5 = no position bias);
 - the reference pool: training images, references, judgments, posterior sd on the latent scale.
+
+The judge's and the pool's figures are per judged dimension.
 
 Written as report/metrics.json ("label_free": true) and report/report.md, the files a labelled run's
 report has, so nothing of an earlier report (its plots included) is left to be read as this one's.
@@ -39,8 +41,8 @@ def has_ground_truth(records: Sequence[ImageRecord], dimension: Optional[str]) -
 @dataclass
 class LabelFreeResult:
     distributions: dict  # scorer -> dimension -> {"all": stats, "categories": {category: stats}}
-    judge: dict  # order consistency (empty without comparisons)
-    pool: dict  # pool statistics (empty without a pool file)
+    judge: dict  # dimension -> order consistency (empty without comparisons)
+    pool: dict  # dimension -> pool statistics (empty without a pool file)
     notes: list[str] = field(default_factory=list)
 
     def to_dict(self) -> dict:
@@ -51,9 +53,9 @@ class LabelFreeResult:
         lines = [f"{scorer} [{dim}]: no ground truth; scores n={d['all']['n']}, mean {format_number(d['all']['mean'])}, "
                  f"sd {format_number(d['all']['sd'])}" for scorer, dims in self.distributions.items()
                  for dim, d in dims.items()]
-        if self.judge:
-            lines.append(f"judge: same preference in both orders for {format_number(self.judge['agreement'])} "
-                         f"of {self.judge['pairs_both_orders']} pairs")
+        for dim, j in self.judge.items():
+            lines.append(f"judge [{dim}]: same preference in both orders for {format_number(j['agreement'])} "
+                         f"of {j['pairs_both_orders']} pairs")
         return lines
 
     def to_markdown(self) -> str:
@@ -68,18 +70,16 @@ class LabelFreeResult:
                     out.append(f"| {group} | {stats['n']} | " + " | ".join(
                         format_number(stats[k]) for k in ("mean", "sd", "min", "q25", "median", "q75", "max")) + " |")
                 out.append("")
-        if self.judge:
-            j = self.judge
-            out += ["## Judge: consistency between the two orders", "",
+        for dim, j in self.judge.items():
+            out += [f"## Judge [{dim}]: consistency between the two orders", "",
                     f"- pairs judged in both orders: {j['pairs_both_orders']}",
                     f"- same image preferred in both orders: {format_number(j['agreement'])}",
                     f"- mean |P(A over B) shown first - P(A over B) shown second|: {format_number(j['mean_abs_gap'])}",
                     f"- mean P(first shown preferred) over {j['judgments']} judgments: "
                     f"{format_number(j['mean_p_first'])} (0.5: no position bias)", ""]
-        if self.pool:
-            p = self.pool
+        for dim, p in self.pool.items():
             simulated = " (SIMULATED: reads ground truth)" if p["simulated"] else ""
-            out += ["## Reference pool", "", f"- judge: {p['judge']}{simulated}",
+            out += [f"## Reference pool [{dim}]", "", f"- judge: {p['judge']}{simulated}",
                     f"- training images: {p['images']}, references: {p['references']}",
                     f"- posterior sd on the latent logit scale: mean {format_number(p['sd_mean'])}, "
                     f"max {format_number(p['sd_max'])}", ""]
@@ -116,9 +116,10 @@ def order_consistency(comparisons: Sequence[tuple[str, str, float]]) -> dict:
 
 
 def describe(records: Sequence[ImageRecord], predictions: Mapping[str, Mapping[str, Mapping[str, float]]],
-             pool: Optional[PoolFile] = None, comparisons: Optional[Sequence[tuple[str, str, float]]] = None,
+             pools: Mapping[str, PoolFile] = {}, comparisons: Mapping[str, Sequence[tuple[str, str, float]]] = {},
              notes: Sequence[str] = ()) -> LabelFreeResult:
-    """`predictions`: {scorer: {dimension: {image id: score}}} (the predictions-file format)."""
+    """`predictions`: {scorer: {dimension: {image id: score}}} (the predictions-file format); `pools` and
+    `comparisons`: {dimension: ...} as `psdistill.data.run_files` reads them."""
     distributions = {}
     categories = sorted({r.category for r in records})
     for scorer, dims in predictions.items():
@@ -129,12 +130,12 @@ def describe(records: Sequence[ImageRecord], predictions: Mapping[str, Mapping[s
             distributions[scorer][dim] = {"all": _stats(values),
                                           "categories": {c: _stats(values[in_category == c]) for c in categories}}
     pool_stats = {}
-    if pool is not None:
+    for dim, pool in pools.items():
         sd = np.sqrt(np.asarray(pool.var, dtype=float))
-        pool_stats = {"judge": pool.judge_id, "simulated": pool.simulated, "images": len(pool.ids),
-                      "references": len(pool.reference_ids), "sd_mean": float(sd.mean()), "sd_max": float(sd.max())}
-    return LabelFreeResult(distributions, order_consistency(comparisons) if comparisons else {}, pool_stats,
-                           list(notes))
+        pool_stats[dim] = {"judge": pool.judge_id, "simulated": pool.simulated, "images": len(pool.ids),
+                           "references": len(pool.reference_ids), "sd_mean": float(sd.mean()), "sd_max": float(sd.max())}
+    return LabelFreeResult(distributions, {dim: order_consistency(rows) for dim, rows in comparisons.items() if rows},
+                           pool_stats, list(notes))
 
 
 def write_label_free_report(result: LabelFreeResult, out_dir: str | Path) -> dict[str, Path]:

@@ -54,6 +54,7 @@ from psdistill.evaluation.report import (EvalResult, _cell, _split_predictions, 
 # meticulous*mountains and water").
 CHINESE_PAINTING_STYLES = (CHINESE_PAINTING_STYLE,)
 APDD_SCORE_TOP = 10.0  # the authors' Score: total / 10
+APDD_DIMENSION_MAP = Path(__file__).resolve().parent / "apdd_dimensions.yaml"  # prompt sets -> APDDv2
 APDD_AUTHORS_THRESHOLD = 5.0  # their eval.py: label 0 for a Score <= 5, 1 above
 OUTSIDE_SHARE = 0.05  # more predictions than this outside the ground truth's scale: a wrong scale, noted
 AVA_THRESHOLD = 5.0  # AVA's customary binary split: mean vote above 5 = a good photo
@@ -386,8 +387,50 @@ class ApddTransfer:
         return paths
 
 
+def read_dimension_map(path: str | Path) -> dict[str, str]:
+    """{predicted dimension: ground-truth dimension} from a YAML mapping (e.g. APDD_DIMENSION_MAP)."""
+    import yaml
+
+    path = Path(path)
+    if not path.is_file():
+        raise DataError(f"--dimension-map: file {path} not found")
+    try:
+        data = yaml.safe_load(path.read_text())
+    except yaml.YAMLError as e:
+        raise DataError(f"{path}: not valid YAML ({e})") from None
+    if not isinstance(data, dict) or not all(isinstance(k, str) and isinstance(v, str) for k, v in data.items()):
+        raise DataError(f"{path}: expected a mapping of predicted dimension -> ground-truth dimension (names)")
+    return data
+
+
+def map_dimensions(predictions: Mapping[str, Mapping], dimension_map: Mapping[str, str],
+                   records: Sequence[ImageRecord]) -> dict[str, Mapping]:
+    """Every scorer's predicted dimensions renamed by `dimension_map` (others kept), so that e.g. a student's
+    `composition` is evaluated against APDDv2's `layout_and_composition`. A renamed column must land on a
+    ground-truth dimension of `records`, and no two columns of one scorer on the same one."""
+    truth = _truth_dimensions(records)
+    out = {}
+    for name, preds in predictions.items():
+        nested, flat = _split_predictions(name, preds)
+        if flat is not None:
+            out[name] = preds
+            continue
+        renamed: dict[str, Mapping] = {}
+        for dim, scores in nested.items():
+            target = dimension_map.get(dim, dim)
+            if dim in dimension_map and target not in truth:
+                raise DataError(f"dimension map: {dim} -> {target!r}, which is no ground-truth dimension of these "
+                                f"records ({', '.join(sorted(truth))})")
+            if target in renamed:
+                raise DataError(f"dimension map: two columns of {name!r} map onto {target!r}")
+            renamed[target] = scores
+        out[name] = renamed
+    return out
+
+
 def apdd_transfer(records: Sequence[ImageRecord], predictions: Mapping[str, Mapping], *,
                   scales: Optional[Mapping[str, float]] = None, split: Optional[str] = None,
+                  dimension_map: Optional[Mapping[str, str]] = None,
                   chinese_styles: Sequence[str] = CHINESE_PAINTING_STYLES, n_bootstrap: int = 1000,
                   confidence: float = 0.95, seed: int = 0) -> ApddTransfer:
     """Scorers on APDDv2 records (`load_apddv2`): per category, total and each attribute; Chinese painting
@@ -397,7 +440,11 @@ def apdd_transfer(records: Sequence[ImageRecord], predictions: Mapping[str, Mapp
         0-100, an attribute's 0-10, the authors' Score 0-10) before any error metric. A scorer not there whose
         columns are ground-truth dimensions is taken to be on their scales; any other has no error metric.
     split: what the records are (e.g. the authors' test split file), for the tables.
+    dimension_map: {predicted dimension: APDDv2 dimension} applied first (`map_dimensions`): a multi-dimension
+        student's columns onto the total and the attributes (APDD_DIMENSION_MAP is the bundled one).
     """
+    if dimension_map:
+        predictions = map_dimensions(predictions, dimension_map, records)
     preds = one_score(predictions, records)
     prediction_scales = _prediction_scales(preds, records, scales or {})
     truth = sorted(_truth_dimensions(records))

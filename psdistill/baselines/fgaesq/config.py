@@ -35,6 +35,8 @@ class FGAesQDataConfig(DataConfig):
 
     def __post_init__(self):
         super().__post_init__()
+        if len(self.dimensions) != 1:
+            raise ConfigError(f"data.dimensions: FGAesQ trains one dimension (one EMD target), got {list(self.dimensions)}")
         if self.target_sigma <= 0:
             raise ConfigError(f"data.target_sigma: must be > 0, got {self.target_sigma}")
 

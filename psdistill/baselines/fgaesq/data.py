@@ -1,6 +1,6 @@
 """FGAesQ's two kinds of batch, from one manifest.
 
-- coarse: single images with a score (`scores[data.dimension]`) or a vote histogram; the EMD target is
+- coarse: single images with a score (`scores[data.dimensions[0]]`) or a vote histogram; the EMD target is
   the histogram when the record has columns `votes_1..votes_10`, else a discretised Gaussian on
   1..10 whose expectation is the score (after mapping `data.rating_scale` onto 1..10);
 - fine: series (records sharing `category` and `series`) with at least two ranked members (rank

@@ -72,12 +72,12 @@ class FGAesQTrainingLoop:
         self.cfg, self.acc, self.log = cfg, accelerator, log
         self.run_dir = Path(cfg.run_dir)
         d, lc = cfg.data, cfg.loss
-        self.coarse = coarse_items(train_records, d.dimension, d.rating_scale, d.target_sigma, d.histogram_prefix) \
+        self.coarse = coarse_items(train_records, d.dimensions[0], d.rating_scale, d.target_sigma, d.histogram_prefix) \
             if lc.emd else []
         needs_fine = lc.ctalign or lc.rank != "none"
         self.series = fine_series(train_records) if needs_fine else []
         if lc.emd and not self.coarse:
-            raise ConfigError(f"loss.emd: no training record has a {d.dimension!r} score (or set loss.emd=false)")
+            raise ConfigError(f"loss.emd: no training record has a {d.dimensions[0]!r} score (or set loss.emd=false)")
         if needs_fine and not self.series:
             raise ConfigError("loss.ctalign/loss.rank: no training series with >= 2 ranked images "
                               "(set loss.ctalign=false loss.rank=none to train on scores only)")
@@ -338,7 +338,7 @@ def stage_score(run: FGAesQRun) -> dict:
         difftoken_path.unlink(missing_ok=True)  # the evaluation reads every predictions file
     for path, series in variants.items():
         pred = from_bins(predict_records(scorer, run.records, difftoken_series=series), cfg.data.rating_scale)
-        write_predictions(path, run.records, {cfg.data.dimension: pred})
+        write_predictions(path, run.records, {cfg.data.dimensions[0]: pred})
     return {"predictions": [str(p) for p in variants]}
 
 
