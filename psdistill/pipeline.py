@@ -500,7 +500,7 @@ def stage_evaluate(run: RunContext) -> dict:
                                                         if c not in run.train_categories])
     result.notes += notes
     written = write_report(result, run.path("report"))
-    return {"files": {k: str(v) for k, v in written.items()}, "headline": result.headline()}
+    return {"files": {k: str(v) for k, v in written.items()}, "headline": result.headline(run.cfg.data.dimensions)}
 
 
 def _data_identity(cfg) -> dict:

@@ -13,6 +13,7 @@ from psdistill.data.predictions import read_predictions, write_predictions
 from psdistill.data.records import ImageRecord
 from psdistill.errors import DataError
 from psdistill.evaluation import cross_category_matrix, evaluate, write_report
+from psdistill.evaluation.report import format_number
 
 CATS = ("landscape", "figure", "flower")
 N_BOOT = 200
@@ -104,9 +105,16 @@ def test_json_numbers_equal_direct_metric_calls(written, records, predictions):
 
 
 def test_headline_and_options(result, records, predictions):
-    lines = result.headline("overall")
+    lines = result.headline(["overall"])
     assert lines[0].startswith("student [overall]: all (n=36) SRCC ") and "held-out (n=24)" in lines[0]
     assert lines[1].startswith("teacher [overall]: all (n=18)")
+    several = result.headline(["overall", "color"])
+    assert several[:len(lines)] == lines  # the first dimension's lines, then each scorer's SRCC per dimension
+    student = result.metrics["student"]
+    assert several[len(lines)] == (
+        "student SRCC by dimension (all / held-out): "
+        f"overall {format_number(student['overall']['all']['srcc'])} / {format_number(student['overall']['held_out']['srcc'])}, "
+        f"color {format_number(student['color']['all']['srcc'])} / {format_number(student['color']['held_out']['srcc'])}")
     only = evaluate(records, predictions, dimensions=["overall"], categories=["figure"], n_bootstrap=0,
                     acc_threshold=5.0)
     cell = only.metrics["student"]["overall"]["all"]
