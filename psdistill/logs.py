@@ -17,6 +17,8 @@ import sys
 from contextlib import contextmanager
 from pathlib import Path
 
+from psdistill.storage import storage_message
+
 ROOT = "psdistill"
 LOG_FILE = "logs/run.log"
 _FILE_FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
@@ -61,3 +63,13 @@ class _RunLogHandler(logging.FileHandler):
     def _open(self):
         Path(self.baseFilename).parent.mkdir(parents=True, exist_ok=True)
         return super()._open()
+
+    def handleError(self, record):
+        # A full or read-only disk: one line, then the console only (logging would print a traceback per message).
+        exc = sys.exc_info()[1]
+        if not isinstance(exc, OSError):
+            return super().handleError(record)
+        reason = storage_message(exc, self.baseFilename) or f"{self.baseFilename}: {exc.strerror or exc}"
+        print(f"psdistill: warning: cannot write the run log ({reason}); messages go to the console only",
+              file=sys.stderr)
+        self.setLevel(logging.CRITICAL + 1)

@@ -137,6 +137,18 @@ def plan(ctx, stages: Sequence[Stage], replacing: Replacing, log=print, is_main:
     return [s.name for s in replaced]
 
 
+def pending(ctx, stages: Sequence[Stage]) -> list[str]:
+    """The stages that `run_stages` would run (no marker, or one of another config): none for a finished run."""
+    out, upstream = [], []
+    for stage in stages:
+        fp = fingerprint(ctx.cfg, stage, upstream)
+        upstream.append(fp)
+        marker = read_marker(marker_path(ctx.run_dir, stage.name))
+        if not marker or marker.get("fingerprint") != fp:
+            out.append(stage.name)
+    return out
+
+
 def run_stages(ctx, stages: Sequence[Stage], stop_after: str | None = None, log=print, state=None) -> dict[str, dict]:
     """Run `stages` in order, reusing finished ones, up to and including `stop_after`.
 

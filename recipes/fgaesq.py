@@ -24,7 +24,7 @@ from psdistill.baselines.fgaesq.config import FGAesQConfig
 from psdistill.baselines.fgaesq.train import run_fgaesq
 from psdistill.config import parse_config
 from psdistill.config_help import config_help, wants_help
-from psdistill.errors import PsdistillError
+from psdistill.launch import exit_status
 
 DEMO_CONFIG = Path(__file__).resolve().parent / "configs" / "fgaesq_demo.yaml"
 
@@ -36,13 +36,12 @@ def main(argv=None) -> int:
         return 0
     if not any(a in ("--config", "-c") or a.startswith("--config=") for a in argv):
         argv = ["--config", str(DEMO_CONFIG)] + argv
-    try:
-        cfg = parse_config(FGAesQConfig, argv)
-        run_fgaesq(cfg)
-    except PsdistillError as e:  # a user-fixable problem: the message says what and where
-        print(f"error: {e}", file=sys.stderr)
-        return 2
-    return 0
+
+    def run() -> int:
+        run_fgaesq(parse_config(FGAesQConfig, argv))
+        return 0
+
+    return exit_status(run, prog="fgaesq")
 
 
 if __name__ == "__main__":

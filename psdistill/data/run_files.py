@@ -11,9 +11,10 @@ from __future__ import annotations
 
 import csv
 import json
+from contextlib import contextmanager
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Iterable, Sequence
+from typing import Iterable, Iterator, Sequence
 
 import numpy as np
 
@@ -30,20 +31,27 @@ class PoolFile:
     simulated: bool
 
 
-def _atomic(path: Path):
+@contextmanager
+def _atomic(path: Path) -> Iterator[Path]:
+    """A temporary name to write, renamed to `path` at the end; removed if the write fails (a full disk
+    must not keep half a file, nor the space it took)."""
     path.parent.mkdir(parents=True, exist_ok=True)
-    return path.with_suffix(path.suffix + ".tmp")
+    tmp = path.with_suffix(path.suffix + ".tmp")
+    try:
+        yield tmp
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+    tmp.replace(path)
 
 
 def write_csv(path: str | Path, header: Sequence[str], rows: Iterable[Sequence]) -> Path:
     """`header` and `rows` to `path`, atomically (here and for predictions.py)."""
     path = Path(path)
-    tmp = _atomic(path)
-    with open(tmp, "w", newline="") as f:
+    with _atomic(path) as tmp, open(tmp, "w", newline="") as f:
         w = csv.writer(f)
         w.writerow(header)
         w.writerows(rows)
-    tmp.replace(path)
     return path
 
 
@@ -56,9 +64,8 @@ def write_comparisons(path: str | Path, ids: Sequence[str], comparisons) -> Path
 
 def write_pool(path: str | Path, pool: PoolFile) -> Path:
     path = Path(path)
-    tmp = _atomic(path)
-    tmp.write_text(json.dumps(asdict(pool)))
-    tmp.replace(path)
+    with _atomic(path) as tmp:
+        tmp.write_text(json.dumps(asdict(pool)))
     return path
 
 
