@@ -17,8 +17,6 @@ import sys
 from contextlib import contextmanager
 from pathlib import Path
 
-from psdistill.storage import storage_message
-
 ROOT = "psdistill"
 LOG_FILE = "logs/run.log"
 _FILE_FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
@@ -61,15 +59,22 @@ class _RunLogHandler(logging.FileHandler):
     directory before the pipeline has checked the config and claimed it."""
 
     def _open(self):
-        Path(self.baseFilename).parent.mkdir(parents=True, exist_ok=True)
-        return super()._open()
+        try:
+            Path(self.baseFilename).parent.mkdir(parents=True, exist_ok=True)
+            return super()._open()
+        except OSError as e:  # a finished run read from a read-only disk, a full disk
+            self._console_only(e)
+            return None
 
     def handleError(self, record):
-        # A full or read-only disk: one line, then the console only (logging would print a traceback per message).
         exc = sys.exc_info()[1]
         if not isinstance(exc, OSError):
             return super().handleError(record)
-        reason = storage_message(exc, self.baseFilename) or f"{self.baseFilename}: {exc.strerror or exc}"
-        print(f"psdistill: warning: cannot write the run log ({reason}); messages go to the console only",
+        self._console_only(exc)
+
+    def _console_only(self, exc: OSError) -> None:
+        # One line, then no more attempts: logging would print a traceback for every message.
+        print(f"psdistill: warning: cannot write the run log {self.baseFilename} ({exc.strerror or exc}); "
+              "messages go to the console only",
               file=sys.stderr)
         self.setLevel(logging.CRITICAL + 1)

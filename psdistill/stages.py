@@ -22,6 +22,7 @@ from typing import Any, Callable, Optional, Sequence
 
 from psdistill.config import to_dict
 from psdistill.errors import ConfigError
+from psdistill.storage import writing
 
 
 @dataclass(frozen=True)
@@ -175,12 +176,14 @@ def run_stages(ctx, stages: Sequence[Stage], stop_after: str | None = None, log=
             if stage.all_ranks or is_main:
                 log(f"[{stage.name}] {stage.description}")
                 start = time.time()
-                summary = stage.run(ctx)
-                if is_main:
-                    identity = {"identity": stage.identity(ctx.cfg)} if stage.identity else {}
-                    _write_marker(path, {"stage": stage.name, "fingerprint": fp, **identity,
-                                         "seconds": round(time.time() - start, 1),
-                                         "finished_at": time.strftime("%Y-%m-%d %H:%M:%S"), "summary": summary})
+                # A write the disk refuses that no stage names (a report, a plot, a marker): named by the run dir.
+                with writing(ctx.run_dir):
+                    summary = stage.run(ctx)
+                    if is_main:
+                        identity = {"identity": stage.identity(ctx.cfg)} if stage.identity else {}
+                        _write_marker(path, {"stage": stage.name, "fingerprint": fp, **identity,
+                                             "seconds": round(time.time() - start, 1),
+                                             "finished_at": time.strftime("%Y-%m-%d %H:%M:%S"), "summary": summary})
             if state is not None:
                 state.wait_for_everyone()
             marker = json.loads(path.read_text())

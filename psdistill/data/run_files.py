@@ -19,6 +19,7 @@ from typing import Iterable, Iterator, Sequence
 import numpy as np
 
 from psdistill.errors import DataError
+from psdistill.storage import writing
 
 
 @dataclass
@@ -35,14 +36,15 @@ class PoolFile:
 def _atomic(path: Path) -> Iterator[Path]:
     """A temporary name to write, renamed to `path` at the end; removed if the write fails (a full disk
     must not keep half a file, nor the space it took)."""
-    path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_suffix(path.suffix + ".tmp")
-    try:
-        yield tmp
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
-    tmp.replace(path)
+    with writing(path):  # a failed write() names no file: this does
+        path.parent.mkdir(parents=True, exist_ok=True)
+        try:
+            yield tmp
+        except BaseException:
+            tmp.unlink(missing_ok=True)
+            raise
+        tmp.replace(path)
 
 
 def write_csv(path: str | Path, header: Sequence[str], rows: Iterable[Sequence]) -> Path:
