@@ -66,7 +66,7 @@ def launch(argv: list[str]) -> int:
         os.environ[ERROR_FILE_ENV] = str(error_file)
         try:
             launch_command(args)
-        except (subprocess.CalledProcessError, ChildFailedError, SystemExit) as e:
+        except (subprocess.CalledProcessError, ChildFailedError, SystemExit):
             if not error_file.is_file():
                 raise
             print(error_file.read_text().rstrip("\n"), file=sys.stderr)
