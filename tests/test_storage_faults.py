@@ -140,9 +140,12 @@ def test_a_file_system_without_locks_runs_unlocked_with_a_warning(tmp_path, monk
 
 
 @pytest.mark.slow
-def test_a_recipes_error_is_the_last_line_under_psdistill_launch(tmp_path):
+@pytest.mark.parametrize("launcher", [["--num_processes", "1"],  # accelerate's simple launcher
+                                      ["--config_file", "launch/cpu_ddp.yaml", "--main_process_port", "29627"]],
+                         ids=["one process", "two processes (torchrun)"])
+def test_a_recipes_error_is_the_last_line_under_psdistill_launch(tmp_path, launcher):
     env = dict(os.environ, PYTHONPATH=str(ROOT))
-    done = subprocess.run([sys.executable, "-m", "psdistill.cli", "launch", "--num_processes", "1",
+    done = subprocess.run([sys.executable, "-m", "psdistill.cli", "launch", *launcher,
                            "recipes/distill.py", f"run_dir={tmp_path / 'run'}", *SMALL, "pool.k=100"],
                           cwd=ROOT, env=env, capture_output=True, text=True, timeout=300)
     assert done.returncode == 2
