@@ -19,7 +19,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Iterator, Optional
 
-from psdistill.errors import StorageError
+from psdistill.errors import PsdistillError, StorageError
 
 _NO_SPACE = {errno.ENOSPC, errno.EDQUOT, errno.EFBIG}
 _READ_ONLY = {errno.EROFS}
@@ -97,7 +97,7 @@ def writing(path: str | Path, needed: Optional[int] = None) -> Iterator[None]:
     """Turn a failure the file system explains, inside the block, into `StorageError` naming `path`."""
     try:
         yield
-    except StorageError:
+    except PsdistillError:  # already one line (a StorageError from a nested block keeps its file)
         raise
     except Exception as e:  # OSError, sqlite3.OperationalError, torch's RuntimeError, SafetensorError
         message = storage_message(e, path, needed)
