@@ -333,6 +333,8 @@ def table(args, ref: Attempt, spans: dict, episodes: list[Episode], extra: dict)
              + " | ".join(f"{sum(e.checks.get(c, False) for e in episodes)}/{len(episodes)}" for c in checks)
              + (f" | {np.mean(lost):.1f} / {np.max(lost):.1f}" if lost else " | –") + f" | {tracebacks} |", ""]
     lines += [f"- {name}: {result}" for name, result in extra.items()]
+    lines += ["- time lost per kill: the killed attempt's work since the last commit or checkpoint, the "
+              "rerun's start-up (imports, the readout check's processor load) and its reused-stage checks"]
     ok = (tracebacks == 0 and all(all(e.checks.values()) for e in episodes)
           and all(r.startswith(("ok", "skipped")) for r in extra.values()))
     return "\n".join(lines) + "\n", ok
