@@ -19,6 +19,7 @@ rerun to the end; its outputs must equal the uninterrupted run's:
 - metrics.json and report.md identical once the run directory's path is replaced by <run>;
 - no "Traceback" on any attempt's stderr, the last attempt's exit status 0.
 Time lost per kill: (the episode's total wall time - the uninterrupted run's) / its kills.
+Then a finished run rerun with a changed config, killed while it moves the replaced outputs aside.
 """
 from __future__ import annotations
 
@@ -49,6 +50,9 @@ SETTINGS = ["--config", str(ROOT / "psdistill/configs/demo.yaml"), "data.demo.se
             "distill.per_device_train_batch_size=4", "distill.report_to=[]", "validation_images=0",
             "teacher_pointwise=true"]
 TRACEBACK = "Traceback (most recent call last)"
+REPLACING = "replacing"  # a finished run rerun with a changed config, moving the replaced outputs aside
+REPLACING_LINE = "the config changed since the finished run"
+CHANGED = ["distill.learning_rate=0.001"]
 
 
 # ---- the child: the pipeline with markers -----------------------------------------------------------
@@ -94,7 +98,8 @@ class Attempt:
 
 
 def attempt(run_dir: Path, pace: float, target: str | None = None, delay: float = 0.0, extra=()) -> Attempt:
-    """One run of the child; with `target`, SIGKILL `delay` s after that stage (or checkpoint) starts."""
+    """One run of the child; with `target`, SIGKILL `delay` s after that stage (or checkpoint, or the
+    setting aside of replaced outputs) starts."""
     env = dict(os.environ, PYTHONPATH=str(ROOT), PYTHONUNBUFFERED="1", HF_HUB_OFFLINE="1", TQDM_DISABLE="1")
     cmd = [sys.executable, __file__, "--child", "--pace", str(pace), "--", f"run_dir={run_dir}", *SETTINGS, *extra]
     start = time.monotonic()
@@ -102,7 +107,7 @@ def attempt(run_dir: Path, pace: float, target: str | None = None, delay: float 
                             start_new_session=True, cwd=ROOT)
     lines: list[tuple[float, str]] = []
     reached = threading.Event()
-    start_line = "@@checkpoint start" if target == CHECKPOINT else f"[{target}] "
+    start_line = {CHECKPOINT: "@@checkpoint start", REPLACING: REPLACING_LINE}.get(target, f"[{target}] ")
     err: list[str] = []
     drain = threading.Thread(target=lambda: err.append(proc.stderr.read()))
     drain.start()
@@ -133,7 +138,9 @@ def place(lines: list[tuple[float, str]]) -> str:
     """Where a run is, by the last marker it printed."""
     where = "startup"
     for _, line in lines:
-        if line == "@@checkpoint start":
+        if line.startswith(REPLACING_LINE):
+            where = REPLACING
+        elif line == "@@checkpoint start":
             where = CHECKPOINT
         elif line == "@@checkpoint end":
             where = "distill"
@@ -263,6 +270,38 @@ def full_disk(work: Path, ref_dir: Path, pace: float, tol: float) -> str:
         subprocess.run(["umount", "-l", str(disk)], capture_output=True)
 
 
+def replace_kills(work: Path, ref_dir: Path, args, rng: random.Random) -> str:
+    """The finished run rerun with a changed learning rate, killed while it sets the student, predictions
+    and report aside (or just after), then rerun to the end: the replaced outputs must sit together in
+    one folder, equal to the finished run's, and the new ones equal an uninterrupted rerun's."""
+    import shutil
+
+    changed_ref = work / "reference-changed"
+    shutil.copytree(ref_dir, changed_ref)
+    if attempt(changed_ref, args.pace, extra=CHANGED).rc != 0:
+        return "FAILED: the uninterrupted rerun with a changed config failed"
+    kept = identical = killed = 0
+    places = []
+    for n in range(args.replace_kills):
+        run_dir = work / f"replace-{n:02d}"
+        shutil.copytree(ref_dir, run_dir)
+        # the journal and up to 6 moves, each paced, then the stages
+        a = attempt(run_dir, args.pace, REPLACING, rng.uniform(0, 8 * args.pace), extra=CHANGED)
+        killed += a.killed_in is not None
+        places.append(a.killed_in or "not killed")
+        final = attempt(run_dir, args.pace, extra=CHANGED)
+        asides = list((run_dir / "replaced").iterdir()) if (run_dir / "replaced").is_dir() else []
+        kept += len(asides) == 1 and all((asides[0] / rel).exists() for rel in (
+            "student", "predictions", "report", "stages/distill.json", "stages/evaluate.json")) and \
+            (asides[0] / "student/model.safetensors").read_bytes() == (ref_dir / "student/model.safetensors").read_bytes()
+        identical += final.rc == 0 and TRACEBACK not in a.stderr + final.stderr and \
+            all(compare(run_dir, changed_ref, args.tol).values())
+    ok = kept == identical == killed == args.replace_kills
+    return (f"{'ok' if ok else 'FAILED'}: {killed} kills ({', '.join(places)}); replaced outputs kept together "
+            f"and intact: {kept}/{args.replace_kills}; new outputs identical to an uninterrupted rerun: "
+            f"{identical}/{args.replace_kills}")
+
+
 def concurrent(work: Path, ref_dir: Path, pace: float, tol: float) -> str:
     """Two runs started together on one fresh run directory: one refused at once, the other finishes."""
     run_dir = work / "concurrent"
@@ -306,6 +345,8 @@ def run(args) -> tuple[str, bool]:
     extra = {}
     if "disk" in args.cases:
         extra["full disk"] = full_disk(work, ref_dir, args.pace, args.tol)
+    if "replace" in args.cases:
+        extra["changed config, killed while replacing"] = replace_kills(work, ref_dir, args, rng)
     if "concurrent" in args.cases:
         extra["two runs at once"] = concurrent(work, ref_dir, args.pace, args.tol)
     return table(args, ref, spans, episodes, extra)
@@ -348,7 +389,9 @@ def main(argv=None) -> int:
     ap.add_argument("--per-episode", type=int, default=5, help="kills in one run directory before it may finish")
     ap.add_argument("--pace", type=float, default=0.1, help="seconds the child pauses at each commit and rename")
     ap.add_argument("--tol", type=float, default=1e-5, help="max abs difference of weights and predictions")
-    ap.add_argument("--cases", default="kills,disk,concurrent", help="comma-separated: kills, disk, concurrent")
+    ap.add_argument("--cases", default="kills,replace,disk,concurrent",
+                    help="comma-separated: kills, replace, disk, concurrent")
+    ap.add_argument("--replace-kills", type=int, default=5, help="kills of reruns with a changed config")
     ap.add_argument("--work", default="/tmp/psdistill_fault_injection", help="folder for the run directories")
     ap.add_argument("--out", default=None, help="markdown file for the table")
     ap.add_argument("--child", action="store_true", help=argparse.SUPPRESS)
