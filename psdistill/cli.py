@@ -7,11 +7,12 @@
     psdistill score --model runs/demo/student a.jpg b.jpg -o scores.csv
     psdistill fuse --ratings ratings.csv --preferences prefs/ --images PPAINT/images --out runs/ppaint_gt
     psdistill list-scorers
+    psdistill launch --config_file launch/cpu_ddp.yaml recipes/distill.py     # accelerate launch, errors last
 
 Stage messages go to the console (-v/--verbose: also the Trainer's metric lines; -q/--quiet: warnings
 only) and, all of them, to <run_dir>/logs/run.log; the run's report is printed last.
-User errors (bad config value, missing image, malformed CSV row) print one line naming the key,
-file or row and exit with status 2; finished stages stay finished.
+User errors (bad config value, missing image, malformed CSV row, full or read-only disk) print one
+line naming the key, file or row and exit with status 2; finished stages stay finished.
 """
 from __future__ import annotations
 
@@ -19,7 +20,7 @@ import argparse
 import os
 import sys
 
-from psdistill.errors import PsdistillError
+from psdistill.launch import exit_status, launch
 
 DEMO_CONFIG = os.path.join(os.path.dirname(__file__), "configs", "demo.yaml")
 ALIASES = {"eval": "evaluate"}
@@ -35,20 +36,14 @@ COMMANDS = {"run": "every stage (--config FILE, key=value overrides)",
             "push": "RUN REPO_ID [--private] [--dry-run]: upload the run's student to the Hugging Face Hub",
             "export": "RUN -o OUT: the run's images, pseudo-scores, predictions, judgments and training signal as datasets.Dataset folders",
             "fuse": "--ratings CSV|DIR --preferences CSV|DIR --images DIR -o OUT: fused expert ground truth",
+            "launch": "[accelerate launch options] SCRIPT [ARGS]: accelerate launch, a recipe's error printed last",
             "list-scorers": "the registered scorers (psdistill.load_scorer names)"}
 
 
 def main(argv=None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
-    try:
-        return _dispatch(argv)
-    except PsdistillError as e:
-        print(f"psdistill: error: {e}", file=sys.stderr)
-        return 2
-    except KeyboardInterrupt:
-        print("psdistill: interrupted; finished work is kept, rerun the same command to resume", file=sys.stderr)
-        return 130
+    return exit_status(lambda: _dispatch(argv))
 
 
 def _dispatch(argv) -> int:
@@ -62,6 +57,8 @@ def _dispatch(argv) -> int:
         return _score(rest)
     if command == "export":
         return _export(rest)
+    if command == "launch":
+        return launch(rest)
     if command == "push":
         return _push(rest)
     if command == "fuse":

@@ -188,6 +188,9 @@ def _merge(base: dict, extra: dict) -> dict:
 
 def save_config(cfg, path: str | Path) -> Path:
     path = Path(path)
+    text = yaml.safe_dump(to_dict(cfg), sort_keys=False)
+    if path.is_file() and path.read_text() == text:
+        return path  # unchanged: a finished run on a read-only disk is read, not rewritten
     path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(yaml.safe_dump(to_dict(cfg), sort_keys=False))
+    path.write_text(text)
     return path

@@ -90,5 +90,22 @@ class _RunLogHandler(logging.FileHandler):
     directory before the pipeline has checked the config and claimed it."""
 
     def _open(self):
-        Path(self.baseFilename).parent.mkdir(parents=True, exist_ok=True)
-        return super()._open()
+        try:
+            Path(self.baseFilename).parent.mkdir(parents=True, exist_ok=True)
+            return super()._open()
+        except OSError as e:  # a finished run read from a read-only disk, a full disk
+            self._console_only(e)
+            return None
+
+    def handleError(self, record):
+        exc = sys.exc_info()[1]
+        if not isinstance(exc, OSError):
+            return super().handleError(record)
+        self._console_only(exc)
+
+    def _console_only(self, exc: OSError) -> None:
+        # One line, then no more attempts: logging would print a traceback for every message.
+        print(f"psdistill: warning: cannot write the run log {self.baseFilename} ({exc.strerror or exc}); "
+              "messages go to the console only",
+              file=sys.stderr)
+        self.setLevel(logging.CRITICAL + 1)

@@ -61,7 +61,9 @@ from psdistill.models.device import place_for_inference, process_state
 from psdistill.models.loading import ModelConfig
 from psdistill.ranking import ReferencePoolConfig
 from psdistill.run_lock import run_lock
-from psdistill.stages import Replacing, Stage, file_digest, marker_path, plan, read_marker, run_stages
+from psdistill.stages import (
+    Replacing, Stage, file_digest, marker_path, pending, plan, read_marker, run_stages,
+)
 
 _DIMENSION_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_-]*")
 
@@ -551,8 +553,7 @@ def run_pipeline(cfg: PipelineConfig, stop_after: str | None = None, log=print) 
         # A word the model cannot read as one token stops the run now, not after hours of judging.
         check_readout_tokens(load_vlm_processor(cfg.model), cfg)
     try:
-        # Only the main process holds the lock: the other ranks of its launch work under it.
-        with run_lock(run.run_dir) if run.is_main else nullcontext():
+        with _claim(run, stages):
             # Refused or replaced before config.yaml is: a refused config must not overwrite the run's.
             plan(run, stages, Replacing(overwrite=cfg.overwrite_run_dir, keep_replaced=cfg.keep_replaced),
                  log=run.log, is_main=run.is_main)
@@ -564,6 +565,17 @@ def run_pipeline(cfg: PipelineConfig, stop_after: str | None = None, log=print) 
     finally:
         if state is not None:
             state.destroy_process_group()  # gloo may hang on exit otherwise
+
+
+def _claim(run: RunContext, stages):
+    """The run directory's lock, held by the main process (the other ranks of its launch work under it);
+    none for a finished run on a disk it cannot write: reading it writes nothing."""
+    if not run.is_main:
+        return nullcontext()
+    if run.run_dir.is_dir() and not os.access(run.run_dir, os.W_OK) and not pending(run, stages):
+        run.log(f"run_dir {run.run_dir}: read-only and finished: reading its results without taking its lock")
+        return nullcontext()
+    return run_lock(run.run_dir)
 
 
 def print_report(cfg: PipelineConfig, results: dict, out=print) -> None:

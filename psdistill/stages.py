@@ -8,7 +8,8 @@ Interrupted stages resume through their own mechanisms (the judgment store, trai
 With `plan` (the pipeline calls it first), a run directory is never silently repurposed: a stage
 with an `identity` (the data set, the judge) whose finished marker records another one is refused
 unless overwritten, and the outputs of finished stages that the new config redoes are moved to
-`<run>/replaced/<timestamp>/` (with their markers) before anything runs, or deleted if not kept.
+`<run>/replaced/<timestamp>/` (with their markers) before anything runs, or deleted if not kept;
+a run killed while moving them finishes the same moves when it is rerun (`<run>/.replacing.json`).
 """
 from __future__ import annotations
 
@@ -22,6 +23,9 @@ from typing import Any, Callable, Optional, Sequence
 
 from psdistill.config import to_dict
 from psdistill.errors import ConfigError
+from psdistill.storage import writing
+
+JOURNAL = ".replacing.json"  # the moves `plan` is making, until they are all made
 
 
 @dataclass(frozen=True)
@@ -103,6 +107,8 @@ def plan(ctx, stages: Sequence[Stage], replacing: Replacing, log=print, is_main:
     """Before `run_stages(ctx, stages)`: refuse another run's directory, then set aside what the config
     redoes; returns the replaced stages' names. Every rank checks (they read the same markers, so all
     refuse alike); only the main one moves files."""
+    if is_main:
+        _finish_set_aside(ctx.run_dir, log)
     replaced, upstream = [], []
     for stage in stages:
         fp = fingerprint(ctx.cfg, stage, upstream)
@@ -127,14 +133,50 @@ def plan(ctx, stages: Sequence[Stage], replacing: Replacing, log=print, is_main:
         + (f"; replacing {', '.join(outputs)} ({where})" if outputs else ""))
     if is_main:
         # The markers go too: a rerun killed after this point resumes the new work, never moves it aside.
-        for rel in outputs + [f"stages/{s.name}.json" for s in replaced]:
-            src = ctx.run_dir / rel
-            if not replacing.keep_replaced:
-                shutil.rmtree(src) if src.is_dir() else src.unlink()
-            else:
-                (aside / rel).parent.mkdir(parents=True, exist_ok=True)
-                src.replace(aside / rel)
+        _set_aside(ctx.run_dir, outputs + [f"stages/{s.name}.json" for s in replaced],
+                   aside if replacing.keep_replaced else None)
     return [s.name for s in replaced]
+
+
+def _set_aside(run_dir: Path, moves: Sequence[str], aside: Optional[Path]) -> None:
+    """Move `moves` (paths in `run_dir`) to `aside`, or delete them (aside None), journaled in
+    `<run>/.replacing.json`: a run killed midway would leave a marker whose outputs are gone (reused
+    by the old config) and the rest in a second folder; the next `plan` finishes the same moves first."""
+    journal = run_dir / JOURNAL
+    _write_marker(journal, {"aside": str(aside) if aside else None, "moves": list(moves)})
+    for rel in moves:
+        src = run_dir / rel
+        if not (src.exists() or src.is_symlink()):
+            continue  # moved before the kill
+        if aside is None:
+            shutil.rmtree(src) if src.is_dir() else src.unlink()
+        else:
+            (aside / rel).parent.mkdir(parents=True, exist_ok=True)
+            src.replace(aside / rel)
+    journal.unlink()
+
+
+def _finish_set_aside(run_dir: Path, log) -> None:
+    """Finish the moves of a `plan` that was killed midway (`_set_aside`)."""
+    try:
+        job = json.loads((run_dir / JOURNAL).read_text())
+    except FileNotFoundError:
+        return
+    log(f"finishing what an interrupted run was setting aside: {', '.join(job['moves'])}"
+        + (f" (to {job['aside']})" if job["aside"] else " (deleted)"))
+    _set_aside(run_dir, job["moves"], Path(job["aside"]) if job["aside"] else None)
+
+
+def pending(ctx, stages: Sequence[Stage]) -> list[str]:
+    """The stages that `run_stages` would run (no marker, or one of another config): none for a finished run."""
+    out, upstream = [], []
+    for stage in stages:
+        fp = fingerprint(ctx.cfg, stage, upstream)
+        upstream.append(fp)
+        marker = read_marker(marker_path(ctx.run_dir, stage.name))
+        if not marker or marker.get("fingerprint") != fp:
+            out.append(stage.name)
+    return out
 
 
 def run_stages(ctx, stages: Sequence[Stage], stop_after: str | None = None, log=print, state=None) -> dict[str, dict]:
@@ -163,12 +205,14 @@ def run_stages(ctx, stages: Sequence[Stage], stop_after: str | None = None, log=
             if stage.all_ranks or is_main:
                 log(f"[{stage.name}] {stage.description}")
                 start = time.time()
-                summary = stage.run(ctx)
-                if is_main:
-                    identity = {"identity": stage.identity(ctx.cfg)} if stage.identity else {}
-                    _write_marker(path, {"stage": stage.name, "fingerprint": fp, **identity,
-                                         "seconds": round(time.time() - start, 1),
-                                         "finished_at": time.strftime("%Y-%m-%d %H:%M:%S"), "summary": summary})
+                # A write the disk refuses that no stage names (a report, a plot, a marker): named by the run dir.
+                with writing(ctx.run_dir):
+                    summary = stage.run(ctx)
+                    if is_main:
+                        identity = {"identity": stage.identity(ctx.cfg)} if stage.identity else {}
+                        _write_marker(path, {"stage": stage.name, "fingerprint": fp, **identity,
+                                             "seconds": round(time.time() - start, 1),
+                                             "finished_at": time.strftime("%Y-%m-%d %H:%M:%S"), "summary": summary})
             if state is not None:
                 state.wait_for_everyone()
             marker = json.loads(path.read_text())

@@ -8,7 +8,9 @@ r"""PSDistill end to end: judge -> pseudo-scores -> distill -> score -> evaluate
 With no --config it runs the embedded default (psdistill/configs/demo.yaml): the demo data set built from scikit-image's photos,
 a tiny random-weight Qwen3-VL, and the SIMULATED judge (a noisy oracle on the demo's known
 degradation order), so every stage runs on a laptop without weights. Rerun the same command to
-reuse finished stages; a killed run resumes.
+reuse finished stages; a killed run resumes. A user error is one line (exit status 2), which
+`accelerate launch` follows with a traceback of its own; `psdistill launch` (the same arguments)
+prints it last.
 """
 import sys
 

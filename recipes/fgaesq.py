@@ -25,7 +25,7 @@ from psdistill.baselines.fgaesq.config import FGAesQConfig
 from psdistill.baselines.fgaesq.train import run_fgaesq
 from psdistill.config import parse_config
 from psdistill.config_help import config_help, wants_help
-from psdistill.errors import PsdistillError
+from psdistill.launch import exit_status
 from psdistill.logs import get_logger, report_printer, run_logging, split_verbosity
 
 DEMO_CONFIG = Path(__file__).resolve().parent / "configs" / "fgaesq_demo.yaml"
@@ -39,15 +39,15 @@ def main(argv=None) -> int:
     verbosity, argv = split_verbosity(argv)
     if not any(a in ("--config", "-c") or a.startswith("--config=") for a in argv):
         argv = ["--config", str(DEMO_CONFIG)] + argv
-    try:
+
+    def run() -> int:
         cfg = parse_config(FGAesQConfig, argv)
         log = get_logger("fgaesq")
         with run_logging(cfg.run_dir, verbosity):
             run_fgaesq(cfg, log=log.info, report=report_printer(log))
-    except PsdistillError as e:  # a user-fixable problem: the message says what and where
-        print(f"error: {e}", file=sys.stderr)
-        return 2
-    return 0
+        return 0
+
+    return exit_status(run, prog="fgaesq")
 
 
 if __name__ == "__main__":

@@ -16,13 +16,15 @@ from __future__ import annotations
 
 import csv
 import json
+from contextlib import contextmanager
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Iterable, Mapping, Sequence
+from typing import Iterable, Iterator, Mapping, Sequence
 
 import numpy as np
 
 from psdistill.errors import DataError
+from psdistill.storage import writing
 
 
 @dataclass
@@ -35,20 +37,28 @@ class PoolFile:
     simulated: bool
 
 
-def _atomic(path: Path):
-    path.parent.mkdir(parents=True, exist_ok=True)
-    return path.with_suffix(path.suffix + ".tmp")
+@contextmanager
+def _atomic(path: Path) -> Iterator[Path]:
+    """A temporary name to write, renamed to `path` at the end; removed if the write fails (a full disk
+    must not keep half a file, nor the space it took)."""
+    tmp = path.with_suffix(path.suffix + ".tmp")
+    with writing(path):  # a failed write() names no file: this does
+        path.parent.mkdir(parents=True, exist_ok=True)
+        try:
+            yield tmp
+        except BaseException:
+            tmp.unlink(missing_ok=True)
+            raise
+        tmp.replace(path)
 
 
 def write_csv(path: str | Path, header: Sequence[str], rows: Iterable[Sequence]) -> Path:
     """`header` and `rows` to `path`, atomically (here and for predictions.py)."""
     path = Path(path)
-    tmp = _atomic(path)
-    with open(tmp, "w", newline="") as f:
+    with _atomic(path) as tmp, open(tmp, "w", newline="") as f:
         w = csv.writer(f)
         w.writerow(header)
         w.writerows(rows)
-    tmp.replace(path)
     return path
 
 
@@ -62,9 +72,8 @@ def write_comparisons(path: str | Path, ids: Sequence[str], comparisons: Mapping
 def write_pool(path: str | Path, pools: Mapping[str, PoolFile]) -> Path:
     """{dimension: its pool}."""
     path = Path(path)
-    tmp = _atomic(path)
-    tmp.write_text(json.dumps({dim: asdict(pool) for dim, pool in pools.items()}))
-    tmp.replace(path)
+    with _atomic(path) as tmp:
+        tmp.write_text(json.dumps({dim: asdict(pool) for dim, pool in pools.items()}))
     return path
 
 

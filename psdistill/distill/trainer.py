@@ -45,6 +45,7 @@ from psdistill.distill.scorer import Readout, ScorerSpec, attach_score_head, lev
 from psdistill.errors import ConfigError, DataError
 from psdistill.models.device import process_state
 from psdistill.models.loading import TINY, ModelConfig, load_processor, load_vlm
+from psdistill.storage import writing
 
 logger = logging.getLogger(__name__)
 
@@ -395,10 +396,18 @@ def train_student(train_records: Sequence[ImageRecord], pseudo_scores: Mapping[s
         series=list(signal["series"])[:len(train_rows)], callbacks=callbacks,  # one block's: one per image
     )
     _log_metrics_instead_of_printing(trainer)
-    trainer.train(resume_from_checkpoint=_resume_point(cfg, output_dir))
-    trainer.save_model(str(output_dir))
-    trainer.save_state()
-    if trainer.is_world_process_zero():
-        record_base_model(output_dir, spec)
-        write_model_card(output_dir, spec, processor, len(train_rows), labels)
+    # torch.save and safetensors name neither the file nor the cause of a failed checkpoint write.
+    with writing(output_dir, needed=_checkpoint_bytes(model)):
+        trainer.train(resume_from_checkpoint=_resume_point(cfg, output_dir))
+        trainer.save_model(str(output_dir))
+        trainer.save_state()
+        if trainer.is_world_process_zero():
+            record_base_model(output_dir, spec)
+            write_model_card(output_dir, spec, processor, len(train_rows), labels)
     return output_dir
+
+
+def _checkpoint_bytes(model: torch.nn.Module) -> int:
+    """About what one checkpoint takes: the weights, and AdamW's two fp32 moments per trained parameter."""
+    weights = sum(p.numel() * p.element_size() for p in model.parameters())
+    return weights + sum(2 * 4 * p.numel() for p in model.parameters() if p.requires_grad)

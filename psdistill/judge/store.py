@@ -26,6 +26,7 @@ import numpy as np
 
 from psdistill.errors import DataError, PsdistillError
 from psdistill.judge.base import position_bias
+from psdistill.storage import writing
 
 SCHEMA_VERSION = 1
 _SCHEMA = """
@@ -60,16 +61,17 @@ class JudgmentStore:
 
     def __init__(self, path: str | Path, timeout: float = 600.0):
         self.path = Path(path)
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        self.conn = sqlite3.connect(self.path, timeout=timeout)
-        self.conn.execute("PRAGMA journal_mode=WAL")
-        # In WAL mode NORMAL loses nothing when a process dies, only on power loss: fewer fsyncs.
-        self.conn.execute("PRAGMA synchronous=NORMAL")
-        version = self.conn.execute("PRAGMA user_version").fetchone()[0]
-        if version not in (0, SCHEMA_VERSION):
-            raise PsdistillError(f"{self.path}: judgment store schema {version}, this psdistill reads {SCHEMA_VERSION}")
-        with self.conn:
-            self.conn.executescript(_SCHEMA + f"PRAGMA user_version={SCHEMA_VERSION};")
+        with writing(self.path):
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            self.conn = sqlite3.connect(self.path, timeout=timeout)
+            self.conn.execute("PRAGMA journal_mode=WAL")
+            # In WAL mode NORMAL loses nothing when a process dies, only on power loss: fewer fsyncs.
+            self.conn.execute("PRAGMA synchronous=NORMAL")
+            version = self.conn.execute("PRAGMA user_version").fetchone()[0]
+            if version not in (0, SCHEMA_VERSION):
+                raise PsdistillError(f"{self.path}: judgment store schema {version}, this psdistill reads {SCHEMA_VERSION}")
+            with self.conn:
+                self.conn.executescript(_SCHEMA + f"PRAGMA user_version={SCHEMA_VERSION};")
         self._hashes: dict[tuple, str] = {}
 
     def close(self):
@@ -94,7 +96,7 @@ class JudgmentStore:
                     for block in iter(lambda: f.read(1 << 20), b""):
                         h.update(block)
                 row = (h.hexdigest(),)
-                with self.conn:
+                with writing(self.path), self.conn:
                     self.conn.execute("INSERT OR IGNORE INTO file_hashes VALUES (?, ?, ?, ?)", (*key, row[0]))
         except OSError as e:
             raise DataError(f"{path}: cannot read file ({e.strerror or e})") from None
@@ -104,7 +106,7 @@ class JudgmentStore:
     def add_failures(self, failures: Sequence[tuple[str, Optional[str], str]]):
         """Record (path, hash or None, reason) for images that could not be judged (latest reason wins)."""
         now = time.time()
-        with self.conn:
+        with writing(self.path), self.conn:
             self.conn.executemany("INSERT OR REPLACE INTO failures VALUES (?, ?, ?, ?)",
                                   [(p, h or "", r, now) for p, h, r in failures])
 
@@ -139,7 +141,8 @@ class JudgmentStore:
         """
         now = time.time()
         rows = [(judge_id, prompt_hash, dimension, a, b, float(p), now) for (a, b), p in zip(keys, p_first)]
-        with self.conn:
+        # A failed transaction (a full disk) is rolled back whole: stored judgments stay, none is half-written.
+        with writing(self.path), self.conn:
             before = self.conn.total_changes
             self.conn.executemany("INSERT OR IGNORE INTO judgments VALUES (?, ?, ?, ?, ?, ?, ?)", rows)
             return self.conn.total_changes - before

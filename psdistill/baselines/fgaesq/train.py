@@ -45,6 +45,7 @@ from psdistill.errors import ConfigError
 from psdistill.pipeline import STAGES as PIPELINE_STAGES
 from psdistill.pipeline import DataConfig, RunContext, print_report
 from psdistill.stages import Stage, fingerprint, marker_path, run_stages
+from psdistill.storage import writing
 
 SCORER = "fgaesq"
 
@@ -271,10 +272,11 @@ class FGAesQTrainingLoop:
         if self.acc.is_main_process:
             tmp = path.with_suffix(".tmp")
             # The unwrapped model's state: no DDP "module." prefix in the keys (see STYLE.md anti-pattern 2).
-            torch.save({"fingerprint": stage_fingerprint, "next_epoch": next_epoch, "step": self.step,
-                        "model": self.unwrapped.state_dict(),
-                        "optimizers": {k: o.state_dict() for k, o in self.optimizers.items()}}, tmp)
-            tmp.replace(path)
+            with writing(path):  # torch.save names neither the file nor the cause of a failed write
+                torch.save({"fingerprint": stage_fingerprint, "next_epoch": next_epoch, "step": self.step,
+                            "model": self.unwrapped.state_dict(),
+                            "optimizers": {k: o.state_dict() for k, o in self.optimizers.items()}}, tmp)
+                tmp.replace(path)
         self.acc.wait_for_everyone()
 
     def _resume(self, path: Path, stage_fingerprint: str) -> int:
@@ -301,7 +303,8 @@ def stage_train(run: FGAesQRun) -> dict:
     info = loop.train(train_fingerprint(run.cfg))
     acc.wait_for_everyone()
     if acc.is_main_process:
-        loop.unwrapped.save_pretrained(run.path("checkpoint"))
+        with writing(run.path("checkpoint")):
+            loop.unwrapped.save_pretrained(run.path("checkpoint"))
     return info
 
 

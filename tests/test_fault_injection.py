@@ -1,0 +1,21 @@
+"""eval/fault_injection.py in small: a few SIGKILLs at random moments, reruns, outputs identical to an
+uninterrupted run; two runs at once on one run directory."""
+import sys
+from pathlib import Path
+
+import pytest
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "eval"))
+
+import fault_injection  # noqa: E402
+
+pytestmark = pytest.mark.slow
+
+
+def test_kills_anywhere_leave_the_outputs_of_an_uninterrupted_run(tmp_path, capsys):
+    args = ["--kills", "3", "--per-episode", "3", "--seed", "3", "--work", str(tmp_path), "--cases", "kills,concurrent"]
+    assert fault_injection.main(args) == 0
+    out = capsys.readouterr().out
+    kills_row = next(line for line in out.splitlines() if line.startswith("| kills |"))
+    assert kills_row.endswith("| 3 |")  # three kills landed, each while the run was alive
+    assert "- two runs at once: ok" in out
