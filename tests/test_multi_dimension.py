@@ -61,6 +61,27 @@ def test_one_pass_scores_equal_each_dimension_scored_alone(images, head):
     assert list(by_dimension(together, scores)) == DIMS and together(images[0]).shape == (len(DIMS),)
 
 
+def test_gradient_checkpointing_reads_each_full_prompt_with_the_same_scores(images):
+    # Checkpointed training keeps no KV cache: the readout runs each dimension's full prompt instead.
+    from psdistill.distill.scorer import Readout, processor_inputs
+    from psdistill.data.images import load_image
+
+    cfg = DistillConfig(prompt=PROMPT.split("=", 1)[1])
+    model, processor = load_vlm(ModelConfig())
+    readout = Readout(ScorerSpec.from_config(ModelConfig(), cfg, DIMS, "base", "x"), processor)
+    inputs = processor_inputs(processor, readout.text, [load_image(p) for p in images])
+    model.eval()
+    with torch.no_grad():
+        cached = readout(model, inputs)
+    model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+    model.train()  # the tiny model has no dropout: train mode changes only the checkpointing
+    checkpointed = readout(model, inputs)
+    np.testing.assert_allclose(checkpointed.detach().numpy(), cached.numpy(), atol=1e-5)
+    checkpointed.sum().backward()
+    grads = [p.grad for p in model.parameters() if p.grad is not None]
+    assert grads and all(torch.isfinite(g).all() for g in grads) and any(g.abs().max() > 0 for g in grads)
+
+
 def test_srcc_metrics_per_dimension_against_scipy():
     rng = np.random.default_rng(0)
     target = rng.normal(size=(12, 2))

@@ -21,6 +21,8 @@ Chosen over several outputs read from one prompt because each dimension keeps a 
 that the untrained VLM can answer zero-shot (the teacher-pointwise scorer and the starting point of
 training), and a one-dimension student stays exactly what it is today; the added cost per dimension
 is its suffix's few text tokens, not another pass over the image tokens.
+In training with gradient checkpointing (which keeps no KV cache) each dimension's full prompt runs
+instead: the same scores, D passes over the image per training step; scoring keeps the one pass.
 """
 from __future__ import annotations
 
@@ -157,9 +159,15 @@ class Readout:
         if self.suffixes is None:
             # logits_to_keep=1: only the answer position goes through lm_head (a 150k-vocab matmul per token otherwise).
             return self._score(model, model(**inputs, logits_to_keep=1, output_hidden_states=self.head == "scalar"))[:, None]
+        inner = _unwrapped(model).model
+        if inner.training and any(getattr(m, "gradient_checkpointing", False) for m in inner.modules()):
+            # Checkpointed layers run twice in backward and keep no KV cache: each dimension's full prompt
+            # instead (the same scores; D passes over the image in training, inference keeps one).
+            return torch.stack([self._score(model, model(**_with_suffix(inputs, ids), logits_to_keep=1,
+                                                         output_hidden_states=self.head == "scalar"))
+                                for ids in self.suffixes], 1)
         from transformers import DynamicCache
 
-        inner = _unwrapped(model).model
         if not hasattr(inner, "rope_deltas"):
             raise ConfigError(f"data.dimensions: several dimensions in one pass need a Qwen-VL model (M-RoPE "
                               f"positions continue from the prefix's); {type(inner).__name__} is none")
@@ -187,6 +195,18 @@ class Readout:
         head = _score_head(model)
         h = out.hidden_states[-1][:, -1]  # final-norm output at the last (non-pad: left padding) token
         return head(h.to(next(head.parameters()).dtype)).squeeze(-1).float()
+
+
+def _with_suffix(inputs: dict, ids: torch.Tensor) -> dict:
+    """Processor inputs of the shared prefix with a dimension's suffix tokens appended: its full prompt
+    (left padding, so every row ends where the suffix goes)."""
+    rows, ids = len(inputs["input_ids"]), ids.to(inputs["input_ids"].device)
+    out = dict(inputs, input_ids=torch.cat([inputs["input_ids"], ids[None].expand(rows, -1)], 1),
+               attention_mask=torch.cat([inputs["attention_mask"], torch.ones(rows, len(ids), dtype=inputs["attention_mask"].dtype,
+                                                                              device=ids.device)], 1))
+    if "mm_token_type_ids" in inputs:  # 0: text
+        out["mm_token_type_ids"] = torch.cat([inputs["mm_token_type_ids"], torch.zeros_like(out["input_ids"][:, -len(ids):])], 1)
+    return out
 
 
 def shared_prefix(tokenizer, prompts: Sequence[str]) -> tuple[str, list[torch.Tensor]]:

@@ -366,10 +366,6 @@ def train_student(train_records: Sequence[ImageRecord], pseudo_scores: Mapping[s
     dims = list(pseudo_scores)
     if not dims:
         raise DataError("train_student: no pseudo-scores given (pseudo_scores has no dimension)")
-    if len(dims) > 1 and cfg.gradient_checkpointing:
-        # checkpointed layers drop the KV cache in training, which the dimensions' shared prefix lives in
-        raise ConfigError("distill.gradient_checkpointing: not with several data.dimensions (their prompts "
-                          "reuse the image prefix's KV cache); train with it off")
     weights = "full" if cfg.tuning == "full" else "adapter"
     spec = ScorerSpec.from_config(model_cfg, cfg, dims, weights=weights, name="psdistill", rating_scale=rating_scale)
     set_seed(cfg.seed)  # LoRA and scalar-head initialisation happen before the Trainer seeds
