@@ -68,10 +68,17 @@ def test_full_card_on_the_tiny_model_says_so_and_its_snippet_scores(records, tmp
     np.testing.assert_allclose(_snippet_scores(out, paths), expected, atol=1e-5)
 
 
+@pytest.mark.parametrize("tuning", ["lora", "full"])
+def test_scalar_head_card_snippet_reads_the_head_itself(records, base_folder, tmp_path, tuning):
+    out = _train(records, tmp_path / tuning, ModelConfig(name_or_path=base_folder), head="scalar", tuning=tuning)
+    paths = [r.path for r in records[:3]]
+    expected = StudentScorer.from_pretrained(out).score(paths)
+    assert np.ptp(expected) > 0  # the trained head tells the images apart
+    np.testing.assert_allclose(_snippet_scores(out, paths), expected, atol=1e-5)
+
+
 def test_scalar_head_that_did_not_load_is_an_error(records, tmp_path):
     out = _train(records, tmp_path / "scalar", ModelConfig(), head="scalar")
-    card = ModelCard.load(out / "README.md")
-    assert "## Scoring with transformers only" not in card.text and "psdistill.load_scorer" in card.text
     StudentScorer.from_pretrained(out)  # the head loads with the adapter
     # What the card warns of: plain peft on the stock class keeps no score_head, and says nothing.
     model = PeftModel.from_pretrained(tiny_qwen3_vl(seed=0)[0], str(out))

@@ -2,12 +2,13 @@
 in `adapter_config.json`.
 
 The card's snippet reads the score with transformers (and peft for an adapter) alone, exactly as
-`Readout` does for the levels head: one user turn with one image and the prompt, softmax of the
+`Readout` does: one user turn with one image and the prompt; for the levels head, softmax of the
 answer position's logits over the level-word token ids, expected value on the rating scale. Its
 numbers (prompt, token ids, mapped values) are taken from the folder's own spec and processor, so
 the snippet is correct for each student. It scores one image per forward pass, so no padding enters.
 The scalar head (`score_head`) is in no stock transformers class: plain `from_pretrained` and
-`PeftModel.from_pretrained` drop it without a warning, so the card sends that case to psdistill.
+`PeftModel.from_pretrained` drop it without a warning, so that snippet reads the head's two tensors
+from the weights file (`head_file`) and applies them to the last token's final hidden state.
 """
 from __future__ import annotations
 
@@ -50,9 +51,10 @@ def record_base_model(folder, spec: ScorerSpec) -> None:
     path.write_text(json.dumps(data, indent=2, sort_keys=True) + "\n")
 
 
-def levels_snippet(spec: ScorerSpec, processor) -> str:
+def transformers_snippet(spec: ScorerSpec, processor, head_file: str = "") -> str:
     """Python code (transformers, peft for an adapter) that defines `score(path, dimension) -> float` for this
-    student: one full forward pass per dimension (psdistill shares the image prefix between them)."""
+    student: one full forward pass per dimension (psdistill shares the image prefix between them). For the
+    scalar head, `head_file` is the weights file holding `score_head.*`, which the snippet reads itself."""
     readout = Readout(spec, processor)
     cfg = spec.model_config
     if spec.weights == "adapter":
@@ -65,19 +67,20 @@ def levels_snippet(spec: ScorerSpec, processor) -> str:
     else:
         load = "model = AutoModelForImageTextToText.from_pretrained(MODEL).eval()\n"
     return (
-        "import torch\n"
+        ("import os\n\n" if spec.head == "scalar" else "")
+        + "import torch\n"
         "from PIL import Image\n"
         "from transformers import AutoImageProcessor, AutoModelForImageTextToText, AutoTokenizer\n"
         + ("from peft import PeftModel\n" if spec.weights == "adapter" else "")
+        + ("from huggingface_hub import hf_hub_download\nfrom safetensors.torch import load_file\n"
+           if spec.head == "scalar" else "")
         + f"\nMODEL = {MODEL_PLACEHOLDER!r}\n"
         + load
         + "tokenizer = AutoTokenizer.from_pretrained(MODEL)\n"
         "image_processor = AutoImageProcessor.from_pretrained(MODEL)\n\n"
         f"PROMPTS = {spec.prompts!r}  # the user text per dimension\n"
-        f"LEVEL_WORDS = {list(spec.level_words)!r}\n"
-        f"LEVEL_TOKEN_IDS = {readout.token_ids.tolist()!r}  # each word's token right after the prompt\n"
-        f"LEVEL_SCORES = {readout.values.tolist()!r}  # level values mapped onto {list(spec.rating_scale)!r}\n"
-        "TEXTS = {dim: tokenizer.apply_chat_template(\n"
+        + (_levels_constants(spec, readout) if spec.head == "levels" else _scalar_head_loading(head_file))
+        + "TEXTS = {dim: tokenizer.apply_chat_template(\n"
         "    [{\"role\": \"user\", \"content\": [{\"type\": \"image\"}, {\"type\": \"text\", \"text\": prompt}]}],\n"
         "    add_generation_prompt=True, tokenize=False) for dim, prompt in PROMPTS.items()}\n\n\n"
         "@torch.no_grad()\n"
@@ -88,12 +91,42 @@ def levels_snippet(spec: ScorerSpec, processor) -> str:
         "    tokens = tokenizer(TEXTS[dimension].replace(\"<|image_pad|>\", \"<|image_pad|>\" * n), return_tensors=\"pt\")\n"
         "    # 1 marks image tokens, for the multimodal rotary positions\n"
         "    tokens[\"mm_token_type_ids\"] = (tokens[\"input_ids\"] == tokenizer.convert_tokens_to_ids(\"<|image_pad|>\")).long()\n"
-        "    logits = model(**tokens, **pixels).logits[0, -1, LEVEL_TOKEN_IDS].float()\n"
-        "    return float(torch.softmax(logits, -1) @ torch.tensor(LEVEL_SCORES))\n"
+        + (_LEVELS_READOUT if spec.head == "levels" else _SCALAR_READOUT)
     )
 
 
-def _card_text(spec: ScorerSpec, processor, train_images: int, labels: Optional[LabelSource]) -> str:
+def _levels_constants(spec: ScorerSpec, readout: Readout) -> str:
+    return (f"LEVEL_WORDS = {list(spec.level_words)!r}\n"
+            f"LEVEL_TOKEN_IDS = {readout.token_ids.tolist()!r}  # each word's token right after the prompt\n"
+            f"LEVEL_SCORES = {readout.values.tolist()!r}  # level values mapped onto {list(spec.rating_scale)!r}\n")
+
+
+def _scalar_head_loading(head_file: str) -> str:
+    return ("\n# score_head (hidden -> 1) is in no stock class, so transformers/peft drop it: read it from the weights\n"
+            f"HEAD_FILE = {head_file!r}\n"
+            "tensors = load_file(os.path.join(MODEL, HEAD_FILE) if os.path.isdir(MODEL) else hf_hub_download(MODEL, HEAD_FILE))\n"
+            "HEAD = {k.rsplit(\".\", 1)[1]: v.float() for k, v in tensors.items()\n"
+            "        if k.startswith(\"score_head.\") or \".score_head.\" in k}\n")
+
+
+_LEVELS_READOUT = (
+    "    logits = model(**tokens, **pixels).logits[0, -1, LEVEL_TOKEN_IDS].float()\n"
+    "    return float(torch.softmax(logits, -1) @ torch.tensor(LEVEL_SCORES))\n")
+_SCALAR_READOUT = (
+    "    # the final-norm hidden state of the last token, through the linear head\n"
+    "    hidden = model(**tokens, **pixels, output_hidden_states=True).hidden_states[-1][0, -1].float()\n"
+    "    return float(hidden @ HEAD[\"weight\"][0] + HEAD[\"bias\"][0])\n")
+
+
+def head_file(folder, spec: ScorerSpec) -> str:
+    """The weights file of `folder` that holds the scalar head's tensors."""
+    if spec.weights == "adapter":
+        return "adapter_model.safetensors"
+    index = Path(folder) / "model.safetensors.index.json"
+    return json.loads(index.read_text())["weight_map"]["score_head.weight"] if index.is_file() else "model.safetensors"
+
+
+def _card_text(spec: ScorerSpec, processor, train_images: int, labels: Optional[LabelSource], head: str) -> str:
     lo, hi = spec.rating_scale
     if labels is None:
         source = "pseudo-scores ranked from a VLM judge's pairwise comparisons (judge not recorded)"
@@ -119,17 +152,14 @@ def _card_text(spec: ScorerSpec, processor, train_images: int, labels: Optional[
         "scorer(\"photo.jpg\")  # " + ("a float on the rating scale" if len(spec.dimensions) == 1 else
                                        f"one score per dimension ({', '.join(spec.dimensions)})"), "```", "",
     ]
-    if spec.head == "levels":
-        lines += ["## Scoring with transformers only", "",
-                  "The score is the expected level of the next token after the prompt, over the level words "
-                  f"{', '.join(spec.level_words)} (values {', '.join(f'{v:g}' for v in spec.level_values)}), "
-                  "mapped linearly onto the rating scale.", "",
-                  "```python", levels_snippet(spec, processor).rstrip(), "```", ""]
-    else:
-        lines += ["## The scalar head needs psdistill", "",
-                  "The score is a linear head (`score_head`) on the last token's final hidden state. No stock "
-                  "transformers class has that module: `from_pretrained` and `PeftModel.from_pretrained` drop it "
-                  "silently, so load this model with `psdistill.load_scorer` as above.", ""]
+    readout = ("The score is the expected level of the next token after the prompt, over the level words "
+               f"{', '.join(spec.level_words)} (values {', '.join(f'{v:g}' for v in spec.level_values)}), "
+               "mapped linearly onto the rating scale." if spec.head == "levels" else
+               "The score is a linear head (`score_head`) on the last token's final hidden state. No stock "
+               "transformers class has that module (`from_pretrained` and `PeftModel.from_pretrained` drop it "
+               "silently), so the code reads its weights from the weights file.")
+    lines += ["## Scoring with transformers only", "", readout, "",
+              "```python", transformers_snippet(spec, processor, head).rstrip(), "```", ""]
     if base == TINY:
         lines += ["The base model is psdistill's embedded tiny random-weight Qwen3-VL: a test and demo artifact.", ""]
     return "\n".join(lines)
@@ -147,7 +177,8 @@ def write_model_card(folder, spec: ScorerSpec, processor, train_images: int,
         psdistill={"head": spec.head, "dimensions": list(spec.dimensions), "rating_scale": [lo, hi],
                    "train_images": train_images, "labels": "vlm-judge pseudo-scores",
                    "judge": labels.judge_id if labels else None, "simulated_judge": labels.simulated if labels else None})
-    card = ModelCard(f"---\n{data.to_yaml()}\n---\n\n{_card_text(spec, processor, train_images, labels)}")
+    text = _card_text(spec, processor, train_images, labels, head_file(folder, spec) if spec.head == "scalar" else "")
+    card = ModelCard(f"---\n{data.to_yaml()}\n---\n\n{text}")
     path = Path(folder) / CARD_FILE
     card.save(path)
     return path
