@@ -5,7 +5,8 @@
         --dtype bfloat16 --tuning lora --gradient-checkpointing --image-size 448 --batch-size 8 \\
         --out eval/results/bench_train_8b_lora.md
 
-Each configuration trains `--steps` optimizer steps on random images (fixed side `--image-size`,
+Each configuration trains `--steps` optimizer steps (`--objective grpo`: GRPO steps, each sampling
+`--generations` answers per image; samples/s counts images) on random images (fixed side `--image-size`,
 which also bounds the processor's pixels) with random pseudo-scores; the first `--warmup` steps are
 not timed. Peak memory: the process's peak RSS on CPU (it includes the model load),
 torch.cuda.max_memory_allocated during training on GPU. `--config-json` builds that architecture
@@ -70,7 +71,7 @@ def run_one(records, pseudo, model_cfg, args, row: str, out_dir) -> dict:
         per_device_train_batch_size=args.batch_size, gradient_accumulation_steps=args.accumulation,
         learning_rate=1e-4, gradient_checkpointing=args.gradient_checkpointing,
         bf16=args.dtype == "bfloat16" and args.device.startswith("cuda"), save_steps=10 ** 9,
-        logging_steps=10 ** 9, report_to=["none"],
+        logging_steps=10 ** 9, report_to=["none"], objective=args.objective, grpo={"num_generations": args.generations},
         training_args={"disable_tqdm": True, "use_cpu": args.device == "cpu", "save_strategy": "no"})
     train_student(records, pseudo, model_cfg, cfg, out_dir, callbacks=[timer])
     step = float(np.median(timer.times[args.warmup:]))
@@ -87,6 +88,8 @@ def main(argv=None):
                     choices=["lora", "qlora", "full", "lora+vision", "full+vision"],
                     help="rows; '+vision' also trains (LoRA: adapts) the vision tower")
     ap.add_argument("--head", default="levels", choices=["levels", "scalar"])
+    ap.add_argument("--objective", default="ranking", choices=["ranking", "grpo"], help="distill.objective")
+    ap.add_argument("--generations", type=int, default=4, help="grpo: sampled answers per image")
     ap.add_argument("--steps", type=int, default=20, help="timed optimizer steps")
     ap.add_argument("--warmup", type=int, default=3, help="untimed steps first")
     ap.add_argument("--batch-size", type=int, default=8)
@@ -106,7 +109,7 @@ def main(argv=None):
             path = tmp / f"img{k:03d}.png"
             Image.fromarray(rng.integers(0, 255, (args.image_size, args.image_size, 3), dtype=np.uint8)).save(path)
             records.append(ImageRecord(id=path.stem, path=str(path), series=f"s{k // 4}"))
-        pseudo = {r.id: (float(rng.uniform(1, 5)), 0.1) for r in records}
+        pseudo = {"overall": {r.id: (float(rng.uniform(1, 5)), 0.1) for r in records}}
         name = random_model_folder(args.config_json, args.image_size, args.dtype, tmp / "model") \
             if args.config_json else args.model
         model_cfg = ModelConfig(name_or_path=name, dtype=args.dtype, max_pixels=args.image_size ** 2,
@@ -117,7 +120,8 @@ def main(argv=None):
     lines = [
         "# Distillation training throughput (eval/bench_train.py)", "",
         *environment_lines(args.device, packages=("transformers", "peft", "accelerate", "deepspeed")),
-        f"- model: {model_id}, dtype {args.dtype}; head {args.head}; gradient checkpointing "
+        f"- model: {model_id}, dtype {args.dtype}; objective {args.objective}"
+        f"{f' ({args.generations} answers per image)' if args.objective == 'grpo' else ''}; head {args.head}; gradient checkpointing "
         f"{args.gradient_checkpointing}; vision tower frozen unless '+vision'",
         f"- images {args.image_size}x{args.image_size}; batch {args.batch_size} x accumulation {args.accumulation}; "
         f"median of {args.steps} optimizer steps after {args.warmup} warm-up steps",

@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # The GPU measurements (judge, scorer, training, DeepSpeed at 8B size), one step per `run` call (each fits its 10-minute limit):
 #   run(command="bash eval/gpu/run.sh judge", carry=[".whl_bench"])   # bench_judge + bench_score at 8B, bf16, 448 px
-#   run(command="bash eval/gpu/run.sh train", carry=[".whl_bench"])   # bench_train LoRA / QLoRA at 8B, checkpointing
+#   run(command="bash eval/gpu/run.sh train", carry=[".whl_bench"])   # bench_train LoRA / QLoRA / LoRA-GRPO at 8B, checkpointing
 #   run(command="bash eval/gpu/run.sh tests", carry=[".whl_bench"])   # the test suite with CUDA visible (bf16 paths)
 #   run(command="bash eval/gpu/run.sh deepspeed", carry=[".whl_ds"])  # one ZeRO-2 run through accelerate launch
 # Reports land in $OUT (results/<bench>_<gpu>.md): copy them to eval/results/ here.
@@ -37,7 +37,10 @@ case $step in
     rows=(lora qlora); [ "${SMOKE:-0}" = 1 ] && rows=(lora)  # QLoRA needs CUDA
     $PY eval/bench_train.py "${MODEL[@]}" "${DEV[@]}" --tuning "${rows[@]}" --gradient-checkpointing \
       --image-size $SIZE --batch-size 4 --steps 10 --warmup 2 --images 32 \
-      --out "$OUT/results/bench_train_$GPU.md" 2>&1 | tee "$OUT/train.log" ;;
+      --out "$OUT/results/bench_train_$GPU.md" 2>&1 | tee "$OUT/train.log"
+    $PY eval/bench_train.py "${MODEL[@]}" "${DEV[@]}" --tuning lora --objective grpo --gradient-checkpointing \
+      --image-size $SIZE --batch-size 4 --steps 5 --warmup 1 --images 32 \
+      --out "$OUT/results/bench_train_grpo_$GPU.md" 2>&1 | tee -a "$OUT/train.log" ;;
   tests)
     $PY -m pytest -x -q -p no:cacheprovider --durations=15 2>&1 | tee "$OUT/tests.log" ;;
   deepspeed)
