@@ -21,7 +21,7 @@ from typing import Optional, Sequence
 
 import numpy as np
 
-from psdistill.ranking import pair_confidence
+from psdistill.distill.losses import confidence_matrix
 
 _FIRST_WORD = re.compile(r"\s*([^\W\d_]+)")
 
@@ -68,11 +68,10 @@ def order_reward(values, mu, var, dimension: Sequence[str], unparseable: float) 
     """Confidence-weighted order agreement of each answer with the others of its dimension (module doc)."""
     values, mu, var = (np.asarray(a, float) for a in (values, mu, var))
     n = len(values)
-    i, j = np.meshgrid(np.arange(n), np.arange(n), indexing="ij")
-    weight = np.abs(2 * pair_confidence(mu, var, i.ravel(), j.ravel()).reshape(n, n) - 1)
+    weight = np.abs(2 * confidence_matrix(mu, var) - 1)  # the ranking loss's pair weights
     parsed = ~np.isnan(values)
     dims = np.asarray(dimension)
-    pairs = (dims[:, None] == dims[None, :]) & parsed[:, None] & parsed[None, :] & (i != j)
+    pairs = (dims[:, None] == dims[None, :]) & parsed[:, None] & parsed[None, :] & ~np.eye(n, dtype=bool)
     agree = np.sign(np.nan_to_num(values[:, None] - values[None, :])) * np.sign(mu[:, None] - mu[None, :])
     total = np.where(pairs, weight * agree, 0.0).sum(axis=1)
     out = total / np.maximum(pairs.sum(axis=1), 1)
