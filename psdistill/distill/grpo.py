@@ -13,7 +13,6 @@ prompt; order agreement pairs rows of the same dimension only).
 from __future__ import annotations
 
 import logging
-import os
 import shutil
 from pathlib import Path
 from typing import Mapping, Optional, Sequence
@@ -31,7 +30,7 @@ from psdistill.distill.trainer import (
     _claim_output_dir, _log_metrics_instead_of_printing, _resume_point, _training_fingerprint, build_student,
 )
 from psdistill.errors import ConfigError
-from psdistill.models.device import process_state
+from psdistill.models.device import main_process_only
 from psdistill.models.loading import ModelConfig
 
 logger = logging.getLogger(__name__)
@@ -92,17 +91,8 @@ def _reference(model, cfg: DistillConfig, output_dir: Path) -> None:
     if cfg.tuning != "full" or cfg.grpo.beta == 0 or model.config._name_or_path:
         return
     folder = output_dir / _REFERENCE_DIR
-    _main_first(lambda: model.save_pretrained(folder))
+    main_process_only(lambda: model.save_pretrained(folder))
     model.config._name_or_path = str(folder)
-
-
-def _main_first(action) -> None:
-    """`action()` on the main process only, the other ranks (under a launcher) waiting until it is done."""
-    state = process_state() if int(os.environ.get("WORLD_SIZE", "1")) > 1 else None
-    if state is None or state.is_main_process:
-        action()
-    if state is not None:
-        state.wait_for_everyone()
 
 
 def train_grpo(train_records: Sequence[ImageRecord], pseudo_scores: Mapping[str, Mapping[str, Sequence[float]]],
@@ -121,7 +111,7 @@ def train_grpo(train_records: Sequence[ImageRecord], pseudo_scores: Mapping[str,
     spec = ScorerSpec.from_config(model_cfg, cfg, dims, weights=weights, name="psdistill", rating_scale=rating_scale)
     signal = training_signal(train_records, pseudo_scores, spec.prompts)
     fingerprint = _training_fingerprint(model_cfg, cfg, signal.to_list(), [dims, list(rating_scale)])
-    _main_first(lambda: _claim_output_dir(output_dir, fingerprint))
+    main_process_only(lambda: _claim_output_dir(output_dir, fingerprint))
     _reference(model, cfg, output_dir)
     readout = Readout(spec, processor)
     answers = LevelAnswers(tuple(spec.level_words), tuple(readout.values.tolist()))

@@ -20,7 +20,6 @@ import importlib.util
 import json
 import logging
 import math
-import os
 import shutil
 from collections import defaultdict
 from dataclasses import dataclass
@@ -43,7 +42,7 @@ from psdistill.distill.losses import confidence_matrix, distill_loss
 from psdistill.distill.signal import training_signal
 from psdistill.distill.scorer import Readout, ScorerSpec, attach_score_head, level_token_ids, processor_inputs
 from psdistill.errors import ConfigError, DataError
-from psdistill.models.device import process_state
+from psdistill.models.device import main_process_only
 from psdistill.models.loading import TINY, ModelConfig, load_processor, load_vlm
 from psdistill.storage import writing
 
@@ -375,13 +374,7 @@ def train_student(train_records: Sequence[ImageRecord], pseudo_scores: Mapping[s
     val_rows = [{"path": r.path, "target": [r.score(d) for d in dims]} for r in (val_records or [])
                 if any(math.isfinite(r.score(d)) for d in dims)]
     fingerprint = _training_fingerprint(model_cfg, cfg, train_rows + val_rows, [dims, list(rating_scale)])
-    if int(os.environ.get("WORLD_SIZE", "1")) > 1:
-        state = process_state()
-        if state.is_main_process:
-            _claim_output_dir(output_dir, fingerprint)
-        state.wait_for_everyone()
-    else:
-        _claim_output_dir(output_dir, fingerprint)
+    main_process_only(lambda: _claim_output_dir(output_dir, fingerprint))
     readout = Readout(spec, processor)
     trainer = DistillTrainer(
         model=model, args=cfg.to_training_arguments(output_dir, with_eval=bool(val_rows)),

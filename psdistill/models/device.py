@@ -9,6 +9,7 @@ Training models are placed by the Trainer instead.
 """
 from __future__ import annotations
 
+import os
 from typing import Optional
 
 import torch
@@ -26,6 +27,17 @@ def process_state():
     from accelerate import PartialState
 
     return PartialState(cpu=not (torch.cuda.is_available() or _mps()))
+
+
+def main_process_only(action) -> None:
+    """`action()` on the main process only; under a multi-process launch the other ranks wait until it is done."""
+    if int(os.environ.get("WORLD_SIZE", "1")) <= 1:
+        action()
+        return
+    state = process_state()
+    if state.is_main_process:
+        action()
+    state.wait_for_everyone()
 
 
 def process_device() -> torch.device:
