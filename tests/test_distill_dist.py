@@ -57,8 +57,8 @@ def _max_diff(a, b):
     return max((a[k] - b[k]).abs().max().item() for k in a)
 
 
-def test_two_process_ddp_matches_one_process_with_the_same_global_batch(data, single, tmp_path):
-    _launch("cpu_ddp.yaml", data, tmp_path / "ddp", 29541)
+def test_two_process_ddp_matches_one_process_with_the_same_global_batch(data, single, tmp_path, free_port):
+    _launch("cpu_ddp.yaml", data, tmp_path / "ddp", free_port)
     ddp = load_file(tmp_path / "ddp" / "model.safetensors")
     history = json.loads((tmp_path / "ddp" / "trainer_state.json").read_text())["log_history"]
     assert [h["step"] for h in history if "loss" in h] == [1, 2, 3]
@@ -71,25 +71,25 @@ def test_two_process_ddp_matches_one_process_with_the_same_global_batch(data, si
     assert _max_diff(ddp, single) < 1e-5
 
 
-def test_two_process_deepspeed_zero2_completes(data, single, tmp_path):
+def test_two_process_deepspeed_zero2_completes(data, single, tmp_path, free_port):
     pytest.importorskip("deepspeed")
     # DeepSpeed JIT-compiles its CPU shared-memory op under a lock file in TORCH_EXTENSIONS_DIR; a build killed
     # midway elsewhere leaves that lock behind and every later run waits on it forever (seen in CI), so this
     # run builds in a directory of its own.
-    _launch("cpu_deepspeed_zero2.yaml", data, tmp_path / "ds", 29543,
+    _launch("cpu_deepspeed_zero2.yaml", data, tmp_path / "ds", free_port,
             env={"TORCH_EXTENSIONS_DIR": str(tmp_path / "torch_extensions")})
     ds = load_file(tmp_path / "ds" / "model.safetensors")
     assert all(torch.isfinite(v).all() for v in ds.values())
     assert _max_diff(ds, single) < 1e-5
 
 
-@pytest.mark.parametrize("config,port", [("cpu_ddp.yaml", 29601), ("cpu_deepspeed_zero2.yaml", 29603)])
-def test_two_process_grpo_completes_with_a_finite_kl(data, tmp_path, config, port):
+@pytest.mark.parametrize("config", ["cpu_ddp.yaml", "cpu_deepspeed_zero2.yaml"])
+def test_two_process_grpo_completes_with_a_finite_kl(data, tmp_path, config, free_port):
     # Each rank samples its own answers, so the weights are not compared with one process; the run must
     # finish all steps, log a finite KL, and move the weights.
     if "deepspeed" in config:
         pytest.importorskip("deepspeed")
-    _launch(config, data, tmp_path / "run", port, env={"TORCH_EXTENSIONS_DIR": str(tmp_path / "torch_extensions")},
+    _launch(config, data, tmp_path / "run", free_port, env={"TORCH_EXTENSIONS_DIR": str(tmp_path / "torch_extensions")},
             extra=("--objective", "grpo"))
     history = json.loads((tmp_path / "run" / "trainer_state.json").read_text())["log_history"]
     assert [h["step"] for h in history if "kl" in h] == [1, 2, 3]
@@ -102,7 +102,7 @@ def test_two_process_grpo_completes_with_a_finite_kl(data, tmp_path, config, por
     assert (tmp_path / "run" / "scorer_config.json").is_file()
 
 
-def test_two_process_ddp_trains_several_dimensions_as_one_process(data, tmp_path):
+def test_two_process_ddp_trains_several_dimensions_as_one_process(data, tmp_path, free_port):
     # Two dimensions, the second ordering the images the other way: one student, the image prefix's KV cache
     # shared by both prompts' suffixes, several forward calls before one backward under DDP.
     pseudo = json.loads((data / "pseudo.json").read_text())["overall"]
@@ -115,7 +115,7 @@ def test_two_process_ddp_trains_several_dimensions_as_one_process(data, tmp_path
     subprocess.run([sys.executable, WORKER, "--data", str(both), "--out", str(tmp_path / "one"), "--steps", "3",
                     "--batch", "4", "--accumulation", "2", *prompt], check=True, capture_output=True,
                    env={**os.environ, "WORLD_SIZE": "1"})
-    _launch("cpu_ddp.yaml", both, tmp_path / "ddp", 29545, extra=prompt)
+    _launch("cpu_ddp.yaml", both, tmp_path / "ddp", free_port, extra=prompt)
     one, ddp = (load_file(tmp_path / d / "model.safetensors") for d in ("one", "ddp"))
     from psdistill.models.tiny import tiny_qwen3_vl
 

@@ -135,13 +135,13 @@ def _coarse_only(tmp_path):
 
 
 @pytest.mark.slow
-def test_two_cpu_processes_train_data_parallel_and_write_once(tmp_path):
+def test_two_cpu_processes_train_data_parallel_and_write_once(tmp_path, free_port):
     """`accelerate launch --config_file launch/cpu_ddp.yaml`: 2 gloo ranks share every batch, rank 0
     alone writes, and the weights equal a 1-process run's."""
     assert _main()(_coarse_only(tmp_path / "one")) == 0
     env = {**os.environ, "OMP_NUM_THREADS": "1", "HF_HUB_OFFLINE": "1", "PYTHONPATH": str(ROOT)}
     cmd = [sys.executable, "-m", "accelerate.commands.launch", "--config_file", str(ROOT / "launch" / "cpu_ddp.yaml"),
-           "--main_process_port", "29551", str(RECIPE), *_coarse_only(tmp_path / "two")]
+           "--main_process_port", str(free_port), str(RECIPE), *_coarse_only(tmp_path / "two")]
     res = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True, timeout=170)
     assert res.returncode == 0, res.stderr[-3000:]
     run = tmp_path / "two" / "run"

@@ -86,10 +86,10 @@ def test_vlm_judge_runs_the_pipeline_and_stores_each_pair_once(one_process):
     assert len(scores) == judge["images"] == 15 and all(np.isfinite(s) and v > 0 for s, v in scores.values())
 
 
-def test_two_processes_split_judging_and_scoring_and_match_one_process(one_process, tiny_path, tmp_path):
+def test_two_processes_split_judging_and_scoring_and_match_one_process(one_process, tiny_path, tmp_path, free_port):
     run_dir = tmp_path / "run"
     launch = ["-m", "accelerate.commands.launch", "--config_file", str(REPO / "launch" / "cpu_ddp.yaml"),
-              "--main_process_port", "29561"]
+              "--main_process_port", str(free_port)]
     done = subprocess.run([sys.executable, *launch, str(REPO / "recipes" / "distill.py"), *_args(run_dir, tiny_path)],
                           cwd=REPO, capture_output=True, text=True,
                           timeout=400, env=ENV)
