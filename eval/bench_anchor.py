@@ -18,8 +18,10 @@ of the 8 references or of every training image; no labels). RMSE and MAE of the 
 against the ground truth, SRCC (an increasing affine map leaves it unchanged), and RMSE over
 min-max's; cells are the mean (min to max) over the seeds whose anchors gave an increasing map
 ("fits": the others stop with fit.anchor's ConfigError). The issue's target: anchored RMSE <= 0.5x
-min-max. The last row, the least-squares line of ground truth on the pool's scores over every
-training image, bounds what any affine anchor can reach. With --student, each run of the full demo
+min-max. The last two rows bound what an anchor can reach, fitted to every training image's ground
+truth (in-sample, so optimistic): the least-squares line of ground truth on the pool's scores (any
+affine anchor), and the isotonic regression of ground truth on them (any map that keeps the
+preferences' order, affine or not: the best the ratings can do without reordering). With --student, each run of the full demo
 goes on through distill (the demo's steps), score and evaluate, and the student's RMSE / SRCC on the
 training category (its images, against ground truth) is added per anchor.
 """
@@ -32,6 +34,7 @@ import tempfile
 from pathlib import Path
 
 import numpy as np
+from scipy.optimize import isotonic_regression
 from scipy.stats import spearmanr
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
@@ -67,8 +70,11 @@ def fit(run_dir: Path, seed: int, overrides: list[str], student: bool = False) -
     truth = {r.id: r.score("overall") for r in read_manifest(run_dir / "data/manifest.csv")}
     s, t = np.array([pseudo[i][0] for i in pseudo]), np.array([truth[i] for i in pseudo])
     best = np.polyval(np.polyfit(s, t, 1), s)  # the least-squares line on every image's ground truth
+    order = np.argsort(s, kind="stable")  # the best non-decreasing map of the pool's order onto the ground truth
+    monotone = isotonic_regression(t[order]).x
     out = {"rmse": float(np.sqrt(np.mean((s - t) ** 2))), "mae": float(np.mean(np.abs(s - t))),
-           "srcc": float(spearmanr(s, t)[0]), "best_rmse": float(np.sqrt(np.mean((best - t) ** 2)))}
+           "srcc": float(spearmanr(s, t)[0]), "best_rmse": float(np.sqrt(np.mean((best - t) ** 2))),
+           "monotone_rmse": float(np.sqrt(np.mean((monotone - t[order]) ** 2)))}
     if student:
         cells = json.loads((run_dir / "report" / "metrics.json").read_text())["metrics"]["student"]["overall"]
         trained = [cells["categories"][c] for c in cfg.data.train_categories]
@@ -127,9 +133,11 @@ def main(argv=None) -> str:
             lines.append(f"| {name} | {fits} | {cell([r['rmse'] for r in runs])} | {cell([r['mae'] for r in runs])} | "
                          f"{cell([r['srcc'] for r in runs], '.4f')} | {cell(ratio)} | "
                          f"{'yes' if ratio.mean() <= 0.5 and len(ok) == len(base) else 'no'} |")
-        best = np.array([r["best_rmse"] for r in per_seed["none (min-max)"]])
-        lines += [f"| best affine map (bound: every image's ground truth) | {len(best)}/{len(best)} | {cell(best)} | | | "
-                  f"{cell(best / base)} | {'yes' if (best / base).mean() <= 0.5 else 'no'} |", ""]
+        for bound, key in (("best affine map", "best_rmse"), ("best order-keeping map", "monotone_rmse")):
+            best = np.array([r[key] for r in per_seed["none (min-max)"]])
+            lines.append(f"| {bound} (bound: every image's ground truth) | {len(best)}/{len(best)} | {cell(best)} | | | "
+                         f"{cell(best / base)} | {'yes' if (best / base).mean() <= 0.5 else 'no'} |")
+        lines.append("")
         if all(r is None or "student_rmse" in r for runs in per_seed.values() for r in runs) and any(
                 r is not None and "student_rmse" in r for runs in per_seed.values() for r in runs):
             student_base = np.array([r["student_rmse"] for r in per_seed["none (min-max)"]])
@@ -146,9 +154,13 @@ def main(argv=None) -> str:
                                  f"{cell(ratio)} |")
             lines.append("")
     lines += [
-        "Reading: no anchor can beat the bound row, and where that row is above 0.5x the target is out of reach of "
-        "any affine map: the rest of the error is the pool's order (its SRCC) and the pool scores' non-linear relation "
-        "to the ground truth, not the scale. SRCC moves in the third decimal between anchors of one seed because pool "
+        "Reading: no anchor can beat the bound rows. Where the order-keeping row is above 0.5x, the target is out of "
+        "reach of any anchor that keeps the preferences' order, affine or not, even one fitted to every image's ground "
+        "truth: the rest of the error is the pool's order (its SRCC), which only more or better judgments improve. "
+        "The gap between the two bound rows is what a non-linear anchor could add at most; fitted to the teacher's "
+        "noisy ratings instead of the ground truth it adds nothing (the isotonic map of the ratings of every training "
+        "image, interpolated to keep the order, against the least-squares line: RMSE 1.39 vs 1.38, mean of seeds 0-4, "
+        "checked and not kept). SRCC moves in the third decimal between anchors of one seed because pool "
         "scores equal to ~1e-16 (images with the same verdicts) merge into ties or not under the map's rounding; the "
         "'teacher, references' SRCC is over the seeds that fit. 8 references rated with noise sd 2.0 give an unstable "
         "line (and on some seeds a decreasing one: fit.anchor's ConfigError); rating every training image is steadier.",
