@@ -352,14 +352,16 @@ def _joint_posterior(scale: _Scale, y, prior_mu, prior_var, alpha, start, phi, m
     """
     ii, jj, k = scale.ii, scale.jj, len(scale.mu)
     seen = ~np.isnan(y)
-    y0 = np.where(seen, y, 0.0)
+    mask = seen / phi  # each judgment's weight in the log-posterior
+    y0 = np.where(seen, y, 0.0) * mask
     t, s = scale.mu.copy(), start.copy()
     for _ in range(max_iter):
         f_rr, f = expit(t[ii] - t[jj]), expit(s[:, None] - t[None, :])
-        r_rr, r = (scale.y - f_rr) / phi, np.where(seen, y0 - f, 0.0) / phi
+        fm = f * mask
+        r_rr, r = (scale.y - f_rr) / phi, y0 - fm
         grad_t = np.bincount(ii, r_rr, k) - np.bincount(jj, r_rr, k) - r.sum(axis=0) - alpha * t
         grad_s = r.sum(axis=1) - (s - prior_mu) / prior_var
-        c_rr, c = f_rr * (1 - f_rr) / phi, np.where(seen, f * (1 - f), 0.0) / phi
+        c_rr, c = f_rr * (1 - f_rr) / phi, fm * (1 - f)
         a = np.zeros((k, k))
         np.add.at(a, (ii, jj), -c_rr)
         a += a.T
@@ -378,7 +380,7 @@ def _joint_posterior(scale: _Scale, y, prior_mu, prior_var, alpha, start, phi, m
     else:
         raise ConvergenceError(f"joint refit: Newton did not converge in {max_iter} iterations")
     cov_t = np.linalg.inv(schur)
-    var_s = 1 / d + np.einsum("kn,kl,ln->n", g, cov_t, g)
+    var_s = 1 / d + np.sum(g * (cov_t @ g), axis=0)
     deviance = _deviance(scale.y, expit(t[ii] - t[jj])) + _deviance(y[seen], expit(s[:, None] - t[None, :])[seen])
     df = len(ii) + seen.sum() - (k - 1) - np.sum(1 - 1 / (prior_var * d))
     return _JointFit(t=t, var_t=np.diag(cov_t), s=s, var_s=var_s, deviance=deviance, df=float(df))
