@@ -36,8 +36,10 @@ measured on the references already costs 0.5x and loses nothing here: eval/resul
   which on a symmetric channel is also the most informative one); 11 adaptively by a one-step
   Bayes lookahead (the reference whose answer most reduces the expected squared rank error); and
   the global allocation as above with that lookahead. The same rules run "plug-in" too, knowing
-  only what a real pool knows: the references in the order of their round-robin scores (at ideal
-  quantiles) and the accuracy (a constant judge's answers show it). Bits: the exact mutual information between
+  only what a real pool knows: the references in the order the real fixed pool's refit on every
+  judgment gives them (at ideal quantiles; that fit reads 16 judgments per item where a 0.7x pool
+  would have 11, both far more than the round-robin's 15 per reference) and the accuracy (a constant
+  judge's answers show it). Bits: the exact mutual information between
   the item's bin (uniform) and the outcomes, by enumerating every outcome path (2^16 for the fixed
   pool), against 11 (1 - H2(accuracy)), the capacity bound on any 11-comparison rule. The exact
   check: in an idealised pool (references at the population quantiles j / (k + 1)) the expected
@@ -318,7 +320,8 @@ def instance_row(kind, accuracy, q, judge, seed):
         u = np.concatenate([[0.0], ndtr(q[refs]), [1.0]])
         width = np.diff(u)
         estimates = bin_rules(gap > 0, accuracy, width, (u[:-1] + u[1:]) / 2, width ** 2 / 12, rng)
-        # plug-in: the references in the order the real pool's round-robin gave them, at ideal quantiles
+        # plug-in: the references in the order the real fixed pool gives them (its refit on every judgment),
+        # at ideal quantiles
         order = np.argsort(fixed.mu[refs])
         estimates |= {f"plug-in {name}": est
                       for name, est in bin_rules(gap[:, order] > 0, accuracy, *ideal_bins(SWEEP_K), rng).items()}
@@ -534,17 +537,19 @@ def constant_reading(rows, exact):
         "judge (the capacity bound exceeds the fixed 16's bits everywhere, so it could not rule the target out), "
         f"and the exact check puts the greedy rules within {opt_gap:.3f} in correlation of the Bayes-optimal one. "
         "So information per comparison is not what stops a weak constant judge. Knowing the references is: "
-        "their round-robin (15 comparisons each) orders them poorly when the judge is weak, and a rule that "
-        "bisects on a wrong order misplaces items. With only what a real pool has (plug-in: the round-robin's "
-        "order and the judge's accuracy; exact binary-channel posterior, global allocation) the best 0.7x rule "
+        "when the judge is weak their scores order them poorly, and a rule that bisects on a wrong order "
+        "misplaces items. With only what a real pool has (plug-in: the order the real fixed pool's fit on every "
+        "judgment gives the references, from 16 judgments per item where a 0.7x pool has 11, and the judge's "
+        "accuracy; exact binary-channel posterior, global allocation) the best 0.7x rule "
         "scores " + ", ".join(f"{plug_loss[a]:+.3f}" for a in weak) + " against its own all 16 at "
         + listed(weak) + " (the oracle: " + ", ".join(f"{oracle_loss[a]:+.3f}" for a in weak) + "), meets the "
         "SRCC target against the real fixed pool at "
         + where(rows, "constant", lambda v: best(v, "plug-in ")[1].mean() >= v["real fixed 16"].mean() - TOLERANCE)
         + " and misses it at " + listed(short_of(rows, "constant", "real fixed 16", "plug-in "))
-        + " (the current adaptive pool misses it at 0.60-0.70: eval/results/judge_budget.md). Where it misses, "
-        "neither this bound nor this rule settles the question: a rule that also learns the references' order "
-        "from the item judgments might do better. The fixed pool itself leaves SRCC on the table (plug-in all 16 "
+        + " (the current adaptive pool misses it at 0.60-0.70: eval/results/judge_budget.md)"
+        + (". Where it misses, neither this bound nor this rule settles the question"
+           if short_of(rows, "constant", "real fixed 16", "plug-in ") else "")
+        + ". The fixed pool itself leaves SRCC on the table (plug-in all 16 "
         "above real fixed 16 at "
         + where(rows, "constant", lambda v: v["plug-in all 16"].mean() > v["real fixed 16"].mean())
         + "): its logistic model misfits this judge's step likelihood.")
