@@ -68,7 +68,8 @@ def tiny_qwen3_vl_config(vocab_size: int):
             # M-RoPE sections (temporal, height, width) must sum to head_dim / 2.
             rope_parameters={"rope_type": "default", "rope_theta": 10000.0,
                              "mrope_section": [4, 2, 2], "mrope_interleaved": True},
-            pad_token_id=ids["<|endoftext|>"],
+            # the tokenizer's, as in the real checkpoints: else the Trainer re-aligns them with a warning
+            pad_token_id=ids["<|endoftext|>"], eos_token_id=ids["<|im_end|>"],
         ),
         vision_config=dict(
             depth=2, hidden_size=32, intermediate_size=64, num_heads=2, patch_size=16,
