@@ -561,7 +561,10 @@ def run_pipeline(cfg: PipelineConfig, stop_after: str | None = None, log=print) 
                 save_config(cfg, run.path("config.yaml"))
             if state is not None:
                 state.wait_for_everyone()  # nothing starts before the replaced outputs are set aside
-            return run_stages(run, stages, log=run.log, state=state)
+            results = run_stages(run, stages, log=run.log, state=state)
+            if state is not None:
+                state.wait_for_everyone()  # no rank tears its process group down while another still works
+            return results
     finally:
         if state is not None:
             state.destroy_process_group()  # gloo may hang on exit otherwise

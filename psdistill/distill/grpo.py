@@ -124,8 +124,10 @@ def train_grpo(train_records: Sequence[ImageRecord], pseudo_scores: Mapping[str,
     trainer.train(resume_from_checkpoint=_resume_point(cfg, output_dir))
     trainer.save_model(str(output_dir))
     trainer.save_state()
-    if trainer.is_world_process_zero():
+
+    def finish():  # on rank 0, the others waiting (train_student says why)
         shutil.rmtree(output_dir / _REFERENCE_DIR, ignore_errors=True)  # saved again if a rerun needs it
         record_base_model(output_dir, spec)
         write_model_card(output_dir, spec, processor, len(train_records), labels)
+    main_process_only(finish)
     return output_dir

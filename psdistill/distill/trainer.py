@@ -390,9 +390,13 @@ def train_student(train_records: Sequence[ImageRecord], pseudo_scores: Mapping[s
         trainer.train(resume_from_checkpoint=_resume_point(cfg, output_dir))
         trainer.save_model(str(output_dir))
         trainer.save_state()
-        if trainer.is_world_process_zero():
+
+        def finish():
             record_base_model(output_dir, spec)
             write_model_card(output_dir, spec, processor, len(train_rows), labels)
+        # The other ranks wait for these files: one that left early tore its process group down while rank 0
+        # still wrote, aborted at exit (gloo) and had the launcher kill rank 0 mid-write.
+        main_process_only(finish)
     return output_dir
 
 
