@@ -84,9 +84,8 @@ def test_adaptive_rounds_are_batched_one_pair_per_unfinished_item():
 def test_the_stop_is_relative_to_what_the_judge_can_tell():
     """An absolute posterior sd of 0.3 stopped every item after one reference with a constant judge of
     accuracy 0.70 (its references spread sd ~0.25; SRCC 0.30). Relative information: with a weak
-    judge every reference is about as informative, so an item would meet about 1 / 0.08 = 12.5 of the 16 and
-    stops at the cap, round(0.7 * 16) = 11; with a strong graded judge the distant ones carry little and items
-    stop well before."""
+    judge every reference is about as informative, so an item meets about 1 / 0.09 = 11 of the 16 (0.7x the
+    fixed pool's calls); with a strong graded judge the distant ones carry little and items stop well before."""
     q = _quality(600, seed=5)
     weak_judge = simulated_judge(q, 0.70, 0.3, kind="constant", seed=1)
     weak = run_reference_pool(600, weak_judge, ReferencePoolConfig(k=16))
@@ -94,9 +93,9 @@ def test_the_stop_is_relative_to_what_the_judge_can_tell():
     fixed = run_reference_pool(600, weak_judge, ReferencePoolConfig(k=16, adaptive=False))
     met_weak = np.delete(weak.n_references_met, weak.reference_ids)
     met_strong = np.delete(strong.n_references_met, strong.reference_ids)
-    assert met_weak.min() >= 8 and met_weak.max() == 11 and met_weak.mean() > 10.5
+    assert met_weak.min() >= 8 and 10 <= met_weak.mean() <= 11.5
     assert met_strong.mean() < 0.7 * met_weak.mean()
-    assert spearmanr(weak.mu, q)[0] > spearmanr(fixed.mu, q)[0] - 0.06  # 10 of 16 references, chosen
+    assert spearmanr(weak.mu, q)[0] > spearmanr(fixed.mu, q)[0] - 0.06  # 11 of 16 references, chosen
     assert spearmanr(strong.mu, q)[0] > 0.98
 
 
@@ -206,10 +205,11 @@ def test_a_settled_place_keeps_a_weak_judges_items_placing_and_saves_a_strong_ju
         q = _quality(400, seed=7)
         judge = simulated_judge(q, acc, position_bias=0.3, kind="graded", seed=7)
         fixed, gain, place = (run_reference_pool(400, judge, ReferencePoolConfig(**c)) for c in (
-            fixed_cfg, {"k": 12}, {"k": 12, "stop_place_error": 0.5}))
+            fixed_cfg, {"k": 12, "stop_information_gain": 0.2}, {"k": 12, "stop_place_error": 0.5}))
         out[acc] = [(len(r.comparisons), spearmanr(r.mu, q)[0]) for r in (fixed, gain, place)]
     (f_calls, f_srcc), (g_calls, g_srcc), (p_calls, p_srcc) = out[0.65]
-    assert g_srcc < f_srcc - 0.02 and p_srcc > f_srcc - 0.01  # the gain rule alone gives up SRCC, this does not
+    # a cheap gain rule alone (about 5 of 12 references) gives up SRCC; the settled place does not
+    assert g_srcc < f_srcc - 0.02 and p_srcc > f_srcc - 0.01
     assert g_calls < p_calls <= f_calls
     (f_calls, f_srcc), _, (p_calls, p_srcc) = out[0.95]
     assert p_calls < 0.7 * f_calls and p_srcc > f_srcc - 0.01  # a strong judge's items settle early
@@ -264,17 +264,3 @@ def test_joint_posterior_is_the_map_and_its_inverse_hessian():
         hess[a, b] -= w
         hess[b, a] -= w
     np.testing.assert_allclose(np.concatenate([fit.var_t, fit.var_s]), np.diag(np.linalg.inv(hess)), rtol=1e-4)
-
-
-@pytest.mark.parametrize("kwargs, cap", [({"k": 16}, 11), ({"k": 8}, 6), ({"k": 16, "stop_place_error": 0.5}, 16),
-                                         ({"k": 16, "max_comparisons_per_item": 13}, 13),
-                                         ({"k": 16, "adaptive": False}, 16)])
-def test_the_adaptive_pool_meets_at_most_seven_tenths_of_the_references_by_default(kwargs, cap):
-    """At most 0.7x the fixed pool's item calls unless told otherwise: every item of a weak judge, whom every
-    reference informs about alike, meets exactly the cap; a settled place (stop_place_error) may need all k."""
-    cfg = ReferencePoolConfig(**kwargs)
-    assert cfg.comparison_cap() == cap
-    q = _quality(200, seed=3)
-    res = run_reference_pool(200, simulated_judge(q, 0.60, 0.3, kind="graded", seed=2), cfg)
-    met = np.delete(res.n_references_met, res.reference_ids)
-    assert met.max() == cap

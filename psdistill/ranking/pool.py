@@ -18,8 +18,7 @@ the pair confidences need. Online Elo (`psdistill.ranking.fit_elo`) is available
      Fisher information under its current posterior (the one nearest its current estimate, so
      the sequence is a noisy binary search, cf. Waeber, Frazier & Henderson 2013), and stops once
      the next reference would add little to the information it has (``stop_information_gain``)
-     and, optionally, once its place between two references is settled (``stop_place_error``),
-     meeting at most ``max_comparisons_per_item`` references (default round(0.7 k)).
+     and, optionally, once its place between two references is settled (``stop_place_error``).
      Each round is one batched judge call for all unfinished items.
 4. Both pools: refit the references and the items jointly, the MAP of every judgment under the
    references' and the items' priors, with the dispersion pooled over every judgment. A reference
@@ -81,9 +80,8 @@ class ReferencePoolConfig:
                 "false: every item meets every reference"})
     max_comparisons_per_item: Optional[int] = field(default=None, metadata={
         "help": "adaptive only: most references an item meets (one pair each, judged in both orders "
-                "if both_orders); empty: round(0.7 k), at most 0.7x the fixed pool's calls (a weak judge's "
-                "items, which every reference informs about alike, stop there), or k with stop_place_error"})
-    stop_information_gain: float = field(default=0.08, metadata={
+                "if both_orders); empty: k"})
+    stop_information_gain: float = field(default=0.09, metadata={
         "help": "adaptive only: stop placing an item once its most informative unused reference would add at "
                 "most this fraction of the information its judgments so far carry (0: never stop early)"})
     stop_place_error: Optional[float] = field(default=None, metadata={
@@ -125,15 +123,6 @@ class ReferencePoolConfig:
             raise ConfigError(f"stop_place_error: need a probability in (0, 1] or empty, got {place!r}")
         if not (np.isfinite(self.alpha) and self.alpha > 0):
             raise ConfigError(f"alpha: need a finite value > 0, got {self.alpha}")
-
-    def comparison_cap(self) -> int:
-        """The most references a non-reference item meets (`max_comparisons_per_item`, resolved)."""
-        if not self.adaptive:
-            return self.k
-        if self.max_comparisons_per_item is not None:
-            return self.max_comparisons_per_item
-        # stop_place_error asks for a settled place, which a weak judge's items reach only near k
-        return self.k if self.stop_place_error is not None else round(0.7 * self.k)
 
 
 @dataclass(frozen=True)
@@ -298,16 +287,16 @@ def _judge_in_rounds(observe, scale: _Scale, prior_mu, prior_var, cfg):
     informative unused reference per round (a pair is never asked twice), and lets an item go once
     that reference's expected Fisher information is at most ``stop_information_gain`` times the
     information its judgments so far carry (the likelihood's share of its posterior precision,
-    sum of F'(s - mu_r) over the references met), or once it has met ``comparison_cap()`` of them.
+    sum of F'(s - mu_r) over the references met), or once it has met ``max_comparisons_per_item``.
 
     Why relative information: it does not depend on the latent scale, which a weak judge
     compresses (an absolute posterior sd of 0.3 stopped every item after one reference with a judge
     of accuracy 0.70, whose references spread sd 0.25). Where every reference is about as
     informative, as with a weak judge whose references all lie close on the logit scale, an item
-    meets about 1 / stop_information_gain of them, up to the cap (by default round(0.7 k): 0.7x the
-    fixed pool's calls, where no rule can keep a weak graded judge's SRCC, eval/results/pool_bound.md);
-    where the references span a wide range, the distant ones carry little and the item stops as soon
-    as the near ones are used.
+    meets about 1 / stop_information_gain of them (the default 0.09: 11 of 16, 0.7x the fixed pool's
+    calls, where no rule can keep a weak graded judge's SRCC, eval/results/pool_bound.md); where the
+    references span a wide range, the distant ones carry little and the item stops as soon as the
+    near ones are used.
 
     With ``stop_place_error`` an item also has to have a settled place on the scale the references
     span (`_place_error`): a weak judge's items stay unsettled and meet (nearly) every reference,
@@ -316,7 +305,7 @@ def _judge_in_rounds(observe, scale: _Scale, prior_mu, prior_var, cfg):
     for free, as a fixed pool with 30% fewer references shows).
     """
     n, k = len(prior_mu), len(scale.mu)
-    cap = cfg.comparison_cap()
+    cap = k if not cfg.adaptive or cfg.max_comparisons_per_item is None else cfg.max_comparisons_per_item
     var_ref = np.diag(scale.cov)
     used = np.zeros((n, k), bool)
     y = np.full((n, k), np.nan)
