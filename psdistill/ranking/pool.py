@@ -35,14 +35,14 @@ while items are placed; the final one is pooled over every judgment of the joint
 confidence of a training pair is then the posterior probability P(s_i > s_j) (`pair_confidence`).
 
 On the simulated judges of eval/bench_judge_budget.py (N = 600, k = 16, seeds 5-14, held out from
-the seeds used to design it), the joint refit lowered the adaptive pool's pair-confidence ECE at
-15 of 16 judges (0.0228 vs 0.0231 at constant 0.90) and changed its SRCC by -0.0001 to +0.014
-(weak judges gain most), at unchanged calls; the fixed pool gains as much SRCC, its ECE moves by
--0.001 to +0.003. A constant-accuracy judge's adaptive pool stays under-confident (ECE
-0.020-0.026 at accuracy 0.75-0.95, fixed pool 0.012-0.019): that judge's answer is a step in the
-score gap, not the logistic curve, so in both pools items with no reference between them are
-ordered over-confidently and items farther apart under-confidently; the fixed pool's
-confidences, taking few distinct values, mix the two in the same bins.
+the seeds used to design it; stop_information_gain 0.1 then), the joint refit lowered the adaptive
+pool's pair-confidence ECE at 15 of 16 judges (0.0228 vs 0.0231 at constant 0.90) and changed its
+SRCC by -0.0001 to +0.014 (weak judges gain most), at unchanged calls; the fixed pool gains as
+much SRCC, its ECE moves by -0.001 to +0.003. A constant-accuracy judge's adaptive pool stays
+under-confident (ECE 0.020-0.026 at accuracy 0.75-0.95, fixed pool 0.012-0.019): that judge's
+answer is a step in the score gap, not the logistic curve, so in both pools items with no
+reference between them are ordered over-confidently and items farther apart under-confidently; the
+fixed pool's confidences, taking few distinct values, mix the two in the same bins.
 
 Everything after the choice of references is a deterministic function of the judge's answers,
 so rerunning with the same seed against a judge that caches its answers replays the same pairs.
