@@ -21,13 +21,14 @@ from transformers import set_seed
 from trl import GRPOConfig, GRPOTrainer
 
 from psdistill.data.records import DEFAULT_RATING_SCALE, ImageRecord
-from psdistill.distill.card import LabelSource, record_base_model, write_model_card
+from psdistill.distill.card import LabelSource
 from psdistill.distill.config import DistillConfig
 from psdistill.distill.rewards import GrpoRewards, LevelAnswers
 from psdistill.distill.scorer import Readout, ScorerSpec
 from psdistill.distill.signal import training_signal, with_images
 from psdistill.distill.trainer import (
-    _claim_output_dir, _log_metrics_instead_of_printing, _resume_point, _training_fingerprint, build_student,
+    _claim_output_dir, _log_metrics_instead_of_printing, _resume_point, _training_fingerprint, _write_record_and_card,
+    build_student,
 )
 from psdistill.errors import ConfigError
 from psdistill.models.device import main_process_only
@@ -127,7 +128,6 @@ def train_grpo(train_records: Sequence[ImageRecord], pseudo_scores: Mapping[str,
 
     def finish():  # on rank 0, the others waiting (train_student says why)
         shutil.rmtree(output_dir / _REFERENCE_DIR, ignore_errors=True)  # saved again if a rerun needs it
-        record_base_model(output_dir, spec)
-        write_model_card(output_dir, spec, processor, len(train_records), labels)
+        _write_record_and_card(output_dir, spec, processor, len(train_records), labels)
     main_process_only(finish)
     return output_dir

@@ -390,14 +390,17 @@ def train_student(train_records: Sequence[ImageRecord], pseudo_scores: Mapping[s
         trainer.train(resume_from_checkpoint=_resume_point(cfg, output_dir))
         trainer.save_model(str(output_dir))
         trainer.save_state()
-
-        def finish():
-            record_base_model(output_dir, spec)
-            write_model_card(output_dir, spec, processor, len(train_rows), labels)
         # The other ranks wait for these files: one that left early tore its process group down while rank 0
         # still wrote, aborted at exit (gloo) and had the launcher kill rank 0 mid-write.
-        main_process_only(finish)
+        main_process_only(lambda: _write_record_and_card(output_dir, spec, processor, len(train_rows), labels))
     return output_dir
+
+
+def _write_record_and_card(output_dir, spec, processor, n_images: int, labels) -> None:
+    """What a finished student folder has beside its weights (both objectives): the base model's record and
+    the model card."""
+    record_base_model(output_dir, spec)
+    write_model_card(output_dir, spec, processor, n_images, labels)
 
 
 def _checkpoint_bytes(model: torch.nn.Module) -> int:
