@@ -3,7 +3,7 @@
     python eval/bench_anchor.py            # ~1 min on 2 CPU cores; writes eval/results/ratings_anchor.md
     python eval/bench_anchor.py --student  # also trains and evaluates the student per anchor (~10 min)
 
-Each seed is the demo (psdistill/configs/demo.yaml: simulated judge, accuracy 0.85, 8 references,
+Each seed is the demo (psdistill/pipeline/configs/demo.yaml: simulated judge, accuracy 0.85, 8 references,
 40 training images of one category) with `data.demo.seed` and `judge.simulated.seed` set to it,
 run to the fit stage once per anchor in one run directory (the judgments are reused). Two data sets:
 
@@ -43,10 +43,10 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _bench_common import command_line, write_report  # noqa: E402
 
 from psdistill.cli import DEMO_CONFIG  # noqa: E402
-from psdistill.config import parse_config  # noqa: E402
+from psdistill.core.config import parse_config  # noqa: E402
 from psdistill.data.manifest import read_manifest, write_manifest  # noqa: E402
 from psdistill.data.run_files import read_pseudo_scores  # noqa: E402
-from psdistill.errors import ConfigError  # noqa: E402
+from psdistill.core.errors import ConfigError  # noqa: E402
 from psdistill.pipeline import PipelineConfig, run_pipeline  # noqa: E402
 
 ANCHORS = {

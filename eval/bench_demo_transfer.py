@@ -3,7 +3,7 @@
     python eval/bench_demo_transfer.py                    # the designs below x seeds 0, 1, 2
     python eval/bench_demo_transfer.py --seeds 0 --design "objects only"
 
-Each run is the whole demo pipeline (psdistill/configs/demo.yaml: simulated judge, Elo reference pool,
+Each run is the whole demo pipeline (psdistill/pipeline/configs/demo.yaml: simulated judge, Elo reference pool,
 tiny random-weight Qwen3-VL, 300 steps of full fine-tuning) with the overrides of one design, the
 seed of the model, the training and the judge set to `seed`. Reported: the student's SRCC on the
 held-out categories pooled, their mean, the training categories' and the within-series s-SRCC on
@@ -27,7 +27,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _bench_common import command_line, write_report  # noqa: E402
 
 from psdistill.cli import DEMO_CONFIG  # noqa: E402
-from psdistill.config import parse_config  # noqa: E402
+from psdistill.core.config import parse_config  # noqa: E402
 from psdistill.pipeline import PipelineConfig, run_pipeline  # noqa: E402
 
 # name -> overrides of the demo config. Source photos per category: objects 4, portraits 3, textures 3.

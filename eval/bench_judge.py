@@ -16,7 +16,7 @@ Paths (`--paths`), all on the same pairs:
 - optimized: VLMJudge(reuse_prefix=False), the path before prefix reuse: batched, and each image
   through the vision encoder once (its cache starts empty, so the encoding is timed).
 - prefix: VLMJudge as configured by default: the optimized path, and the prompt prefix shared by
-  pairs with the same first image run once (psdistill/judge/prefix_cache.py).
+  pairs with the same first image run once (psdistill/models/prefix_kv.py).
 Pairs (`--design`): `random` ordered pairs; `fixed`, a fixed reference pool's schedule
 (psdistill.ranking.design.reference_pool_pairs: the references round-robin, every other image
 against every reference, both orders); `round`, one adaptive-pool round (each other image against

@@ -4,7 +4,7 @@
     python eval/bench_multi_dimension.py --seeds 0 1 --dims overall composition technique
     python eval/bench_multi_dimension.py --steps-only         # the interleaved step timing, appended
 
-Each run is the whole demo pipeline (psdistill/configs/demo.yaml: simulated judge, Elo reference pool,
+Each run is the whole demo pipeline (psdistill/pipeline/configs/demo.yaml: simulated judge, Elo reference pool,
 tiny random-weight Qwen3-VL, 300 steps of full fine-tuning), with `data.dimensions` the first dimension
 alone or all of `--dims` and a prompt naming the dimension (`distill.prompt`). Reported per run: judge
 calls (pairs judged, and batched calls of the pool), the judge, distill and score stages' wall time,
@@ -32,7 +32,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _bench_common import command_line, environment_lines, write_report  # noqa: E402
 
 from psdistill.cli import DEMO_CONFIG  # noqa: E402
-from psdistill.config import parse_config  # noqa: E402
+from psdistill.core.config import parse_config  # noqa: E402
 from psdistill.pipeline import PipelineConfig, run_pipeline  # noqa: E402
 
 PROMPT = "Rate the {dimension} of this image. Answer with one word."
@@ -66,7 +66,7 @@ def step_seconds(dim_sets: list[list[str]], images: list[str], repeats: int) -> 
     import torch
 
     from psdistill.distill import DistillConfig, StudentScorer
-    from psdistill.distill.scorer import Readout, ScorerSpec
+    from psdistill.scoring.student import Readout, ScorerSpec
     from psdistill.distill.trainer import DistillCollator, DistillTrainer, build_student
     from psdistill.models.loading import ModelConfig
 

@@ -3,7 +3,7 @@
     python eval/bench_objectives.py                          # seeds 0 1 2, the demo's 300 steps
     python eval/bench_objectives.py --seeds 0 --steps 100 --out /tmp/objectives.md
 
-Each run is the whole demo pipeline (psdistill/configs/demo.yaml: simulated judge, Elo reference pool,
+Each run is the whole demo pipeline (psdistill/pipeline/configs/demo.yaml: simulated judge, Elo reference pool,
 tiny random-weight Qwen3-VL, full fine-tuning) with `distill.objective` set and the seed of the model,
 the training and the judge set to `seed`; both objectives train on the same pseudo-scores (same judge
 seed) for the same steps and images per step (GRPO: x num_generations answers). Reported, mean (min
@@ -29,7 +29,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _bench_common import command_line, environment_lines, write_report  # noqa: E402
 
 from psdistill.cli import DEMO_CONFIG  # noqa: E402
-from psdistill.config import parse_config  # noqa: E402
+from psdistill.core.config import parse_config  # noqa: E402
 from psdistill.pipeline import PipelineConfig, run_pipeline  # noqa: E402
 
 OBJECTIVES = ("ranking", "grpo")

@@ -45,7 +45,7 @@ from _bench_common import command_line, write_report  # noqa: E402
 STAGES = ("data", "judge", "fit", "distill", "score", "evaluate")
 CHECKPOINT = "checkpoint"  # a kill target and a place: inside the Trainer's checkpoint write
 TARGETS = STAGES[:4] + (CHECKPOINT,) + STAGES[4:]  # in the order a run meets them
-SETTINGS = ["--config", str(ROOT / "psdistill/configs/demo.yaml"), "data.demo.series_per_category=3",
+SETTINGS = ["--config", str(ROOT / "psdistill/pipeline/configs/demo.yaml"), "data.demo.series_per_category=3",
             "data.demo.size=32", "pool.k=5", "distill.max_steps=6", "distill.save_steps=2",
             "distill.per_device_train_batch_size=4", "distill.report_to=[]", "validation_images=0",
             "teacher_pointwise=true"]

@@ -48,10 +48,10 @@ sys.path.insert(0, str(ROOT))
 from psdistill.data import loaders  # noqa: E402
 from psdistill.data.predictions import read_predictions, write_predictions  # noqa: E402
 from psdistill.data.records import ImageRecord  # noqa: E402
-from psdistill.errors import DataError, PsdistillError  # noqa: E402
+from psdistill.core.errors import DataError, PsdistillError  # noqa: E402
 from psdistill.evaluation import protocols, write_report  # noqa: E402
 from psdistill.evaluation.files import file_record  # noqa: E402
-from psdistill.scorer_api import by_dimension  # noqa: E402
+from psdistill.scoring.api import by_dimension  # noqa: E402
 
 SCORE_CHUNK = 64  # images scored between two rewrites of the predictions file: what a killed run loses
 MODEL_KEYWORD = {"teacher-pointwise": "model"}  # the registry factory's keyword for --model; the others take path=
@@ -91,7 +91,7 @@ def scored_predictions(make_scorer: Callable, name: str, records: Sequence[Image
 
 def make_scorer(name: str, model: Optional[str]) -> Callable:
     """A function building the registered scorer `name` from --model."""
-    from psdistill.registry import create_scorer
+    from psdistill.scoring.registry import create_scorer
 
     if model is None:
         raise DataError(f"--scorer {name}: give --model (a student or run directory, a checkpoint or a model name)")

@@ -18,7 +18,7 @@ sys.path.insert(0, str(ROOT))
 
 from psdistill.models import tiny  # noqa: E402
 from psdistill.models.qwen3_reference import qwen3_vl_text_processor, restricted_vocabulary, tokenizer_file  # noqa: E402
-from psdistill.readout_check import OTHER_LEVEL_FORMS, bundled_readouts, tiny_vocabulary_texts  # noqa: E402
+from psdistill.pipeline.readout_check import OTHER_LEVEL_FORMS, bundled_readouts, tiny_vocabulary_texts  # noqa: E402
 
 
 def after(tokenizer, prompt: str, word: str) -> list[str]:

@@ -12,7 +12,7 @@ __all__ = ["__version__", "load_scorer", "list_scorers"]
 def __getattr__(name):
     # Importing psdistill stays cheap (no torch): the registry loads when first asked for.
     if name in ("load_scorer", "list_scorers"):
-        from psdistill import registry
+        from psdistill.scoring import registry
 
         return getattr(registry, name)
     raise AttributeError(f"module 'psdistill' has no attribute {name!r}")

@@ -5,7 +5,7 @@ r"""PSDistill end to end: judge -> pseudo-scores -> distill -> score -> evaluate
     accelerate launch --config_file launch/ddp.yaml recipes/distill.py --config recipes/configs/qwen3vl8b.yaml \
         data.manifest=/data/paintings/manifest.csv data.train_categories=[landscape]
 
-With no --config it runs the embedded default (psdistill/configs/demo.yaml): the demo data set built from scikit-image's photos,
+With no --config it runs the embedded default (psdistill/pipeline/configs/demo.yaml): the demo data set built from scikit-image's photos,
 a tiny random-weight Qwen3-VL, and the SIMULATED judge (a noisy oracle on the demo's known
 degradation order), so every stage runs on a laptop without weights. Rerun the same command to
 reuse finished stages; a killed run resumes. A user error is one line (exit status 2), which
@@ -15,7 +15,7 @@ prints it last.
 import sys
 
 from psdistill.cli import DEMO_CONFIG, main
-from psdistill.config_help import config_help, wants_help
+from psdistill.core.config_help import config_help, wants_help
 
 if __name__ == "__main__":
     argv = sys.argv[1:]

@@ -55,4 +55,4 @@ def test_deepspeed_cpu_fallback_warning_is_not_shown():
         done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
         return done.stdout + done.stderr
     assert "Setting accelerator to CPU" in output(probe)  # what deepspeed prints by itself
-    assert "Setting accelerator to CPU" not in output("import psdistill.logs; " + probe)
+    assert "Setting accelerator to CPU" not in output("import psdistill.core.logs; " + probe)

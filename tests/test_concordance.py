@@ -3,7 +3,7 @@ import numpy as np
 import pytest
 from scipy.stats import friedmanchisquare, spearmanr
 
-from psdistill.errors import DataError
+from psdistill.core.errors import DataError
 from psdistill.ranking.concordance import kendall_w
 
 

@@ -3,8 +3,8 @@ from typing import Literal, Optional
 
 import pytest
 
-from psdistill.config import from_dict, parse_config, save_config, to_dict
-from psdistill.errors import ConfigError
+from psdistill.core.config import from_dict, parse_config, save_config, to_dict
+from psdistill.core.errors import ConfigError
 from psdistill.models.loading import ModelConfig
 
 
@@ -59,6 +59,6 @@ def test_missing_and_bad_yaml_files(tmp_path):
 def test_saved_config_round_trips(tmp_path):
     cfg = parse_config(Outer, ["inner.steps=7", "names=[p, q]"])
     path = save_config(cfg, tmp_path / "resolved.yaml")
-    from psdistill.config import load_yaml
+    from psdistill.core.config import load_yaml
     assert from_dict(Outer, load_yaml(path)) == cfg
     assert to_dict(cfg)["inner"] == {"steps": 7, "mode": "lora"}

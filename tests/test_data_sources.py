@@ -4,10 +4,10 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from psdistill.config import parse_config
+from psdistill.core.config import parse_config
 from psdistill.data.manifest import read_manifest
 from psdistill.data.sources import resolve_manifest
-from psdistill.errors import DataError
+from psdistill.core.errors import DataError
 from psdistill.pipeline import PipelineConfig, run_pipeline
 
 

@@ -6,10 +6,10 @@ import pytest
 from PIL import Image
 from skimage.metrics import peak_signal_noise_ratio, structural_similarity
 
-from psdistill.config import from_dict
+from psdistill.core.config import from_dict
 from psdistill.data.demo import CATALOGUE, DemoConfig, build_demo
 from psdistill.data.manifest import read_manifest
-from psdistill.errors import ConfigError
+from psdistill.core.errors import ConfigError
 
 SMALL = DemoConfig(categories=("textures",), series_per_category=2, levels=2)
 

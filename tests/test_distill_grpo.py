@@ -9,12 +9,12 @@ import torch
 from scipy.stats import norm
 
 from _distill_common import PHOTOS, ladder_records, pseudo_scores
-from psdistill.config import parse_config
+from psdistill.core.config import parse_config
 from psdistill.distill import DistillConfig, StudentScorer, train_student
 from psdistill.distill.grpo import grpo_arguments
 from psdistill.distill.rewards import LevelAnswers, closeness_reward, order_reward
-from psdistill.distill.scorer import Readout, ScorerSpec, processor_inputs, render_prompt
-from psdistill.errors import ConfigError
+from psdistill.scoring.student import Readout, ScorerSpec, processor_inputs, render_prompt
+from psdistill.core.errors import ConfigError
 from psdistill.models.loading import ModelConfig, load_vlm
 from psdistill.pipeline import PipelineConfig
 

@@ -11,9 +11,9 @@ from _distill_common import ladder_records, pseudo_scores
 from psdistill.data.predictions import read_predictions
 from psdistill.distill import DistillConfig, StudentScorer, export_merged, score_images, train_student
 from psdistill.distill.trainer import build_student
-from psdistill.errors import ConfigError
+from psdistill.core.errors import ConfigError
 from psdistill.models.loading import ModelConfig
-from psdistill.registry import create_scorer
+from psdistill.scoring.registry import create_scorer
 
 PHOTOS = ("astronaut", "camera", "coffee", "chelsea")
 

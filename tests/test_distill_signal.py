@@ -5,7 +5,7 @@ from scipy.stats import norm
 
 from psdistill.data.records import ImageRecord
 from psdistill.distill.signal import COLUMNS, image_confidence, training_signal, with_images
-from psdistill.errors import DataError
+from psdistill.core.errors import DataError
 
 
 def test_image_confidence_is_the_mean_pair_weight_by_hand():

@@ -8,13 +8,13 @@ from pathlib import Path
 import pytest
 
 from psdistill.baselines.fgaesq.config import FGAesQConfig
-from psdistill.config import parse_config
+from psdistill.core.config import parse_config
 from psdistill.pipeline import PipelineConfig
 
 REPO = Path(__file__).resolve().parents[1]
-CONFIGS = sorted((REPO / "recipes" / "configs").glob("*.yaml")) + sorted((REPO / "psdistill" / "configs").glob("*.yaml"))
+CONFIGS = sorted((REPO / "recipes" / "configs").glob("*.yaml")) + sorted((REPO / "psdistill" / "pipeline" / "configs").glob("*.yaml"))
 DOCS = ([REPO / "README.md"] + sorted((REPO / "recipes").glob("*.py")) + sorted((REPO / "launch").iterdir())
-        + sorted((REPO / "eval").glob("*.py")) + [REPO / "psdistill" / "cli.py", REPO / "psdistill" / "config.py"] + CONFIGS)
+        + sorted((REPO / "eval").glob("*.py")) + [REPO / "psdistill" / "cli" / "__init__.py", REPO / "psdistill" / "core" / "config.py"] + CONFIGS)
 PATH = re.compile(r"(?<![\w/.<-])((?:recipes|launch|eval|psdistill|tests|docs)/[\w./-]*\w\.(?:ya?ml|json|py|sh|md|csv))")
 RECIPES = {"recipes/distill.py": PipelineConfig, "recipes/fgaesq.py": FGAesQConfig, "psdistill run": PipelineConfig}
 
@@ -61,7 +61,7 @@ def _recipe_commands():
 @pytest.mark.parametrize("cls,args", list(_recipe_commands()))
 def test_every_recipe_command_shown_parses(cls, args):
     if not any(a in ("--config", "-c") or a.startswith("--config=") for a in args):
-        demo = "psdistill/configs/demo.yaml" if cls is PipelineConfig else "recipes/configs/fgaesq_demo.yaml"
+        demo = "psdistill/pipeline/configs/demo.yaml" if cls is PipelineConfig else "recipes/configs/fgaesq_demo.yaml"
         args = ["--config", str(REPO / demo)] + args  # what the recipe does without --config
     args = [str(REPO / a) if (REPO / a).is_file() else a for a in args]
     parse_config(cls, args)

@@ -16,7 +16,7 @@ from psdistill.baselines.fgaesq.losses import (BETTER, SIMILAR, WORSE, ctalign_l
                                                direct_rank_loss, emd_loss, expected_score, gaussian_target,
                                                listmle, rankreg_loss)
 from psdistill.baselines.fgaesq.model import OPENAI_CLIP_MEAN, OPENAI_CLIP_STD, FGAesQModel, load_base
-from psdistill.errors import ConfigError, PsdistillError
+from psdistill.core.errors import ConfigError, PsdistillError
 
 
 def _photo(size=128, seed=0):
@@ -222,7 +222,7 @@ def test_text_encoder_embeds_descriptions(tiny):
 # ---- saving, loading, official weights --------------------------------------------------------
 
 def test_save_and_load_roundtrip_and_the_registry(tmp_path, tiny):
-    from psdistill.registry import create_scorer
+    from psdistill.scoring.registry import create_scorer
 
     model, _ = tiny
     model.save_pretrained(tmp_path / "ck")
@@ -392,7 +392,7 @@ def test_official_mode_runs_on_a_model_trained_here(tiny):
 def test_yaml_configs_parse_and_paper_defaults():
     from psdistill.baselines.fgaesq.config import FGAesQConfig
     from psdistill.baselines.fgaesq.train import train_fingerprint
-    from psdistill.config import parse_config
+    from psdistill.core.config import parse_config
 
     paper = parse_config(FGAesQConfig, ["--config", "recipes/configs/fgaesq.yaml"])
     assert paper.train.lr == 2e-5 and paper.train.coarse_batch_size == 128 and paper.train.pretrain_epochs == 3
@@ -411,7 +411,7 @@ def test_yaml_configs_parse_and_paper_defaults():
 ])
 def test_bad_config_values_name_the_key(override, key):
     from psdistill.baselines.fgaesq.config import FGAesQConfig
-    from psdistill.config import parse_config
+    from psdistill.core.config import parse_config
 
     with pytest.raises(ConfigError, match=key.replace(".", r"\.")):
         parse_config(FGAesQConfig, [override])

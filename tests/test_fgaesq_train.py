@@ -10,7 +10,7 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-from psdistill.errors import ConfigError
+from psdistill.core.errors import ConfigError
 
 ROOT = Path(__file__).resolve().parents[1]
 RECIPE = ROOT / "recipes" / "fgaesq.py"
@@ -47,7 +47,7 @@ def test_recipe_writes_checkpoint_predictions_report_and_resumes(tmp_path, capsy
     from psdistill.baselines.fgaesq.config import FGAesQConfig
     from psdistill.baselines.fgaesq.scorer import FGAesQScorer
     from psdistill.baselines.fgaesq.train import train_fingerprint
-    from psdistill.config import parse_config
+    from psdistill.core.config import parse_config
     from psdistill.data.manifest import read_manifest
     from psdistill.data.predictions import read_predictions
 
@@ -167,7 +167,7 @@ def test_learns_to_rank_within_series(tmp_path):
     """A short run on demo series: pairwise accuracy on held-out categories well above chance."""
     from psdistill.baselines.fgaesq.config import FGAesQConfig
     from psdistill.baselines.fgaesq.train import run_fgaesq
-    from psdistill.config import parse_config
+    from psdistill.core.config import parse_config
     from psdistill.data.manifest import read_manifest
     from psdistill.data.predictions import read_predictions
     from psdistill.evaluation import evaluate
@@ -192,7 +192,7 @@ def test_learns_to_rank_within_series(tmp_path):
 def test_training_categories_are_checked_against_the_data(tmp_path, categories, message):
     from psdistill.baselines.fgaesq.config import FGAesQConfig
     from psdistill.baselines.fgaesq.train import run_fgaesq
-    from psdistill.config import parse_config
+    from psdistill.core.config import parse_config
 
     cfg = parse_config(FGAesQConfig, _small(tmp_path, f"data.train_categories={categories}"))
     with pytest.raises(ConfigError, match=message):
@@ -203,7 +203,7 @@ def test_train_fingerprint_follows_what_decides_the_weights(tmp_path):
     """Logging, evaluation and cache settings reuse the trained model; training values and the data redo it."""
     from psdistill.baselines.fgaesq.config import FGAesQConfig
     from psdistill.baselines.fgaesq.train import train_fingerprint
-    from psdistill.config import parse_config
+    from psdistill.core.config import parse_config
 
     manifest = tmp_path / "manifest.csv"
     manifest.write_text("id,path,category\na,a.png,x\n")

@@ -5,11 +5,11 @@ import numpy as np
 import pytest
 from scipy.stats import spearmanr
 
-from psdistill.config import parse_config
+from psdistill.core.config import parse_config
 from psdistill.data.demo import DemoConfig, build_demo
 from psdistill.data.manifest import read_manifest, write_manifest
 from psdistill.data.run_files import read_pseudo_scores
-from psdistill.errors import ConfigError
+from psdistill.core.errors import ConfigError
 from psdistill.judge.simulated import SimulatedJudge, SimulatedJudgeConfig
 from psdistill.pipeline import PipelineConfig, RunContext, run_pipeline, stage_fit
 from psdistill.ranking import to_rating_scale

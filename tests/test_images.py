@@ -9,7 +9,7 @@ from PIL import Image
 
 from psdistill.data.images import load_image, to_rgb
 from psdistill.data.records import ImageRecord
-from psdistill.errors import DataError
+from psdistill.core.errors import DataError
 from psdistill.judge.cached import CachedJudge
 from psdistill.judge.store import JudgmentStore
 from psdistill.judge.vlm import VLMJudge, VLMJudgeConfig

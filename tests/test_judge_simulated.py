@@ -3,7 +3,7 @@ import pytest
 from scipy.special import expit, logit
 
 from psdistill.data.records import ImageRecord
-from psdistill.errors import ConfigError
+from psdistill.core.errors import ConfigError
 from psdistill.judge.base import combine_orders, position_bias, prefer_both_orders
 from psdistill.judge.simulated import SimulatedJudge, SimulatedJudgeConfig
 

@@ -9,7 +9,7 @@ import pytest
 from PIL import Image
 
 from psdistill.data.records import ImageRecord
-from psdistill.errors import DataError
+from psdistill.core.errors import DataError
 from psdistill.judge.base import position_bias, prefer_both_orders
 from psdistill.judge.cached import CachedJudge, shard
 from psdistill.judge.simulated import SimulatedJudge, SimulatedJudgeConfig

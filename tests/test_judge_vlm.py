@@ -12,7 +12,7 @@ import torch
 from PIL import Image
 
 from psdistill.data.records import ImageRecord
-from psdistill.errors import ConfigError, PsdistillError
+from psdistill.core.errors import ConfigError, PsdistillError
 from psdistill.judge.base import prefer_both_orders
 from psdistill.judge.cached import CachedJudge
 from psdistill.judge.prompts import list_prompt_sets, load_prompt_set, prompt_hash

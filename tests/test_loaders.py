@@ -10,7 +10,7 @@ from _fixtures_datasets import PNG_BYTES, write_images
 from psdistill.data.loaders import (DataWarning, from_hf_dataset, load_apddv2, load_ava, load_fg_series,
                                     load_manifest, load_ppaint, read_text)
 from psdistill.data.manifest import read_manifest
-from psdistill.errors import DataError
+from psdistill.core.errors import DataError
 
 
 def _load(fn, *args, **kwargs):

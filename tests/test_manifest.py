@@ -3,7 +3,7 @@ from PIL import Image
 
 from psdistill.data.manifest import read_manifest, write_manifest
 from psdistill.data.records import ImageRecord
-from psdistill.errors import DataError
+from psdistill.core.errors import DataError
 
 
 def _image(path):

@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 from scipy import stats
 
-from psdistill import metrics as M
+from psdistill.evaluation import metrics as M
 
 
 @pytest.fixture

@@ -12,7 +12,7 @@ from safetensors.torch import load_file, save_file
 from _distill_common import ladder_records, pseudo_scores
 from psdistill.distill import DistillConfig, StudentScorer, train_student
 from psdistill.distill.card import MODEL_PLACEHOLDER, TINY_BASE, LabelSource
-from psdistill.errors import PsdistillError
+from psdistill.core.errors import PsdistillError
 from psdistill.models.loading import ModelConfig
 from psdistill.models.tiny import save_tiny, tiny_qwen3_vl
 

@@ -7,13 +7,13 @@ import pytest
 import torch
 from PIL import Image
 
-from psdistill.errors import ConfigError
+from psdistill.core.errors import ConfigError
 from psdistill.models import tiny
 from psdistill.models.loading import ModelConfig, load_processor, load_vlm
 from psdistill.models.processor import CHAT_TEMPLATE_SHA256, qwen3_vl_chat_template
 from psdistill.models.readout_tokens import next_token_ids
 from psdistill.models.tiny import save_tiny, tiny_clip, tiny_qwen3_vl, tiny_qwen3_vl_processor
-from psdistill.readout_check import bundled_readouts
+from psdistill.pipeline.readout_check import bundled_readouts
 
 
 def _images(n, size=64, seed=0):
@@ -85,7 +85,7 @@ def test_tiny_clip_embeds_images_and_text():
 
 
 def test_missing_model_path_is_a_clear_error(tmp_path):
-    from psdistill.errors import PsdistillError
+    from psdistill.core.errors import PsdistillError
     with pytest.raises(PsdistillError, match="cannot load"):
         load_vlm(ModelConfig(name_or_path=str(tmp_path / "nothing")))
 

@@ -10,16 +10,16 @@ from PIL import Image
 from scipy.stats import pearsonr, spearmanr
 
 from _distill_common import ladder_records
-from psdistill.config import parse_config
+from psdistill.core.config import parse_config
 from psdistill.data.predictions import read_predictions
 from psdistill.data.run_files import read_comparisons, read_pool, read_pseudo_scores
 from psdistill.distill import DistillConfig, StudentScorer
-from psdistill.distill.scorer import ScorerSpec, attach_score_head
+from psdistill.scoring.student import ScorerSpec, attach_score_head
 from psdistill.distill.trainer import srcc_metrics
-from psdistill.errors import ConfigError
+from psdistill.core.errors import ConfigError
 from psdistill.models.loading import ModelConfig, load_vlm
 from psdistill.pipeline import PipelineConfig, run_pipeline
-from psdistill.scorer_api import by_dimension
+from psdistill.scoring.api import by_dimension
 from test_pipeline import SMALL as PIPELINE_SMALL
 
 PROMPT = "distill.prompt=Rate the {dimension} of this image. Answer with one word."
@@ -63,7 +63,7 @@ def test_one_pass_scores_equal_each_dimension_scored_alone(images, head):
 
 def test_gradient_checkpointing_reads_each_full_prompt_with_the_same_scores(images):
     # Checkpointed training keeps no KV cache: the readout runs each dimension's full prompt instead.
-    from psdistill.distill.scorer import Readout, processor_inputs
+    from psdistill.scoring.student import Readout, processor_inputs
     from psdistill.data.images import load_image
 
     cfg = DistillConfig(prompt=PROMPT.split("=", 1)[1])
@@ -168,7 +168,7 @@ def test_every_dimension_in_one_run_matches_one_dimension_runs(tmp_path):
 
 def test_apdd_transfer_maps_the_students_dimensions_onto_total_and_attributes():
     from psdistill.data.records import ImageRecord
-    from psdistill.errors import DataError
+    from psdistill.core.errors import DataError
     from psdistill.evaluation.protocols import APDD_DIMENSION_MAP, apdd_transfer, read_dimension_map
 
     rng = np.random.default_rng(0)
@@ -219,7 +219,7 @@ def test_a_one_dimension_spec_of_format_1_loads_as_its_dimension(tmp_path):
 
 
 def test_a_broken_pseudo_scores_file_names_the_line(tmp_path):
-    from psdistill.errors import DataError
+    from psdistill.core.errors import DataError
 
     path = tmp_path / "pseudo_scores.csv"
     path.write_text("id,overall,overall_variance,overall_is_reference\na,1.5,0.1,0\nb,x,0.1,1\n")

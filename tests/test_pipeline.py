@@ -7,8 +7,8 @@ import pytest
 from PIL import Image
 
 from psdistill.cli import main
-from psdistill.config import parse_config
-from psdistill.errors import ConfigError
+from psdistill.core.config import parse_config
+from psdistill.core.errors import ConfigError
 from psdistill.pipeline import PipelineConfig, run_pipeline
 
 SMALL = ["data.demo.series_per_category=3", "data.demo.size=32", "pool.k=5", "judge.simulated.accuracy=0.95", "distill.max_steps=2",
@@ -227,7 +227,7 @@ def test_push_uploads_a_complete_scorer_with_the_runs_evaluation(finished_run, t
     from psdistill.data.predictions import read_predictions
     from psdistill.distill import StudentScorer
     from psdistill.distill.push import EVAL_HEADING, push_student, upload_plan
-    from psdistill.errors import PsdistillError
+    from psdistill.core.errors import PsdistillError
 
     tmp, _, results = finished_run
     run = tmp / "run"

@@ -16,7 +16,7 @@ import pytest
 from psdistill.data.run_files import read_pseudo_scores
 
 REPO = Path(__file__).resolve().parents[1]
-DEMO = str(REPO / "psdistill" / "configs" / "demo.yaml")
+DEMO = str(REPO / "psdistill" / "pipeline" / "configs" / "demo.yaml")
 pytestmark = pytest.mark.slow
 
 # One pair per forward pass, each image encoded with its pair, so a pair's P does not depend on which

@@ -19,7 +19,7 @@ from psdistill.cli import main as psdistill_main
 from psdistill.data.loaders import load_apddv2, load_ava, load_fg_series, load_ppaint
 from psdistill.data.predictions import read_predictions, write_predictions
 from psdistill.data.records import ImageRecord
-from psdistill.errors import DataError
+from psdistill.core.errors import DataError
 from psdistill.evaluation.protocols import apdd_transfer, ava, fg_series, one_score, ppaint_cross_category
 
 ROOT = Path(__file__).resolve().parents[1]

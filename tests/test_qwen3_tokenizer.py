@@ -9,15 +9,15 @@ import pytest
 from PIL import Image
 
 from psdistill.distill.config import DistillConfig
-from psdistill.distill.scorer import level_token_ids, render_prompt
-from psdistill.errors import ConfigError
+from psdistill.scoring.student import level_token_ids, render_prompt
+from psdistill.core.errors import ConfigError
 from psdistill.judge.prompts import load_prompt_set
 from psdistill.models import tiny
 from psdistill.models.qwen3_reference import (TOKENIZER_SHA256, qwen3_vl_text_processor, restricted_vocabulary,
                                               tokenizer_file)
 from psdistill.models.readout_tokens import next_token_ids
 from psdistill.pipeline import JudgeConfig, PipelineConfig
-from psdistill.readout_check import check_readout_tokens, tiny_vocabulary_texts
+from psdistill.pipeline.readout_check import check_readout_tokens, tiny_vocabulary_texts
 
 PUBLISHED_CONFIG = Path(tiny.__file__).parent / "configs" / "qwen3_vl_8b.json"
 

@@ -5,7 +5,7 @@ from scipy.sparse import coo_matrix
 from scipy.sparse.csgraph import connected_components
 from scipy.stats import norm, spearmanr
 
-from psdistill.errors import DataError
+from psdistill.core.errors import DataError
 from psdistill.ranking import (anchor_to_ratings, annotator_quality, band_pair_count, choose_references,
                                fuse_anchored, fuse_unified, fusion_agreement, locally_dense_pairs, mean_ratings,
                                random_pairs, simulate_comparisons)

@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 import torch
 
-from psdistill.errors import DataError
+from psdistill.core.errors import DataError
 from psdistill.ranking import fit_bradley_terry, fit_thurstone, locally_dense_pairs, reference_pool_pairs
 from psdistill.ranking import laplace
 

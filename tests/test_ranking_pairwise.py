@@ -6,7 +6,7 @@ import pytest
 from scipy.optimize import minimize
 from scipy.stats import norm
 
-from psdistill.errors import DataError
+from psdistill.core.errors import DataError
 from psdistill.ranking import (ConvergenceError, bootstrap_fit_ci, fit_bradley_terry, fit_elo, fit_thurstone,
                                simulate_comparisons)
 

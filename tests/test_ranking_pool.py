@@ -5,7 +5,7 @@ import pytest
 from scipy.special import ndtr
 from scipy.stats import spearmanr
 
-from psdistill.errors import ConfigError, DataError
+from psdistill.core.errors import ConfigError, DataError
 from psdistill.judge.simulated import simulated_judge
 from psdistill.ranking import (ReferencePoolConfig, expected_calibration_error, pair_confidence, reference_pool_pairs,
                                run_reference_pool, to_rating_scale)

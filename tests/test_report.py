@@ -8,10 +8,10 @@ import pytest
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 
-from psdistill import metrics as M
+from psdistill.evaluation import metrics as M
 from psdistill.data.predictions import read_predictions, write_predictions
 from psdistill.data.records import ImageRecord
-from psdistill.errors import DataError
+from psdistill.core.errors import DataError
 from psdistill.evaluation import cross_category_matrix, evaluate, write_report
 from psdistill.evaluation.report import format_number
 

@@ -16,12 +16,12 @@ import pytest
 from PIL import Image
 
 from psdistill.cli import DEMO_CONFIG, main
-from psdistill.config import parse_config
+from psdistill.core.config import parse_config
 from psdistill.data.demo import DemoConfig, build_demo
 from psdistill.data.manifest import read_manifest, write_manifest
 from psdistill.data.predictions import read_predictions
 from psdistill.data.records import ImageRecord
-from psdistill.errors import ConfigError
+from psdistill.core.errors import ConfigError
 from psdistill.pipeline import PipelineConfig, run_pipeline
 from tests.test_pipeline import SMALL, _cfg, _judgments
 
@@ -125,7 +125,7 @@ def test_a_users_manifest_does_not_default_to_the_demos_run_dir(tmp_path):
     assert parse_config(PipelineConfig, [f"data.manifest={manifest}", "run_dir=x"]).run_dir == "x"
 
 
-_HOLD = ("import sys, time\nfrom psdistill.run_lock import run_lock\n"
+_HOLD = ("import sys, time\nfrom psdistill.core.run_lock import run_lock\n"
          "with run_lock(sys.argv[1]):\n    print('held', flush=True)\n    time.sleep(120)\n")
 
 
@@ -232,7 +232,7 @@ def test_an_undecodable_manifest_names_its_line_and_data_encoding_reads_it(tmp_p
 
 def test_the_data_check_agrees_with_the_vlm_processor_on_shapes():
     from psdistill.data.images import check_processable
-    from psdistill.errors import DataError
+    from psdistill.core.errors import DataError
     from psdistill.models.loading import ModelConfig, load_vlm_processor
 
     processor = load_vlm_processor(ModelConfig()).image_processor

@@ -8,8 +8,8 @@ from PIL import Image
 
 from psdistill.cli import main
 from psdistill.distill import score_images
-from psdistill.distill.scorer import teacher_pointwise
-from psdistill.errors import DataError
+from psdistill.scoring.student import teacher_pointwise
+from psdistill.core.errors import DataError
 
 
 class Counting:

@@ -13,7 +13,7 @@ from make_tiny_run import make_tiny_run
 from psdistill.cli import main
 from psdistill.data.predictions import read_predictions
 from psdistill.distill import DistillConfig, StudentScorer
-from psdistill.errors import ConfigError, DataError
+from psdistill.core.errors import ConfigError, DataError
 
 ROOT = Path(__file__).resolve().parents[1]
 

@@ -15,7 +15,7 @@ import pytest
 
 from psdistill.cli import DEMO_CONFIG, main
 from psdistill.data.run_files import write_csv
-from psdistill.errors import StorageError
+from psdistill.core.errors import StorageError
 from psdistill.judge.store import JudgmentStore
 from psdistill.pipeline import run_pipeline
 from tests.test_pipeline import SMALL, _cfg

@@ -43,11 +43,11 @@ import skimage.data
 from PIL import Image
 from scipy.ndimage import gaussian_filter
 
-from psdistill.config import to_dict
+from psdistill.core.config import to_dict
 from psdistill.data.images import to_rgb
 from psdistill.data.manifest import read_manifest, write_manifest
 from psdistill.data.records import ImageRecord
-from psdistill.errors import ConfigError, DataError
+from psdistill.core.errors import ConfigError, DataError
 
 # Bump when the images or ground truth a config produces change, so older builds are not reused.
 GENERATOR_VERSION = 2  # 2: ground truth per photo dimension

@@ -7,7 +7,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, ImageOps
 
-from psdistill.errors import DataError
+from psdistill.core.errors import DataError
 
 # Decoding bound: what Qwen3-VL's processor accepts at most (its default max_pixels is 16384 * 32 * 32,
 # i.e. 4096^2), so bounding here never changes what a default-configured model sees, while a

@@ -12,7 +12,7 @@ from typing import Mapping, Sequence
 
 from psdistill.data.records import ImageRecord
 from psdistill.data.run_files import write_csv
-from psdistill.errors import DataError
+from psdistill.core.errors import DataError
 
 
 def write_predictions(path: str | Path, records: Sequence[ImageRecord],

@@ -23,8 +23,8 @@ from typing import Iterable, Iterator, Mapping, Sequence
 
 import numpy as np
 
-from psdistill.errors import DataError
-from psdistill.storage import writing
+from psdistill.core.errors import DataError
+from psdistill.core.storage import writing
 
 
 @dataclass

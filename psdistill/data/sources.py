@@ -18,7 +18,7 @@ from pathlib import Path
 from psdistill.data.loaders.common import IMAGE_SUFFIXES
 from psdistill.data.manifest import write_manifest
 from psdistill.data.records import ImageRecord
-from psdistill.errors import DataError
+from psdistill.core.errors import DataError
 
 _HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*/[\w.-]+$")
 

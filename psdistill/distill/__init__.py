@@ -1,11 +1,12 @@
-"""Distill the judge's pseudo-scores into a single-pass scorer (see trainer.py, losses.py, scorer.py)."""
+"""Distill the judge's pseudo-scores into a single-pass scorer (see trainer.py, losses.py; the scorer it writes: psdistill/scoring/)."""
 from psdistill.distill.config import DistillConfig
 
 __all__ = ["DistillConfig", "DistillTrainer", "ScorerSpec", "StudentScorer", "export_merged", "score_images",
            "train_student"]
 
-_LAZY = {"DistillTrainer": "trainer", "train_student": "trainer", "ScorerSpec": "scorer",
-         "StudentScorer": "scorer", "export_merged": "scorer", "score_images": "scorer"}
+_LAZY = {"DistillTrainer": "psdistill.distill.trainer", "train_student": "psdistill.distill.trainer",
+         "ScorerSpec": "psdistill.scoring.student", "StudentScorer": "psdistill.scoring.student",
+         "export_merged": "psdistill.scoring.student", "score_images": "psdistill.scoring.student"}
 
 
 def __getattr__(name):
@@ -14,5 +15,5 @@ def __getattr__(name):
     if name in _LAZY:
         import importlib
 
-        return getattr(importlib.import_module(f"psdistill.distill.{_LAZY[name]}"), name)
+        return getattr(importlib.import_module(_LAZY[name]), name)
     raise AttributeError(f"module 'psdistill.distill' has no attribute {name!r}")

@@ -17,7 +17,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Optional
 
-from psdistill.distill.scorer import Readout, ScorerSpec
+from psdistill.scoring.student import Readout, ScorerSpec
 from psdistill.models.loading import TINY
 
 CARD_FILE = "README.md"

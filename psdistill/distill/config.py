@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 from typing import Optional
 
 from psdistill.distill.grpo_config import GrpoConfig
-from psdistill.errors import ConfigError
+from psdistill.core.errors import ConfigError
 
 OBJECTIVES = ("ranking", "grpo")
 HEADS = ("levels", "scalar")
@@ -136,7 +136,7 @@ class DistillConfig:
             raise ConfigError(f"distill.{name}: {msg}")
 
         if isinstance(self.grpo, dict):  # DistillConfig(grpo={...}) in Python, as a YAML mapping reads
-            from psdistill.config import from_dict
+            from psdistill.core.config import from_dict
 
             self.grpo = from_dict(GrpoConfig, self.grpo, "distill.grpo.")
         for name, allowed in (("objective", OBJECTIVES), ("head", HEADS), ("ranking_loss", RANKING_LOSSES),

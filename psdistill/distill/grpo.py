@@ -24,13 +24,13 @@ from psdistill.data.records import DEFAULT_RATING_SCALE, ImageRecord
 from psdistill.distill.card import LabelSource
 from psdistill.distill.config import DistillConfig
 from psdistill.distill.rewards import GrpoRewards, LevelAnswers
-from psdistill.distill.scorer import Readout, ScorerSpec
+from psdistill.scoring.student import Readout, ScorerSpec
 from psdistill.distill.signal import training_signal, with_images
 from psdistill.distill.trainer import (
     _claim_output_dir, _log_metrics_instead_of_printing, _resume_point, _training_fingerprint, _write_record_and_card,
     build_student,
 )
-from psdistill.errors import ConfigError
+from psdistill.core.errors import ConfigError
 from psdistill.models.device import main_process_only
 from psdistill.models.loading import ModelConfig
 

@@ -11,7 +11,7 @@ from __future__ import annotations
 import dataclasses
 from dataclasses import dataclass, field
 
-from psdistill.errors import ConfigError
+from psdistill.core.errors import ConfigError
 
 REWARDS = ("closeness", "order")  # the reward functions, in the order reward_weights weighs them
 # GRPOConfig fields psdistill sets from other fields; setting them through `args` would contradict those.

@@ -12,8 +12,8 @@ import json
 from pathlib import Path
 
 from psdistill.distill.card import CARD_FILE
-from psdistill.distill.scorer import SPEC_FILE
-from psdistill.errors import DataError, PsdistillError
+from psdistill.scoring.student import SPEC_FILE
+from psdistill.core.errors import DataError, PsdistillError
 
 _LEFT_OUT = ("checkpoint-", "runs", "training_args.bin", "trainer_state.json", "training_fingerprint.txt")
 EVAL_HEADING = "## Evaluation (this run)"

@@ -20,7 +20,7 @@ from typing import Mapping, Sequence
 import numpy as np
 
 from psdistill.data.records import ImageRecord
-from psdistill.errors import DataError
+from psdistill.core.errors import DataError
 from psdistill.ranking import pair_confidence
 
 COLUMNS = ("image", "prompt", "dimension", "pseudo_score", "variance", "confidence", "series")

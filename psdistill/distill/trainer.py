@@ -40,11 +40,11 @@ from psdistill.distill.card import LabelSource, record_base_model, write_model_c
 from psdistill.distill.config import DistillConfig
 from psdistill.distill.losses import confidence_matrix, distill_loss
 from psdistill.distill.signal import training_signal
-from psdistill.distill.scorer import Readout, ScorerSpec, attach_score_head, level_token_ids, processor_inputs
-from psdistill.errors import ConfigError, DataError
+from psdistill.scoring.student import Readout, ScorerSpec, attach_score_head, level_token_ids, processor_inputs
+from psdistill.core.errors import ConfigError, DataError
 from psdistill.models.device import main_process_only
 from psdistill.models.loading import TINY, ModelConfig, load_processor, load_vlm
-from psdistill.storage import writing
+from psdistill.core.storage import writing
 
 logger = logging.getLogger(__name__)
 
@@ -133,7 +133,7 @@ def srcc_metrics(eval_pred, dimensions: Sequence[str] = ("overall",)) -> dict[st
         known = np.isfinite(target[:, k])
         s, t = scores[known, k], target[known, k]
         if len(s) < 2 or np.ptp(s) == 0 or np.ptp(t) == 0:
-            per[dim] = (math.nan, math.nan)  # undefined (constant scores), as psdistill.metrics says
+            per[dim] = (math.nan, math.nan)  # undefined (constant scores), as psdistill.evaluation.metrics says
         else:
             per[dim] = (float(spearmanr(s, t)[0]), float(pearsonr(s, t)[0]))
     if len(dimensions) == 1:
@@ -320,7 +320,7 @@ def _resume_point(cfg: DistillConfig, output_dir: Path):
 
 
 class _LogMetrics(TrainerCallback):
-    """The Trainer's metric dicts at DEBUG: in the run's log file (psdistill.logs), on the console
+    """The Trainer's metric dicts at DEBUG: in the run's log file (psdistill.core.logs), on the console
     only with --verbose, instead of printed between the progress bar's lines."""
 
     def on_log(self, args, state, control, logs=None, **kwargs):

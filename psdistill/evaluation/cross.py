@@ -17,9 +17,9 @@ from typing import Mapping, Optional, Sequence
 
 import numpy as np
 
-from psdistill import metrics as M
+from psdistill.evaluation import metrics as M
 from psdistill.data.records import ImageRecord
-from psdistill.errors import DataError
+from psdistill.core.errors import DataError
 from psdistill.evaluation.files import write_json_markdown
 from psdistill.evaluation.report import format_number, quiet_nanmean
 

@@ -39,7 +39,7 @@ from scipy.stats import spearmanr
 from psdistill.data.loaders.ppaint import PPaintData
 from psdistill.data.manifest import write_manifest
 from psdistill.data.records import ImageRecord
-from psdistill.errors import ConfigError, DataError
+from psdistill.core.errors import ConfigError, DataError
 from psdistill.evaluation.files import write_json_markdown
 from psdistill.evaluation.report import format_number
 from psdistill.ranking import (Agreement, FusedScores, annotator_quality, fit_bradley_terry, fuse_anchored,

@@ -38,12 +38,12 @@ from typing import Mapping, Optional, Sequence
 
 import numpy as np
 
-from psdistill import metrics as M
+from psdistill.evaluation import metrics as M
 from psdistill.data.loaders.apdd import ATTRIBUTE_RANGE as APDD_ATTRIBUTE_RANGE
 from psdistill.data.loaders.apdd import CHINESE_PAINTING_STYLE
 from psdistill.data.loaders.apdd import TOTAL_RANGE as APDD_TOTAL_RANGE
 from psdistill.data.records import ImageRecord
-from psdistill.errors import DataError
+from psdistill.core.errors import DataError
 from psdistill.evaluation.cross import CrossCategoryMatrix, cross_category_matrix
 from psdistill.evaluation.files import json_safe, write_json_markdown
 from psdistill.evaluation.report import (EvalResult, _cell, _split_predictions, evaluate, format_number,

@@ -15,7 +15,7 @@ each category:
   `acc_threshold` when given);
 - from series ranks (records with `series` and `rank`, 0 = best): pair_acc, pair_f1, s_acc, s_srcc,
   with series keyed by (category, series); for pair_f1 a pair's first image is the earlier one in
-  a seeded shuffle of the images (see `psdistill.metrics`).
+  a seeded shuffle of the images (see `psdistill.evaluation.metrics`).
 A scorer in `unscaled` (its predictions' scale is not the ground truth's, or unknown) gets no
 scale-dependent metric (rmse, mae, acc): rank and linear correlations only, never an error between
 two scales.
@@ -35,15 +35,15 @@ from typing import Mapping, Optional, Sequence
 
 import numpy as np
 
-from psdistill import metrics as M
+from psdistill.evaluation import metrics as M
 from psdistill.data.records import ImageRecord
-from psdistill.errors import DataError
+from psdistill.core.errors import DataError
 from psdistill.evaluation.files import fresh_dir, json_safe, write_json_markdown
 
 ITEM_METRICS = {"srcc": M.srcc, "plcc": M.plcc, "plcc_logistic": partial(M.plcc, fit="logistic"),
                 "krcc": M.krcc, "rmse": M.rmse, "mae": M.mae}
 SERIES_METRICS = {"pair_acc": "pair_accuracy", "pair_f1": "pair_f1", "s_acc": "series_accuracy",
-                  "s_srcc": "series_srcc"}  # report name -> psdistill.metrics.series_metrics name
+                  "s_srcc": "series_srcc"}  # report name -> psdistill.evaluation.metrics.series_metrics name
 SCALE_METRICS = ("rmse", "mae", "acc")  # meaningful only when predictions are on the ground truth's scale
 DEFAULT_CI = ("srcc", "plcc", "pair_acc", "pair_f1", "s_acc", "s_srcc")  # the ones with a fast bootstrap
 LABELS = {"srcc": "SRCC", "plcc": "PLCC", "plcc_logistic": "PLCC (logistic fit)", "krcc": "KRCC",

@@ -18,7 +18,7 @@ from typing import Optional, Sequence, TypeVar
 import numpy as np
 from tqdm.auto import tqdm
 
-from psdistill.errors import DataError
+from psdistill.core.errors import DataError
 from psdistill.judge.base import Judge, Pair
 from psdistill.judge.store import JudgmentStore
 

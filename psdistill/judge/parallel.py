@@ -24,7 +24,7 @@ from typing import Sequence
 
 import numpy as np
 
-from psdistill.errors import PsdistillError
+from psdistill.core.errors import PsdistillError
 from psdistill.judge.base import Judge, Pair
 
 _DONE, _FAILED = "done", "failed"

@@ -19,7 +19,7 @@ from pathlib import Path
 
 import yaml
 
-from psdistill.errors import ConfigError
+from psdistill.core.errors import ConfigError
 
 PROMPT_DIR = Path(__file__).parent / "prompts"
 

@@ -24,7 +24,7 @@ from typing import Sequence
 import numpy as np
 from scipy.special import expit, logit, ndtr, ndtri
 
-from psdistill.errors import ConfigError
+from psdistill.core.errors import ConfigError
 from psdistill.data.records import ImageRecord
 from psdistill.judge.base import Pair
 from psdistill.ranking.utils import IndexJudge

@@ -24,9 +24,9 @@ from typing import NamedTuple, Optional, Sequence
 
 import numpy as np
 
-from psdistill.errors import DataError, PsdistillError
+from psdistill.core.errors import DataError, PsdistillError
 from psdistill.judge.base import position_bias
-from psdistill.storage import writing
+from psdistill.core.storage import writing
 
 SCHEMA_VERSION = 1
 _SCHEMA = """

@@ -17,7 +17,7 @@ Speed (see eval/bench_judge.py):
   `mm_token_type_ids` and `image_grid_thw`, exactly as on the stock path. Other models, and
   transformers versions without that argument, take the stock path (the processor on every batch).
 - Qwen3-VL, with vision reuse: the prompt prefix that pairs share is run once and its KV cache
-  reused (prefix_cache.py). Pairs that show the same image first (a reference pool's
+  reused (models/prefix_kv.py). Pairs that show the same image first (a reference pool's
   (reference, x) pairs; in a fixed pool also each item's (x, reference) pairs) share the text,
   the first image and the second label: about half a pair's tokens. The other pairs share only the
   text before the first image (~10-30 tokens): under causal attention the second image's keys
@@ -42,9 +42,9 @@ import numpy as np
 import torch
 
 from psdistill.data.images import DEFAULT_MAX_PIXELS, load_image
-from psdistill.errors import ConfigError, DataError, PsdistillError
+from psdistill.core.errors import ConfigError, DataError, PsdistillError
 from psdistill.judge.base import Pair
-from psdistill.judge.prefix_cache import PrefixReuse, encoded_inputs, prefix_groups, vision_outputs
+from psdistill.models.prefix_kv import PrefixReuse, encoded_inputs, prefix_groups, vision_outputs
 from psdistill.judge.prompts import PromptSet, load_prompt_set, prompt_hash
 from psdistill.models.readout_tokens import next_token_ids
 

@@ -16,7 +16,7 @@ from typing import Optional
 
 import torch
 
-from psdistill.errors import ConfigError, PsdistillError
+from psdistill.core.errors import ConfigError, PsdistillError
 from psdistill.models.processor import image_only_processor
 
 TINY = "tiny"  # name_or_path of the embedded random-weight model (psdistill.models.tiny)

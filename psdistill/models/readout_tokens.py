@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from typing import Sequence
 
-from psdistill.errors import ConfigError
+from psdistill.core.errors import ConfigError
 
 
 def next_token_ids(tokenizer, prompt: str, words: Sequence[str], field: str, what: str = "word") -> list[int]:

@@ -25,7 +25,7 @@ import numpy as np
 from scipy.stats import chi2 as chi2_distribution
 from scipy.stats import rankdata, spearmanr
 
-from psdistill.errors import DataError
+from psdistill.core.errors import DataError
 
 __all__ = ["Concordance", "kendall_w"]
 

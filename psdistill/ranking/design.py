@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from psdistill.errors import DataError
+from psdistill.core.errors import DataError
 
 __all__ = ["band_pair_count", "locally_dense_pairs", "random_pairs", "choose_references", "reference_pool_pairs"]
 

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from psdistill.errors import DataError
+from psdistill.core.errors import DataError
 from psdistill.ranking.utils import check_comparisons, check_connected
 
 __all__ = ["fit_elo"]

@@ -23,7 +23,7 @@ from typing import Optional
 import numpy as np
 from scipy.stats import pearsonr, spearmanr
 
-from psdistill.errors import DataError
+from psdistill.core.errors import DataError
 from psdistill.ranking.pairwise import _incidence, _lbfgs, _probit, fit_bradley_terry, fit_thurstone
 from psdistill.ranking.utils import check_comparisons, check_connected
 

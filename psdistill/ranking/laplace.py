@@ -30,7 +30,7 @@ import numpy as np
 from scipy.sparse import coo_matrix, csr_matrix
 from scipy.sparse.csgraph import reverse_cuthill_mckee
 
-from psdistill.errors import DataError
+from psdistill.core.errors import DataError
 
 __all__ = ["hessian", "dense_covariance", "laplace_variances"]
 

@@ -36,7 +36,7 @@ from scipy.optimize import minimize
 from scipy.sparse import csr_matrix
 from scipy.special import expit, log_ndtr
 
-from psdistill.errors import DataError
+from psdistill.core.errors import DataError
 from psdistill.ranking.laplace import dense_covariance, hessian, laplace_variances
 from psdistill.ranking.utils import ConvergenceError, check_comparisons, check_connected
 
@@ -353,7 +353,7 @@ def bootstrap_fit_ci(fit: Callable[..., PairwiseFit], n_items, pairs, outcomes=N
                  **fit_kwargs):
     """Percentile bootstrap confidence intervals (Efron & Tibshirani, 1993, ch. 13) for fitted scores.
 
-    (Not `psdistill.metrics.bootstrap_ci`, which resamples images to put an interval on a metric.)
+    (Not `psdistill.evaluation.metrics.bootstrap_ci`, which resamples images to put an interval on a metric.)
 
     Comparisons are resampled with replacement and refitted with ``fit`` (`fit_bradley_terry` or
     `fit_thurstone`, keyword arguments passed on; ``se=False`` is forced). A resample that the

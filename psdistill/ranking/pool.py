@@ -55,7 +55,7 @@ from typing import Literal, Optional
 import numpy as np
 from scipy.special import expit, logit, ndtr, xlogy
 
-from psdistill.errors import ConfigError, DataError
+from psdistill.core.errors import ConfigError, DataError
 from psdistill.ranking.design import choose_references
 from psdistill.ranking.pairwise import fit_bradley_terry
 from psdistill.ranking.utils import ConvergenceError, IndexJudge

@@ -14,7 +14,7 @@ from scipy.sparse import coo_matrix
 from scipy.sparse.csgraph import connected_components
 from scipy.special import expit, ndtr
 
-from psdistill.errors import DataError
+from psdistill.core.errors import DataError
 
 __all__ = [
     "ConvergenceError",

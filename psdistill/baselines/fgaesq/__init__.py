@@ -7,7 +7,7 @@ Scores from Relative Ranks" (https://yzc-ippl.github.io/FG-IAA/).
     losses.py     EMD, CTAlign, RankReg (Sec. 4.2-4.4)
     official.py   the release's state dicts <-> this model, strictly, with a key report
     config.py     FGAesQConfig (paper defaults) ; data.py batches ; scorer.py FGAesQScorer ("fgaesq" in the registry)
-    train.py      the recipe's stages (data, train, score, evaluate) on psdistill.stages, and the training loop
+    train.py      the recipe's stages (data, train, score, evaluate) on psdistill.pipeline.runner, and the training loop
 
 Imports are lazy: `import psdistill.baselines.fgaesq` loads no torch model code.
 """

@@ -20,7 +20,7 @@ from PIL import Image
 from psdistill.baselines.fgaesq.losses import NUM_BINS, gaussian_target, histogram_target
 from psdistill.data.images import load_image
 from psdistill.data.records import ImageRecord
-from psdistill.errors import DataError
+from psdistill.core.errors import DataError
 
 
 def to_bins(score: float, rating_scale: tuple[float, float]) -> float:

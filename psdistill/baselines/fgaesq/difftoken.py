@@ -41,7 +41,7 @@ import torch
 import torch.nn.functional as F
 from PIL import Image
 
-from psdistill.errors import ConfigError
+from psdistill.core.errors import ConfigError
 
 
 @dataclass

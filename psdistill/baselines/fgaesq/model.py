@@ -41,7 +41,7 @@ from PIL import Image
 from psdistill.baselines.fgaesq.difftoken import DiffTokenConfig, fit_long_edge, normalize, resize, to_tensor
 from psdistill.baselines.fgaesq.losses import NUM_BINS, expected_score
 from psdistill.baselines.fgaesq.official_tokens import MAX_SEQ_LEN
-from psdistill.errors import ConfigError, PsdistillError
+from psdistill.core.errors import ConfigError, PsdistillError
 
 OPENAI_CLIP_MEAN = (0.48145466, 0.4578275, 0.40821073)
 OPENAI_CLIP_STD = (0.26862954, 0.26130258, 0.27577711)

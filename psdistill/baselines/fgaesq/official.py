@@ -32,7 +32,7 @@ from typing import Mapping, Optional
 
 import torch
 
-from psdistill.errors import PsdistillError
+from psdistill.core.errors import PsdistillError
 
 VISUAL = "clip_model.visual."
 ALIASES = ("ln_pre.", "transformer.", "ln_post.")  # + "proj": FGAesQ attributes that alias clip_model.visual.*

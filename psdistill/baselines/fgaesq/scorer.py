@@ -1,6 +1,6 @@
 """FGAesQScorer: a trained FGAesQ behind the common scorer interface.
 
-    >>> from psdistill.registry import create_scorer                  # doctest: +SKIP
+    >>> from psdistill.scoring.registry import create_scorer                  # doctest: +SKIP
     >>> s = create_scorer("fgaesq", path="runs/fgaesq/checkpoint")     # doctest: +SKIP
     >>> s.score(["a.jpg", "b.jpg"])                                    # doctest: +SKIP
     array([6.1, 4.8])
@@ -31,8 +31,8 @@ from psdistill.baselines.fgaesq.difftoken import collate_tokens, difftoken
 from psdistill.baselines.fgaesq.model import FGAesQModel, FGAesQModelConfig
 from psdistill.baselines.fgaesq.official import (KeyMappingReport, load_official_weights, official_vision_config,
                                                  read_state_dict)
-from psdistill.errors import ConfigError, PsdistillError
-from psdistill.scorer_api import CallableScorer, as_batch, as_image
+from psdistill.core.errors import ConfigError, PsdistillError
+from psdistill.scoring.api import CallableScorer, as_batch, as_image
 
 _DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
 
@@ -93,7 +93,7 @@ class FGAesQScorer(CallableScorer):
     # -- scoring -------------------------------------------------------------------------------
     @torch.no_grad()
     def score(self, images, batch_size: Optional[int] = None) -> np.ndarray:
-        """Scores on 1..10 (higher is better), single-image path; `images`: one or a list (scorer_api)."""
+        """Scores on 1..10 (higher is better), single-image path; `images`: one or a list (psdistill.scoring.api)."""
         images, _ = as_batch(images)
         batch_size = batch_size or self.batch_size
         out = np.empty(len(images), dtype=np.float64)

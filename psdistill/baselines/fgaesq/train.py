@@ -1,4 +1,4 @@
-"""Train and evaluate FGAesQ (Sec. 4.4) on the shared stage runner (`psdistill.stages`):
+"""Train and evaluate FGAesQ (Sec. 4.4) on the shared stage runner (`psdistill.pipeline.runner`):
 
     data      the pipeline's data stage: build the demo or read data.manifest, check every image opens
     train     coarse pre-training, then alternating coarse/fine batches, on every process (resumes)
@@ -14,7 +14,7 @@
     <run_dir>/predictions/fgaesq-difftoken.csv  series images scored against their series (DiffToken)
     <run_dir>/report/                     metrics.json, report.md, plots (`psdistill.evaluation`); the
                                           test split is the report's held-out group
-    <run_dir>/stages/<stage>.json         what finished, with which config (`psdistill.stages`)
+    <run_dir>/stages/<stage>.json         what finished, with which config (`psdistill.pipeline.runner`)
 
 Runs under `accelerate launch` (DDP): every process draws the same batches from seeded
 generators and takes its share (`batch[rank::world]`); the model is called once per step. Only
@@ -39,13 +39,13 @@ from psdistill.baselines.fgaesq.difftoken import collate_tokens, difftoken
 from psdistill.baselines.fgaesq.losses import (ctalign_loss, describe_pair, direct_rank_loss, emd_loss,
                                               rankreg_loss)
 from psdistill.baselines.fgaesq.model import FGAesQModel, load_base
-from psdistill.config import save_config
+from psdistill.core.config import save_config
 from psdistill.data.predictions import write_predictions
-from psdistill.errors import ConfigError
+from psdistill.core.errors import ConfigError
 from psdistill.pipeline import STAGES as PIPELINE_STAGES
 from psdistill.pipeline import DataConfig, RunContext, print_report
-from psdistill.stages import Stage, fingerprint, marker_path, run_stages
-from psdistill.storage import writing
+from psdistill.pipeline.runner import Stage, fingerprint, marker_path, run_stages
+from psdistill.core.storage import writing
 
 SCORER = "fgaesq"
 

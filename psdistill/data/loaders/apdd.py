@@ -29,7 +29,7 @@ from typing import Optional
 
 from psdistill.data.loaders.common import LoadReport, LoadResult, check_file, load_records, parse_score, read_csv
 from psdistill.data.records import ImageRecord
-from psdistill.errors import DataError
+from psdistill.core.errors import DataError
 
 CHINESE_PAINTING_STYLE = "traditional Chinese painting"  # the style field (before the first "*") of 6 categories
 TOTAL_RANGE = (0.0, 100.0)

@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Callable, Iterator, Optional
 
 from psdistill.data.records import ImageRecord
-from psdistill.errors import DataError
+from psdistill.core.errors import DataError
 
 # Tried in order. utf-8-sig also reads plain UTF-8; GB18030 is a superset of GBK, tried last so a
 # GBK file is named as such in the report.

@@ -25,7 +25,7 @@ from psdistill.data.loaders.common import LoadReport, parse_score, read_csv, req
 from psdistill.data.loaders.ppaint import WINNER_OUTCOME, Pairs, PPaintData, Ratings, category_images
 from psdistill.data.manifest import read_manifest
 from psdistill.data.records import ImageRecord
-from psdistill.errors import DataError
+from psdistill.core.errors import DataError
 
 OUTCOME_COLUMNS = ("winner", "preferred", "p_first")
 

@@ -29,7 +29,7 @@ from psdistill.data.loaders.common import (LoadReport, LoadResult, check_file, l
                                            require_columns)
 from psdistill.data.loaders.ppaint import WINNER_OUTCOME
 from psdistill.data.records import ImageRecord
-from psdistill.errors import DataError
+from psdistill.core.errors import DataError
 
 
 def load_fg_series(members_csv: str | Path, pairs_csv: Optional[str | Path] = None, *,

@@ -27,7 +27,7 @@ from psdistill.data.loaders.common import (ENCODINGS, LoadReport, LoadResult, ch
                                            read_text, require_columns)
 from psdistill.data.manifest import FIXED_COLUMNS, write_manifest
 from psdistill.data.records import ImageRecord
-from psdistill.errors import DataError
+from psdistill.core.errors import DataError
 
 
 def load_manifest(path: str | Path, *, strict: bool = False, check_files: bool = True,

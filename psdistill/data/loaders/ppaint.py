@@ -35,7 +35,7 @@ import numpy as np
 from psdistill.data.loaders.common import (IMAGE_SUFFIXES, LoadReport, LoadResult, parse_score, read_csv,
                                            require_columns)
 from psdistill.data.records import ImageRecord
-from psdistill.errors import DataError
+from psdistill.core.errors import DataError
 
 WINNER_OUTCOME = {"first": 1.0, "second": 0.0, "tie": 0.5}
 

@@ -1,6 +1,6 @@
 """`--help` for a config dataclass: every dotted key with its type, default and help text.
 
-The dataclasses are the single source of truth (psdistill.config), so the listing walks them: a
+The dataclasses are the single source of truth (psdistill.core.config), so the listing walks them: a
 nested dataclass field becomes a section, each leaf one line `key  type  (default: value)`, then the
 field's metadata "help" when it has one.
 """

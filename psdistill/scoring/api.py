@@ -20,7 +20,7 @@ import numpy as np
 from PIL import Image
 
 from psdistill.data.images import load_image, to_rgb
-from psdistill.errors import DataError
+from psdistill.core.errors import DataError
 
 ImageInput = Union[str, Path, Image.Image, np.ndarray]
 SINGLE_TYPES = (str, Path, Image.Image, np.ndarray)

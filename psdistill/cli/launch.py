@@ -19,8 +19,8 @@ import tempfile
 from pathlib import Path
 from typing import Callable
 
-from psdistill.errors import PsdistillError
-from psdistill.storage import storage_message
+from psdistill.core.errors import PsdistillError
+from psdistill.core.storage import storage_message
 
 ERROR_FILE_ENV = "PSDISTILL_ERROR_FILE"
 

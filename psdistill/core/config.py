@@ -1,6 +1,6 @@
 """Typed configs from YAML plus `key=value` overrides: one dataclass is the single source of truth.
 
-    cfg = parse_config(PipelineConfig, ["--config", "psdistill/configs/demo.yaml", "distill.max_steps=50"])
+    cfg = parse_config(PipelineConfig, ["--config", "psdistill/pipeline/configs/demo.yaml", "distill.max_steps=50"])
 
 YAML files and overrides feed the same dataclasses; an unknown key, a value of the wrong type or a
 value the dataclass's own `__post_init__` rejects is a `ConfigError` naming the dotted key
@@ -17,7 +17,7 @@ from typing import Any, Sequence, TypeVar
 
 import yaml
 
-from psdistill.errors import ConfigError
+from psdistill.core.errors import ConfigError
 
 T = TypeVar("T")
 

@@ -16,7 +16,7 @@ dimension, scale.
 Several dimensions: one prompt per dimension, all reading the same head, and still one pass per image
 (`Readout`). The prompts share everything up to where their texts differ (the chat template's start,
 the image, any common words): that prefix runs once per image and its KV cache is reused by each
-dimension's text suffix, as the judge reuses a pair's shared prefix (psdistill/judge/prefix_cache.py).
+dimension's text suffix, as the judge reuses a pair's shared prefix (psdistill/models/prefix_kv.py).
 Chosen over several outputs read from one prompt because each dimension keeps a prompt of its own
 that the untrained VLM can answer zero-shot (the teacher-pointwise scorer and the starting point of
 training), and a one-dimension student stays exactly what it is today; the added cost per dimension
@@ -38,11 +38,11 @@ import torch
 from PIL import Image
 
 from psdistill.data.records import DEFAULT_RATING_SCALE, ImageRecord
-from psdistill.errors import ConfigError, DataError, PsdistillError
+from psdistill.core.errors import ConfigError, DataError, PsdistillError
 from psdistill.models.device import place_for_inference
 from psdistill.models.loading import ModelConfig, load_processor, load_vlm
 from psdistill.models.readout_tokens import next_token_ids
-from psdistill.scorer_api import CallableScorer, ImageInput, as_batch, as_image
+from psdistill.scoring.api import CallableScorer, ImageInput, as_batch, as_image
 
 SPEC_FILE = "scorer_config.json"
 SPEC_FORMAT = "psdistill-scorer/2"
@@ -231,7 +231,7 @@ def _unwrapped(model):
 
 
 def _cache_arg(model) -> str:
-    # transformers 5.2x renamed the forward's `past_key_values` to `cache` (as prefix_cache.py).
+    # transformers 5.2x renamed the forward's `past_key_values` to `cache` (as models/prefix_kv.py).
     return "cache" if "cache" in inspect.signature(_unwrapped(model).forward).parameters else "past_key_values"
 
 
@@ -242,7 +242,7 @@ def processor_inputs(processor, prompt: str, images: Sequence[Image.Image]) -> d
 
 class StudentScorer(CallableScorer):
     """A VLM scorer: `score(images) -> np.ndarray` on `score_range`, one forward pass per image;
-    `scorer(image)` is a float (psdistill.scorer_api).
+    `scorer(image)` is a float (psdistill.scoring.api).
 
         >>> scorer = StudentScorer.from_pretrained("runs/demo/student")   # doctest: +SKIP
         >>> scorer.score(["a.jpg", "b.jpg"], batch_size=16)               # doctest: +SKIP
@@ -317,7 +317,7 @@ class StudentScorer(CallableScorer):
     @torch.inference_mode()
     def score(self, images: Union[ImageInput, Sequence[ImageInput]], batch_size: int = SCORE_BATCH_SIZE) -> np.ndarray:
         """Scores on `score_range` of the images (paths, PIL images or HxWx3 uint8 arrays), in input order:
-        (N,) for one dimension, (N, D) for several (`psdistill.scorer_api.by_dimension` names the columns)."""
+        (N,) for one dimension, (N, D) for several (`psdistill.scoring.api.by_dimension` names the columns)."""
         images, _ = as_batch(images)
         device = self.device
         out = [np.zeros((0, len(self.dimensions)))]

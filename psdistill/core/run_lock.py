@@ -14,9 +14,9 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Iterator
 
-from psdistill.errors import ConfigError, StorageError
-from psdistill.logs import get_logger
-from psdistill.storage import storage_message
+from psdistill.core.errors import ConfigError, StorageError
+from psdistill.core.logs import get_logger
+from psdistill.core.storage import storage_message
 
 LOCK_NAME = ".lock"
 

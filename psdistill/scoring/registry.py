@@ -16,10 +16,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Callable
 
-from psdistill.errors import ConfigError
+from psdistill.core.errors import ConfigError
 
 if TYPE_CHECKING:
-    from psdistill.scorer_api import Scorer
+    from psdistill.scoring.api import Scorer
 
 WEIGHT_SUFFIXES = (".pth", ".pt", ".bin", ".safetensors")  # what read_state_dict (FGAesQ official) reads
 
@@ -61,7 +61,7 @@ def load_scorer(path_or_name: str | Path, **kwargs) -> "Scorer":
     if str(path_or_name) in _SCORERS:
         return create_scorer(str(path_or_name), **kwargs)
     path = Path(path_or_name)
-    from psdistill.distill.scorer import SPEC_FILE
+    from psdistill.scoring.student import SPEC_FILE
 
     if (path / SPEC_FILE).is_file() or (path / "student" / SPEC_FILE).is_file():
         return create_scorer("psdistill", path=str(path), **kwargs)
@@ -76,8 +76,8 @@ def load_scorer(path_or_name: str | Path, **kwargs) -> "Scorer":
                       "an FGAesQ checkpoint/ or an official FGAesQ weights file)")
 
 
-register_scorer("psdistill", "psdistill.distill.scorer:load_student",
+register_scorer("psdistill", "psdistill.scoring.student:load_student",
                 "the distilled single-pass student (path=<train_student output or checkpoint>)")
-register_scorer("teacher-pointwise", "psdistill.distill.scorer:teacher_pointwise",
+register_scorer("teacher-pointwise", "psdistill.scoring.student:teacher_pointwise",
                 "the base VLM zero-shot, no adapter: expected level-word value after a pointwise prompt (Q-Align)")
 register_scorer("fgaesq", "psdistill.baselines.fgaesq.scorer:create_fgaesq_scorer", "FGAesQ baseline (Yang et al.): CLIP ViT-B/16 + EMD head, coarse scores + fine series (path=<run>/checkpoint or an official .pth)")

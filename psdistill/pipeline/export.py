@@ -20,7 +20,7 @@ from pathlib import Path
 from psdistill.data.manifest import dimensions, read_manifest
 from psdistill.data.predictions import read_predictions
 from psdistill.data.run_files import read_comparisons, read_pseudo_scores
-from psdistill.errors import DataError
+from psdistill.core.errors import DataError
 
 
 def export_run(run_dir: str | Path, out_dir: str | Path) -> dict[str, Path]:
@@ -60,7 +60,7 @@ def export_run(run_dir: str | Path, out_dir: str | Path) -> dict[str, Path]:
 def run_signal(run_dir: Path, records, pseudo):
     """The training signal of a run as its distill stage builds it: the training images (those with a
     pseudo-score) in manifest order, each dimension's prompt from the run's config.yaml."""
-    from psdistill.config import parse_config
+    from psdistill.core.config import parse_config
     from psdistill.distill.signal import training_signal
     from psdistill.pipeline import PipelineConfig
 

@@ -9,9 +9,9 @@
     <run>/student/                 the distilled scorer (adapter or weights + scorer_config.json)
     <run>/predictions/<scorer>.csv scores of every image by every scorer, one column per dimension
     <run>/report/                  metrics JSON, markdown table, plots
-    <run>/stages/<stage>.json      what finished, with which config (see psdistill.stages)
+    <run>/stages/<stage>.json      what finished, with which config (see psdistill.pipeline.runner)
     <run>/replaced/<time>/         finished outputs a changed config replaced (keep_replaced=false: deleted)
-    <run>/.lock                    held while a run is in progress (psdistill.run_lock)
+    <run>/.lock                    held while a run is in progress (psdistill.core.run_lock)
 
 A run directory holds one data set and one judge: a config naming others is refused
 (overwrite_run_dir=true to replace them); changed later settings redo the later stages only.
@@ -19,7 +19,7 @@ A run directory holds one data set and one judge: a config naming others is refu
 Every dimension of `data.dimensions` is judged into the same store and gets a pool of its own, run
 exactly as a one-dimension run would run it (the same references: `pool.seed` draws them, no prior),
 so a dimension's pseudo-scores do not depend on which other dimensions share the run; one student
-then scores all of them in one pass per image (psdistill/distill/scorer.py says how).
+then scores all of them in one pass per image (psdistill/scoring/student.py says how).
 
 Training uses only the images of `data.train_categories` and no labels: ground truth is read by
 the evaluation stage, and by the judge only when `judge.kind=simulated` (labelled as such). Without
@@ -43,7 +43,7 @@ from typing import Literal, Optional
 
 import numpy as np
 
-from psdistill.config import save_config
+from psdistill.core.config import save_config
 from psdistill.data.demo import DemoConfig, build_demo
 from psdistill.data.images import check_processable, load_image
 from psdistill.data.manifest import read_manifest, write_manifest
@@ -54,14 +54,14 @@ from psdistill.data.run_files import (
 from psdistill.data.sources import resolve_manifest
 from psdistill.data.records import DEFAULT_RATING_SCALE, ImageRecord
 from psdistill.distill import DistillConfig
-from psdistill.errors import ConfigError, DataError
+from psdistill.core.errors import ConfigError, DataError
 from psdistill.judge.simulated import SimulatedJudgeConfig
 from psdistill.judge.vlm import VLMJudgeConfig
 from psdistill.models.device import place_for_inference, process_state
 from psdistill.models.loading import ModelConfig
 from psdistill.ranking import ReferencePoolConfig
-from psdistill.run_lock import run_lock
-from psdistill.stages import (
+from psdistill.core.run_lock import run_lock
+from psdistill.pipeline.runner import (
     Replacing, Stage, file_digest, marker_path, pending, plan, read_marker, run_stages,
 )
 
@@ -369,7 +369,7 @@ def _teacher_rater(run: RunContext):
 
         return SimulatedJudge(run.cfg.judge.simulated).rate
     from psdistill.distill import StudentScorer
-    from psdistill.scorer_api import by_dimension
+    from psdistill.scoring.api import by_dimension
 
     rated: dict[str, dict[str, np.ndarray]] = {}  # path -> {dimension: rating}
     scorer = []
@@ -436,7 +436,7 @@ def stage_score(run: RunContext) -> dict:
     split over the ranks."""
     from psdistill.distill import StudentScorer
 
-    from psdistill.scorer_api import by_dimension
+    from psdistill.scoring.api import by_dimension
 
     dims = run.cfg.data.dimensions
     scorers = {"student": lambda: StudentScorer.from_pretrained(run.path("student"))}
@@ -548,7 +548,7 @@ def run_pipeline(cfg: PipelineConfig, stop_after: str | None = None, log=print) 
     stages = STAGES[:STAGE_NAMES.index(stop_after) + 1] if stop_after else STAGES
     if run.is_main:
         from psdistill.models.loading import load_vlm_processor
-        from psdistill.readout_check import check_readout_tokens
+        from psdistill.pipeline.readout_check import check_readout_tokens
 
         # A word the model cannot read as one token stops the run now, not after hours of judging.
         check_readout_tokens(load_vlm_processor(cfg.model), cfg)

@@ -21,9 +21,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Optional, Sequence
 
-from psdistill.config import to_dict
-from psdistill.errors import ConfigError
-from psdistill.storage import writing
+from psdistill.core.config import to_dict
+from psdistill.core.errors import ConfigError
+from psdistill.core.storage import writing
 
 JOURNAL = ".replacing.json"  # the moves `plan` is making, until they are all made
 

@@ -19,4 +19,4 @@ class DataError(PsdistillError, ValueError):
 
 
 class StorageError(PsdistillError):
-    """A file cannot be written: no space left, a read-only file system, no permission (psdistill.storage)."""
+    """A file cannot be written: no space left, a read-only file system, no permission (psdistill.core.storage)."""

@@ -20,9 +20,9 @@ import argparse
 import os
 import sys
 
-from psdistill.launch import exit_status, launch
+from psdistill.cli.launch import exit_status, launch
 
-DEMO_CONFIG = os.path.join(os.path.dirname(__file__), "configs", "demo.yaml")
+DEMO_CONFIG = os.path.join(os.path.dirname(os.path.dirname(__file__)), "pipeline", "configs", "demo.yaml")
 ALIASES = {"eval": "evaluate"}
 STAGE_HELP = {"data": "the data stage (the demo is built, or the manifest is read)",
               "judge": "data + judge: pairwise judgments against the reference pool",
@@ -64,12 +64,12 @@ def _dispatch(argv) -> int:
     if command == "fuse":
         return _fuse(rest)
     if command == "list-scorers":
-        from psdistill.registry import list_scorers
+        from psdistill.scoring.registry import list_scorers
 
         for name, desc in list_scorers().items():
             print(f"{name:20s} {desc}")
         return 0
-    from psdistill.config_help import config_help, wants_help
+    from psdistill.core.config_help import config_help, wants_help
     from psdistill.pipeline import PipelineConfig
 
     if wants_help(rest):
@@ -79,8 +79,8 @@ def _dispatch(argv) -> int:
         usage = f"usage: psdistill {argv[0]} [-v|-q] [--config FILE.yaml] [key=value ...]\n\n{COMMANDS[command]}"
         print(config_help(PipelineConfig, usage))
         return 0
-    from psdistill.config import parse_config
-    from psdistill.logs import get_logger, report_printer, run_logging, split_verbosity
+    from psdistill.core.config import parse_config
+    from psdistill.core.logs import get_logger, report_printer, run_logging, split_verbosity
     from psdistill.pipeline import print_report, run_pipeline
 
     verbosity, rest = split_verbosity(rest)
@@ -116,8 +116,8 @@ def _score(argv) -> int:
     from pathlib import Path
 
     from psdistill.data.loaders.common import IMAGE_SUFFIXES
-    from psdistill.distill.scorer import SCORE_BATCH_SIZE, score_images
-    from psdistill.registry import load_scorer
+    from psdistill.scoring.student import SCORE_BATCH_SIZE, score_images
+    from psdistill.scoring.registry import load_scorer
 
     import glob
 
@@ -158,7 +158,7 @@ def _export(argv) -> int:
     parser.add_argument("run", help="a pipeline run directory")
     parser.add_argument("-o", "--output", required=True, help="folder for images/ and judgments/")
     args = parser.parse_args(argv)
-    from psdistill.data.export import export_run
+    from psdistill.pipeline.export import export_run
 
     for name, path in export_run(args.run, args.output).items():
         print(f"wrote {name}: {path}")
