@@ -18,7 +18,7 @@ from typing import Literal, Optional
 from psdistill.baselines.fgaesq.difftoken import DiffTokenConfig
 from psdistill.baselines.fgaesq.model import HEAD_DROPOUT
 from psdistill.core.errors import ConfigError
-from psdistill.pipeline import DataConfig
+from psdistill.data.config import DataConfig
 
 
 @dataclass

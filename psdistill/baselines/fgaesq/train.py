@@ -43,7 +43,8 @@ from psdistill.core.config import save_config
 from psdistill.data.predictions import write_predictions
 from psdistill.core.errors import ConfigError
 from psdistill.pipeline import STAGES as PIPELINE_STAGES
-from psdistill.pipeline import DataConfig, RunContext, print_report
+from psdistill.data.config import DataConfig
+from psdistill.pipeline import RunContext, print_report
 from psdistill.pipeline.runner import Stage, fingerprint, marker_path, run_stages
 from psdistill.core.storage import writing
 
