@@ -56,3 +56,20 @@ def test_deepspeed_cpu_fallback_warning_is_not_shown():
         return done.stdout + done.stderr
     assert "Setting accelerator to CPU" in output(probe)  # what deepspeed prints by itself
     assert "Setting accelerator to CPU" not in output("import psdistill.core.logs; " + probe)
+
+
+def test_an_unknown_command_is_one_error_line_with_the_nearest_command(capsys):
+    assert main(["evalute"]) == 2
+    out = capsys.readouterr()
+    assert out.out == ""
+    assert out.err.strip().splitlines() == [
+        "psdistill: error: unknown command 'evalute'; did you mean 'evaluate'? (psdistill --help lists them)"]
+    assert main(["bogus"]) == 2
+    assert "did you mean" not in capsys.readouterr().err
+
+
+def test_version_prints_the_installed_version(capsys):
+    import importlib.metadata
+
+    assert main(["--version"]) == 0
+    assert capsys.readouterr().out.strip() == f"psdistill {importlib.metadata.version('psdistill')}"

@@ -11,7 +11,8 @@ from psdistill.data.manifest import read_manifest, write_manifest
 from psdistill.data.run_files import read_pseudo_scores
 from psdistill.core.errors import ConfigError
 from psdistill.judge.simulated import SimulatedJudge, SimulatedJudgeConfig
-from psdistill.pipeline import PipelineConfig, RunContext, run_pipeline, stage_fit
+from psdistill.pipeline import PipelineConfig, RunContext, run_pipeline
+from psdistill.pipeline.stages.fit import run as stage_fit
 from psdistill.ranking import to_rating_scale
 from tests.test_pipeline import SMALL
 

@@ -199,7 +199,8 @@ def test_apdd_transfer_maps_the_students_dimensions_onto_total_and_attributes():
 
 def test_the_vlm_teachers_anchor_ratings_come_from_one_multi_dimension_pass(images, tmp_path):
     from psdistill.data.records import ImageRecord
-    from psdistill.pipeline import RunContext, _teacher_rater
+    from psdistill.pipeline import RunContext
+    from psdistill.pipeline.stages.fit import _teacher_rater
 
     cfg = parse_config(PipelineConfig, [f"run_dir={tmp_path}", "judge.kind=vlm", PROMPT, "fit.anchor=teacher",
                                         "data.dimensions=[overall, color]"])

@@ -252,8 +252,9 @@ def test_push_uploads_a_complete_scorer_with_the_runs_evaluation(finished_run, t
 
 
 def test_the_vllm_judge_refuses_a_multi_process_launch(tmp_path, monkeypatch):
-    from psdistill.pipeline import make_judge
+    from psdistill.judge.registry import build_judge
 
     monkeypatch.setenv("WORLD_SIZE", "2")
+    cfg = _cfg(tmp_path, "judge.kind=vllm")
     with pytest.raises(ConfigError, match="judge.kind=vllm: judge in one process"):
-        make_judge(_cfg(tmp_path, "judge.kind=vllm"))
+        build_judge(cfg.judge, cfg.model)

@@ -16,7 +16,8 @@ from psdistill.models import tiny
 from psdistill.models.qwen3_reference import (TOKENIZER_SHA256, qwen3_vl_text_processor, restricted_vocabulary,
                                               tokenizer_file)
 from psdistill.models.readout_tokens import next_token_ids
-from psdistill.pipeline import JudgeConfig, PipelineConfig
+from psdistill.judge.registry import JudgeConfig
+from psdistill.pipeline import PipelineConfig
 from psdistill.pipeline.readout_check import check_readout_tokens, tiny_vocabulary_texts
 
 PUBLISHED_CONFIG = Path(tiny.__file__).parent / "configs" / "qwen3_vl_8b.json"

@@ -7,6 +7,7 @@
     psdistill score --model runs/demo/student a.jpg b.jpg -o scores.csv
     psdistill fuse --ratings ratings.csv --preferences prefs/ --images PPAINT/images --out runs/ppaint_gt
     psdistill list-scorers
+    psdistill --version
     psdistill launch --config_file launch/cpu_ddp.yaml recipes/distill.py     # accelerate launch, errors last
 
 Stage messages go to the console (-v/--verbose: also the Trainer's metric lines; -q/--quiet: warnings
@@ -17,6 +18,7 @@ line naming the key, file or row and exit with status 2; finished stages stay fi
 from __future__ import annotations
 
 import argparse
+import difflib
 import os
 import sys
 
@@ -47,12 +49,23 @@ def main(argv=None) -> int:
 
 
 def _dispatch(argv) -> int:
-    if not argv or argv[0] in ("-h", "--help") or ALIASES.get(argv[0], argv[0]) not in COMMANDS:
+    if not argv or argv[0] in ("-h", "--help"):
         print(__doc__.strip() + "\n\ncommands (each takes --help):")
         for name, desc in COMMANDS.items():
             print(f"  {name:13s} {desc}")
-        return 0 if not argv or argv[0] in ("-h", "--help") else 2
+        return 0
+    if argv[0] in ("-V", "--version"):
+        from psdistill import __version__
+
+        print(f"psdistill {__version__}")
+        return 0
     command, rest = ALIASES.get(argv[0], argv[0]), argv[1:]
+    if command not in COMMANDS:
+        from psdistill.core.errors import ConfigError
+
+        hint = difflib.get_close_matches(command, [*COMMANDS, *ALIASES], n=1)
+        raise ConfigError(f"unknown command {command!r}" + (f"; did you mean {hint[0]!r}?" if hint else "")
+                          + " (psdistill --help lists them)")
     if command == "score" and _has_option(rest, "--model"):
         return _score(rest)
     if command == "export":

@@ -10,7 +10,7 @@ from __future__ import annotations
 from psdistill.distill.config import DistillConfig
 from psdistill.scoring.student import level_token_ids, render_prompt
 from psdistill.judge.prompts import list_prompt_sets, load_prompt_set
-from psdistill.judge.vlm import answer_token_ids
+from psdistill.judge.registry import judge_entry, judge_section
 
 # The level words in the forms other readouts use: lower case alone, and with a leading space as
 # Q-Align reads them after an answer prefix ("... The quality of the image is" + " excellent").
@@ -20,8 +20,9 @@ OTHER_LEVEL_FORMS = tuple(w for base in ("excellent", "good", "fair", "poor", "b
 def check_readout_tokens(processor, cfg) -> dict[str, list[int]]:
     """{'answers': ids, 'levels': ids} of what `cfg` (a PipelineConfig) reads; ConfigError naming any bad word."""
     out = {}
-    if cfg.judge.kind in ("vlm", "vllm"):
-        out["answers"] = answer_token_ids(processor, load_prompt_set(cfg.judge.vlm.prompt_set))
+    entry = judge_entry(cfg.judge)
+    if entry.answer_ids is not None:
+        out["answers"] = entry.answer_ids(judge_section(cfg.judge), processor)
     if cfg.distill.head == "levels":
         for prompt in cfg.distill.rendered_prompts(cfg.data.dimensions).values():
             out["levels"] = level_token_ids(processor, cfg.distill.level_words, prompt)

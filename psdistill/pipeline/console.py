@@ -1,0 +1,27 @@
+"""The short report a run prints last: what ran or was reused, and the headline figures."""
+from __future__ import annotations
+
+from psdistill.pipeline.config import PipelineConfig
+
+
+def print_report(cfg: PipelineConfig, results: dict, out=print) -> None:
+    """A short report: what ran or was reused, and the headline figures."""
+    out("")
+    out(f"psdistill run: {cfg.run_dir}")
+    for name, marker in results.items():
+        took = " (when it ran)" if marker["status"] == "reused" else ""  # a reused stage's marker keeps its time
+        out(f"  {name:9s} {marker['status']:7s} {marker['seconds']:7.1f} s{took}")
+    judge = results.get("judge", {}).get("summary")
+    if judge:
+        label = "  (SIMULATED judge: reads ground truth)" if judge["simulated"] else ""
+        out(f"  judge: {judge['judge']}{label}")
+        out(f"  {judge['images']} training images, {judge['references']} references, "
+            f"{judge['judgments_per_image']} judgments per image, position bias {judge['position_bias']:+.2f} logit")
+        if len(judge["dimensions"]) > 1:
+            out("  per dimension: " + ", ".join(f"{d} {p['judgments_per_image']} judgments per image"
+                                                 for d, p in judge["dimensions"].items()))
+    evaluation = results.get("evaluate", {}).get("summary")
+    if evaluation:
+        for line in evaluation["headline"]:
+            out("  " + line)
+        out(f"  report: {evaluation['files'].get('markdown', '')}")

@@ -1,0 +1,29 @@
+"""The distill stage: the student trained on the pseudo-scores (resumes from its last checkpoint)."""
+from __future__ import annotations
+
+import numpy as np
+
+from psdistill.data.run_files import read_pool, read_pseudo_scores
+from psdistill.pipeline.context import RunContext
+from psdistill.pipeline.runner import Stage
+
+
+def run(run: RunContext) -> dict:
+    """Train the student on the pseudo-scores (resumes from its last checkpoint)."""
+    from psdistill.distill import train_student
+    from psdistill.distill.card import LabelSource
+
+    pseudo = read_pseudo_scores(run.path("pseudo_scores.csv"))
+    train = [r for r in run.train_records if all(r.id in scores for scores in pseudo.values())]
+    held_out = [r for r in run.records if r.category not in run.train_categories]
+    n_val = run.cfg.validation_images
+    val = [held_out[i] for i in np.linspace(0, len(held_out) - 1, n_val).astype(int)] if n_val and held_out else None
+    pool = next(iter(read_pool(run.path("pool.json")).values()))  # which judge made the pseudo-scores, for the model card
+    out = train_student(train, pseudo, run.cfg.model, run.cfg.distill, run.path("student"),
+                        val_records=val, rating_scale=run.cfg.data.rating_scale,
+                        labels=LabelSource(pool.judge_id, pool.simulated))
+    return {"student": str(out), "train_images": len(train), "validation_images": len(val or [])}
+
+
+STAGE = Stage("distill", ("model", "distill", "validation_images"), run, "distilling the single-pass scorer",
+              all_ranks=True, replaces=("student",))

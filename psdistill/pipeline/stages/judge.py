@@ -1,0 +1,79 @@
+"""The judge stage: every training image judged against an Elo reference pool, per dimension, on every rank."""
+from __future__ import annotations
+
+import numpy as np
+
+from psdistill.core.errors import ConfigError
+from psdistill.data.run_files import PoolFile, write_comparisons, write_pool
+from psdistill.judge.registry import build_judge, judge_identity
+from psdistill.pipeline.context import RunContext
+from psdistill.pipeline.runner import Stage
+
+
+def run(run: RunContext) -> dict:
+    """Judge the training images against an Elo reference pool (both orders, cached), on every rank."""
+    from psdistill.judge.cached import CachedJudge
+    from psdistill.judge.parallel import DataParallelJudge
+    from psdistill.judge.store import JudgmentStore
+
+    _check_pool_size(run)
+    judge = build_judge(run.cfg.judge, run.cfg.model)
+    if run.state is None:
+        return _judge_pool(run, CachedJudge(judge, JudgmentStore(run.path("judgments.sqlite"))))
+    parallel = DataParallelJudge(judge, run.state)
+    if not run.is_main:
+        parallel.serve()
+        return {}
+    with parallel.leading():
+        summary = _judge_pool(run, CachedJudge(parallel, JudgmentStore(run.path("judgments.sqlite"))))
+    return {**summary, "computed_per_rank": parallel.computed_per_rank}
+
+
+def _check_pool_size(run: RunContext) -> None:
+    """Before a judge model is loaded: the pool needs more training images than references."""
+    n, k = len(run.train_records), run.cfg.pool.k
+    if n <= k:
+        fix = f"set pool.k to at most {n - 1} (and at least 3)" if n > 3 else "add training images (at least 4)"
+        raise ConfigError(f"pool.k={k}: the pool needs more training images than references, and "
+                          f"data.train_categories={list(run.train_categories)} has {n}; {fix}")
+
+
+def _judge_pool(run: RunContext, judge) -> dict:
+    from psdistill.ranking import run_reference_pool
+
+    records = run.train_records
+    results = {}
+    try:
+        for dim in run.cfg.data.dimensions:
+            def judge_indices(pairs: np.ndarray, dim=dim) -> np.ndarray:
+                # In presentation order: the pool schedules both orders itself and measures the bias.
+                return judge.prefer([(records[i], records[j]) for i, j in pairs], dim)
+
+            results[dim] = run_reference_pool(len(records), judge_indices, run.cfg.pool)
+    finally:
+        judge.close()  # the stage's one progress bar
+    ids = [r.id for r in records]
+    write_comparisons(run.path("comparisons.csv"), ids, {d: r.comparisons for d, r in results.items()})
+    write_pool(run.path("pool.json"), {d: PoolFile(
+        ids=ids, reference_ids=[ids[i] for i in r.reference_ids], mu=list(map(float, r.mu)),
+        var=list(map(float, r.var)), judge_id=judge.judge_id, simulated=judge.simulated) for d, r in results.items()})
+    per = {d: {"pair_judgments": len(r.comparisons), "judge_calls": r.n_judge_calls,
+               "judgments_per_image": round(len(r.comparisons) / max(len(records), 1), 2),
+               "position_bias": round(float(r.position_bias), 3)} for d, r in results.items()}
+    n = sum(p["pair_judgments"] for p in per.values())
+    return {"judge": judge.judge_id, "simulated": judge.simulated, "images": len(records),
+            "references": len(next(iter(results.values())).reference_ids), "pair_judgments": n,
+            "judgments_per_image": round(n / max(len(records), 1), 2),
+            # the judge's lean toward the first-shown image, averaged over its dimensions (each: "dimensions")
+            "position_bias": round(float(np.mean([r.position_bias for r in results.values()])), 3),
+            "computed": judge.computed, "from_store": judge.hits, "dimensions": per}
+
+
+def _judge_identity(cfg) -> dict:
+    """The judge, as its judgments are keyed in the store (the prompt and pool settings are settings);
+    a VLM judge by its weights, known without loading them."""
+    return {"judge": judge_identity(cfg.judge, cfg.model)}
+
+
+STAGE = Stage("judge", ("data.dimensions", "model", "judge", "pool"), run, "judging against the reference pool",
+              all_ranks=True, identity=_judge_identity)
