@@ -43,3 +43,14 @@ def test_a_saved_dataset_keeps_its_ids_categories_and_scores(tmp_path):
 def test_a_hub_id_without_a_hub_is_one_clear_error(tmp_path):
     with pytest.raises(DataError, match="cannot load the hub data set 'someone/paintings'.*save_to_disk"):
         resolve_manifest("someone/paintings", tmp_path)
+
+
+def test_an_image_folder_under_the_simulated_judge_says_a_real_run_needs_a_vlm_judge(tmp_path):
+    from psdistill.core.errors import ConfigError
+
+    (tmp_path / "imgs").mkdir()
+    for n, im in enumerate(_images(6)):
+        im.save(tmp_path / "imgs" / f"{n}.png")
+    cfg = parse_config(PipelineConfig, [f"run_dir={tmp_path / 'run'}", f"data.manifest={tmp_path / 'imgs'}", "pool.k=3"])
+    with pytest.raises(ConfigError, match=r"needs ground truth 'overall'.*use judge.kind=vlm with model.name_or_path"):
+        run_pipeline(cfg, stop_after="judge", log=lambda *a: None)

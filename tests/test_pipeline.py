@@ -58,6 +58,21 @@ def test_rerun_reuses_every_stage(finished_run):
     assert ((run / "student/scorer_config.json").stat().st_mtime_ns, _judgments(run)) == before
 
 
+def test_a_finished_runs_rerun_loads_nothing_of_the_model(finished_run, monkeypatch):
+    import psdistill.models.loading as loading
+
+    tmp, cfg, _ = finished_run
+    loaded = []
+    monkeypatch.setattr(loading, "load_vlm_processor", lambda *a, **k: loaded.append(a) or 1 / 0)
+    assert [m["status"] for m in run_pipeline(cfg, log=lambda *a: None).values()] == ["reused"] * 6
+    assert loaded == []
+    # Something left to do: the words it reads are checked first (here the stand-in fails).
+    changed = parse_config(PipelineConfig, [f"run_dir={tmp / 'run'}", *SMALL, "distill.learning_rate=0.01"])
+    with pytest.raises(ZeroDivisionError):
+        run_pipeline(changed, log=lambda *a: None)
+    assert len(loaded) == 1
+
+
 def test_changed_training_config_reruns_only_training_and_after(tmp_path):
     cfg = _cfg(tmp_path)
     run_pipeline(cfg, stop_after="distill", log=lambda *a: None)

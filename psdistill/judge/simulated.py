@@ -60,6 +60,11 @@ def constant_accuracy_answer(gap, uniform, accuracy: float, position_bias: float
     return expit(sign * logit(accuracy) + position_bias)
 
 
+# Images without ground truth (a plain folder) are what a real judge is for: say how to get one.
+REAL_JUDGE = ("; the simulated judge only replays ground truth (demo and tests): to judge your own images use "
+              "judge.kind=vlm with model.name_or_path=<a Qwen-VL checkpoint>")
+
+
 class SimulatedJudge:
     """The constant-accuracy rule over image records, reading ``record.score(dimension)``.
 
@@ -79,7 +84,7 @@ class SimulatedJudge:
             gap[n] = a.score(dimension) - b.score(dimension)
             if np.isnan(gap[n]):
                 raise ConfigError(
-                    f"judge.kind=simulated needs ground truth {dimension!r} for {a.id!r} and {b.id!r}")
+                    f"judge.kind=simulated needs ground truth {dimension!r} for {a.id!r} and {b.id!r}{REAL_JUDGE}")
             # Order-independent key: both presentation orders of a pair share one verdict.
             uniform[n] = self._uniform(dimension, *sorted((a.id, b.id)))
         return constant_accuracy_answer(gap, uniform, self.config.accuracy, self.config.position_bias)
@@ -90,7 +95,7 @@ class SimulatedJudge:
         truth = np.array([r.score(dimension) for r in records], dtype=float)
         missing = [r.id for r, t in zip(records, truth) if np.isnan(t)]
         if missing:
-            raise ConfigError(f"judge.kind=simulated needs ground truth {dimension!r} to rate {missing[:5]}")
+            raise ConfigError(f"judge.kind=simulated needs ground truth {dimension!r} to rate {missing[:5]}{REAL_JUDGE}")
         # "rate" in the key: a rating's noise is not drawn from any pair's verdict
         u = np.array([self._uniform(dimension, "rate", r.id) for r in records])
         return truth + self.config.rating_noise * ndtri(np.clip(u, 1e-12, 1 - 1e-12))

@@ -29,7 +29,7 @@ def run_pipeline(cfg: PipelineConfig, stop_after: str | None = None, log=print) 
     state = process_state() if int(os.environ.get("WORLD_SIZE", "1")) > 1 else None
     run = RunContext(cfg, log if state is None or state.is_main_process else (lambda *a, **k: None), state)
     stages = STAGES[:STAGE_NAMES.index(stop_after) + 1] if stop_after else STAGES
-    if run.is_main:
+    if run.is_main and pending(run, stages):  # a finished run reads no model files: its rerun takes seconds
         from psdistill.models.loading import load_vlm_processor
         from psdistill.pipeline.readout_check import check_readout_tokens
 
