@@ -1,7 +1,9 @@
 """What the README, recipes, launchers and eval scripts tell a user exists and parses: every config
 file loads into its config class, every repository path they name is there, every recipe command
 line they show is accepted by the config parser."""
+import os
 import re
+import subprocess
 import shlex
 from pathlib import Path
 
@@ -71,3 +73,41 @@ def test_the_commands_are_found():
     # The parser test above is only worth something if it sees the README's and recipes' commands.
     ids = [p.id for p in _recipe_commands()]
     assert any(i.startswith("README.md") for i in ids) and any("qwen3vl8b.yaml" in i for i in ids), ids
+
+
+def _readme_help_commands() -> list[tuple[str, ...]]:
+    """The --help of every command the README shows in a code block, as written from a fresh clone."""
+    text = re.sub(r"\\\n\s*", " ", (REPO / "README.md").read_text())
+    fences = [n for n, line in enumerate(text.splitlines()) if line.startswith("```")]
+    lines = text.splitlines()
+    out = []
+    for line in (l for a, b in zip(fences[::2], fences[1::2]) for l in lines[a + 1:b]):
+        words = shlex.split(line, comments=True) if line.startswith(".venv/bin/") else []
+        if not words or words[1:3] == ["-m", "pytest"] or words[0] == ".venv/bin/psdistill" and words[1] == "launch":
+            continue  # the test command itself; launch's --help is accelerate's
+        if words[0] == ".venv/bin/accelerate":
+            out.append((".venv/bin/python", next(w for w in words if w.endswith(".py")), "--help"))
+        elif words[0] == ".venv/bin/python":
+            sub = [words[2]] if len(words) > 2 and not words[2].startswith("-") else []
+            out.append((".venv/bin/python", words[1], *sub, "--help"))
+        else:
+            out += [(words[0], sub, "--help") for sub in words[1].split("|")]
+    return sorted(set(out))
+
+
+def test_the_readme_commands_are_found():
+    commands = _readme_help_commands()
+    assert (".venv/bin/python", "eval/protocol.py", "apdd-transfer", "--help") in commands
+    assert (".venv/bin/psdistill", "fuse", "--help") in commands and len(commands) > 15, commands
+
+
+@pytest.mark.skipif(not (REPO / ".venv/bin/psdistill").exists() and os.environ.get("CI") != "true",
+                    reason="no .venv here (bash setup.sh makes it)")
+@pytest.mark.parametrize("command", _readme_help_commands(), ids=" ".join)
+def test_every_readme_command_runs_as_written_from_the_repository_root(command):
+    # As a new user types it after the two set-up commands: no activated venv, the repo root as cwd.
+    env = {k: v for k, v in os.environ.items() if k not in ("VIRTUAL_ENV", "PYTHONPATH")}
+    env["PATH"] = "/usr/bin:/bin"
+    done = subprocess.run(command, cwd=REPO, env=env, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, f"{' '.join(command)}: exit {done.returncode}\n{done.stderr[-2000:]}"
+    assert done.stdout.strip(), done.stderr[-500:]
