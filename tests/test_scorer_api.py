@@ -90,7 +90,10 @@ def test_help_lists_each_command_once_and_every_config_field(capsys):
     assert main(["--help"]) == 0
     commands = [line.split()[0] for line in capsys.readouterr().out.split("commands")[1].splitlines()[1:] if line]
     assert sorted(commands) == sorted(set(commands)) and {"run", "score", "distill", "list-scorers"} <= set(commands)
-    for command in ("run", "distill", "score", "eval"):
+    assert main(["score", "--help"]) == 0  # its own options, and where the config keys are listed
+    text = capsys.readouterr().out
+    assert "--model MODEL" in text and "psdistill run --help" in text and "distill.learning_rate" not in text
+    for command in ("run", "distill", "eval"):
         assert main([command, "--help"]) == 0
         text = capsys.readouterr().out
         default = DistillConfig().learning_rate

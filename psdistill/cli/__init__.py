@@ -86,9 +86,11 @@ def _dispatch(argv) -> int:
     from psdistill.pipeline import PipelineConfig
 
     if wants_help(rest):
-        if command == "score":
+        if command == "score":  # the config keys are run's: listed once, by `psdistill run --help`
             _score_parser().print_help()
-            print("\nWithout --model: the stages up to score, configured as below.\n")
+            print("\nWithout --model: `psdistill score [--config FILE.yaml] [key=value ...]` runs the stages up to "
+                  "score; `psdistill run --help` lists the keys.")
+            return 0
         usage = f"usage: psdistill {argv[0]} [-v|-q] [--config FILE.yaml] [key=value ...]\n\n{COMMANDS[command]}"
         print(config_help(PipelineConfig, usage))
         return 0
