@@ -19,6 +19,10 @@ else
   #   PIP_EXTRA_INDEX_URL=https://download.pytorch.org/whl/cpu bash setup.sh
   $PIP install -q "torch==2.13.0"
   $PIP install -q -e ".[dev,deepspeed]"
+  # accelerate's own default config (one CPU process, what `accelerate launch` uses without one anyway), so
+  # the README's `accelerate launch recipes/distill.py` does not open with its 6-line "values were not
+  # passed" warning; an existing config is kept (accelerate never overwrites it).
+  .venv/bin/accelerate config default >/dev/null
 fi
 
 # The real Qwen3 tokenizer (tokenizer.json, the file Qwen3-VL ships) for the tokenizer tests and
