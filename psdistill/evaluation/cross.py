@@ -17,7 +17,7 @@ from typing import Mapping, Optional, Sequence
 
 import numpy as np
 
-from psdistill.evaluation import metrics as M
+import psdistill.evaluation.metrics as M
 from psdistill.data.records import ImageRecord
 from psdistill.core.errors import DataError
 from psdistill.evaluation.files import write_json_markdown

@@ -38,7 +38,7 @@ from typing import Mapping, Optional, Sequence
 
 import numpy as np
 
-from psdistill.evaluation import metrics as M
+import psdistill.evaluation.metrics as M
 from psdistill.data.loaders.apdd import ATTRIBUTE_RANGE as APDD_ATTRIBUTE_RANGE
 from psdistill.data.loaders.apdd import CHINESE_PAINTING_STYLE
 from psdistill.data.loaders.apdd import TOTAL_RANGE as APDD_TOTAL_RANGE

@@ -35,7 +35,7 @@ from typing import Mapping, Optional, Sequence
 
 import numpy as np
 
-from psdistill.evaluation import metrics as M
+import psdistill.evaluation.metrics as M
 from psdistill.data.records import ImageRecord
 from psdistill.core.errors import DataError
 from psdistill.evaluation.files import fresh_dir, json_safe, write_json_markdown
@@ -369,8 +369,8 @@ def _category_mean(per_category: dict, samples: dict, confidence: float) -> dict
 
 def write_report(result: EvalResult, out_dir: str | Path) -> dict[str, Path]:
     """metrics.json, report.md and plots/*.png under `out_dir` (plots/ emptied first); returns {kind: path}."""
-    from psdistill.evaluation import plots
+    from psdistill.evaluation.plots import write_plots
 
     paths = write_json_markdown(out_dir, "metrics", result.to_dict(), result.to_markdown(), markdown_stem="report")
-    paths.update(plots.write_plots(result, fresh_dir(Path(out_dir) / "plots")))
+    paths.update(write_plots(result, fresh_dir(Path(out_dir) / "plots")))
     return paths
