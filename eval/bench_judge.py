@@ -51,7 +51,8 @@ from _bench_common import (add_model_args, add_runtime_args, command_line, envir
                            parse_args, random_image_records, random_qwen3_vl, write_report)
 from psdistill.data.images import load_image  # noqa: E402
 from psdistill.judge.vlm import VLMJudge, VLMJudgeConfig  # noqa: E402
-from psdistill.models.loading import _DTYPES, TINY, ModelConfig, load_vlm  # noqa: E402
+from psdistill.models.device import DTYPES  # noqa: E402
+from psdistill.models.loading import TINY, ModelConfig, load_vlm  # noqa: E402
 from psdistill.ranking.design import reference_pool_pairs  # noqa: E402
 
 
@@ -60,7 +61,7 @@ def build(args):
     from psdistill.models.tiny import tiny_qwen3_vl
 
     pixels = args.image_size ** 2
-    dtype = _DTYPES[args.dtype] if args.dtype != "auto" else torch.float32
+    dtype = DTYPES[args.dtype] if args.dtype != "auto" else torch.float32
     if args.config_json:
         model, processor = random_qwen3_vl(args.config_json, args.image_size, dtype, args.device, seed=args.seed)
         return model.eval(), processor, f"random({Path(args.config_json).name},seed={args.seed})"
