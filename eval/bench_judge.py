@@ -18,7 +18,7 @@ Paths (`--paths`), all on the same pairs:
 - prefix: VLMJudge as configured by default: the optimized path, and the prompt prefix shared by
   pairs with the same first image run once (psdistill/models/prefix_kv.py).
 Pairs (`--design`): `random` ordered pairs; `fixed`, a fixed reference pool's schedule
-(psdistill.ranking.design.reference_pool_pairs: the references round-robin, every other image
+(pair_designs.reference_pool_pairs: the references round-robin, every other image
 against every reference, both orders); `round`, one adaptive-pool round (each other image against
 one reference, both orders: only the (reference, x) half shares a first image).
 Trials are interleaved (every path once per trial, in turn), because the machine is shared, and
@@ -53,7 +53,7 @@ from psdistill.data.images import load_image  # noqa: E402
 from psdistill.judge.vlm import VLMJudge, VLMJudgeConfig  # noqa: E402
 from psdistill.models.device import DTYPES  # noqa: E402
 from psdistill.models.loading import TINY, ModelConfig, load_vlm  # noqa: E402
-from psdistill.ranking.design import reference_pool_pairs  # noqa: E402
+from pair_designs import reference_pool_pairs  # noqa: E402
 
 
 def build(args):

@@ -51,8 +51,10 @@ from scipy.special import expit, logit, xlogy  # noqa: E402
 from scipy.stats import spearmanr  # noqa: E402
 
 from psdistill.judge.simulated import simulated_judge  # noqa: E402
-from psdistill.ranking import (ReferencePoolConfig, expected_calibration_error, fit_bradley_terry,  # noqa: E402
-                               fit_elo, pair_confidence, random_pairs, run_reference_pool)
+from elo import fit_elo  # noqa: E402
+from pair_designs import expected_calibration_error, random_pairs  # noqa: E402
+from psdistill.ranking import (ReferencePoolConfig, fit_bradley_terry, pair_confidence,  # noqa: E402
+                               run_reference_pool)
 
 ACCURACY, BIAS, TARGET = 0.85, 0.3, 0.90
 ACCURACIES, SWEEP_K, SWEEP_N = (0.60, 0.65, 0.70, 0.75, 0.80, 0.85, 0.90, 0.95), 16, 600

@@ -1,14 +1,19 @@
 """The reference pool on simulated judges: accuracy, linear cost, batching, determinism and
 calibrated pair confidences; plus pair_confidence and to_rating_scale."""
+import sys
+from pathlib import Path
+
 import numpy as np
 import pytest
 from scipy.special import ndtr
 from scipy.stats import spearmanr
 
-from psdistill.core.errors import ConfigError, DataError
-from psdistill.judge.simulated import simulated_judge
-from psdistill.ranking import (ReferencePoolConfig, expected_calibration_error, pair_confidence, reference_pool_pairs,
-                               run_reference_pool, to_rating_scale)
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "eval"))  # the benchmarks' pair designs
+from pair_designs import expected_calibration_error, reference_pool_pairs  # noqa: E402
+
+from psdistill.core.errors import ConfigError, DataError  # noqa: E402
+from psdistill.judge.simulated import simulated_judge  # noqa: E402
+from psdistill.ranking import ReferencePoolConfig, pair_confidence, run_reference_pool, to_rating_scale  # noqa: E402
 
 
 def _quality(n, seed=1):

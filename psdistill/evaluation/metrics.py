@@ -416,9 +416,6 @@ def percentile_ci(samples: np.ndarray, confidence: float = 0.95) -> tuple[float,
 def bootstrap_ci(metric: Callable, pred, gt, groups: Optional[Sequence] = None, *, n_resamples: int = 1000,
                  confidence: float = 0.95, seed: int = 0, nan_policy: NanPolicy = "raise",
                  **kwargs) -> tuple[float, float]:
-    """Percentile bootstrap confidence interval of `metric(pred, gt[, groups], **kwargs)`.
-
-    (Not `psdistill.ranking.bootstrap_fit_ci`, which resamples comparisons and refits a pairwise model.)
-    """
+    """Percentile bootstrap confidence interval of `metric(pred, gt[, groups], **kwargs)`."""
     return percentile_ci(bootstrap_samples(metric, pred, gt, groups, n_resamples=n_resamples, seed=seed,
                                            nan_policy=nan_policy, **kwargs), confidence)

@@ -3,7 +3,7 @@
 "Elo reference pool" is PSDistill's name. What is fitted is a Bradley-Terry model, the model
 online Elo approximates, by maximum likelihood (MAP with a weak prior) in batch: the scores do not
 depend on the order in which judgments arrive, and every item gets a posterior variance, which
-the pair confidences need. Online Elo (`psdistill.ranking.fit_elo`) is available for comparison.
+the pair confidences need. Online Elo (eval/elo.py) is there for comparison.
 
 1. Choose k references spanning the quality range (`choose_references`: stratified on a prior
    score when one is given, else at random).
