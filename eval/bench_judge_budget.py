@@ -25,8 +25,8 @@ Methods, all judging every pair in both presentation orders (one judge call per 
   soft Bradley-Terry MAP with a weak N(0, 10) prior (alpha = 0.1); confidences from its Laplace covariance scaled by the
   deviance dispersion.
 - online Elo: the same judgments, K = 32, averaged over 20 shuffled orders.
-- fixed pool: `run_reference_pool(adaptive=False)`, every item against all k random references.
-- adaptive pool: `run_reference_pool(adaptive=True)`, k = 24 references, each item's next
+- fixed pool: `run_reference_pool` with strategy "fixed", every item against all k random references.
+- adaptive pool: `run_reference_pool` with strategy "adaptive", k = 24 references, each item's next
   reference chosen from its posterior, stopping when the next reference adds little
   information (`stop_information_gain`) or at a cap.
 
@@ -164,10 +164,10 @@ def reliability_lines(seeds, bins=10):
     """Reliability table at constant accuracy ACCURACY: per bin of confidence (folded to the predicted
     side), pairs, mean confidence and frequency correct, over every seed's pairs, for both pools."""
     folded, between = {}, {}
-    for name, adaptive in (("fixed pool", False), ("adaptive pool (default)", True)):
+    for name, strategy in (("fixed pool", "fixed"), ("adaptive pool (default)", "adaptive")):
         conf, hit, apart = [], [], []
         for q, judge, s in instances("constant", SWEEP_N, seeds):
-            res = run_reference_pool(SWEEP_N, judge, ReferencePoolConfig(k=SWEEP_K, adaptive=adaptive, seed=s))
+            res = run_reference_pool(SWEEP_N, judge, ReferencePoolConfig(k=SWEEP_K, strategy=strategy, seed=s))
             c, h = confidences(res.mu, res.var, q, s)
             conf.append(np.maximum(c, 1 - c))
             hit.append(np.where(c >= 0.5, h, ~h))
@@ -258,7 +258,7 @@ def run(kind, n, seeds):
         results["random-pair BT"].append(average(bt) | {"setting": f"{budget} calls/item"})
         results["online Elo"].append(average(elo) | {"setting": f"{budget} calls/item"})
     for k in FIXED_K:
-        runs = [pool(q, judge, ReferencePoolConfig(k=k, adaptive=False, seed=s))
+        runs = [pool(q, judge, ReferencePoolConfig(k=k, strategy="fixed", seed=s))
                 for q, judge, s in instances(kind, n, seeds)]
         results["fixed pool"].append(average(runs) | {"setting": f"k={k}"})
     for cap, gain in ADAPTIVE:
@@ -291,8 +291,8 @@ def sweep(seeds):
         for acc in ACCURACIES:
             runs = {"fixed": [], "bound": []} | {name: [] for name, _ in VARIANTS}
             for q, judge, s in instances(kind, SWEEP_N, seeds, acc):
-                runs["fixed"].append(pool(q, judge, ReferencePoolConfig(k=SWEEP_K, adaptive=False, seed=s)))
-                runs["bound"].append(pool(q, judge, ReferencePoolConfig(k=BOUND_K, adaptive=False, seed=s)))
+                runs["fixed"].append(pool(q, judge, ReferencePoolConfig(k=SWEEP_K, strategy="fixed", seed=s)))
+                runs["bound"].append(pool(q, judge, ReferencePoolConfig(k=BOUND_K, strategy="fixed", seed=s)))
                 for name, extra in VARIANTS:
                     runs[name].append(pool(q, judge, ReferencePoolConfig(k=SWEEP_K, seed=s, **extra)))
             rows.append((kind, acc, runs))
