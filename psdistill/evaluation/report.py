@@ -108,9 +108,9 @@ class EvalResult:
             parts = []
             for key, label in (("all", "all"), ("held_out", "held-out"), ("category_mean", "category mean")):
                 cell = groups.get(key, {})
-                shown = [f"{LABELS[m]} {_cell(cell, m)}" for m in ("srcc", "plcc") if m in cell]
+                shown = [f"{LABELS[m]} {format_cell(cell, m)}" for m in ("srcc", "plcc") if m in cell]
                 if key == "all":
-                    shown += [f"{LABELS[m]} {_cell(cell, m)}" for m in SERIES_METRICS if m in cell]
+                    shown += [f"{LABELS[m]} {format_cell(cell, m)}" for m in SERIES_METRICS if m in cell]
                 if shown:
                     parts.append(f"{label}" + (f" (n={cell['n']})" if "n" in cell else "") + " " + ", ".join(shown))
             lines.append(f"{scorer} [{dim}]: " + "; ".join(parts))
@@ -147,7 +147,7 @@ class EvalResult:
                     size = max((c.get(size_key, 0) for c in cells), default=0)
                     row = []
                     for c in cells:
-                        text = _cell(c, m) if m in c else "-"
+                        text = format_cell(c, m) if m in c else "-"
                         n_key = "n_series" if m in SERIES_METRICS else "n"
                         if m in c and n_key in c and c[n_key] < c.get(size_key, 0):
                             text += f" (n={c[n_key]})"
@@ -191,7 +191,7 @@ def quiet_nanmean(values: np.ndarray, axis: int) -> np.ndarray:
         return np.nanmean(values, axis=axis)
 
 
-def _cell(cell: dict, metric: str) -> str:
+def format_cell(cell: dict, metric: str) -> str:
     value = cell.get(metric)
     ci = cell.get(f"{metric}_ci")
     if value is not None and not math.isnan(value) and ci and not any(v is None or math.isnan(v) for v in ci):
@@ -201,7 +201,7 @@ def _cell(cell: dict, metric: str) -> str:
 
 # ---- evaluate ------------------------------------------------------------------------------------
 
-def _split_predictions(name: str, preds: Mapping) -> tuple[dict, Optional[dict]]:
+def split_predictions(name: str, preds: Mapping) -> tuple[dict, Optional[dict]]:
     """({dimension: {id: score}}, None) or ({}, {id: score}) for a one-score-per-image scorer."""
     values = list(preds.values())
     if all(isinstance(v, Mapping) for v in values):
@@ -210,6 +210,25 @@ def _split_predictions(name: str, preds: Mapping) -> tuple[dict, Optional[dict]]
         return {}, dict(preds)
     raise DataError(f"predictions of {name!r}: expected {{dimension: {{image id: score}}}} or "
                     "{image id: score}, got a mix")
+
+
+def truth_dimensions(records: Sequence[ImageRecord]) -> set[str]:
+    return {d for r in records for d in r.scores}
+
+
+def one_score(predictions: Mapping[str, Mapping], records: Sequence[ImageRecord]) -> dict[str, Mapping]:
+    """The predictions, each that has one dimension without ground truth in `records` as {image id: score}.
+
+    >>> recs = [ImageRecord("a", "a.png", scores={"total": 60.0})]
+    >>> one_score({"student": {"overall": {"a": 6.1}}, "fg": {"total": {"a": 5.0}}}, recs)
+    {'student': {'a': 6.1}, 'fg': {'total': {'a': 5.0}}}
+    """
+    truth = truth_dimensions(records)
+    out = {}
+    for name, preds in predictions.items():
+        nested, _ = split_predictions(name, preds)
+        out[name] = next(iter(nested.values())) if len(nested) == 1 and not set(nested) & truth else preds
+    return out
 
 
 def _default_dimensions(records, nested: dict, any_flat: bool, has_ranks: bool) -> list[str]:
@@ -244,7 +263,7 @@ def evaluate(records: Sequence[ImageRecord], predictions: Mapping[str, Mapping],
     if unknown:
         raise DataError(f"categories {unknown} are not in the records (they have {all_cats})")
     records = [r for r in records if r.category in set(cats)]
-    split = {name: _split_predictions(name, p) for name, p in predictions.items()}
+    split = {name: split_predictions(name, p) for name, p in predictions.items()}
     has_ranks = any(r.series and r.rank is not None for r in records)
     dims = list(dimensions) if dimensions is not None else _default_dimensions(
         records, {n: s[0] for n, s in split.items()}, any(s[1] is not None for s in split.values()), has_ranks)
