@@ -36,6 +36,7 @@ from typing import Mapping, Optional, Sequence
 import numpy as np
 
 import psdistill.evaluation.metrics as M
+from psdistill.evaluation.bootstrap import bootstrap_samples, percentile_ci
 from psdistill.data.records import ImageRecord
 from psdistill.core.errors import DataError
 from psdistill.evaluation.files import fresh_dir, json_safe, write_json_markdown
@@ -340,8 +341,8 @@ def _metrics(records, preds, dim, options) -> tuple[dict, dict]:
                     continue
                 cell[m] = fn(p, g)
                 if m in ci:
-                    samples[m] = M.bootstrap_samples(fn, p, g, **boot)
-                    cell[f"{m}_ci"] = list(M.percentile_ci(samples[m], options["confidence"]))
+                    samples[m] = bootstrap_samples(fn, p, g, **boot)
+                    cell[f"{m}_ci"] = list(percentile_ci(samples[m], options["confidence"]))
             if options["acc_threshold"] is not None and options["scaled"]:
                 cell["acc"] = M.binary_accuracy(p, g, options["acc_threshold"])
     ranked = [r for r in records if r.series and r.rank is not None]
@@ -362,7 +363,7 @@ def _metrics(records, preds, dim, options) -> tuple[dict, dict]:
                 cell[m], drawn = values[name]
                 if m in ci:
                     samples[m] = drawn
-                    cell[f"{m}_ci"] = list(M.percentile_ci(drawn, options["confidence"]))
+                    cell[f"{m}_ci"] = list(percentile_ci(drawn, options["confidence"]))
     return cell, samples
 
 
@@ -380,7 +381,7 @@ def _category_mean(per_category: dict, samples: dict, confidence: float) -> dict
         out[f"{m}_n_categories"] = len(defined)
         drawn = [samples[c][m] for c in defined if len(samples.get(c, {}).get(m, [])) > 0]
         if drawn and len(drawn) == len(defined):
-            out[f"{m}_ci"] = list(M.percentile_ci(np.mean(drawn, axis=0), confidence))
+            out[f"{m}_ci"] = list(percentile_ci(np.mean(drawn, axis=0), confidence))
     return out
 
 
