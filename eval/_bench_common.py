@@ -32,9 +32,9 @@ def add_model_args(ap: argparse.ArgumentParser) -> None:
 
 def add_runtime_args(ap: argparse.ArgumentParser) -> None:
     """--dtype, --device and --threads (applied by `parse_args`)."""
-    from psdistill.models.loading import _DTYPES
+    from psdistill.models.device import DTYPE_NAMES
 
-    ap.add_argument("--dtype", default="float32", choices=list(_DTYPES))
+    ap.add_argument("--dtype", default="float32", choices=list(DTYPE_NAMES))
     ap.add_argument("--device", default="cpu", help="cpu or cuda")
     ap.add_argument("--threads", type=int, default=0, help="torch CPU threads (0: torch's default)")
 

@@ -36,7 +36,8 @@ from pathlib import Path
 import numpy as np
 from scipy.stats import spearmanr
 
-from psdistill.ranking import fit_bradley_terry, fit_thurstone, locally_dense_pairs, simulate_comparisons
+from pair_designs import locally_dense_pairs, simulate_comparisons
+from psdistill.ranking import fit_bradley_terry, fit_thurstone
 from psdistill.ranking.laplace import dense_covariance, hessian, laplace_variances
 
 SE_CASES = [("random", 1_000, 100), ("random", 3_000, 100), ("random", 10_000, 100),

@@ -32,7 +32,7 @@ from _bench_common import command_line, peak_rss_mb, timed, write_report  # noqa
 from psdistill.data.loaders.expert_files import load_expert_files  # noqa: E402
 from psdistill.data.records import ImageRecord  # noqa: E402
 from psdistill.evaluation.ground_truth import FuseOptions, fuse_ground_truth  # noqa: E402
-from psdistill.ranking import locally_dense_pairs, simulate_comparisons  # noqa: E402
+from pair_designs import locally_dense_pairs, simulate_comparisons  # noqa: E402
 
 CATEGORIES, DIMENSIONS, IMAGES, EXPERTS, PAIRS = 3, 5, 50, 5, 612
 

@@ -18,7 +18,7 @@ Paths (`--paths`), all on the same pairs:
 - prefix: VLMJudge as configured by default: the optimized path, and the prompt prefix shared by
   pairs with the same first image run once (psdistill/models/prefix_kv.py).
 Pairs (`--design`): `random` ordered pairs; `fixed`, a fixed reference pool's schedule
-(psdistill.ranking.design.reference_pool_pairs: the references round-robin, every other image
+(pair_designs.reference_pool_pairs: the references round-robin, every other image
 against every reference, both orders); `round`, one adaptive-pool round (each other image against
 one reference, both orders: only the (reference, x) half shares a first image).
 Trials are interleaved (every path once per trial, in turn), because the machine is shared, and
@@ -51,8 +51,9 @@ from _bench_common import (add_model_args, add_runtime_args, command_line, envir
                            parse_args, random_image_records, random_qwen3_vl, write_report)
 from psdistill.data.images import load_image  # noqa: E402
 from psdistill.judge.vlm import VLMJudge, VLMJudgeConfig  # noqa: E402
-from psdistill.models.loading import _DTYPES, TINY, ModelConfig, load_vlm  # noqa: E402
-from psdistill.ranking.design import reference_pool_pairs  # noqa: E402
+from psdistill.models.device import DTYPES  # noqa: E402
+from psdistill.models.loading import TINY, ModelConfig, load_vlm  # noqa: E402
+from pair_designs import reference_pool_pairs  # noqa: E402
 
 
 def build(args):
@@ -60,7 +61,7 @@ def build(args):
     from psdistill.models.tiny import tiny_qwen3_vl
 
     pixels = args.image_size ** 2
-    dtype = _DTYPES[args.dtype] if args.dtype != "auto" else torch.float32
+    dtype = DTYPES[args.dtype] if args.dtype != "auto" else torch.float32
     if args.config_json:
         model, processor = random_qwen3_vl(args.config_json, args.image_size, dtype, args.device, seed=args.seed)
         return model.eval(), processor, f"random({Path(args.config_json).name},seed={args.seed})"

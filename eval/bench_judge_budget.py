@@ -25,8 +25,8 @@ Methods, all judging every pair in both presentation orders (one judge call per 
   soft Bradley-Terry MAP with a weak N(0, 10) prior (alpha = 0.1); confidences from its Laplace covariance scaled by the
   deviance dispersion.
 - online Elo: the same judgments, K = 32, averaged over 20 shuffled orders.
-- fixed pool: `run_reference_pool(adaptive=False)`, every item against all k random references.
-- adaptive pool: `run_reference_pool(adaptive=True)`, k = 24 references, each item's next
+- fixed pool: `run_reference_pool` with strategy "fixed", every item against all k random references.
+- adaptive pool: `run_reference_pool` with strategy "adaptive", k = 24 references, each item's next
   reference chosen from its posterior, stopping when the next reference adds little
   information (`stop_information_gain`) or at a cap.
 
@@ -51,8 +51,10 @@ from scipy.special import expit, logit, xlogy  # noqa: E402
 from scipy.stats import spearmanr  # noqa: E402
 
 from psdistill.judge.simulated import simulated_judge  # noqa: E402
-from psdistill.ranking import (ReferencePoolConfig, expected_calibration_error, fit_bradley_terry,  # noqa: E402
-                               fit_elo, pair_confidence, random_pairs, run_reference_pool)
+from elo import fit_elo  # noqa: E402
+from pair_designs import expected_calibration_error, random_pairs  # noqa: E402
+from psdistill.ranking import (ReferencePoolConfig, fit_bradley_terry, pair_confidence,  # noqa: E402
+                               run_reference_pool)
 
 ACCURACY, BIAS, TARGET = 0.85, 0.3, 0.90
 ACCURACIES, SWEEP_K, SWEEP_N = (0.60, 0.65, 0.70, 0.75, 0.80, 0.85, 0.90, 0.95), 16, 600
@@ -162,10 +164,10 @@ def reliability_lines(seeds, bins=10):
     """Reliability table at constant accuracy ACCURACY: per bin of confidence (folded to the predicted
     side), pairs, mean confidence and frequency correct, over every seed's pairs, for both pools."""
     folded, between = {}, {}
-    for name, adaptive in (("fixed pool", False), ("adaptive pool (default)", True)):
+    for name, strategy in (("fixed pool", "fixed"), ("adaptive pool (default)", "adaptive")):
         conf, hit, apart = [], [], []
         for q, judge, s in instances("constant", SWEEP_N, seeds):
-            res = run_reference_pool(SWEEP_N, judge, ReferencePoolConfig(k=SWEEP_K, adaptive=adaptive, seed=s))
+            res = run_reference_pool(SWEEP_N, judge, ReferencePoolConfig(k=SWEEP_K, strategy=strategy, seed=s))
             c, h = confidences(res.mu, res.var, q, s)
             conf.append(np.maximum(c, 1 - c))
             hit.append(np.where(c >= 0.5, h, ~h))
@@ -256,7 +258,7 @@ def run(kind, n, seeds):
         results["random-pair BT"].append(average(bt) | {"setting": f"{budget} calls/item"})
         results["online Elo"].append(average(elo) | {"setting": f"{budget} calls/item"})
     for k in FIXED_K:
-        runs = [pool(q, judge, ReferencePoolConfig(k=k, adaptive=False, seed=s))
+        runs = [pool(q, judge, ReferencePoolConfig(k=k, strategy="fixed", seed=s))
                 for q, judge, s in instances(kind, n, seeds)]
         results["fixed pool"].append(average(runs) | {"setting": f"k={k}"})
     for cap, gain in ADAPTIVE:
@@ -289,8 +291,8 @@ def sweep(seeds):
         for acc in ACCURACIES:
             runs = {"fixed": [], "bound": []} | {name: [] for name, _ in VARIANTS}
             for q, judge, s in instances(kind, SWEEP_N, seeds, acc):
-                runs["fixed"].append(pool(q, judge, ReferencePoolConfig(k=SWEEP_K, adaptive=False, seed=s)))
-                runs["bound"].append(pool(q, judge, ReferencePoolConfig(k=BOUND_K, adaptive=False, seed=s)))
+                runs["fixed"].append(pool(q, judge, ReferencePoolConfig(k=SWEEP_K, strategy="fixed", seed=s)))
+                runs["bound"].append(pool(q, judge, ReferencePoolConfig(k=BOUND_K, strategy="fixed", seed=s)))
                 for name, extra in VARIANTS:
                     runs[name].append(pool(q, judge, ReferencePoolConfig(k=SWEEP_K, seed=s, **extra)))
             rows.append((kind, acc, runs))

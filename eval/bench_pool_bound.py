@@ -305,8 +305,8 @@ def debiased_logit_gap(judge, items, refs):
 
 def instance_row(kind, accuracy, q, judge, seed):
     """SRCC over the non-reference items: the real fixed pools (k = 16, 11) and each oracle rule."""
-    fixed = run_reference_pool(len(q), judge, ReferencePoolConfig(k=SWEEP_K, adaptive=False, seed=seed))
-    small = run_reference_pool(len(q), judge, ReferencePoolConfig(k=BOUND_K, adaptive=False, seed=seed))
+    fixed = run_reference_pool(len(q), judge, ReferencePoolConfig(k=SWEEP_K, strategy="fixed", seed=seed))
+    small = run_reference_pool(len(q), judge, ReferencePoolConfig(k=BOUND_K, strategy="fixed", seed=seed))
     refs = fixed.reference_ids[np.argsort(q[fixed.reference_ids])]  # the oracle knows their order
     others = np.setdiff1d(np.arange(len(q)), refs)
     both = np.setdiff1d(others, small.reference_ids)

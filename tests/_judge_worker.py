@@ -1,10 +1,10 @@
-"""A judging process for the store tests: judges all ordered pairs of the images in a folder.
+"""A judging process for the kill-and-resume test (test_judge_vlm.py): the tiny VLM judges all
+ordered pairs of the images in a folder.
 
-    python tests/_judge_worker.py STORE IMAGE_DIR --judge tiny|simulated [--batch-size 2] [--rank 0 --world-size 2]
-        [--start-when FILE]
+    python tests/_judge_worker.py STORE IMAGE_DIR [--batch-size 2] [--start-when FILE]
 
 Prints {"hits": ..., "computed": ..., "known": ...} as JSON when it finishes. The tests kill it
-mid-run or start two of it at once on one store. `--start-when` makes it load everything, then wait
+mid-run and resume on its store. `--start-when` makes it load everything, then wait
 for FILE to exist before judging, so a test can start it early (imports take most of its time).
 """
 import argparse
@@ -18,15 +18,11 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 import numpy as np  # noqa: E402
 
 from psdistill.data.records import ImageRecord  # noqa: E402
-from psdistill.judge.cached import CachedJudge, judge_sharded  # noqa: E402
+from psdistill.judge.cached import CachedJudge  # noqa: E402
 from psdistill.judge.store import JudgmentStore  # noqa: E402
 
 
-def make_judge(kind: str):
-    if kind == "simulated":
-        from psdistill.judge.simulated import SimulatedJudge
-
-        return SimulatedJudge()
+def make_judge():
     import torch
 
     from psdistill.judge.vlm import VLMJudge, VLMJudgeConfig
@@ -42,20 +38,17 @@ def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("store")
     ap.add_argument("images")
-    ap.add_argument("--judge", choices=["tiny", "simulated"], default="tiny")
     ap.add_argument("--batch-size", type=int, default=2)
-    ap.add_argument("--rank", type=int, default=0)
-    ap.add_argument("--world-size", type=int, default=1)
     ap.add_argument("--start-when", default=None)
     args = ap.parse_args()
     files = sorted(Path(args.images).iterdir())
     records = [ImageRecord(id=f.stem, path=str(f), scores={"overall": float(n)}) for n, f in enumerate(files)]
     pairs = [(a, b) for a in records for b in records if a is not b]
-    judge = make_judge(args.judge)
+    judge = make_judge()
     while args.start_when and not Path(args.start_when).exists():
         time.sleep(0.01)
     judge = CachedJudge(judge, JudgmentStore(args.store), chunk_size=args.batch_size, progress=False)
-    p = judge_sharded(judge, pairs, "overall", rank=args.rank, world_size=args.world_size)
+    p = judge.prefer(pairs, "overall")
     print(json.dumps({"hits": judge.hits, "computed": judge.computed, "known": int(np.isfinite(p).sum())}))
 
 

@@ -73,3 +73,21 @@ def test_version_prints_the_installed_version(capsys):
 
     assert main(["--version"]) == 0
     assert capsys.readouterr().out.strip() == f"psdistill {importlib.metadata.version('psdistill')}"
+
+
+def test_the_run_log_opens_at_the_first_message_and_an_unwritable_one_warns_once(tmp_path, capsys):
+    from psdistill.core.logs import get_logger, run_logging
+
+    log = get_logger("test")
+    with run_logging(tmp_path / "run"):
+        assert not (tmp_path / "run").exists()  # nothing made before the first message
+        log.info("first")
+        log.debug("second")
+    assert (tmp_path / "run/logs/run.log").read_text().splitlines()[-1].endswith("DEBUG psdistill.test: second")
+    (tmp_path / "file").write_text("")  # a file where the run directory should be: logs/ cannot be made
+    with run_logging(tmp_path / "file"):
+        log.info("one")
+        log.info("two")
+    out = capsys.readouterr()
+    assert out.out.splitlines()[-2:] == ["one", "two"]  # the console goes on
+    assert out.err.count("cannot write the run log") == 1 and "Traceback" not in out.err

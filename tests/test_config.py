@@ -6,6 +6,7 @@ import pytest
 from psdistill.core.config import from_dict, parse_config, save_config, to_dict
 from psdistill.core.errors import ConfigError
 from psdistill.models.loading import ModelConfig
+from psdistill.ranking.pool import ReferencePoolConfig
 
 
 @dataclass
@@ -45,6 +46,23 @@ def test_bad_values_name_the_key(override, message):
     with pytest.raises(ConfigError) as e:
         parse_config(Outer, [override])
     assert message in str(e.value)
+
+
+@dataclass
+class WithPool:
+    pool: ReferencePoolConfig = field(default_factory=ReferencePoolConfig)
+
+
+@pytest.mark.parametrize("value, strategy", [("true", "adaptive"), ("false", "fixed")])
+def test_a_removed_key_says_what_to_write_instead(tmp_path, value, strategy):
+    old = tmp_path / "old.yaml"
+    old.write_text(f"pool:\n  k: 8\n  adaptive: {value}\n")
+    for argv in (["--config", str(old)], [f"pool.adaptive={value}"]):
+        with pytest.raises(ConfigError) as e:
+            parse_config(WithPool, argv)
+        assert str(e.value) == f"pool.adaptive: removed; write pool.strategy={strategy} instead"
+    cfg = parse_config(WithPool, [f"pool.strategy={strategy}"])
+    assert cfg.pool.strategy == strategy and "adaptive" not in to_dict(cfg)["pool"]
 
 
 def test_missing_and_bad_yaml_files(tmp_path):

@@ -2,6 +2,7 @@
 import csv
 import importlib.util
 import json
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -9,12 +10,16 @@ import pytest
 from scipy.stats import spearmanr
 
 from _fixtures_datasets import write_images
-from psdistill.cli import main as psdistill_main
-from psdistill.data.predictions import write_predictions
-from psdistill.data.loaders import load_manifest
-from psdistill.evaluation.ground_truth import _majority_agreement
-from psdistill.ranking import fuse_anchored, fuse_unified, random_pairs, simulate_comparisons
-from psdistill.ranking.concordance import kendall_w
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "eval"))  # the benchmarks' pair designs
+from pair_designs import random_pairs, simulate_comparisons  # noqa: E402
+
+from psdistill.cli import main as psdistill_main  # noqa: E402
+from psdistill.data.predictions import write_predictions  # noqa: E402
+from psdistill.data.loaders import load_manifest  # noqa: E402
+from psdistill.evaluation.ground_truth import _majority_agreement  # noqa: E402
+from psdistill.ranking import fuse_anchored, fuse_unified  # noqa: E402
+from psdistill.ranking.concordance import kendall_w  # noqa: E402
 
 CATS = ("landscape", "figure")
 DIMS = ("composition", "brushwork")

@@ -1,7 +1,4 @@
-import json
 import os
-import subprocess
-import sys
 from pathlib import Path
 
 import numpy as np
@@ -11,11 +8,9 @@ from PIL import Image
 from psdistill.data.records import ImageRecord
 from psdistill.core.errors import DataError
 from psdistill.judge.base import position_bias, prefer_both_orders
-from psdistill.judge.cached import CachedJudge, shard
+from psdistill.judge.cached import CachedJudge
 from psdistill.judge.simulated import SimulatedJudge, SimulatedJudgeConfig
 from psdistill.judge.store import JudgmentStore
-
-WORKER = Path(__file__).parent / "_judge_worker.py"
 
 
 def _images(folder: Path, n: int, size: int = 32) -> list[ImageRecord]:
@@ -92,31 +87,3 @@ def test_cached_judge_stores_both_orders_and_reports_position_bias(tmp_path):
     # Asked again, in another order and with repeats: everything from the store.
     again = CachedJudge(sim, store, chunk_size=4, progress=False).prefer(pairs[::-1] + pairs[:2], "overall")
     np.testing.assert_array_equal(again, np.concatenate([p_ab[::-1], p_ab[:2]]))
-
-
-def test_shard_covers_every_pair_once():
-    items = list(range(11))
-    shards = [shard(items, r, 3) for r in range(3)]
-    assert sorted(sum(shards, [])) == items and max(map(len, shards)) - min(map(len, shards)) <= 1
-
-
-def test_two_processes_write_one_store_without_duplicates(tmp_path):
-    records = _images(tmp_path / "img", 12)
-    store_path = tmp_path / "j.sqlite"
-    cmd = [sys.executable, str(WORKER), str(store_path), str(tmp_path / "img"), "--judge", "simulated",
-           "--batch-size", "1", "--world-size", "2"]  # one commit per pair: the most lock contention
-    procs = [subprocess.Popen(cmd + ["--rank", str(r)], stdout=subprocess.PIPE, text=True) for r in range(2)]
-    results = [json.loads(p.communicate(timeout=120)[0]) for p in procs]
-    assert all(p.returncode == 0 for p in procs)
-    assert sorted(r["computed"] for r in results) == [66, 66] and all(r["hits"] == 0 for r in results)
-    store = JudgmentStore(store_path)
-    rows = store.rows()
-    keys = {(r[3], r[4]) for r in rows}
-    hashes = [store.content_hash(r.path) for r in records]
-    assert len(rows) == len(keys) == 132
-    assert keys == {(a, b) for a in hashes for b in hashes if a != b}
-    # The values are the judge's: the same as judging in this process.
-    sim = SimulatedJudge()
-    pairs = [(a, b) for a in records for b in records if a is not b]
-    np.testing.assert_array_equal(CachedJudge(sim, store, progress=False).lookup(pairs, "overall"),
-                                  sim.prefer(pairs, "overall"))

@@ -205,7 +205,7 @@ def test_sigkill_mid_run_then_resume_computes_only_the_missing_pairs(tmp_path):
     n = 10  # 90 ordered pairs in 45 batches
     records = _images(tmp_path / "img", [(64, 64)] * n)
     store_path, go = tmp_path / "j.sqlite", tmp_path / "go"
-    cmd = [sys.executable, str(WORKER), str(store_path), str(tmp_path / "img"), "--judge", "tiny", "--batch-size", "2"]
+    cmd = [sys.executable, str(WORKER), str(store_path), str(tmp_path / "img"), "--batch-size", "2"]
     first = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
     # The resuming process loads meanwhile (imports are most of its run time) and waits for `go`.
     resumed = subprocess.Popen(cmd + ["--start-when", str(go)], stdout=subprocess.PIPE, text=True)

@@ -5,6 +5,7 @@ import numpy as np
 import pytest
 from scipy import stats
 
+from psdistill.evaluation import bootstrap as B
 from psdistill.evaluation import metrics as M
 
 
@@ -125,18 +126,18 @@ def test_series_metrics_perfect_and_reversed():
 
 def test_bootstrap_is_seeded_and_matches_the_plain_loop(data):
     pred, gt = data
-    a = M.bootstrap_samples(M.srcc, pred, gt, n_resamples=300, seed=3)
-    assert np.array_equal(a, M.bootstrap_samples(M.srcc, pred, gt, n_resamples=300, seed=3))
-    assert not np.array_equal(a, M.bootstrap_samples(M.srcc, pred, gt, n_resamples=300, seed=4))
+    a = B.bootstrap_samples(M.srcc, pred, gt, n_resamples=300, seed=3)
+    assert np.array_equal(a, B.bootstrap_samples(M.srcc, pred, gt, n_resamples=300, seed=3))
+    assert not np.array_equal(a, B.bootstrap_samples(M.srcc, pred, gt, n_resamples=300, seed=4))
     # the vectorized SRCC/PLCC equal the metric on the same resamples
     idx = np.random.default_rng(3).integers(0, len(pred), size=(300, len(pred)))
     assert np.allclose(a, [M.srcc(pred[i], gt[i]) for i in idx])
-    b = M.bootstrap_samples(M.plcc, pred, gt, n_resamples=300, seed=3)
+    b = B.bootstrap_samples(M.plcc, pred, gt, n_resamples=300, seed=3)
     assert np.allclose(b, [M.plcc(pred[i], gt[i]) for i in idx])
-    lo, hi = M.bootstrap_ci(M.srcc, pred, gt, n_resamples=300, seed=3)
+    lo, hi = B.bootstrap_ci(M.srcc, pred, gt, n_resamples=300, seed=3)
     assert lo < M.srcc(pred, gt) < hi
     assert (lo, hi) == pytest.approx(tuple(np.percentile(a, [2.5, 97.5])))
-    lo, hi = M.bootstrap_ci(M.krcc, pred, gt, n_resamples=50)  # a metric without a vectorized form
+    lo, hi = B.bootstrap_ci(M.krcc, pred, gt, n_resamples=50)  # a metric without a vectorized form
     assert lo < M.krcc(pred, gt) < hi
 
 
@@ -145,7 +146,7 @@ def test_series_bootstrap_resamples_whole_series():
     groups = np.repeat([f"s{k:02d}" for k in range(30)], 4)
     gt = np.tile([4.0, 3.0, 2.0, 1.0], 30)
     pred = gt + rng.normal(0, 1.5, len(gt))
-    samples = M.bootstrap_samples(M.series_srcc, pred, gt, groups, n_resamples=5, seed=7)
+    samples = B.bootstrap_samples(M.series_srcc, pred, gt, groups, n_resamples=5, seed=7)
     # the same draws, done explicitly: repeat each drawn series, relabelled so copies stay apart
     counts = np.random.default_rng(7).multinomial(30, np.full(30, 1 / 30), size=5)
     names = np.unique(groups)
@@ -157,14 +158,14 @@ def test_series_bootstrap_resamples_whole_series():
         s = np.concatenate([[x[2]] * 4 for x in parts])
         assert samples[b] == pytest.approx(M.series_srcc(p, g, s))
     with pytest.raises(ValueError, match="item metric"):
-        M.bootstrap_samples(M.srcc, pred, gt, groups)
+        B.bootstrap_samples(M.srcc, pred, gt, groups)
 
 
 def test_percentile_ci_with_undefined_resamples():
-    assert all(math.isnan(v) for v in M.percentile_ci(np.array([np.nan] * 6 + [0.1, 0.2, 0.3, 0.4])))
-    lo, hi = M.percentile_ci(np.array([np.nan, 0.0, 1.0, 2.0, 3.0]), confidence=0.5)
+    assert all(math.isnan(v) for v in B.percentile_ci(np.array([np.nan] * 6 + [0.1, 0.2, 0.3, 0.4])))
+    lo, hi = B.percentile_ci(np.array([np.nan, 0.0, 1.0, 2.0, 3.0]), confidence=0.5)
     assert (lo, hi) == (0.75, 2.25)
-    assert M.bootstrap_samples(M.srcc, [1, 1, 1], [1, 2, 3]).size == 0  # undefined on the data itself
+    assert B.bootstrap_samples(M.srcc, [1, 1, 1], [1, 2, 3]).size == 0  # undefined on the data itself
 
 
 def test_logistic_fit_failure_falls_back_to_a_line(data, monkeypatch):

@@ -1,14 +1,19 @@
 """Rating-anchored fusion, annotator quality and pair plans."""
+import sys
+from pathlib import Path
+
 import numpy as np
 import pytest
 from scipy.sparse import coo_matrix
 from scipy.sparse.csgraph import connected_components
 from scipy.stats import norm, spearmanr
 
-from psdistill.core.errors import DataError
-from psdistill.ranking import (anchor_to_ratings, annotator_quality, band_pair_count, choose_references,
-                               fuse_anchored, fuse_unified, fusion_agreement, locally_dense_pairs, mean_ratings,
-                               random_pairs, simulate_comparisons)
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "eval"))  # the benchmarks' pair designs
+from pair_designs import band_pair_count, locally_dense_pairs, random_pairs, simulate_comparisons  # noqa: E402
+
+from psdistill.core.errors import DataError  # noqa: E402
+from psdistill.ranking import (anchor_to_ratings, annotator_quality, choose_references, fuse_anchored,  # noqa: E402
+                               fuse_unified, fusion_agreement, mean_ratings)
 
 
 def _panel(n=40, annotators=5, seed=0):

@@ -1,13 +1,19 @@
 """Laplace standard errors from the sparse Hessian: equal to the inverse of a Hessian that torch's
 autograd computes from the log-posterior written out independently, on designs that exercise
 the border (references, the bias), the banded rest and the grounding of an unregularised fit."""
+import sys
+from pathlib import Path
+
 import numpy as np
 import pytest
 import torch
 
-from psdistill.core.errors import DataError
-from psdistill.ranking import fit_bradley_terry, fit_thurstone, locally_dense_pairs, reference_pool_pairs
-from psdistill.ranking import laplace
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "eval"))  # the benchmarks' pair designs
+from pair_designs import locally_dense_pairs, reference_pool_pairs  # noqa: E402
+
+from psdistill.core.errors import DataError  # noqa: E402
+from psdistill.ranking import fit_bradley_terry, fit_thurstone  # noqa: E402
+from psdistill.ranking import laplace  # noqa: E402
 
 
 def _designs(rng):

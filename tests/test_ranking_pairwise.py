@@ -1,14 +1,20 @@
 """Bradley-Terry, Thurstone and Elo fits: against choix, an independent scipy probit fit,
 simulation with known parameters, and a hand-worked Elo example."""
+import sys
+from pathlib import Path
+
 import choix
 import numpy as np
 import pytest
 from scipy.optimize import minimize
 from scipy.stats import norm
 
-from psdistill.core.errors import DataError
-from psdistill.ranking import (ConvergenceError, bootstrap_fit_ci, fit_bradley_terry, fit_elo, fit_thurstone,
-                               simulate_comparisons)
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "eval"))  # the benchmarks' Elo and simulator
+from elo import fit_elo  # noqa: E402
+from pair_designs import simulate_comparisons  # noqa: E402
+
+from psdistill.core.errors import DataError  # noqa: E402
+from psdistill.ranking import ConvergenceError, fit_bradley_terry, fit_thurstone  # noqa: E402
 
 
 def _data(n=12, m=400, seed=0, model="bt", bias=0.0):
@@ -103,15 +109,6 @@ def test_position_bias_is_recovered(fit):
     assert abs(res.position_bias - 0.5) < 3 * res.position_bias_se
     assert res.position_bias_se < 0.1
     assert np.corrcoef(res.params, theta)[0, 1] > 0.95
-
-
-def test_bootstrap_interval_contains_estimate_and_is_near_laplace_width():
-    _, pairs, y = _data(n=8, m=400, seed=15)
-    fit = fit_bradley_terry(8, pairs, y)
-    lo, hi = bootstrap_fit_ci(fit_bradley_terry, 8, pairs, y, n_boot=40, seed=0)
-    assert np.all((lo <= fit.params) & (fit.params <= hi))
-    ratio = (hi - lo) / (2 * 1.96 * fit.se)
-    assert np.all((ratio > 0.6) & (ratio < 1.5)), ratio
 
 
 @pytest.mark.parametrize("pairs, outcomes, match", [

@@ -1,14 +1,19 @@
 """The reference pool on simulated judges: accuracy, linear cost, batching, determinism and
 calibrated pair confidences; plus pair_confidence and to_rating_scale."""
+import sys
+from pathlib import Path
+
 import numpy as np
 import pytest
 from scipy.special import ndtr
 from scipy.stats import spearmanr
 
-from psdistill.core.errors import ConfigError, DataError
-from psdistill.judge.simulated import simulated_judge
-from psdistill.ranking import (ReferencePoolConfig, expected_calibration_error, pair_confidence, reference_pool_pairs,
-                               run_reference_pool, to_rating_scale)
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "eval"))  # the benchmarks' pair designs
+from pair_designs import expected_calibration_error, reference_pool_pairs  # noqa: E402
+
+from psdistill.core.errors import ConfigError, DataError  # noqa: E402
+from psdistill.judge.simulated import simulated_judge  # noqa: E402
+from psdistill.ranking import ReferencePoolConfig, pair_confidence, run_reference_pool, to_rating_scale  # noqa: E402
 
 
 def _quality(n, seed=1):
@@ -90,7 +95,7 @@ def test_the_stop_is_relative_to_what_the_judge_can_tell():
     weak_judge = simulated_judge(q, 0.70, 0.3, kind="constant", seed=1)
     weak = run_reference_pool(600, weak_judge, ReferencePoolConfig(k=16))
     strong = run_reference_pool(600, simulated_judge(q, 0.95, 0.3, kind="graded", seed=1), ReferencePoolConfig(k=16))
-    fixed = run_reference_pool(600, weak_judge, ReferencePoolConfig(k=16, adaptive=False))
+    fixed = run_reference_pool(600, weak_judge, ReferencePoolConfig(k=16, strategy="fixed"))
     met_weak = np.delete(weak.n_references_met, weak.reference_ids)
     met_strong = np.delete(strong.n_references_met, strong.reference_ids)
     assert met_weak.min() >= 8 and 10 <= met_weak.mean() <= 11.5
@@ -115,7 +120,7 @@ def test_pair_confidences_are_calibrated_on_simulation():
     graded = run_reference_pool(600, simulated_judge(q, 0.85, 0.3, kind="graded", seed=6),
                                 ReferencePoolConfig(k=16, max_comparisons_per_item=8))
     fixed = run_reference_pool(600, simulated_judge(q, 0.85, 0.3, kind="constant", seed=6),
-                               ReferencePoolConfig(k=16, adaptive=False))
+                               ReferencePoolConfig(k=16, strategy="fixed"))
     assert _ece(graded, q) <= 0.03
     assert _ece(fixed, q) <= 0.03
 
@@ -123,8 +128,8 @@ def test_pair_confidences_are_calibrated_on_simulation():
 def test_single_order_placement_removes_the_measured_position_bias():
     q = _quality(400, seed=3)
     judge = simulated_judge(q, 0.85, position_bias=0.8, kind="graded", seed=8)
-    one = run_reference_pool(400, judge, ReferencePoolConfig(k=10, adaptive=False, both_orders=False))
-    two = run_reference_pool(400, judge, ReferencePoolConfig(k=10, adaptive=False))
+    one = run_reference_pool(400, judge, ReferencePoolConfig(k=10, strategy="fixed", both_orders=False))
+    two = run_reference_pool(400, judge, ReferencePoolConfig(k=10, strategy="fixed"))
     assert len(one.comparisons) == 90 + 390 * 10 and len(two.comparisons) == 90 + 390 * 20
     assert spearmanr(one.mu, q)[0] > 0.9
     assert np.abs(one.mu - two.mu).max() < 0.05 * np.ptp(two.mu)
@@ -168,7 +173,8 @@ def test_to_rating_scale_with_and_without_anchors():
 @pytest.mark.parametrize("kwargs, match", [
     ({"k": 2}, "^k: need an integer >= 3"),
     ({"k": 8, "max_comparisons_per_item": 9}, "^max_comparisons_per_item: need 1 <= value <= k=8"),
-    ({"adaptive": False, "max_comparisons_per_item": 4}, "^max_comparisons_per_item: only the adaptive"),
+    ({"strategy": "fixed", "max_comparisons_per_item": 4}, "^max_comparisons_per_item: only the adaptive"),
+    ({"strategy": "greedy"}, r"^strategy: 'greedy' is not one of \['adaptive', 'fixed'\]"),
     ({"stop_information_gain": -0.1}, "^stop_information_gain"),
     ({"stop_sd": 0.3}, "^stop_sd: removed; use stop_information_gain"),
     ({"stop_place_error": 0.0}, r"^stop_place_error: need a probability in \(0, 1\]"),
@@ -177,6 +183,27 @@ def test_to_rating_scale_with_and_without_anchors():
 def test_config_errors_name_the_field(kwargs, match):
     with pytest.raises(ConfigError, match=match):
         ReferencePoolConfig(**kwargs)
+
+
+def test_a_strategy_is_one_function_in_the_table(monkeypatch):
+    """A new strategy, registered by one table entry: every item meets only its nearest reference by
+    prior mean, in one round; the pool then asks exactly those pairs. One asking a pair twice is refused."""
+    from psdistill.ranking.pool import STRATEGIES
+
+    def nearest(state, cfg):
+        if state.round:
+            return state.active[:0], state.active[:0]
+        return state.active, np.argmin(np.abs(state.mu[:, None] - state.ref_mu[None, :]), axis=1)
+
+    monkeypatch.setitem(STRATEGIES, "nearest", nearest)
+    q = _quality(60)
+    res = run_reference_pool(60, simulated_judge(q, 0.85), ReferencePoolConfig(k=5, strategy="nearest"))
+    others = np.setdiff1d(np.arange(60), res.reference_ids)
+    assert res.n_judge_calls == 2 and len(res.comparisons) == 5 * 4 + 2 * 55  # round robin + both orders
+    np.testing.assert_array_equal(res.n_references_met[others], 1)
+    monkeypatch.setitem(STRATEGIES, "again", lambda state, cfg: (state.active, np.zeros_like(state.active)))
+    with pytest.raises(ValueError, match="'again' asked for a pair judged before"):
+        run_reference_pool(60, simulated_judge(q, 0.85), ReferencePoolConfig(k=5, strategy="again"))
 
 
 def test_bad_judge_output_and_too_few_items_raise():
@@ -189,17 +216,17 @@ def test_bad_judge_output_and_too_few_items_raise():
 
 
 def test_place_error_is_the_posterior_mass_outside_the_neighbouring_references():
-    from psdistill.ranking.pool import _place_error
+    from psdistill.ranking.pool_adaptive import place_error
     refs = np.array([1.0, -1.0, 0.0])  # unsorted, as the pool holds them
     m, v = np.array([0.3, -2.0, 0.5]), np.array([0.04, 0.25, 1.0])
     expected = [ndtr((0.0 - 0.3) / 0.2) + ndtr((0.3 - 1.0) / 0.2),  # between 0 and 1
                 ndtr((-2.0 + 1.0) / 0.5),  # below the lowest: only its upper side
                 ndtr((0.0 - 0.5) / 1.0) + ndtr((0.5 - 1.0) / 1.0)]
-    np.testing.assert_allclose(_place_error(m, v, refs), expected, rtol=1e-12)
+    np.testing.assert_allclose(place_error(m, v, refs), expected, rtol=1e-12)
 
 
 def test_a_settled_place_keeps_a_weak_judges_items_placing_and_saves_a_strong_judges_calls():
-    fixed_cfg = dict(k=12, adaptive=False)
+    fixed_cfg = dict(k=12, strategy="fixed")
     out = {}
     for acc in (0.65, 0.95):
         q = _quality(400, seed=7)
@@ -229,12 +256,12 @@ def test_the_joint_refit_calibrates_the_adaptive_pools_pair_confidences(kind, ac
 
 
 def test_joint_posterior_is_the_map_and_its_inverse_hessian():
-    """`_joint_posterior` against scipy's optimiser on the same log-posterior and a dense inverse of its Hessian,
+    """`joint_posterior` against scipy's optimiser on the same log-posterior and a dense inverse of its Hessian,
     built term by term."""
     from scipy.optimize import minimize
     from scipy.special import expit, log_expit
 
-    from psdistill.ranking.pool import _joint_posterior, _Scale
+    from psdistill.ranking.pool_fit import Scale, joint_posterior
     rng = np.random.default_rng(0)
     k, n, phi, alpha = 4, 6, 0.7, 0.01
     ii, jj = np.triu_indices(k, 1)
@@ -253,8 +280,8 @@ def test_joint_posterior_is_the_map_and_its_inverse_hessian():
         return -ll + alpha * np.sum(theta[:k] ** 2) / 2 + np.sum((theta[k:] - m0) ** 2 / (2 * v0))
 
     opt = minimize(neg_log_post, np.zeros(k + n), method="BFGS", options={"gtol": 1e-10})
-    scale = _Scale(mu=np.zeros(k), cov=np.eye(k), bias=0.0, phi=phi, ii=ii, jj=jj, y=y_rr)
-    fit = _joint_posterior(scale, y, m0, v0, alpha, np.zeros(n), phi)
+    scale = Scale(mu=np.zeros(k), cov=np.eye(k), bias=0.0, phi=phi, ii=ii, jj=jj, y=y_rr)
+    fit = joint_posterior(scale, y, m0, v0, alpha, np.zeros(n), phi)
     np.testing.assert_allclose(np.concatenate([fit.t, fit.s]), opt.x, atol=1e-5)
     hess = np.diag(np.concatenate([np.full(k, alpha), 1 / v0]))
     for (a, b), d in zip(pairs, opt.x[pairs[:, 0]] - opt.x[pairs[:, 1]]):

@@ -9,6 +9,7 @@ from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 
 from psdistill.evaluation import metrics as M
+from psdistill.evaluation.bootstrap import bootstrap_ci
 from psdistill.data.predictions import read_predictions, write_predictions
 from psdistill.data.records import ImageRecord
 from psdistill.core.errors import DataError
@@ -77,7 +78,7 @@ def test_json_numbers_equal_direct_metric_calls(written, records, predictions):
     assert student["all"]["plcc_logistic"] == M.plcc(p, g, fit="logistic")
     assert student["all"]["krcc"] == M.krcc(p, g)
     assert student["all"]["rmse"] == M.rmse(p, g) and student["all"]["n"] == 36
-    assert student["all"]["srcc_ci"] == list(M.bootstrap_ci(M.srcc, p, g, n_resamples=N_BOOT, seed=0))
+    assert student["all"]["srcc_ci"] == list(bootstrap_ci(M.srcc, p, g, n_resamples=N_BOOT, seed=0))
     held = _arrays(records, predictions["student"]["overall"], "overall", ("figure", "flower"))
     assert student["held_out"]["srcc"] == M.srcc(*held)
     per_cat = {c: M.srcc(*_arrays(records, predictions["student"]["overall"], "overall", (c,))) for c in CATS}

@@ -130,7 +130,7 @@ def _score(argv) -> int:
     args = _score_parser().parse_args(argv)
     from pathlib import Path
 
-    from psdistill.data.loaders.common import IMAGE_SUFFIXES
+    from psdistill.data.reading import IMAGE_SUFFIXES
     from psdistill.scoring.student import SCORE_BATCH_SIZE, score_images
     from psdistill.scoring.registry import load_scorer
 

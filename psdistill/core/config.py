@@ -4,7 +4,9 @@
 
 YAML files and overrides feed the same dataclasses; an unknown key, a value of the wrong type or a
 value the dataclass's own `__post_init__` rejects is a `ConfigError` naming the dotted key
-(as HfArgumentParser/TrlParser do for flat configs; ours nest, which they do not support).
+(as HfArgumentParser/TrlParser do for flat configs; ours nest, which they do not support). A key a
+dataclass has dropped is listed in its `REMOVED_KEYS` ({key: value -> replacement}), and the error
+says what to write instead.
 """
 from __future__ import annotations
 
@@ -30,8 +32,11 @@ def from_dict(cls: type[T], data: dict, prefix: str = "") -> T:
         raise ConfigError(f"{prefix.rstrip('.') or 'config'}: expected a mapping, got {type(data).__name__}")
     hints = typing.get_type_hints(cls)
     fields = {f.name: f for f in dataclasses.fields(cls) if f.init}
+    removed = getattr(cls, "REMOVED_KEYS", {})  # old key -> (its value -> what to write instead)
     kwargs = {}
     for key, value in data.items():
+        if key in removed:
+            raise ConfigError(f"{prefix}{key}: removed; write {prefix}{removed[key](value)} instead")
         if key not in fields:
             hint = difflib.get_close_matches(str(key), fields, n=1)
             raise ConfigError(f"{prefix}{key}: unknown key" + (f"; did you mean {prefix}{hint[0]}?" if hint else "")

@@ -86,16 +86,16 @@ def run_logging(run_dir=None, verbosity: int = 0):
 
 
 class _RunLogHandler(logging.FileHandler):
-    """Opens (and makes logs/) at the first message, so that setting up creates nothing in the run
-    directory before the pipeline has checked the config and claimed it."""
+    """Opens (and makes logs/) at the first message (delay=True), so that setting up creates nothing in
+    the run directory before the pipeline has checked the config and claimed it."""
 
-    def _open(self):
+    def emit(self, record):
         try:
-            Path(self.baseFilename).parent.mkdir(parents=True, exist_ok=True)
-            return super()._open()
+            if self.stream is None:  # not opened yet
+                Path(self.baseFilename).parent.mkdir(parents=True, exist_ok=True)
+            super().emit(record)  # opens the file first when it is not open
         except OSError as e:  # a finished run read from a read-only disk, a full disk
             self._console_only(e)
-            return None
 
     def handleError(self, record):
         exc = sys.exc_info()[1]

@@ -15,7 +15,7 @@ from __future__ import annotations
 import re
 from pathlib import Path
 
-from psdistill.data.loaders.common import IMAGE_SUFFIXES
+from psdistill.data.reading import IMAGE_SUFFIXES
 from psdistill.data.manifest import write_manifest
 from psdistill.data.records import ImageRecord
 from psdistill.core.errors import DataError
@@ -49,7 +49,7 @@ def resolve_manifest(source: str, out_dir: str | Path) -> Path:
 
 
 def _from_dataset(dataset, out_dir: Path) -> Path:
-    from psdistill.data.loaders.generic import from_hf_dataset
+    from psdistill.data.loaders.hf_dataset import from_hf_dataset
 
     if hasattr(dataset, "keys") and not hasattr(dataset, "features"):  # a DatasetDict: its train split
         if "train" not in dataset:

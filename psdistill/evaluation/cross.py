@@ -17,7 +17,8 @@ from typing import Mapping, Optional, Sequence
 
 import numpy as np
 
-from psdistill.evaluation import metrics as M
+import psdistill.evaluation.metrics as M
+from psdistill.evaluation.bootstrap import bootstrap_ci
 from psdistill.data.records import ImageRecord
 from psdistill.core.errors import DataError
 from psdistill.evaluation.files import write_json_markdown
@@ -137,5 +138,5 @@ def cross_category_matrix(records: Sequence[ImageRecord], predictions: Mapping[s
             g = np.array([r.score(dimension) for r in scored])
             srcc[i, j] = M.srcc(p, g)
             if ci is not None:
-                ci[i, j] = M.bootstrap_ci(M.srcc, p, g, n_resamples=n_bootstrap, confidence=confidence, seed=seed)
+                ci[i, j] = bootstrap_ci(M.srcc, p, g, n_resamples=n_bootstrap, confidence=confidence, seed=seed)
     return CrossCategoryMatrix(dimension, train, test, srcc, n, ci)

@@ -37,15 +37,12 @@ Conventions
     truth for the correlation and ranking metrics, return NaN with an `UndefinedMetricWarning`, never
     an exception. RMSE, MAE and acc@5 stay defined for constant predictions.
 
-Confidence intervals: `bootstrap_ci` (percentile bootstrap, seeded) resamples images for item metrics
-and whole series for series metrics. Hand-written rather than scipy.stats.bootstrap because it must
-resample clusters and drop the resamples where a metric is undefined (a constant resample), which
-would turn scipy's interval into NaN.
+Confidence intervals of any of these: `psdistill.evaluation.bootstrap`.
 """
 from __future__ import annotations
 
 import warnings
-from typing import Callable, Literal, Optional, Sequence
+from typing import Callable, Literal
 
 import numpy as np
 from scipy import optimize, special, stats
@@ -65,9 +62,7 @@ __all__ = [
     "series_accuracy",
     "series_srcc",
     "series_metrics",
-    "bootstrap_samples",
-    "percentile_ci",
-    "bootstrap_ci",
+    "clean_inputs",
 ]
 
 NanPolicy = Literal["raise", "omit", "propagate"]
@@ -84,7 +79,7 @@ def _undefined(name: str, why: str, stacklevel: int = 4) -> float:
     return float("nan")
 
 
-def _clean(pred, gt, nan_policy: NanPolicy, groups=None):
+def clean_inputs(pred, gt, nan_policy: NanPolicy, groups=None):
     """Float arrays of equal length without non-finite items; None when NaN must propagate."""
     p = np.asarray(pred, dtype=np.float64)
     g = np.asarray(gt, dtype=np.float64)
@@ -110,7 +105,7 @@ def _clean(pred, gt, nan_policy: NanPolicy, groups=None):
 
 def _correlation(name: str, pred, gt, nan_policy: NanPolicy):
     """Cleaned arrays, or a float (NaN) when the correlation is undefined."""
-    clean = _clean(pred, gt, nan_policy)
+    clean = clean_inputs(pred, gt, nan_policy)
     if clean is None:
         return float("nan")
     p, g, _ = clean
@@ -155,7 +150,7 @@ def plcc(pred, gt, fit: Fit = "none", nan_policy: NanPolicy = "raise") -> float:
 
 
 def _errors(name: str, pred, gt, fit: Fit, nan_policy: NanPolicy):
-    clean = _clean(pred, gt, nan_policy)
+    clean = clean_inputs(pred, gt, nan_policy)
     if clean is None:
         return None
     p, g, _ = clean
@@ -186,7 +181,7 @@ def mae(pred, gt, fit: Fit = "none", nan_policy: NanPolicy = "raise") -> float:
 
 def binary_accuracy(pred, gt, threshold: float = 5.0, nan_policy: NanPolicy = "raise") -> float:
     """acc@threshold: share of items on the same side of `threshold` (APDDv2: "good" = score > 5)."""
-    clean = _clean(pred, gt, nan_policy)
+    clean = clean_inputs(pred, gt, nan_policy)
     if clean is None:
         return float("nan")
     p, g, _ = clean
@@ -300,7 +295,7 @@ def _series_table(name: str, pred, gt, groups, nan_policy: NanPolicy):
     """The table, or a float (NaN) when the metric is undefined."""
     if groups is None:
         raise ValueError(f"{name}: needs `groups`, the series of each item")
-    clean = _clean(pred, gt, nan_policy, groups)
+    clean = clean_inputs(pred, gt, nan_policy, groups)
     if clean is None:
         return float("nan")
     p, g, groups = clean
@@ -331,8 +326,6 @@ series_srcc.__doc__ = "s-SRCC: per-series SRCC weighted by series length (consta
 
 _SERIES_AGGREGATES = {"pair_accuracy": _pair_accuracy_from, "pair_f1": _pair_f1_from,
                       "series_accuracy": _series_accuracy_from, "series_srcc": _series_srcc_from}
-_SERIES_FUNCTIONS = {pair_accuracy: "pair_accuracy", pair_f1: "pair_f1", series_accuracy: "series_accuracy",
-                     series_srcc: "series_srcc"}
 
 
 def series_metrics(pred, gt, groups, *, n_resamples: int = 0, seed: int = 0,
@@ -350,75 +343,3 @@ def series_metrics(pred, gt, groups, *, n_resamples: int = 0, seed: int = 0,
     counts = rng.multinomial(len(t), np.full(len(t), 1.0 / len(t)), size=n_resamples).astype(np.float64)
     return {name: (float(aggregate(t, np.ones(len(t)))), aggregate(t, counts))
             for name, aggregate in _SERIES_AGGREGATES.items()}
-
-
-# ---- bootstrap -----------------------------------------------------------------------------------
-
-def _rowwise_plcc(p: np.ndarray, g: np.ndarray) -> np.ndarray:
-    return stats.pearsonr(p, g, axis=1).statistic
-
-
-def _rowwise_srcc(p: np.ndarray, g: np.ndarray) -> np.ndarray:
-    # Spearman's rho is Pearson's r of the (average) ranks, as in scipy.stats.spearmanr
-    return _rowwise_plcc(stats.rankdata(p, axis=1), stats.rankdata(g, axis=1))
-
-
-_ROWWISE = {srcc: _rowwise_srcc, plcc: _rowwise_plcc}  # metrics with a vectorized form, default kwargs only
-
-
-def bootstrap_samples(metric: Callable, pred, gt, groups=None, *, n_resamples: int = 1000, seed: int = 0,
-                      nan_policy: NanPolicy = "raise", **kwargs) -> np.ndarray:
-    """`metric` on `n_resamples` bootstrap resamples (NaN where undefined in a resample).
-
-    Item metrics resample images with replacement; series metrics resample whole series. Empty
-    when the metric is undefined on the data itself.
-    """
-    if metric in _SERIES_FUNCTIONS:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore", UndefinedMetricWarning)
-            table = series_metrics(pred, gt, groups, n_resamples=n_resamples, seed=seed, nan_policy=nan_policy)
-        return table[_SERIES_FUNCTIONS[metric]][1]
-    if groups is not None:
-        raise ValueError(f"{getattr(metric, '__name__', metric)} is an item metric: it takes no groups")
-    clean = _clean(pred, gt, nan_policy)
-    if clean is None:
-        return np.empty(0)
-    p, g, _ = clean
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", UndefinedMetricWarning)
-        if np.isnan(metric(p, g, **kwargs)):
-            return np.empty(0)
-    fast = None if kwargs else _ROWWISE.get(metric)
-    rng = np.random.default_rng(seed)
-    out = np.empty(n_resamples)
-    batch = max(1, min(n_resamples, 2_000_000 // max(len(p), 1)))  # bound the (batch, n) index matrix
-    with warnings.catch_warnings(), np.errstate(all="ignore"):  # constant resamples give NaN, not noise
-        warnings.simplefilter("ignore", UndefinedMetricWarning)
-        warnings.simplefilter("ignore", stats.ConstantInputWarning)
-        for start in range(0, n_resamples, batch):
-            idx = rng.integers(0, len(p), size=(min(batch, n_resamples - start), len(p)))
-            out[start:start + len(idx)] = (fast(p[idx], g[idx]) if fast else
-                                           [metric(p[i], g[i], **kwargs) for i in idx])
-    return out
-
-
-def percentile_ci(samples: np.ndarray, confidence: float = 0.95) -> tuple[float, float]:
-    """Percentile interval of the defined samples; NaN when fewer than half of them are defined."""
-    samples = np.asarray(samples, dtype=np.float64)
-    ok = samples[np.isfinite(samples)]
-    if len(ok) == 0 or len(ok) < 0.5 * len(samples):
-        return float("nan"), float("nan")
-    alpha = (1.0 - confidence) / 2.0
-    lo, hi = np.percentile(ok, [100 * alpha, 100 * (1 - alpha)])
-    return float(lo), float(hi)
-
-
-def bootstrap_ci(metric: Callable, pred, gt, groups: Optional[Sequence] = None, *, n_resamples: int = 1000,
-                 confidence: float = 0.95, seed: int = 0, nan_policy: NanPolicy = "raise",
-                 **kwargs) -> tuple[float, float]:
-    """Percentile bootstrap confidence interval of `metric(pred, gt[, groups], **kwargs)`.
-
-    (Not `psdistill.ranking.bootstrap_fit_ci`, which resamples comparisons and refits a pairwise model.)
-    """
-    return percentile_ci(bootstrap_samples(metric, pred, gt, groups, n_resamples=n_resamples, seed=seed,
-                                           nan_policy=nan_policy, **kwargs), confidence)

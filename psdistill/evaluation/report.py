@@ -35,7 +35,8 @@ from typing import Mapping, Optional, Sequence
 
 import numpy as np
 
-from psdistill.evaluation import metrics as M
+import psdistill.evaluation.metrics as M
+from psdistill.evaluation.bootstrap import bootstrap_samples, percentile_ci
 from psdistill.data.records import ImageRecord
 from psdistill.core.errors import DataError
 from psdistill.evaluation.files import fresh_dir, json_safe, write_json_markdown
@@ -108,9 +109,9 @@ class EvalResult:
             parts = []
             for key, label in (("all", "all"), ("held_out", "held-out"), ("category_mean", "category mean")):
                 cell = groups.get(key, {})
-                shown = [f"{LABELS[m]} {_cell(cell, m)}" for m in ("srcc", "plcc") if m in cell]
+                shown = [f"{LABELS[m]} {format_cell(cell, m)}" for m in ("srcc", "plcc") if m in cell]
                 if key == "all":
-                    shown += [f"{LABELS[m]} {_cell(cell, m)}" for m in SERIES_METRICS if m in cell]
+                    shown += [f"{LABELS[m]} {format_cell(cell, m)}" for m in SERIES_METRICS if m in cell]
                 if shown:
                     parts.append(f"{label}" + (f" (n={cell['n']})" if "n" in cell else "") + " " + ", ".join(shown))
             lines.append(f"{scorer} [{dim}]: " + "; ".join(parts))
@@ -147,7 +148,7 @@ class EvalResult:
                     size = max((c.get(size_key, 0) for c in cells), default=0)
                     row = []
                     for c in cells:
-                        text = _cell(c, m) if m in c else "-"
+                        text = format_cell(c, m) if m in c else "-"
                         n_key = "n_series" if m in SERIES_METRICS else "n"
                         if m in c and n_key in c and c[n_key] < c.get(size_key, 0):
                             text += f" (n={c[n_key]})"
@@ -191,7 +192,7 @@ def quiet_nanmean(values: np.ndarray, axis: int) -> np.ndarray:
         return np.nanmean(values, axis=axis)
 
 
-def _cell(cell: dict, metric: str) -> str:
+def format_cell(cell: dict, metric: str) -> str:
     value = cell.get(metric)
     ci = cell.get(f"{metric}_ci")
     if value is not None and not math.isnan(value) and ci and not any(v is None or math.isnan(v) for v in ci):
@@ -201,7 +202,7 @@ def _cell(cell: dict, metric: str) -> str:
 
 # ---- evaluate ------------------------------------------------------------------------------------
 
-def _split_predictions(name: str, preds: Mapping) -> tuple[dict, Optional[dict]]:
+def split_predictions(name: str, preds: Mapping) -> tuple[dict, Optional[dict]]:
     """({dimension: {id: score}}, None) or ({}, {id: score}) for a one-score-per-image scorer."""
     values = list(preds.values())
     if all(isinstance(v, Mapping) for v in values):
@@ -210,6 +211,25 @@ def _split_predictions(name: str, preds: Mapping) -> tuple[dict, Optional[dict]]
         return {}, dict(preds)
     raise DataError(f"predictions of {name!r}: expected {{dimension: {{image id: score}}}} or "
                     "{image id: score}, got a mix")
+
+
+def truth_dimensions(records: Sequence[ImageRecord]) -> set[str]:
+    return {d for r in records for d in r.scores}
+
+
+def one_score(predictions: Mapping[str, Mapping], records: Sequence[ImageRecord]) -> dict[str, Mapping]:
+    """The predictions, each that has one dimension without ground truth in `records` as {image id: score}.
+
+    >>> recs = [ImageRecord("a", "a.png", scores={"total": 60.0})]
+    >>> one_score({"student": {"overall": {"a": 6.1}}, "fg": {"total": {"a": 5.0}}}, recs)
+    {'student': {'a': 6.1}, 'fg': {'total': {'a': 5.0}}}
+    """
+    truth = truth_dimensions(records)
+    out = {}
+    for name, preds in predictions.items():
+        nested, _ = split_predictions(name, preds)
+        out[name] = next(iter(nested.values())) if len(nested) == 1 and not set(nested) & truth else preds
+    return out
 
 
 def _default_dimensions(records, nested: dict, any_flat: bool, has_ranks: bool) -> list[str]:
@@ -244,7 +264,7 @@ def evaluate(records: Sequence[ImageRecord], predictions: Mapping[str, Mapping],
     if unknown:
         raise DataError(f"categories {unknown} are not in the records (they have {all_cats})")
     records = [r for r in records if r.category in set(cats)]
-    split = {name: _split_predictions(name, p) for name, p in predictions.items()}
+    split = {name: split_predictions(name, p) for name, p in predictions.items()}
     has_ranks = any(r.series and r.rank is not None for r in records)
     dims = list(dimensions) if dimensions is not None else _default_dimensions(
         records, {n: s[0] for n, s in split.items()}, any(s[1] is not None for s in split.values()), has_ranks)
@@ -321,8 +341,8 @@ def _metrics(records, preds, dim, options) -> tuple[dict, dict]:
                     continue
                 cell[m] = fn(p, g)
                 if m in ci:
-                    samples[m] = M.bootstrap_samples(fn, p, g, **boot)
-                    cell[f"{m}_ci"] = list(M.percentile_ci(samples[m], options["confidence"]))
+                    samples[m] = bootstrap_samples(fn, p, g, **boot)
+                    cell[f"{m}_ci"] = list(percentile_ci(samples[m], options["confidence"]))
             if options["acc_threshold"] is not None and options["scaled"]:
                 cell["acc"] = M.binary_accuracy(p, g, options["acc_threshold"])
     ranked = [r for r in records if r.series and r.rank is not None]
@@ -343,7 +363,7 @@ def _metrics(records, preds, dim, options) -> tuple[dict, dict]:
                 cell[m], drawn = values[name]
                 if m in ci:
                     samples[m] = drawn
-                    cell[f"{m}_ci"] = list(M.percentile_ci(drawn, options["confidence"]))
+                    cell[f"{m}_ci"] = list(percentile_ci(drawn, options["confidence"]))
     return cell, samples
 
 
@@ -361,7 +381,7 @@ def _category_mean(per_category: dict, samples: dict, confidence: float) -> dict
         out[f"{m}_n_categories"] = len(defined)
         drawn = [samples[c][m] for c in defined if len(samples.get(c, {}).get(m, [])) > 0]
         if drawn and len(drawn) == len(defined):
-            out[f"{m}_ci"] = list(M.percentile_ci(np.mean(drawn, axis=0), confidence))
+            out[f"{m}_ci"] = list(percentile_ci(np.mean(drawn, axis=0), confidence))
     return out
 
 
@@ -369,8 +389,8 @@ def _category_mean(per_category: dict, samples: dict, confidence: float) -> dict
 
 def write_report(result: EvalResult, out_dir: str | Path) -> dict[str, Path]:
     """metrics.json, report.md and plots/*.png under `out_dir` (plots/ emptied first); returns {kind: path}."""
-    from psdistill.evaluation import plots
+    from psdistill.evaluation.plots import write_plots
 
     paths = write_json_markdown(out_dir, "metrics", result.to_dict(), result.to_markdown(), markdown_stem="report")
-    paths.update(plots.write_plots(result, fresh_dir(Path(out_dir) / "plots")))
+    paths.update(write_plots(result, fresh_dir(Path(out_dir) / "plots")))
     return paths

@@ -3,9 +3,8 @@
     judge = CachedJudge(VLMJudge(model, processor, model_id=...), JudgmentStore("run/judgments.sqlite"))
     p, p_ab, p_ba = prefer_both_orders(judge, pairs, "overall")     # base.py; both orders are stored
 
-Data-parallel judging: every rank judges its shard into the same store, then reads all of it:
-
-    accelerate launch --num_processes 8 my_judging_script.py      # calls judge_sharded(judge, pairs, dim)
+Data-parallel judging wraps the judge, not the store: `CachedJudge(DataParallelJudge(...), store)`
+on the main process (parallel.py), so one process writes the store.
 
 `CachedJudge` needs nothing of the judge beyond the `Judge` protocol; a judge that also has
 `prompt_hash(dimension)` gets it in the key, and one with a `failures` dict (path -> reason) gets
@@ -13,7 +12,7 @@ its unreadable images recorded in the store.
 """
 from __future__ import annotations
 
-from typing import Optional, Sequence, TypeVar
+from typing import Optional, Sequence
 
 import numpy as np
 from tqdm.auto import tqdm
@@ -21,8 +20,6 @@ from tqdm.auto import tqdm
 from psdistill.core.errors import DataError
 from psdistill.judge.base import Judge, Pair
 from psdistill.judge.store import JudgmentStore
-
-T = TypeVar("T")
 
 
 class CachedJudge:
@@ -118,29 +115,3 @@ class CachedJudge:
             self.store.add_failures([(p, hashes.get(p), r) for p, r in new.items()])
             self._recorded.update(new)
 
-
-def shard(items: Sequence[T], rank: int, world_size: int) -> list[T]:
-    """The items rank `rank` of `world_size` handles: every world_size-th, from `rank` (balanced within one)."""
-    return list(items)[rank::world_size]
-
-
-def judge_sharded(judge: CachedJudge, pairs: Sequence[Pair], dimension: str,
-                  rank: Optional[int] = None, world_size: Optional[int] = None) -> np.ndarray:
-    """Judge `pairs` data-parallel: this rank judges `shard(pairs, rank, world_size)` into the shared store.
-
-    Without `rank`/`world_size` they come from accelerate (`accelerate launch`), every rank waits
-    for the others, and every rank returns P for all pairs, read from the store. With explicit
-    ranks (independent jobs) nothing waits, and pairs of unfinished shards are NaN. Load the model
-    on `accelerate.PartialState().device` so each rank uses its own GPU.
-    """
-    wait = None
-    if rank is None or world_size is None:
-        from accelerate import PartialState
-
-        state = PartialState()
-        rank, world_size, wait = state.process_index, state.num_processes, state.wait_for_everyone
-    judge.progress = judge.progress and rank == 0  # one progress bar, not one per rank
-    judge.prefer(shard(pairs, rank, world_size), dimension)
-    if wait is not None:
-        wait()
-    return judge.lookup(pairs, dimension)

@@ -8,10 +8,10 @@ An image is named by the blake2b hash of its file bytes, so renaming or moving f
 judgments, and an edited file is judged afresh. Both presentation orders are separate rows
 (first_hash, second_hash): P(first preferred) as the judge answered for that order.
 
-Several processes (accelerate ranks) may write the same file: WAL journaling lets readers run
-beside one writer, the busy timeout makes writers queue, and the primary key with INSERT OR
-IGNORE keeps a judgment stored once whoever writes it first. Each process opens its own
-`JudgmentStore` (a connection must not cross a fork).
+A run writes its store from one process (the main one under `accelerate launch`, see parallel.py).
+WAL journaling lets readers run beside that writer, the busy timeout makes a second writer (another
+run on the same file) queue, and the primary key with INSERT OR IGNORE keeps a judgment stored once
+whoever writes it first. Each process opens its own `JudgmentStore` (a connection must not cross a fork).
 """
 from __future__ import annotations
 

@@ -14,7 +14,9 @@ from typing import Optional
 
 import torch
 
+# The one table of dtype names (model.dtype, CLI flags) to torch dtypes; "auto" is resolved where used.
 DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
+DTYPE_NAMES = ("auto", *DTYPES)
 
 
 def process_state():
@@ -42,6 +44,11 @@ def main_process_only(action) -> None:
 
 def process_device() -> torch.device:
     return process_state().device
+
+
+def pretrained_dtype(name: str) -> torch.dtype | str:
+    """`from_pretrained(dtype=...)` for a dtype name: "auto" (the checkpoint's own dtype) or a torch dtype."""
+    return name if name == "auto" else DTYPES[name]
 
 
 def inference_dtype(name: str, device: torch.device) -> torch.dtype:

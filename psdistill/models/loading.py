@@ -14,14 +14,11 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Optional
 
-import torch
-
 from psdistill.core.errors import ConfigError, PsdistillError
+from psdistill.models.device import DTYPE_NAMES, pretrained_dtype
 from psdistill.models.processor import image_only_processor
 
 TINY = "tiny"  # name_or_path of the embedded random-weight model (psdistill.models.tiny)
-
-_DTYPES = {"auto": "auto", "float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
 
 
 @dataclass
@@ -47,8 +44,8 @@ class ModelConfig:
     seed: int = 0  # only for the tiny model's random weights
 
     def __post_init__(self):
-        if self.dtype not in _DTYPES:
-            raise ConfigError(f"model.dtype: {self.dtype!r} is not one of {sorted(_DTYPES)}")
+        if self.dtype not in DTYPE_NAMES:
+            raise ConfigError(f"model.dtype: {self.dtype!r} is not one of {sorted(DTYPE_NAMES)}")
         if self.name_or_path == TINY:
             self.min_pixels = 32 * 32 if self.min_pixels is None else self.min_pixels
             self.max_pixels = 64 * 64 if self.max_pixels is None else self.max_pixels
@@ -79,7 +76,7 @@ def load_vlm(cfg: ModelConfig):
         return tiny_qwen3_vl(seed=cfg.seed, image_size=_tiny_image_size(cfg))
     from transformers import AutoModelForImageTextToText
 
-    kwargs = dict(revision=cfg.revision, trust_remote_code=cfg.trust_remote_code, dtype=_DTYPES[cfg.dtype])
+    kwargs = dict(revision=cfg.revision, trust_remote_code=cfg.trust_remote_code, dtype=pretrained_dtype(cfg.dtype))
     if cfg.device_map:
         kwargs["device_map"] = cfg.device_map
     if cfg.attn_implementation:

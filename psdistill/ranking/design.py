@@ -1,129 +1,12 @@
-"""Pair plans: which pairs a judge (human or VLM) is asked about, as an (m, 2) index array.
-
-Rows are in presentation order (first shown, second shown). The plans are deterministic given
-their seed, so a judge that caches its answers can be rerun or resumed on the same plan.
-"""
+"""The reference pool's first step: which k items become references (deterministic given the seed,
+so a judge that caches its answers replays the same pairs)."""
 from __future__ import annotations
 
 import numpy as np
 
 from psdistill.core.errors import DataError
 
-__all__ = ["band_pair_count", "locally_dense_pairs", "random_pairs", "choose_references", "reference_pool_pairs"]
-
-
-def band_pair_count(n: int, bandwidth: int) -> int:
-    """Number of pairs within rank distance ``bandwidth`` among ``n`` ordered items:
-    sum_{d=1..h} (n - d) = h n - h (h + 1) / 2 with h = min(bandwidth, n - 1)."""
-    h = min(bandwidth, n - 1)
-    return h * n - h * (h + 1) // 2
-
-
-def locally_dense_pairs(groups, pairs_per_group: int, *, cross_group_pairs: int = 0, order=None,
-                        seed=0) -> np.ndarray:
-    """PPaint's "locally dense" design: dense within each group, sparse across groups.
-
-    Within a group the items are put in order (by ``order``, e.g. a prior or mean rating, so that
-    neighbours are similar and their comparisons informative; else at random) and every pair at
-    rank distance 1, 2, ..., h is compared, a band around the diagonal of the comparison matrix.
-    The bandwidth h is the largest whose pair count fits ``pairs_per_group``; the remaining budget
-    goes to pairs at distance h + 1, spread evenly along the order. Example: 50 items and 612
-    pairs (the PPaint figure per expert and dimension, see docs/method.md) give the full band h = 14
-    (595 pairs, `band_pair_count`) plus 17 pairs at distance 15. The paper's exact rule is not
-    published; this is one design that meets the figure.
-
-    ``cross_group_pairs`` random pairs between different groups link the groups on one scale
-    (without them the comparison graph is disconnected and the groups' scores are not comparable).
-    Each pair is shown in a random order.
-
-    Parameters
-    ----------
-    groups : array_like, shape (n_items,)
-        Group label (category) of each item.
-    pairs_per_group : int
-        Budget of distinct within-group pairs per group (capped at all pairs of the group).
-    cross_group_pairs : int
-        Number of distinct across-group pairs.
-    order : array_like, shape (n_items,), optional
-        Sort key within groups. Default: a random order.
-    seed : int or numpy.random.Generator
-
-    Returns
-    -------
-    pairs : numpy.ndarray of int, shape (m, 2)
-    """
-    groups = np.asarray(groups)
-    n = len(groups)
-    rng = np.random.default_rng(seed)
-    if pairs_per_group < 0 or cross_group_pairs < 0:
-        raise DataError("pairs_per_group and cross_group_pairs: must be >= 0")
-    key = rng.random(n) if order is None else np.asarray(order, dtype=float)
-    if key.shape != (n,) or not np.all(np.isfinite(key)):
-        raise DataError(f"order: need one finite value per item, shape ({n},)")
-    out = []
-    labels = np.unique(groups)
-    for g in labels:
-        members = np.flatnonzero(groups == g)
-        members = members[np.argsort(key[members], kind="stable")]
-        size = len(members)
-        budget = min(pairs_per_group, size * (size - 1) // 2)
-        h = 0
-        while h < size - 1 and band_pair_count(size, h + 1) <= budget:
-            h += 1
-        for d in range(1, h + 1):
-            out.append(np.column_stack([members[:-d], members[d:]]))
-        extra = budget - band_pair_count(size, h)
-        if extra:  # evenly spaced pairs at the next distance
-            start = np.linspace(0, size - h - 2, extra).round().astype(int)
-            out.append(np.column_stack([members[start], members[start + h + 1]]))
-    if cross_group_pairs:
-        if len(labels) < 2:
-            raise DataError("cross_group_pairs: needs at least two groups")
-        n_cross = (n * n - np.sum(np.unique(groups, return_counts=True)[1] ** 2)) // 2
-        if cross_group_pairs > n_cross:
-            raise DataError(f"cross_group_pairs: at most {n_cross} distinct pairs exist, asked for {cross_group_pairs}")
-        seen: set[tuple[int, int]] = set()
-        while len(seen) < cross_group_pairs:
-            i, j = rng.integers(0, n, 2)
-            if groups[i] != groups[j]:
-                seen.add((min(i, j), max(i, j)))
-        out.append(np.array(sorted(seen), dtype=int))
-    pairs = np.concatenate(out) if out else np.zeros((0, 2), int)
-    flip = rng.random(len(pairs)) < 0.5  # random presentation order balances position bias
-    pairs[flip] = pairs[flip, ::-1]
-    return pairs
-
-
-def random_pairs(n_items: int, n_pairs: int, seed=0) -> np.ndarray:
-    """``n_pairs`` distinct random pairs whose comparison graph is connected.
-
-    A random cycle through all items comes first (n_items pairs, so every item is compared at
-    least twice and the graph is connected), then distinct pairs drawn uniformly. Each pair is
-    shown in a random order.
-    """
-    if n_pairs < n_items or n_pairs > n_items * (n_items - 1) // 2:
-        raise DataError(f"n_pairs: need n_items <= n_pairs <= n_items (n_items - 1) / 2, got {n_pairs} "
-                        f"for {n_items} items")
-    rng = np.random.default_rng(seed)
-    cycle = rng.permutation(n_items)
-    first = np.column_stack([cycle, np.roll(cycle, -1)])
-    code = set((np.minimum(first[:, 0], first[:, 1]) * n_items + np.maximum(first[:, 0], first[:, 1])).tolist())
-    rows = [first]
-    while len(code) < n_pairs:
-        cand = rng.integers(0, n_items, (2 * (n_pairs - len(code)), 2))
-        cand = cand[cand[:, 0] != cand[:, 1]]
-        new = []
-        for i, j in cand:
-            c = min(i, j) * n_items + max(i, j)
-            if c not in code and len(code) < n_pairs:
-                code.add(c)
-                new.append((i, j))
-        if new:
-            rows.append(np.array(new, dtype=int))
-    pairs = np.concatenate(rows)
-    flip = rng.random(len(pairs)) < 0.5
-    pairs[flip] = pairs[flip, ::-1]
-    return pairs
+__all__ = ["choose_references"]
 
 
 def choose_references(n_items: int, k: int, prior=None, seed=0) -> np.ndarray:
@@ -148,17 +31,3 @@ def choose_references(n_items: int, k: int, prior=None, seed=0) -> np.ndarray:
     return np.sort(ranked[edges[:-1] + (rng.random(k) * np.diff(edges)).astype(int)])
 
 
-def reference_pool_pairs(n_items: int, reference_ids, both_orders: bool = True) -> np.ndarray:
-    """The fixed (non-adaptive) reference-pool schedule: the references round-robin in both
-    orders, then every other item against every reference (in both orders if ``both_orders``).
-
-    Its length is k (k - 1) + (n_items - k) k (x2 with both orders): linear in n_items.
-    """
-    refs = np.asarray(reference_ids, dtype=int)
-    k = len(refs)
-    i, j = np.triu_indices(k, 1)
-    calib = np.column_stack([refs[i], refs[j]])
-    others = np.setdiff1d(np.arange(n_items), refs)
-    place = np.column_stack([np.repeat(others, k), np.tile(refs, len(others))])
-    parts = [calib, calib[:, ::-1], place] + ([place[:, ::-1]] if both_orders else [])
-    return np.concatenate(parts)

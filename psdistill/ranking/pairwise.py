@@ -29,7 +29,7 @@ the sparse Hessian (`psdistill.ranking.laplace`); the full covariance only on re
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Callable, Optional
+from typing import Optional
 
 import numpy as np
 from scipy.optimize import minimize
@@ -40,7 +40,7 @@ from psdistill.core.errors import DataError
 from psdistill.ranking.laplace import dense_covariance, hessian, laplace_variances
 from psdistill.ranking.utils import ConvergenceError, check_comparisons, check_connected
 
-__all__ = ["PairwiseFit", "fit_bradley_terry", "fit_thurstone", "bootstrap_fit_ci"]
+__all__ = ["PairwiseFit", "fit_bradley_terry", "fit_thurstone"]
 
 _LOG_SQRT_2PI = 0.5 * np.log(2 * np.pi)
 
@@ -346,42 +346,3 @@ def fit_thurstone(n_items, pairs, outcomes=None, *, weights=None, ties=None, alp
     """
     return _fit("thurstone", n_items, pairs, outcomes, weights, ties, alpha, position_bias, se, cov,
                 initial_params, max_iter, tol)
-
-
-def bootstrap_fit_ci(fit: Callable[..., PairwiseFit], n_items, pairs, outcomes=None, *, weights=None,
-                 n_boot: int = 200, level: float = 0.95, seed=0, max_failures: Optional[int] = None,
-                 **fit_kwargs):
-    """Percentile bootstrap confidence intervals (Efron & Tibshirani, 1993, ch. 13) for fitted scores.
-
-    (Not `psdistill.evaluation.metrics.bootstrap_ci`, which resamples images to put an interval on a metric.)
-
-    Comparisons are resampled with replacement and refitted with ``fit`` (`fit_bradley_terry` or
-    `fit_thurstone`, keyword arguments passed on; ``se=False`` is forced). A resample that the
-    fitter rejects (a disconnected graph, or no maximum-likelihood estimate) is redrawn, so the
-    intervals are conditional on a usable resample; more than ``max_failures`` rejections
-    (default ``n_boot``) raise the last error.
-
-    Returns
-    -------
-    lo, hi : numpy.ndarray, shape (n_items,)
-        The (1 - level)/2 and (1 + level)/2 quantiles of the bootstrap scores.
-    """
-    if not 0 < level < 1:
-        raise DataError(f"level: must be in (0, 1), got {level}")
-    a, b, y, w = check_comparisons(n_items, pairs, outcomes, weights)
-    pairs = np.column_stack([a, b])
-    rng = np.random.default_rng(seed)
-    max_failures = n_boot if max_failures is None else max_failures
-    draws, failures = [], 0
-    fit_kwargs["se"] = False
-    while len(draws) < n_boot:
-        idx = rng.integers(0, len(y), len(y))
-        try:
-            draws.append(fit(n_items, pairs[idx], y[idx], weights=w[idx], **fit_kwargs).params)
-        except DataError:
-            failures += 1
-            if failures > max_failures:
-                raise
-    tail = (1 - level) / 2
-    lo, hi = np.quantile(np.array(draws), [tail, 1 - tail], axis=0)
-    return lo, hi

@@ -1,4 +1,4 @@
-"""Input checks, graph helpers, a comparison simulator and a calibration metric shared by the ranking modules.
+"""Input checks and graph helpers shared by the ranking modules.
 
 Data conventions (as in choix): items are integers 0..n_items-1. A comparison is a row
 ``(a, b)`` of an ``(m, 2)`` integer array in presentation order (``a`` shown first) and an outcome
@@ -12,7 +12,6 @@ from typing import Callable, Optional, Sequence
 import numpy as np
 from scipy.sparse import coo_matrix
 from scipy.sparse.csgraph import connected_components
-from scipy.special import expit, ndtr
 
 from psdistill.core.errors import DataError
 
@@ -21,8 +20,6 @@ __all__ = [
     "IndexJudge",
     "check_comparisons",
     "check_connected",
-    "simulate_comparisons",
-    "expected_calibration_error",
 ]
 
 #: The ranking code's judge: (m, 2) item indices in presentation order -> (m,) P(first preferred).
@@ -152,33 +149,3 @@ def check_connected(n_items: int, a, b, y=None, w=None, strong: bool = False,
         f"comparison graph is disconnected: {n_comp} components of sizes {sorted(sizes.tolist(), reverse=True)[:8]}; "
         f"items {example} are not linked to the largest one (add comparisons across the components "
         "or fit each component separately)")
-
-
-def simulate_comparisons(params, pairs, model: str = "bt", position_bias: float = 0.0, seed=0):
-    """Draw hard outcomes (1 = first preferred) for ``pairs`` under a known model.
-
-    P(first preferred) = F(params[a] - params[b] + position_bias), with F the logistic function
-    (``model="bt"``) or the standard normal CDF (``model="thurstone"``).
-    """
-    params = np.asarray(params, dtype=float)
-    pairs = np.asarray(pairs)
-    d = params[pairs[:, 0]] - params[pairs[:, 1]] + position_bias
-    prob = expit(d) if model == "bt" else ndtr(d)
-    return (np.random.default_rng(seed).random(len(d)) < prob).astype(float)
-
-
-def expected_calibration_error(confidence, correct, n_bins: int = 15) -> float:
-    """Expected calibration error (Naeini et al. 2015) of binary probabilities.
-
-    ``confidence`` is P(event) and ``correct`` whether the event happened. The probabilities are
-    folded to the predicted side (max(c, 1 - c)), binned into ``n_bins`` equal-width bins on
-    [0.5, 1], and the bin-size-weighted mean |accuracy - mean confidence| is returned.
-    """
-    c = np.asarray(confidence, dtype=float)
-    hit = np.asarray(correct, dtype=bool)
-    conf = np.maximum(c, 1 - c)
-    acc = np.where(c >= 0.5, hit, ~hit)
-    bins = np.minimum(((conf - 0.5) * 2 * n_bins).astype(int), n_bins - 1)
-    count = np.bincount(bins, minlength=n_bins)
-    gap = np.abs(np.bincount(bins, acc, n_bins) - np.bincount(bins, conf, n_bins))
-    return float(gap.sum() / max(count.sum(), 1))

@@ -32,9 +32,8 @@ from psdistill.baselines.fgaesq.model import FGAesQModel, FGAesQModelConfig
 from psdistill.baselines.fgaesq.official import (KeyMappingReport, load_official_weights, official_vision_config,
                                                  read_state_dict)
 from psdistill.core.errors import ConfigError, PsdistillError
+from psdistill.models.device import DTYPES
 from psdistill.scoring.api import CallableScorer, as_batch, as_image
-
-_DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
 
 
 class FGAesQScorer(CallableScorer):
@@ -64,7 +63,7 @@ class FGAesQScorer(CallableScorer):
         `modes`: single / series / seed, as in the constructor."""
         model = FGAesQModel.from_pretrained(path, attn_implementation=attn_implementation)
         if dtype:
-            model = model.to(_DTYPES[dtype])
+            model = model.to(DTYPES[dtype])
         return cls(model, device=device, batch_size=batch_size, **modes)
 
     @classmethod
@@ -174,6 +173,6 @@ def create_fgaesq_scorer(path: str, device: Optional[str] = None, batch_size: in
     if p.is_file():
         scorer = FGAesQScorer.from_official(p, device=device, batch_size=batch_size, **modes)
         if dtype:
-            scorer.model.to(_DTYPES[dtype])
+            scorer.model.to(DTYPES[dtype])
         return scorer
     raise PsdistillError(f"fgaesq: {path} is neither a checkpoint folder nor a weights file")

@@ -1,6 +1,6 @@
 """Loaders from the data sets' own files into `ImageRecord`s, with a report of everything skipped.
 
-    load_manifest(path)                     image folder + CSV or JSONL manifest
+    load_manifest(path)                     image folder + CSV or JSONL manifest (psdistill.data.manifest)
     from_hf_dataset(dataset, out_dir)       a Hugging Face `datasets.Dataset` with an Image column
     load_ppaint(root)                       PPaint: images by category, expert ratings and pairs
     load_apddv2(csv_path, image_dir)        APDDv2 annotations or an official split file
@@ -13,11 +13,12 @@ Each returns a `LoadResult` (records + `LoadReport`), some with extra arrays. Ev
 """
 from psdistill.data.loaders.apdd import load_apddv2
 from psdistill.data.loaders.ava import AVAData, load_ava
-from psdistill.data.loaders.common import DataWarning, LoadReport, LoadResult, read_text
 from psdistill.data.loaders.expert_files import image_records, load_expert_files
 from psdistill.data.loaders.fgaesthetics import load_fg_series
-from psdistill.data.loaders.generic import from_hf_dataset, load_manifest
+from psdistill.data.loaders.hf_dataset import from_hf_dataset
 from psdistill.data.loaders.ppaint import Pairs, PPaintData, Ratings, load_ppaint
+from psdistill.data.manifest import load_manifest
+from psdistill.data.reading import DataWarning, LoadReport, LoadResult, read_text
 
 __all__ = ["AVAData", "DataWarning", "LoadReport", "LoadResult", "PPaintData", "Pairs", "Ratings",
            "from_hf_dataset", "image_records", "load_apddv2", "load_ava", "load_expert_files", "load_fg_series",

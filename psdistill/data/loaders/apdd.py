@@ -2,7 +2,7 @@
 
 Main annotation file, `APDDv2-10023.csv` (GBK in the release at commit 3ff08cd, whose only non-ASCII
 characters are in two comments; other copies may be UTF-8: the encoding is detected, see
-`common.ENCODINGS`):
+`psdistill.data.reading.ENCODINGS`):
 
     filename,Artistic Categories,Total aesthetic score,Theme and logic,Creativity,...,Mood,Language Comment
     0000d0cd...png,traditional Chinese painting*meticulous*mountains and water,65.83,7.17,,6,...
@@ -27,7 +27,7 @@ import re
 from pathlib import Path
 from typing import Optional
 
-from psdistill.data.loaders.common import LoadReport, LoadResult, check_file, load_records, parse_score, read_csv
+from psdistill.data.reading import LoadReport, LoadResult, check_file, load_records, parse_score, read_csv
 from psdistill.data.records import ImageRecord
 from psdistill.core.errors import DataError
 

@@ -21,7 +21,7 @@ from typing import Optional, Sequence
 
 import numpy as np
 
-from psdistill.data.loaders.common import LoadReport, LoadResult, check_file, read_text
+from psdistill.data.reading import LoadReport, LoadResult, check_file, read_text
 from psdistill.data.records import ImageRecord
 
 N_BINS = 10

@@ -21,7 +21,7 @@ from typing import Optional, Sequence
 
 import numpy as np
 
-from psdistill.data.loaders.common import LoadReport, parse_score, read_csv, require_columns
+from psdistill.data.reading import LoadReport, parse_score, read_csv, require_columns
 from psdistill.data.loaders.ppaint import WINNER_OUTCOME, Pairs, PPaintData, Ratings, category_images
 from psdistill.data.manifest import read_manifest
 from psdistill.data.records import ImageRecord

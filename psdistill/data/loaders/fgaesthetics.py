@@ -25,8 +25,8 @@ from typing import Optional
 import numpy as np
 from scipy.stats import rankdata
 
-from psdistill.data.loaders.common import (LoadReport, LoadResult, check_file, load_records, parse_score, read_csv,
-                                           require_columns)
+from psdistill.data.reading import (LoadReport, LoadResult, check_file, load_records, parse_score, read_csv,
+                                    require_columns)
 from psdistill.data.loaders.ppaint import WINNER_OUTCOME
 from psdistill.data.records import ImageRecord
 from psdistill.core.errors import DataError

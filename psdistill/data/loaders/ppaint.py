@@ -32,8 +32,8 @@ from typing import Optional
 
 import numpy as np
 
-from psdistill.data.loaders.common import (IMAGE_SUFFIXES, LoadReport, LoadResult, parse_score, read_csv,
-                                           require_columns)
+from psdistill.data.reading import (IMAGE_SUFFIXES, LoadReport, LoadResult, parse_score, read_csv,
+                                    require_columns)
 from psdistill.data.records import ImageRecord
 from psdistill.core.errors import DataError
 

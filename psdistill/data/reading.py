@@ -1,4 +1,5 @@
-"""What every loader shares: the load report, the result type, and reading CSV text of unknown encoding.
+"""What every data-file reader shares (the manifest and the data sets' loaders): the load report, the
+result type, and reading CSV text of unknown encoding.
 
 Loaders never drop a row silently. A row whose image or identity is unusable (missing file,
 duplicate id, unparseable line) is left out; a bad value (NaN, not a number, out of range) is left

@@ -1,4 +1,5 @@
-"""Online Elo ratings (Elo, 1978), averaged over shuffled comparison orders.
+"""Online Elo ratings (Elo, 1978), averaged over shuffled comparison orders: the baseline
+eval/bench_judge_budget.py compares the reference pool with (the pipeline fits Bradley-Terry).
 
 After each comparison of ``a`` (shown first) with ``b`` with outcome ``y`` = P(a preferred),
 
@@ -14,8 +15,6 @@ import numpy as np
 
 from psdistill.core.errors import DataError
 from psdistill.ranking.utils import check_comparisons, check_connected
-
-__all__ = ["fit_elo"]
 
 
 def fit_elo(n_items, pairs, outcomes=None, *, weights=None, k: float = 32.0, initial: float = 1500.0,
