@@ -55,9 +55,9 @@ def _dispatch(argv) -> int:
             print(f"  {name:13s} {desc}")
         return 0
     if argv[0] in ("-V", "--version"):
-        from psdistill import __version__
+        from importlib.metadata import version  # the installed distribution's: what pip reports
 
-        print(f"psdistill {__version__}")
+        print(f"psdistill {version('psdistill')}")
         return 0
     command, rest = ALIASES.get(argv[0], argv[0]), argv[1:]
     if command not in COMMANDS:
