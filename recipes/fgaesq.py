@@ -7,8 +7,8 @@ Scores from Relative Ranks"): train, then score every image and compute the pape
         data.manifest=<manifest.csv> data.train_categories=[...]
 
 With no --config it runs recipes/configs/fgaesq_demo.yaml: the embedded demo (scikit-image photos
-under degradation ladders, built under <run_dir>/demo) with a tiny random-weight CLIP. It runs the
-pipeline's stage runner (`psdistill.pipeline.runner`): data, train, score, evaluate. Output in run_dir:
+under degradation ladders, built under <run_dir>/demo) with a tiny random-weight CLIP. It runs
+`psdistill.pipeline.fgaesq.run_fgaesq` on the stage runner: data, train, score, evaluate. Output in run_dir:
 checkpoint/ (config.json + model.safetensors), config.yaml, predictions/fgaesq*.csv, report/
 (metrics.json, report.md, plots; the test split is the held-out group), stages/<stage>.json.
 Rerunning reuses every finished stage with the same config; a killed run resumes from its last
@@ -22,11 +22,11 @@ import sys
 from pathlib import Path
 
 from psdistill.baselines.fgaesq.config import FGAesQConfig
-from psdistill.baselines.fgaesq.train import run_fgaesq
 from psdistill.core.config import parse_config
 from psdistill.core.config_help import config_help, wants_help
 from psdistill.cli.launch import exit_status
 from psdistill.core.logs import get_logger, report_printer, run_logging, split_verbosity
+from psdistill.pipeline.fgaesq import run_fgaesq
 
 DEMO_CONFIG = Path(__file__).resolve().parent / "configs" / "fgaesq_demo.yaml"
 

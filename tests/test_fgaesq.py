@@ -391,7 +391,7 @@ def test_official_mode_runs_on_a_model_trained_here(tiny):
 
 def test_yaml_configs_parse_and_paper_defaults():
     from psdistill.baselines.fgaesq.config import FGAesQConfig
-    from psdistill.baselines.fgaesq.train import train_fingerprint
+    from psdistill.pipeline.fgaesq import train_fingerprint
     from psdistill.core.config import parse_config
 
     paper = parse_config(FGAesQConfig, ["--config", "recipes/configs/fgaesq.yaml"])

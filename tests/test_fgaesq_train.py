@@ -46,7 +46,7 @@ def _main():
 def test_recipe_writes_checkpoint_predictions_report_and_resumes(tmp_path, capsys):
     from psdistill.baselines.fgaesq.config import FGAesQConfig
     from psdistill.baselines.fgaesq.scorer import FGAesQScorer
-    from psdistill.baselines.fgaesq.train import train_fingerprint
+    from psdistill.pipeline.fgaesq import train_fingerprint
     from psdistill.core.config import parse_config
     from psdistill.data.manifest import read_manifest
     from psdistill.data.predictions import read_predictions
@@ -166,7 +166,7 @@ def test_two_cpu_processes_train_data_parallel_and_write_once(tmp_path, free_por
 def test_learns_to_rank_within_series(tmp_path):
     """A short run on demo series: pairwise accuracy on held-out categories well above chance."""
     from psdistill.baselines.fgaesq.config import FGAesQConfig
-    from psdistill.baselines.fgaesq.train import run_fgaesq
+    from psdistill.pipeline.fgaesq import run_fgaesq
     from psdistill.core.config import parse_config
     from psdistill.data.manifest import read_manifest
     from psdistill.data.predictions import read_predictions
@@ -191,7 +191,7 @@ def test_learns_to_rank_within_series(tmp_path):
 ])
 def test_training_categories_are_checked_against_the_data(tmp_path, categories, message):
     from psdistill.baselines.fgaesq.config import FGAesQConfig
-    from psdistill.baselines.fgaesq.train import run_fgaesq
+    from psdistill.pipeline.fgaesq import run_fgaesq
     from psdistill.core.config import parse_config
 
     cfg = parse_config(FGAesQConfig, _small(tmp_path, f"data.train_categories={categories}"))
@@ -202,7 +202,7 @@ def test_training_categories_are_checked_against_the_data(tmp_path, categories, 
 def test_train_fingerprint_follows_what_decides_the_weights(tmp_path):
     """Logging, evaluation and cache settings reuse the trained model; training values and the data redo it."""
     from psdistill.baselines.fgaesq.config import FGAesQConfig
-    from psdistill.baselines.fgaesq.train import train_fingerprint
+    from psdistill.pipeline.fgaesq import train_fingerprint
     from psdistill.core.config import parse_config
 
     manifest = tmp_path / "manifest.csv"

@@ -2,16 +2,19 @@
 Scores from Relative Ranks" (https://yzc-ippl.github.io/FG-IAA/).
 
     model.py      CLIP ViT-B/16 vision tower + the release's MLP head, official/resize/DiffToken paths, save/load
+    text.py       CLIP's frozen text tower (CTAlign's text embeddings, training only)
     official_tokens.py  the release's tokenization (single images, series pairs), seeded
     difftoken.py  Difference-preserved Tokenization (Sec. 4.1) as the project reads the paper
     losses.py     EMD, CTAlign, RankReg (Sec. 4.2-4.4)
     official.py   the release's state dicts <-> this model, strictly, with a key report
     config.py     FGAesQConfig (paper defaults) ; data.py batches ; scorer.py FGAesQScorer ("fgaesq" in the registry)
-    train.py      the recipe's stages (data, train, score, evaluate) on psdistill.pipeline.runner, and the training loop
+    train.py      the training loop (`train_fgaesq`: records, config, accelerator, output folder)
+    predict.py    a checkpoint's predictions files of a data set
 
+The run (data, train, score, evaluate stages; recipes/fgaesq.py) is `psdistill.pipeline.fgaesq.run_fgaesq`.
 Imports are lazy: `import psdistill.baselines.fgaesq` loads no torch model code.
 """
-__all__ = ["FGAesQConfig", "FGAesQModel", "FGAesQScorer", "DiffTokenConfig", "load_base", "run_fgaesq"]
+__all__ = ["FGAesQConfig", "FGAesQModel", "FGAesQScorer", "DiffTokenConfig", "load_base"]
 
 
 def __getattr__(name):
@@ -27,7 +30,4 @@ def __getattr__(name):
     if name == "DiffTokenConfig":
         from psdistill.baselines.fgaesq.difftoken import DiffTokenConfig
         return DiffTokenConfig
-    if name == "run_fgaesq":
-        from psdistill.baselines.fgaesq.train import run_fgaesq
-        return run_fgaesq
     raise AttributeError(name)

@@ -26,7 +26,7 @@ from typing import Optional, Sequence
 import numpy as np
 import torch
 
-from psdistill.baselines.fgaesq import official_tokens
+import psdistill.baselines.fgaesq.official_tokens as official_tokens
 from psdistill.baselines.fgaesq.difftoken import collate_tokens, difftoken
 from psdistill.baselines.fgaesq.model import FGAesQModel, FGAesQModelConfig
 from psdistill.baselines.fgaesq.official import (KeyMappingReport, load_official_weights, official_vision_config,
