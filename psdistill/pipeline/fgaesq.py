@@ -34,7 +34,9 @@ from psdistill.baselines.fgaesq.train import train_fgaesq
 from psdistill.core.config import save_config
 from psdistill.core.errors import ConfigError
 from psdistill.data.config import DataConfig
-from psdistill.pipeline import STAGES as PIPELINE_STAGES, RunContext, print_report
+from psdistill.pipeline.console import print_report
+from psdistill.pipeline.context import RunContext
+from psdistill.pipeline.run import STAGES as PIPELINE_STAGES
 from psdistill.pipeline.runner import Stage, fingerprint, marker_path, run_stages
 
 
