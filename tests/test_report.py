@@ -4,6 +4,7 @@ import re
 import warnings
 
 import numpy as np
+import scipy.stats
 import pytest
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
@@ -106,16 +107,25 @@ def test_json_numbers_equal_direct_metric_calls(written, records, predictions):
 
 
 def test_headline_and_options(result, records, predictions):
-    lines = result.headline(["overall"])
-    assert lines[0].startswith("student [overall]: all (n=36) SRCC ") and "held-out (n=24)" in lines[0]
-    assert lines[1].startswith("teacher [overall]: all (n=18)")
-    several = result.headline(["overall", "color"])
-    assert several[:len(lines)] == lines  # the first dimension's lines, then each scorer's SRCC per dimension
-    student = result.metrics["student"]
-    assert several[len(lines)] == (
-        "student SRCC by dimension (all / held-out): "
-        f"overall {format_number(student['overall']['all']['srcc'])} / {format_number(student['overall']['held_out']['srcc'])}, "
-        f"color {format_number(student['color']['all']['srcc'])} / {format_number(student['color']['held_out']['srcc'])}")
+    from psdistill.evaluation.headline import WIDTH, headline
+
+    lines = headline(result, ["overall"])
+    assert all(len(line) <= WIDTH for line in lines)
+    student = result.metrics["student"]["overall"]
+    trained = [c for c in CATS if c not in ("figure", "flower")]
+    assert lines[1].split() == [trained[0], "2", "categories"]
+    # The training category first (its own SRCC from scipy), then held-out, then all images with the CI.
+    p, g = _arrays(records, predictions["student"]["overall"], "overall", tuple(trained))
+    row = lines[2].split()
+    assert row[0] == "student" and row[1] == format_number(scipy.stats.spearmanr(p, g)[0])
+    assert row[3] == format_number(student["held_out"]["srcc"]) and row[5] == format_number(student["all"]["srcc"])
+    assert row[-1] == "36" and lines[3].split()[0] == "teacher" and lines[3].split()[-1] == "18"
+    several = headline(result, ["overall", "color"])
+    assert several[:len(lines)] == lines  # the first dimension's table, then each scorer's SRCC per dimension
+    assert several[len(lines) + 2].split() == ["student", (
+        f"{format_number(student['categories'][trained[0]]['srcc'])}/{format_number(student['held_out']['srcc'])}"),
+        f"{format_number(result.metrics['student']['color']['categories'][trained[0]]['srcc'])}/"
+        f"{format_number(result.metrics['student']['color']['held_out']['srcc'])}"]
     only = evaluate(records, predictions, dimensions=["overall"], categories=["figure"], n_bootstrap=0,
                     acc_threshold=5.0)
     cell = only.metrics["student"]["overall"]["all"]

@@ -95,35 +95,6 @@ class EvalResult:
                          "only, marked (n=K).")
         return lines
 
-    def headline(self, dimensions: Optional[Sequence[str]] = None) -> list[str]:
-        """One line per scorer on the first of `dimensions` (default: the report's): SRCC and PLCC (all,
-        held-out, category mean), series metrics (all); with several dimensions, then one line per scorer
-        with each dimension's SRCC (all / held-out)."""
-        dims = [d for d in (dimensions or self.dimensions) if d in self.dimensions]
-        lines = []
-        for scorer in self.scorers:
-            dim = next((d for d in dims if d in self.metrics[scorer]), None)
-            groups = self.metrics[scorer].get(dim)
-            if not groups:
-                continue
-            parts = []
-            for key, label in (("all", "all"), ("held_out", "held-out"), ("category_mean", "category mean")):
-                cell = groups.get(key, {})
-                shown = [f"{LABELS[m]} {format_cell(cell, m)}" for m in ("srcc", "plcc") if m in cell]
-                if key == "all":
-                    shown += [f"{LABELS[m]} {format_cell(cell, m)}" for m in SERIES_METRICS if m in cell]
-                if shown:
-                    parts.append(f"{label}" + (f" (n={cell['n']})" if "n" in cell else "") + " " + ", ".join(shown))
-            lines.append(f"{scorer} [{dim}]: " + "; ".join(parts))
-        if len(dims) > 1:
-            for scorer in self.scorers:
-                cells = [(d, self.metrics[scorer][d]) for d in dims if d in self.metrics[scorer]]
-                if cells:
-                    lines.append(f"{scorer} SRCC by dimension (all / held-out): " + ", ".join(
-                        f"{d} {format_number(g.get('all', {}).get('srcc'))} / "
-                        f"{format_number(g.get('held_out', {}).get('srcc'))}" for d, g in cells))
-        return lines
-
     def to_markdown(self) -> str:
         s = self.settings
         out = ["# Evaluation", "",

@@ -13,6 +13,7 @@ def run(run: RunContext) -> dict:
     """Metrics of every scorer against ground truth per dimension, overall and per category; report files.
     Without ground truth of any of the dimensions: what needs none (score distributions, judge consistency, the pool)."""
     from psdistill.evaluation import evaluate, write_report
+    from psdistill.evaluation.headline import headline
     from psdistill.evaluation.label_free import describe, has_ground_truth, write_label_free_report
 
     files = sorted(run.path("predictions").glob("*.csv")) + [Path(p) for p in run.cfg.compare_predictions]
@@ -30,7 +31,7 @@ def run(run: RunContext) -> dict:
                                                         if c not in run.train_categories])
     result.notes += notes
     written = write_report(result, run.path("report"))
-    return {"files": {k: str(v) for k, v in written.items()}, "headline": result.headline(run.cfg.data.dimensions)}
+    return {"files": {k: str(v) for k, v in written.items()}, "headline": headline(result, run.cfg.data.dimensions)}
 
 
 STAGE = Stage("evaluate", ("compare_predictions",), run, "evaluating against ground truth", replaces=("report",))
