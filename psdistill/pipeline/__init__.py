@@ -19,7 +19,7 @@ A run directory holds one data set and one judge: a config naming others is refu
 Every dimension of `data.dimensions` is judged into the same store and gets a pool of its own, run
 exactly as a one-dimension run would run it (the same references: `pool.seed` draws them, no prior),
 so a dimension's pseudo-scores do not depend on which other dimensions share the run; one student
-then scores all of them in one pass per image (psdistill/scoring/student.py says how).
+then scores all of them in one pass per image (psdistill/scoring/readout.py says how).
 
 Training uses only the images of `data.train_categories` and no labels: ground truth is read by
 the evaluation stage, and by the judge only when `judge.kind=simulated` (labelled as such). Without
@@ -330,8 +330,8 @@ def _teacher_rater(run: RunContext):
         from psdistill.judge.simulated import SimulatedJudge
 
         return SimulatedJudge(run.cfg.judge.simulated).rate
-    from psdistill.distill import StudentScorer
     from psdistill.scoring.api import by_dimension
+    from psdistill.scoring.teacher import teacher_pointwise
 
     rated: dict[str, dict[str, np.ndarray]] = {}  # path -> {dimension: rating}
     scorer = []
@@ -340,8 +340,8 @@ def _teacher_rater(run: RunContext):
         todo = list(dict.fromkeys(r.path for r in records if r.path not in rated))
         if todo:
             if not scorer:
-                scorer.append(StudentScorer.from_model_config(run.cfg.model, run.cfg.distill, run.cfg.data.dimensions,
-                                                              rating_scale=run.cfg.data.rating_scale))
+                scorer.append(teacher_pointwise(run.cfg.model, rating_scale=run.cfg.data.rating_scale,
+                                                readout=run.cfg.distill.readout_config(run.cfg.data.dimensions)))
             columns = by_dimension(scorer[0], scorer[0].score(todo))
             rated.update({path: {d: c[n] for d, c in columns.items()} for n, path in enumerate(todo)})
         return np.array([rated[r.path][dim] for r in records])
@@ -397,14 +397,14 @@ def stage_score(run: RunContext) -> dict:
     """Score every image in one pass with the student (and zero-shot with the base model), the images
     split over the ranks."""
     from psdistill.distill import StudentScorer
-
     from psdistill.scoring.api import by_dimension
+    from psdistill.scoring.teacher import teacher_pointwise
 
     dims = run.cfg.data.dimensions
     scorers = {"student": lambda: StudentScorer.from_pretrained(run.path("student"))}
     if run.cfg.teacher_pointwise:
-        scorers["teacher-pointwise"] = lambda: StudentScorer.from_model_config(
-            run.cfg.model, run.cfg.distill, dims, rating_scale=run.cfg.data.rating_scale)
+        scorers["teacher-pointwise"] = lambda: teacher_pointwise(
+            run.cfg.model, rating_scale=run.cfg.data.rating_scale, readout=run.cfg.distill.readout_config(dims))
     rank, world = (0, 1) if run.state is None else (run.state.process_index, run.state.num_processes)
     batch = run.cfg.distill.per_device_eval_batch_size
     paths = {}
