@@ -88,14 +88,14 @@ def grpo_dataset(signal):
 
 
 def _reference(model, cfg: DistillConfig, output_dir: Path) -> None:
-    """TRL loads a fully tuned policy's reference from `config._name_or_path`; a model built in memory
+    """TRL loads a fully tuned policy's reference from its config's `name_or_path`; a model built in memory
     (the tiny one) has none, so its frozen start is saved to `output_dir/reference_model` first.
     (LoRA needs no copy: the reference is the model with the adapter disabled.)"""
-    if cfg.tuning != "full" or cfg.grpo.beta == 0 or model.config._name_or_path:
+    if cfg.tuning != "full" or cfg.grpo.beta == 0 or model.config.name_or_path:
         return
     folder = output_dir / _REFERENCE_DIR
     main_process_only(lambda: model.save_pretrained(folder))
-    model.config._name_or_path = str(folder)
+    model.config.name_or_path = str(folder)
 
 
 def train_grpo(train_records: Sequence[ImageRecord], pseudo_scores: Mapping[str, Mapping[str, Sequence[float]]],
