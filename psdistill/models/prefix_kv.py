@@ -6,11 +6,11 @@ The generic part, used by the judge (below) and by the scorer's readout of sever
 repeated when one prefix serves a batch; `mrope_positions` gives Qwen-VL's 3-D positions of a full
 sequence, whose slice a continuation passes explicitly, so no state of the model is relied upon.
 
-The judge: a pair's prompt is [text before the first image][first image][text][second image][question]. Pairs
-that show the same image first (in a reference pool: every (reference, x) pair of one reference, or
-every (x, reference) pair of one x in a fixed pool) share everything before the second image; all
+The judge: a pair's prompt is [text before the first image][first image][text][second image][question].
+Pairs that show the same image first (in a reference pool: every (reference, x) pair of one reference,
+or every (x, reference) pair of one x in a fixed pool) share everything before the second image; all
 pairs share the text before the first image. `PrefixReuse` runs that shared prefix once (batch 1),
-keeps its KV cache, and runs only each pair's suffix, batched, on a copy of the cache expanded
+keeps its KV cache, and runs only each pair's suffix, batched, on a copy of the cache repeated
 across the batch. Exactly the full forward's computation, reordered:
 
 - positions: the M-RoPE position ids of every row are computed by the model's own `get_rope_index`
