@@ -66,7 +66,8 @@ def step_seconds(dim_sets: list[list[str]], images: list[str], repeats: int) -> 
     import torch
 
     from psdistill.distill import DistillConfig, StudentScorer
-    from psdistill.scoring.student import Readout, ScorerSpec
+    from psdistill.scoring.readout import Readout
+    from psdistill.scoring.spec import ScorerSpec
     from psdistill.distill.trainer import DistillCollator, DistillTrainer, build_student
     from psdistill.models.loading import ModelConfig
 
@@ -75,7 +76,7 @@ def step_seconds(dim_sets: list[list[str]], images: list[str], repeats: int) -> 
     model, processor = build_student(model_cfg, cfg)
     setups, tokens = {}, {}  # tokens: (the prompt's or shared prefix's length, each suffix's length)
     for dims in dim_sets:
-        spec = ScorerSpec.from_config(model_cfg, cfg, dims, "full", "bench")
+        spec = ScorerSpec.build(model_cfg, cfg.readout_config(dims), "full", "bench")
         readout = Readout(spec, processor)
         trainer = DistillTrainer(model=model, args=cfg.to_training_arguments(tempfile.mkdtemp(), with_eval=False),
                                  train_dataset=[{}], distill_config=cfg, readout=readout, spec=spec)

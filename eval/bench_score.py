@@ -63,7 +63,7 @@ def main(argv=None):
     args = parse_args(ap, argv)
 
     model, processor, model_id = build(args)
-    spec = ScorerSpec.from_config(ModelConfig(), DistillConfig(), ["overall"], weights="base", name="scorer")
+    spec = ScorerSpec.build(ModelConfig(), DistillConfig().readout_config(["overall"]), weights="base", name="scorer")
     scorer = StudentScorer(model, processor, spec)
     judges = {reuse: VLMJudge(model, processor, VLMJudgeConfig(batch_size=args.batch_size, reuse_vision=reuse),
                               model_id=model_id) for reuse in (False, True)}

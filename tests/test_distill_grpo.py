@@ -13,7 +13,9 @@ from psdistill.core.config import parse_config
 from psdistill.distill import DistillConfig, StudentScorer, train_student
 from psdistill.distill.grpo import grpo_arguments
 from psdistill.distill.rewards import LevelAnswers, closeness_reward, order_reward
-from psdistill.scoring.student import Readout, ScorerSpec, processor_inputs, render_prompt
+from psdistill.scoring.readout import Readout, processor_inputs, render_prompt
+from psdistill.scoring.spec import ScorerSpec
+from psdistill.scoring.teacher import teacher_pointwise
 from psdistill.core.errors import ConfigError
 from psdistill.models.loading import ModelConfig, load_vlm
 from psdistill.pipeline import PipelineConfig
@@ -43,7 +45,7 @@ def test_config_maps_onto_trl_grpo_config(tmp_path):
     _, processor = load_vlm(ModelConfig())
     cfg = DistillConfig(objective="grpo", per_device_train_batch_size=3, learning_rate=2e-5, max_steps=7,
                         report_to=["none"], grpo={"num_generations": 5, "beta": 0.1, "args": {"loss_type": "grpo"}})
-    spec = ScorerSpec.from_config(ModelConfig(), cfg, ["overall"], weights="adapter", name="x")
+    spec = ScorerSpec.build(ModelConfig(), cfg.readout_config(["overall"]), weights="adapter", name="x")
     level_ids = Readout(spec, processor).token_ids.tolist()
     args = grpo_arguments(cfg, tmp_path, processor, level_ids)
     # 3 images x 5 answers per device; the rest under TRL's own names
@@ -55,8 +57,8 @@ def test_config_maps_onto_trl_grpo_config(tmp_path):
 
 def test_level_answers_value_words_as_the_levels_head_does():
     _, processor = load_vlm(ModelConfig())
-    spec = ScorerSpec.from_config(ModelConfig(), DistillConfig(), ["overall"], weights="base", name="x",
-                                  rating_scale=(1.0, 10.0))
+    spec = ScorerSpec.build(ModelConfig(), DistillConfig().readout_config(["overall"]), weights="base", name="x",
+                            rating_scale=(1.0, 10.0))
     readout = Readout(spec, processor)
     answers = LevelAnswers(tuple(spec.level_words), tuple(readout.values.tolist()))
     # level values 5..1 onto 1..10: v -> 1 + (v - 1) * 9 / 4; Good (4) -> 7.75, Bad (1) -> 1
@@ -99,7 +101,7 @@ def test_order_reward_weighs_pairs_by_pair_confidence_within_a_dimension():
 def test_constrained_first_token_is_a_level_word(tmp_path):
     model, processor = load_vlm(ModelConfig())
     cfg = DistillConfig(objective="grpo", report_to=["none"])
-    spec = ScorerSpec.from_config(ModelConfig(), cfg, ["overall"], weights="base", name="x")
+    spec = ScorerSpec.build(ModelConfig(), cfg.readout_config(["overall"]), weights="base", name="x")
     level_ids = Readout(spec, processor).token_ids.tolist()
     args = grpo_arguments(cfg, tmp_path, processor, level_ids)
     records = ladder_records(tmp_path / "data", photos=("astronaut",), levels=2)
@@ -125,7 +127,7 @@ def test_grpo_run_logs_a_finite_kl_and_saves_a_levels_scorer(tmp_path):
     scorer = StudentScorer.from_pretrained(out)
     assert scorer.spec.head == "levels" and scorer.spec.distill_config["objective"] == "grpo"
     scores = scorer.score([r.path for r in records])
-    base = StudentScorer.from_model_config(ModelConfig(), cfg).score([r.path for r in records])
+    base = teacher_pointwise(ModelConfig(), readout=cfg.readout_config(["overall"])).score([r.path for r in records])
     assert np.all((scores >= 1) & (scores <= 10)) and np.abs(scores - base).max() > 1e-4  # trained, on the scale
 
 

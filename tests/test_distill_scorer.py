@@ -55,6 +55,24 @@ def test_teacher_pointwise_scores_on_the_scale_and_ignores_padding(data):
     assert np.all((batched >= 1) & (batched <= 10)) and np.ptp(batched) > 0
 
 
+def test_the_teacher_checks_its_readout_without_a_training_config():
+    # The scoring layer checks what it reads itself (it imports no DistillConfig), with the config keys' names.
+    from psdistill.scoring.spec import ReadoutConfig
+    from psdistill.scoring.teacher import teacher_pointwise
+
+    with pytest.raises(ConfigError, match="distill.level_values: 1 values for 2 level_words"):
+        create_scorer("teacher-pointwise", level_words=["Good", "Bad"], level_values=[1.0])
+    with pytest.raises(ConfigError, match="distill.prompt: \\['a', 'b'\\] would all get the same prompt"):
+        create_scorer("teacher-pointwise", dimensions=["a", "b"])
+    with pytest.raises(ConfigError, match="distill.head: a scorer without training needs the 'levels' head"):
+        teacher_pointwise(readout=DistillConfig(head="scalar").readout_config(["overall"]))
+    # An untouched training config reads what the default teacher reads.
+    assert DistillConfig().readout_config(["overall"]) == ReadoutConfig.from_template()
+    assert DistillConfig(prompt="Rate its {dimension}.", level_words=["Good", "Bad"], level_values=[2, 1],
+                         head="scalar").readout_config(["color", "mood"]) == ReadoutConfig(
+        {"color": "Rate its color.", "mood": "Rate its mood."}, "scalar", ("Good", "Bad"), (2.0, 1.0))
+
+
 def test_level_words_must_be_single_tokens():
     with pytest.raises(ConfigError, match="distill.level_words: .*'superlative' is [2-9] tokens"):
         build_student(ModelConfig(), DistillConfig(level_words=["superlative", "bad"], level_values=[2, 1]))

@@ -15,7 +15,7 @@ from safetensors.torch import load_file
 from _distill_common import PHOTOS, ladder_records, pseudo_scores
 from psdistill.data.manifest import write_manifest
 from psdistill.distill import DistillConfig, train_student
-from psdistill.scoring.student import render_prompt
+from psdistill.scoring.readout import render_prompt
 from psdistill.distill.trainer import DistillCollator, SeriesSampler, build_student
 from psdistill.core.errors import ConfigError, DataError
 from psdistill.models.loading import ModelConfig

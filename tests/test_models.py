@@ -107,3 +107,30 @@ def test_pixel_bounds_default_to_the_checkpoints_own_and_to_small_ones_for_the_t
     assert (size.shortest_edge, size.longest_edge) == (32 * 32, 96 * 96)
     size = load_processor(str(tmp_path), max_pixels=128 * 128).image_processor.size  # one bound set, the other kept
     assert (size.shortest_edge, size.longest_edge) == (32 * 32, 128 * 128)
+
+
+def test_a_prefix_run_once_continues_as_the_full_forward_and_stays_reusable():
+    """models/prefix_kv on transformers' public cache API: the text before the image runs once (batch 1),
+    two images' continuations run on repeated copies of its cache; the independent computation is the
+    plain forward of the full prompts. Fails if DynamicCache's copy (iterating a cache into the
+    constructor), its batch repeat or Qwen-VL's get_rope_index change in a transformers upgrade."""
+    from psdistill.models.prefix_kv import continue_prefix, mrope_positions, run_prefix
+
+    model, processor = tiny_qwen3_vl(seed=0)
+    msgs = [{"role": "user", "content": [{"type": "image"}, {"type": "text", "text": "Rate it."}]}]
+    text = processor.apply_chat_template(msgs, add_generation_prompt=True, tokenize=False)
+    inputs = processor(text=[text, text], images=_images(2), return_tensors="pt")
+    ids, mask, types = inputs["input_ids"], inputs["attention_mask"], inputs["mm_token_type_ids"]
+    cut = int(torch.nonzero(types[0] == 1)[0])  # the prefix: every token before the first image token
+    positions = mrope_positions(model, ids, types, inputs["image_grid_thw"], mask)
+    with torch.no_grad():
+        full = model(**inputs).logits[:, -1]
+        prefix = run_prefix(model, input_ids=ids[:1, :cut], attention_mask=mask[:1, :cut],
+                            position_ids=positions[:, :1, :cut])
+        runs = [continue_prefix(model, prefix, 2, input_ids=ids[:, cut:], attention_mask=mask,
+                                position_ids=positions[..., cut:], pixel_values=inputs["pixel_values"],
+                                image_grid_thw=inputs["image_grid_thw"]).logits[:, -1] for _ in range(2)]
+    assert prefix.get_seq_length() == cut  # the continuations appended to copies, not to the prefix
+    for logits in runs:
+        np.testing.assert_allclose(logits.numpy(), full.numpy(), atol=1e-5)
+    assert (full[0] - full[1]).abs().max() > 1e-4  # the two images read differently: the rows are not one row twice

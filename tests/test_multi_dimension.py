@@ -14,7 +14,9 @@ from psdistill.core.config import parse_config
 from psdistill.data.predictions import read_predictions
 from psdistill.data.run_files import read_comparisons, read_pool, read_pseudo_scores
 from psdistill.distill import DistillConfig, StudentScorer
-from psdistill.scoring.student import ScorerSpec, attach_score_head
+from psdistill.scoring.readout import attach_score_head
+from psdistill.scoring.spec import ScorerSpec
+from psdistill.scoring.teacher import teacher_pointwise
 from psdistill.distill.trainer import srcc_metrics
 from psdistill.core.errors import ConfigError
 from psdistill.models.loading import ModelConfig, load_vlm
@@ -46,7 +48,7 @@ def test_one_pass_scores_equal_each_dimension_scored_alone(images, head):
         torch.nn.init.normal_(attach_score_head(model, (1.0, 10.0)).weight)  # not the zero start: a real readout
 
     def scorer(dims):
-        return StudentScorer(model, processor, ScorerSpec.from_config(ModelConfig(), cfg, dims, "base", "x"))
+        return StudentScorer(model, processor, ScorerSpec.build(ModelConfig(), cfg.readout_config(dims), "base", "x"))
 
     together = scorer(DIMS)
     assert together.dimensions == tuple(DIMS)
@@ -63,12 +65,12 @@ def test_one_pass_scores_equal_each_dimension_scored_alone(images, head):
 
 def test_gradient_checkpointing_reads_each_full_prompt_with_the_same_scores(images):
     # Checkpointed training keeps no KV cache: the readout runs each dimension's full prompt instead.
-    from psdistill.scoring.student import Readout, processor_inputs
+    from psdistill.scoring.readout import Readout, processor_inputs
     from psdistill.data.images import load_image
 
     cfg = DistillConfig(prompt=PROMPT.split("=", 1)[1])
     model, processor = load_vlm(ModelConfig())
-    readout = Readout(ScorerSpec.from_config(ModelConfig(), cfg, DIMS, "base", "x"), processor)
+    readout = Readout(ScorerSpec.build(ModelConfig(), cfg.readout_config(DIMS), "base", "x"), processor)
     inputs = processor_inputs(processor, readout.text, [load_image(p) for p in images])
     model.eval()
     with torch.no_grad():
@@ -207,12 +209,12 @@ def test_the_vlm_teachers_anchor_ratings_come_from_one_multi_dimension_pass(imag
     rate = _teacher_rater(RunContext(cfg))
     records = [ImageRecord(id=str(n), path=p) for n, p in enumerate(images)]
     for dim in ("color", "overall"):
-        alone = StudentScorer.from_model_config(ModelConfig(), cfg.distill, [dim]).score(images)
+        alone = teacher_pointwise(ModelConfig(), readout=cfg.distill.readout_config([dim])).score(images)
         np.testing.assert_allclose(rate(records, dim), alone, atol=1e-5)
 
 
 def test_a_one_dimension_spec_of_format_1_loads_as_its_dimension(tmp_path):
-    spec = ScorerSpec.from_config(ModelConfig(), DistillConfig(), ["overall"], "base", "x")
+    spec = ScorerSpec.build(ModelConfig(), DistillConfig().readout_config(["overall"]), "base", "x")
     old = {k: v for k, v in json.loads(json.dumps(spec.__dict__)).items() if k != "prompts"}
     (tmp_path / "scorer_config.json").write_text(json.dumps({**old, "format": "psdistill-scorer/1",
                                                               "dimension": "mood", "prompt": "Rate it."}))

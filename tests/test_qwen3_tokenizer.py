@@ -9,7 +9,7 @@ import pytest
 from PIL import Image
 
 from psdistill.distill.config import DistillConfig
-from psdistill.scoring.student import level_token_ids, render_prompt
+from psdistill.scoring.readout import level_token_ids, render_prompt
 from psdistill.core.errors import ConfigError
 from psdistill.judge.prompts import load_prompt_set
 from psdistill.models import tiny

@@ -8,7 +8,7 @@ from PIL import Image
 
 from psdistill.cli import main
 from psdistill.distill import score_images
-from psdistill.scoring.student import teacher_pointwise
+from psdistill.scoring.teacher import teacher_pointwise
 from psdistill.core.errors import DataError
 
 

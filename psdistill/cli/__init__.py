@@ -131,7 +131,8 @@ def _score(argv) -> int:
     from pathlib import Path
 
     from psdistill.data.reading import IMAGE_SUFFIXES
-    from psdistill.scoring.student import SCORE_BATCH_SIZE, score_images
+    from psdistill.scoring.api import SCORE_BATCH_SIZE
+    from psdistill.scoring.batch import score_images
     from psdistill.scoring.registry import load_scorer
 
     import glob

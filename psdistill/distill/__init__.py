@@ -5,8 +5,8 @@ __all__ = ["DistillConfig", "DistillTrainer", "ScorerSpec", "StudentScorer", "ex
            "train_student"]
 
 _LAZY = {"DistillTrainer": "psdistill.distill.trainer", "train_student": "psdistill.distill.trainer",
-         "ScorerSpec": "psdistill.scoring.student", "StudentScorer": "psdistill.scoring.student",
-         "export_merged": "psdistill.scoring.student", "score_images": "psdistill.scoring.student"}
+         "ScorerSpec": "psdistill.scoring.spec", "StudentScorer": "psdistill.scoring.student",
+         "export_merged": "psdistill.scoring.merge", "score_images": "psdistill.scoring.batch"}
 
 
 def __getattr__(name):

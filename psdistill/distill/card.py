@@ -17,7 +17,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Optional
 
-from psdistill.scoring.student import Readout, ScorerSpec
+from psdistill.scoring.readout import Readout
+from psdistill.scoring.spec import ScorerSpec
 from psdistill.models.loading import TINY
 
 CARD_FILE = "README.md"

@@ -16,9 +16,10 @@ from typing import Optional
 
 from psdistill.distill.grpo_config import GrpoConfig
 from psdistill.core.errors import ConfigError
+from psdistill.scoring.spec import (DEFAULT_LEVEL_VALUES, DEFAULT_LEVEL_WORDS, DEFAULT_PROMPT, HEADS, ReadoutConfig,
+                                    check_levels, render_prompts)
 
 OBJECTIVES = ("ranking", "grpo")
-HEADS = ("levels", "scalar")
 RANKING_LOSSES = ("pairwise", "listnet", "listmle")
 PAIR_WEIGHTINGS = ("margin", "soft")
 CALIBRATIONS = ("mse", "gaussian_nll", "none")
@@ -60,15 +61,15 @@ class DistillConfig:
         "'levels': expected value over the next-token probabilities of the level words after the prompt "
         "(Q-Align style, no new parameters: the student is the same VLM). 'scalar': a linear head on the "
         "last token's final hidden state.")})
-    level_words: list[str] = field(default_factory=lambda: ["Excellent", "Good", "Fair", "Poor", "Bad"], metadata={
+    level_words: list[str] = field(default_factory=lambda: list(DEFAULT_LEVEL_WORDS), metadata={
         "help": (
             "Answer words of the 'levels' head (Q-Align's five levels), read right after the generation prompt, "
             "where a one-word answer starts: each must be one token there (checked when the model's processor is "
             "loaded). Capitalised because in Qwen3's vocabulary 'excellent' and 'poor' are two tokens each; "
             "Q-Align itself reads ' excellent' etc. with a leading space after an answer prefix.")})
-    level_values: list[float] = field(default_factory=lambda: [5.0, 4.0, 3.0, 2.0, 1.0], metadata={
+    level_values: list[float] = field(default_factory=lambda: list(DEFAULT_LEVEL_VALUES), metadata={
         "help": "Value of each level word; min..max is mapped linearly onto the rating scale."})
-    prompt: str = field(default="Rate the aesthetic quality of this image. Answer with one word.", metadata={
+    prompt: str = field(default=DEFAULT_PROMPT, metadata={
         "help": "User text after the image; '{dimension}' is replaced by the dimension name (needed with several "
                 "data.dimensions: each dimension's prompt must differ)."})
     # --- loss
@@ -147,12 +148,7 @@ class DistillConfig:
         if self.objective == "grpo" and self.head != "levels":
             bad("head", f"{self.head!r} with objective 'grpo': GRPO rewards level-word answers, which only the "
                 "'levels' head reads; use head: levels or objective: ranking")
-        if not self.level_words or len(set(self.level_words)) != len(self.level_words):
-            bad("level_words", f"need distinct words, got {self.level_words}")
-        if len(self.level_values) != len(self.level_words):
-            bad("level_values", f"{len(self.level_values)} values for {len(self.level_words)} level_words")
-        if len(set(self.level_values)) < 2:
-            bad("level_values", f"need at least two different values, got {self.level_values}")
+        check_levels(self.level_words, self.level_values)
         if not self.prompt.strip():
             bad("prompt", "is empty")
         for name in ("temperature", "learning_rate", "lora_alpha", "lora_r", "logging_steps", "eval_steps",
@@ -188,10 +184,11 @@ class DistillConfig:
 
     def rendered_prompts(self, dimensions) -> dict[str, str]:
         """{dimension: its prompt}, in order; several dimensions need '{dimension}' in the prompt."""
-        if len(dimensions) > 1 and "{dimension}" not in self.prompt:
-            raise ConfigError(f"distill.prompt: {list(dimensions)} would all get the same prompt {self.prompt!r}; "
-                              "put '{dimension}' where the dimension's name goes")
-        return {d: self.rendered_prompt(d) for d in dimensions}
+        return render_prompts(self.prompt, dimensions)
+
+    def readout_config(self, dimensions) -> ReadoutConfig:
+        """What the scorer trained from this config reads for `dimensions` (psdistill.scoring.spec)."""
+        return ReadoutConfig.from_template(self.prompt, dimensions, self.head, self.level_words, self.level_values)
 
     def to_training_arguments(self, output_dir, with_eval: bool):
         """The `TrainingArguments` for one run; `with_eval` turns on validation every `eval_steps`."""

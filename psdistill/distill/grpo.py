@@ -12,6 +12,7 @@ prompt; order agreement pairs rows of the same dimension only).
 """
 from __future__ import annotations
 
+import dataclasses
 import logging
 import shutil
 from pathlib import Path
@@ -24,7 +25,8 @@ from psdistill.data.records import DEFAULT_RATING_SCALE, ImageRecord
 from psdistill.distill.card import LabelSource
 from psdistill.distill.config import DistillConfig
 from psdistill.distill.rewards import GrpoRewards, LevelAnswers
-from psdistill.scoring.student import Readout, ScorerSpec
+from psdistill.scoring.readout import Readout
+from psdistill.scoring.spec import ScorerSpec
 from psdistill.distill.signal import training_signal, with_images
 from psdistill.distill.trainer import (
     _claim_output_dir, _log_metrics_instead_of_printing, _resume_point, _training_fingerprint, _write_record_and_card,
@@ -86,14 +88,14 @@ def grpo_dataset(signal):
 
 
 def _reference(model, cfg: DistillConfig, output_dir: Path) -> None:
-    """TRL loads a fully tuned policy's reference from `config._name_or_path`; a model built in memory
+    """TRL loads a fully tuned policy's reference from its config's `name_or_path`; a model built in memory
     (the tiny one) has none, so its frozen start is saved to `output_dir/reference_model` first.
     (LoRA needs no copy: the reference is the model with the adapter disabled.)"""
-    if cfg.tuning != "full" or cfg.grpo.beta == 0 or model.config._name_or_path:
+    if cfg.tuning != "full" or cfg.grpo.beta == 0 or model.config.name_or_path:
         return
     folder = output_dir / _REFERENCE_DIR
     main_process_only(lambda: model.save_pretrained(folder))
-    model.config._name_or_path = str(folder)
+    model.config.name_or_path = str(folder)
 
 
 def train_grpo(train_records: Sequence[ImageRecord], pseudo_scores: Mapping[str, Mapping[str, Sequence[float]]],
@@ -109,7 +111,8 @@ def train_grpo(train_records: Sequence[ImageRecord], pseudo_scores: Mapping[str,
     set_seed(cfg.seed)  # LoRA initialisation happens before the trainer seeds
     model, processor = build_student(model_cfg, cfg, rating_scale)
     weights = "full" if cfg.tuning == "full" else "adapter"
-    spec = ScorerSpec.from_config(model_cfg, cfg, dims, weights=weights, name="psdistill", rating_scale=rating_scale)
+    spec = ScorerSpec.build(model_cfg, cfg.readout_config(dims), weights=weights, name="psdistill",
+                            rating_scale=rating_scale, distill_config=dataclasses.asdict(cfg))
     signal = training_signal(train_records, pseudo_scores, spec.prompts)
     fingerprint = _training_fingerprint(model_cfg, cfg, signal.to_list(), [dims, list(rating_scale)])
     main_process_only(lambda: _claim_output_dir(output_dir, fingerprint))

@@ -12,7 +12,7 @@ import json
 from pathlib import Path
 
 from psdistill.distill.card import CARD_FILE
-from psdistill.scoring.student import SPEC_FILE
+from psdistill.scoring.spec import SPEC_FILE
 from psdistill.core.errors import DataError, PsdistillError
 
 _LEFT_OUT = ("checkpoint-", "runs", "training_args.bin", "trainer_state.json", "training_fingerprint.txt")

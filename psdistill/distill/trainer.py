@@ -40,7 +40,8 @@ from psdistill.distill.card import LabelSource, record_base_model, write_model_c
 from psdistill.distill.config import DistillConfig
 from psdistill.distill.losses import confidence_matrix, distill_loss
 from psdistill.distill.signal import training_signal
-from psdistill.scoring.student import Readout, ScorerSpec, attach_score_head, level_token_ids, processor_inputs
+from psdistill.scoring.readout import Readout, attach_score_head, level_token_ids, processor_inputs
+from psdistill.scoring.spec import ScorerSpec
 from psdistill.core.errors import ConfigError, DataError
 from psdistill.models.device import main_process_only
 from psdistill.models.loading import TINY, ModelConfig, load_processor, load_vlm
@@ -366,7 +367,8 @@ def train_student(train_records: Sequence[ImageRecord], pseudo_scores: Mapping[s
     if not dims:
         raise DataError("train_student: no pseudo-scores given (pseudo_scores has no dimension)")
     weights = "full" if cfg.tuning == "full" else "adapter"
-    spec = ScorerSpec.from_config(model_cfg, cfg, dims, weights=weights, name="psdistill", rating_scale=rating_scale)
+    spec = ScorerSpec.build(model_cfg, cfg.readout_config(dims), weights=weights, name="psdistill",
+                            rating_scale=rating_scale, distill_config=dataclasses.asdict(cfg))
     set_seed(cfg.seed)  # LoRA and scalar-head initialisation happen before the Trainer seeds
     model, processor = build_student(model_cfg, cfg, rating_scale)
     signal = training_signal(train_records, pseudo_scores, spec.prompts)

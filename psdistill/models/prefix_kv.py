@@ -1,10 +1,16 @@
-"""Qwen3-VL forward passes on encoded images, and the shared prompt prefix run once per group of pairs.
+"""A prompt prefix run once and its KV cache reused by several continuations; the judge's pairs on it.
 
-A pair's prompt is [text before the first image][first image][text][second image][question]. Pairs
-that show the same image first (in a reference pool: every (reference, x) pair of one reference, or
-every (x, reference) pair of one x in a fixed pool) share everything before the second image; all
+The generic part, used by the judge (below) and by the scorer's readout of several dimensions
+(psdistill/scoring/readout.py): `run_prefix` runs a prefix into a transformers `DynamicCache`;
+`continue_prefix` runs a continuation on a copy of that cache (the prefix stays reusable), its rows
+repeated when one prefix serves a batch; `mrope_positions` gives Qwen-VL's 3-D positions of a full
+sequence, whose slice a continuation passes explicitly, so no state of the model is relied upon.
+
+The judge: a pair's prompt is [text before the first image][first image][text][second image][question].
+Pairs that show the same image first (in a reference pool: every (reference, x) pair of one reference,
+or every (x, reference) pair of one x in a fixed pool) share everything before the second image; all
 pairs share the text before the first image. `PrefixReuse` runs that shared prefix once (batch 1),
-keeps its KV cache, and runs only each pair's suffix, batched, on a copy of the cache expanded
+keeps its KV cache, and runs only each pair's suffix, batched, on a copy of the cache repeated
 across the batch. Exactly the full forward's computation, reordered:
 
 - positions: the M-RoPE position ids of every row are computed by the model's own `get_rope_index`
@@ -26,6 +32,47 @@ import inspect
 from typing import Optional, Sequence
 
 import torch
+
+
+def unwrap(model):
+    """The transformers model under DDP / DeepSpeed and peft wrappers."""
+    while hasattr(model, "module"):
+        model = model.module
+    return model.get_base_model() if hasattr(model, "get_base_model") else model
+
+
+def cache_kwarg(model) -> str:
+    """The forward's KV cache argument: transformers 5.2x renamed `past_key_values` to `cache`."""
+    return "cache" if "cache" in inspect.signature(unwrap(model).forward).parameters else "past_key_values"
+
+
+def run_prefix(model, **inputs):
+    """The KV cache of `inputs` (a prompt prefix) after one forward pass; only its cache is kept."""
+    from transformers import DynamicCache
+
+    cache = DynamicCache()
+    model(**inputs, logits_to_keep=1, **{cache_kwarg(model): cache})
+    return cache
+
+
+def continue_prefix(model, prefix, repeat: int = 1, **inputs):
+    """The forward of `inputs` after `prefix`'s tokens, on a new cache holding the prefix's keys and values
+    (copied: the forward appends to its own, so `prefix` serves the next continuation as it is), each row
+    repeated `repeat` times (one prefix for a batch of continuations)."""
+    from transformers import DynamicCache
+
+    cache = DynamicCache(ddp_cache_data=prefix)  # a DynamicCache iterates its layers' (keys, values, sliding window)
+    if repeat > 1:
+        cache.batch_repeat_interleave(repeat)
+    return model(**inputs, **{cache_kwarg(model): cache})
+
+
+def mrope_positions(model, input_ids, mm_token_type_ids, image_grid_thw, attention_mask) -> torch.Tensor:
+    """(3, rows, length) M-RoPE position ids of full, left-padded sequences as the Qwen-VL forward computes
+    them (its `get_rope_index`): a continuation of a cached prefix passes its slice."""
+    positions, _ = unwrap(model).base_model.get_rope_index(input_ids, mm_token_type_ids, image_grid_thw,
+                                                           attention_mask=attention_mask)
+    return positions
 
 
 def encoded_inputs(processor, text: str, encoded: Sequence) -> dict:
@@ -66,12 +113,7 @@ class PrefixReuse:
     """Answer-position logits of Qwen3-VL pairs whose shared prefix is run once; see the module docstring."""
 
     def __init__(self, model, processor):
-        from transformers import DynamicCache
-
-        self.model, self.processor, self._cache_class = model, processor, DynamicCache
-        # transformers 5.2x renamed the forward's `past_key_values` to `cache`.
-        params = inspect.signature(model.forward).parameters
-        self._cache_arg = "cache" if "cache" in params else "past_key_values"
+        self.model, self.processor = model, processor
         self._memo: Optional[tuple] = None  # (text, shared first image or None, prefix cache)
 
     def logits(self, text: str, batch: Sequence[tuple], shares_first: bool) -> torch.Tensor:
@@ -81,7 +123,7 @@ class PrefixReuse:
         encoded = [e for pair in batch for e in pair]
         inputs = {k: v.to(device) for k, v in encoded_inputs(self.processor, text, encoded).items()}
         ids, mask, types = inputs["input_ids"], inputs["attention_mask"], inputs["mm_token_type_ids"]
-        positions, _ = self.model.model.get_rope_index(ids, types, inputs["image_grid_thw"], attention_mask=mask)
+        positions = mrope_positions(self.model, ids, types, inputs["image_grid_thw"], mask)
         pad = (mask == 0).sum(1)  # left padding of each row
         pad0 = int(pad[0])
         cut = _image_starts(types[0, pad0:])[1 if shares_first else 0]  # the prefix's length
@@ -91,25 +133,19 @@ class PrefixReuse:
         cols = torch.arange(ids.shape[1] - cut, device=device)
         src = cols[None, :] + cut * (cols[None, :] >= pad[:, None])
         suffix_mask = torch.cat([mask.new_ones(len(batch), cut), mask.gather(1, src)], dim=1)
-        batch_cache = self._cache_class(ddp_cache_data=[
-            (layer.keys.expand(len(batch), -1, -1, -1), layer.values.expand(len(batch), -1, -1, -1))
-            for layer in cache.layers])
         suffix_images = encoded[1::2] if shares_first else encoded
-        out = self.model(input_ids=ids.gather(1, src), attention_mask=suffix_mask,
-                         position_ids=positions.gather(2, src.expand(3, -1, -1)),
-                         mm_encoder_outputs=vision_outputs(suffix_images), logits_to_keep=1,
-                         **{self._cache_arg: batch_cache})
+        out = continue_prefix(self.model, cache, len(batch), input_ids=ids.gather(1, src), attention_mask=suffix_mask,
+                              position_ids=positions.gather(2, src.expand(3, -1, -1)),
+                              mm_encoder_outputs=vision_outputs(suffix_images), logits_to_keep=1)
         return out.logits[:, -1]
 
     def _prefix(self, text: str, first, ids: torch.Tensor, positions: torch.Tensor):
         """The prefix's KV cache (batch 1), from the memo when it is the last one computed."""
         if self._memo is not None and self._memo[0] == text and self._memo[1] is first:
             return self._memo[2]
-        cache = self._cache_class()
-        self.model(input_ids=ids[None], attention_mask=torch.ones_like(ids)[None], position_ids=positions,
-                   logits_to_keep=1,
-                   mm_encoder_outputs=vision_outputs([first]) if first is not None else None,
-                   **{self._cache_arg: cache})
+        cache = run_prefix(self.model, input_ids=ids[None], attention_mask=torch.ones_like(ids)[None],
+                           position_ids=positions,
+                           mm_encoder_outputs=vision_outputs([first]) if first is not None else None)
         self._memo = (text, first, cache)
         return cache
 

@@ -19,7 +19,7 @@ A run directory holds one data set and one judge: a config naming others is refu
 Every dimension of `data.dimensions` is judged into the same store and gets a pool of its own, run
 exactly as a one-dimension run would run it (the same references: `pool.seed` draws them, no prior),
 so a dimension's pseudo-scores do not depend on which other dimensions share the run; one student
-then scores all of them in one pass per image (psdistill/scoring/student.py says how).
+then scores all of them in one pass per image (psdistill/scoring/readout.py says how).
 
 Training uses only the images of `data.train_categories` and no labels: ground truth is read by
 the evaluation stage, and by the judge only when `judge.kind=simulated` (labelled as such). Without

@@ -8,7 +8,7 @@ that is two tokens for the model stops a run before the judge stage instead of a
 from __future__ import annotations
 
 from psdistill.distill.config import DistillConfig
-from psdistill.scoring.student import level_token_ids, render_prompt
+from psdistill.scoring.readout import level_token_ids, render_prompt
 from psdistill.judge.prompts import list_prompt_sets, load_prompt_set
 from psdistill.judge.registry import judge_entry, judge_section
 

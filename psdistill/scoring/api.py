@@ -23,6 +23,7 @@ from psdistill.data.images import load_image, to_rgb
 from psdistill.core.errors import DataError
 
 ImageInput = Union[str, Path, Image.Image, np.ndarray]
+SCORE_BATCH_SIZE = 16  # images per forward pass when scoring, unless a caller says otherwise
 SINGLE_TYPES = (str, Path, Image.Image, np.ndarray)
 
 

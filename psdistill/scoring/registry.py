@@ -61,7 +61,7 @@ def load_scorer(path_or_name: str | Path, **kwargs) -> "Scorer":
     if str(path_or_name) in _SCORERS:
         return create_scorer(str(path_or_name), **kwargs)
     path = Path(path_or_name)
-    from psdistill.scoring.student import SPEC_FILE
+    from psdistill.scoring.spec import SPEC_FILE
 
     if (path / SPEC_FILE).is_file() or (path / "student" / SPEC_FILE).is_file():
         return create_scorer("psdistill", path=str(path), **kwargs)
@@ -78,6 +78,6 @@ def load_scorer(path_or_name: str | Path, **kwargs) -> "Scorer":
 
 register_scorer("psdistill", "psdistill.scoring.student:load_student",
                 "the distilled single-pass student (path=<train_student output or checkpoint>)")
-register_scorer("teacher-pointwise", "psdistill.scoring.student:teacher_pointwise",
+register_scorer("teacher-pointwise", "psdistill.scoring.teacher:teacher_pointwise",
                 "the base VLM zero-shot, no adapter: expected level-word value after a pointwise prompt (Q-Align)")
 register_scorer("fgaesq", "psdistill.baselines.fgaesq.scorer:create_fgaesq_scorer", "FGAesQ baseline (Yang et al.): CLIP ViT-B/16 + EMD head, coarse scores + fine series (path=<run>/checkpoint or an official .pth)")

@@ -52,8 +52,8 @@ def _teacher_rater(run: RunContext):
     entry = judge_entry(run.cfg.judge)
     if entry.rater is not None:
         return entry.rater(judge_section(run.cfg.judge))
-    from psdistill.distill import StudentScorer
     from psdistill.scoring.api import by_dimension
+    from psdistill.scoring.teacher import teacher_pointwise
 
     rated: dict[str, dict[str, np.ndarray]] = {}  # path -> {dimension: rating}
     scorer = []
@@ -62,8 +62,8 @@ def _teacher_rater(run: RunContext):
         todo = list(dict.fromkeys(r.path for r in records if r.path not in rated))
         if todo:
             if not scorer:
-                scorer.append(StudentScorer.from_model_config(run.cfg.model, run.cfg.distill, run.cfg.data.dimensions,
-                                                              rating_scale=run.cfg.data.rating_scale))
+                scorer.append(teacher_pointwise(run.cfg.model, rating_scale=run.cfg.data.rating_scale,
+                                                readout=run.cfg.distill.readout_config(run.cfg.data.dimensions)))
             columns = by_dimension(scorer[0], scorer[0].score(todo))
             rated.update({path: {d: c[n] for d, c in columns.items()} for n, path in enumerate(todo)})
         return np.array([rated[r.path][dim] for r in records])

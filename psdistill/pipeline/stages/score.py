@@ -13,15 +13,15 @@ from psdistill.pipeline.runner import Stage
 def run(run: RunContext) -> dict:
     """Score every image in one pass with the student (and zero-shot with the base model), the images
     split over the ranks."""
-    from psdistill.distill import StudentScorer
-
+    from psdistill.scoring.student import StudentScorer
     from psdistill.scoring.api import by_dimension
+    from psdistill.scoring.teacher import teacher_pointwise
 
     dims = run.cfg.data.dimensions
     scorers = {"student": lambda: StudentScorer.from_pretrained(run.path("student"))}
     if run.cfg.teacher_pointwise:
-        scorers["teacher-pointwise"] = lambda: StudentScorer.from_model_config(
-            run.cfg.model, run.cfg.distill, dims, rating_scale=run.cfg.data.rating_scale)
+        scorers["teacher-pointwise"] = lambda: teacher_pointwise(
+            run.cfg.model, rating_scale=run.cfg.data.rating_scale, readout=run.cfg.distill.readout_config(dims))
     rank, world = (0, 1) if run.state is None else (run.state.process_index, run.state.num_processes)
     batch = run.cfg.distill.per_device_eval_batch_size
     paths = {}

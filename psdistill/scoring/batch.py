@@ -1,0 +1,90 @@
+"""Scoring a list of images into a predictions CSV, resumable after a kill (any registered scorer)."""
+from __future__ import annotations
+
+import csv
+import logging
+from pathlib import Path
+from typing import Sequence, Union
+
+import numpy as np
+from tqdm.auto import tqdm
+
+from psdistill.core.errors import ConfigError, DataError
+from psdistill.data.predictions import write_predictions
+from psdistill.data.records import ImageRecord
+from psdistill.scoring.api import SCORE_BATCH_SIZE, ImageInput
+
+logger = logging.getLogger(__name__)
+
+
+def score_images(scorer, images: Sequence[Union[ImageInput, ImageRecord]], out_csv,
+                 batch_size: int = SCORE_BATCH_SIZE, on_bad_image: str = "error") -> np.ndarray:
+    """Score images with a tqdm bar into `out_csv` in the predictions format (id,path,<dimension>...).
+
+    Records keep their ids; a path's id is its file name without suffix. Scores are appended to
+    `<out_csv>.partial` batch by batch, so a killed run loses at most one batch: rerun the same call
+    and only the images missing from `out_csv` and the partial file are scored. `on_bad_image="skip"`
+    scores an unreadable image as NaN (a missing score) and names it in a warning instead of stopping.
+    """
+    if on_bad_image not in ("error", "skip"):
+        raise ConfigError(f"on_bad_image: 'error' or 'skip', got {on_bad_image!r}")
+    records = [im if isinstance(im, ImageRecord) else ImageRecord(id=Path(im).stem, path=str(im)) for im in images]
+    dims = list(scorer.dimensions)
+    out_csv, partial = Path(out_csv), Path(str(out_csv) + ".partial")
+    done = {**_scored(out_csv, dims), **_scored(partial, dims)}  # path -> scores, from an earlier run
+    todo = [r for r in records if str(r.path) not in done]
+    skipped = []
+    partial.parent.mkdir(parents=True, exist_ok=True)
+    with open(partial, "a", newline="") as f, tqdm(total=len(records), initial=len(records) - len(todo),
+                                                  desc=f"scoring ({scorer.name})", unit="img") as bar:
+        w = csv.writer(f)
+        for start in range(0, len(todo), batch_size):
+            chunk = todo[start:start + batch_size]
+            try:
+                scores = scorer.score([r.path for r in chunk], batch_size=batch_size).reshape(len(chunk), -1)
+            except DataError:
+                if on_bad_image == "error":
+                    raise
+                scores = [_score_or_nan(scorer, r.path, skipped, len(dims)) for r in chunk]  # find the bad one(s)
+            for r, v in zip(chunk, scores):
+                done[str(r.path)] = [float(x) for x in v]
+                w.writerow([str(r.path), *map(repr, done[str(r.path)])])
+            f.flush()
+            bar.update(len(chunk))
+    if skipped:
+        logger.warning("skipped %d unreadable image(s): %s", len(skipped), "; ".join(skipped[:10]))
+    scores = np.array([done[str(r.path)] for r in records], dtype=float).reshape(len(records), len(dims))
+    write_predictions(out_csv, records, {d: scores[:, k] for k, d in enumerate(dims)})
+    partial.unlink()
+    return scores[:, 0] if len(dims) == 1 else scores
+
+
+def _scored(path: Path, dims: list[str]) -> dict[str, list[float]]:
+    """{image path: [score per dimension]} of a predictions file or a partial file (path,score...); a row
+    without its line end (cut off by a kill mid-write, so its number may be cut short too) is left out."""
+    if not path.is_file():
+        return {}
+    with open(path, newline="") as f:
+        rows = list(csv.reader(line for line in f.readlines() if line.endswith("\n")))
+    if rows and rows[0][:2] == ["id", "path"]:  # a finished predictions file
+        if not set(dims) <= set(rows[0]):
+            return {}
+        cols = [rows[0].index(d) for d in dims]
+        return {r[1]: [float(r[c]) for c in cols] for r in rows[1:]
+                if len(r) > max(cols) and all(r[c] for c in cols)}
+    out = {}
+    for r in rows:
+        try:
+            if len(r) == len(dims) + 1:
+                out[r[0]] = [float(x) for x in r[1:]]
+        except ValueError:
+            continue
+    return out
+
+
+def _score_or_nan(scorer, path, skipped: list, n_dims: int) -> list[float]:
+    try:
+        return [float(x) for x in scorer.score([path]).reshape(-1)]
+    except DataError as e:
+        skipped.append(str(e))
+        return [float("nan")] * n_dims
