@@ -267,3 +267,10 @@ def test_cjk_labels_render_with_an_installed_cjk_font():
         assert not [w for w in caught if "missing from font" in str(w.message)]
         draw()  # the default font alone lacks the glyphs: the check above can fail
         assert [w for w in caught if "missing from font" in str(w.message)]
+
+
+def test_the_report_links_every_figure_it_wrote(written):
+    report = written["markdown"]
+    pngs = sorted(p.relative_to(report.parent).as_posix() for p in (report.parent / "plots").glob("*.png"))
+    linked = sorted(re.findall(r"\]\((plots/[^)]+\.png)\)", report.read_text()))
+    assert pngs and linked == pngs

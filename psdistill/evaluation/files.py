@@ -38,6 +38,14 @@ def write_json_markdown(out_dir: str | Path, stem: str, data: dict, markdown: st
     return paths
 
 
+def figures_markdown(figures: dict[str, Path], base: str | Path) -> str:
+    """A markdown section linking every figure (kind -> path) relative to `base`, the report's folder."""
+    if not figures:
+        return ""
+    lines = [f"- [{kind}]({Path(path).relative_to(base).as_posix()})" for kind, path in figures.items()]
+    return "\n## Figures\n\n" + "\n".join(lines) + "\n"
+
+
 def fresh_dir(path: str | Path) -> Path:
     """`path` as an empty folder: a folder of generated files (plots) must not keep those of an earlier run,
     whose dimensions, scorers or categories may have been others."""

@@ -39,7 +39,7 @@ import psdistill.evaluation.metrics as M
 from psdistill.evaluation.bootstrap import bootstrap_samples, percentile_ci
 from psdistill.data.records import ImageRecord
 from psdistill.core.errors import DataError
-from psdistill.evaluation.files import fresh_dir, json_safe, write_json_markdown
+from psdistill.evaluation.files import figures_markdown, fresh_dir, json_safe, write_json_markdown
 
 ITEM_METRICS = {"srcc": M.srcc, "plcc": M.plcc, "plcc_logistic": partial(M.plcc, fit="logistic"),
                 "krcc": M.krcc, "rmse": M.rmse, "mae": M.mae}
@@ -362,6 +362,6 @@ def write_report(result: EvalResult, out_dir: str | Path) -> dict[str, Path]:
     """metrics.json, report.md and plots/*.png under `out_dir` (plots/ emptied first); returns {kind: path}."""
     from psdistill.evaluation.plots import write_plots
 
-    paths = write_json_markdown(out_dir, "metrics", result.to_dict(), result.to_markdown(), markdown_stem="report")
-    paths.update(write_plots(result, fresh_dir(Path(out_dir) / "plots")))
-    return paths
+    figures = write_plots(result, fresh_dir(Path(out_dir) / "plots"))
+    markdown = result.to_markdown() + figures_markdown(figures, out_dir)
+    return {**write_json_markdown(out_dir, "metrics", result.to_dict(), markdown, markdown_stem="report"), **figures}
