@@ -49,6 +49,12 @@ def test_every_stage_writes_its_outputs(finished_run):
     assert metrics["metrics"]["pseudo-scores"]["overall"]["all"]["srcc"] > 0.7
 
 
+def test_every_csv_a_run_writes_has_unix_line_ends(finished_run):
+    tmp, _, _ = finished_run
+    csvs = sorted((tmp / "run").rglob("*.csv"))
+    assert len(csvs) >= 5 and not [p for p in csvs if b"\r" in p.read_bytes()]
+
+
 def test_rerun_reuses_every_stage(finished_run):
     tmp, cfg, _ = finished_run
     run = tmp / "run"

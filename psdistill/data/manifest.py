@@ -133,7 +133,7 @@ def write_manifest(records: Sequence[ImageRecord], csv_path: str | Path) -> Path
     root = csv_path.parent.resolve()
     dims = sorted({d for r in records for d in r.scores})
     with open(csv_path, "w", newline="", encoding="utf-8") as f:
-        writer = csv.writer(f)
+        writer = csv.writer(f, lineterminator="\n")  # LF, as every other text file we write
         writer.writerow(list(FIXED_COLUMNS) + dims)
         for r in records:
             p = Path(r.path).resolve()

@@ -56,7 +56,7 @@ def write_csv(path: str | Path, header: Sequence[str], rows: Iterable[Sequence])
     """`header` and `rows` to `path`, atomically (here and for predictions.py)."""
     path = Path(path)
     with _atomic(path) as tmp, open(tmp, "w", newline="") as f:
-        w = csv.writer(f)
+        w = csv.writer(f, lineterminator="\n")  # LF, as every other text file we write
         w.writerow(header)
         w.writerows(rows)
     return path

@@ -165,7 +165,7 @@ class FusedGroundTruth:
                  for c in CONSTRUCTIONS}
         paths["fused_scores"] = out_dir / "fused_scores.csv"
         with open(paths["fused_scores"], "w", newline="", encoding="utf-8") as f:
-            writer = csv.writer(f)
+            writer = csv.writer(f, lineterminator="\n")  # LF, as every other text file we write
             writer.writerow(["category", "dimension", "image_id", *CONSTRUCTIONS, "mean_rating", "n_ratings",
                              "n_comparisons"])
             for g in self.groups:

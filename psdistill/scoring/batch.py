@@ -37,7 +37,7 @@ def score_images(scorer, images: Sequence[Union[ImageInput, ImageRecord]], out_c
     partial.parent.mkdir(parents=True, exist_ok=True)
     with open(partial, "a", newline="") as f, tqdm(total=len(records), initial=len(records) - len(todo),
                                                   desc=f"scoring ({scorer.name})", unit="img") as bar:
-        w = csv.writer(f)
+        w = csv.writer(f, lineterminator="\n")  # LF, as every other text file we write
         for start in range(0, len(todo), batch_size):
             chunk = todo[start:start + batch_size]
             try:
