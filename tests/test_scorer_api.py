@@ -117,3 +117,15 @@ def test_importing_psdistill_loads_no_torch():
     code = "import sys, psdistill; psdistill.list_scorers(); print(psdistill.__version__, 'torch' in sys.modules)"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
     assert out.split() == [psdistill.__version__, "False"]
+
+
+def test_a_scorer_name_without_its_arguments_or_a_non_image_is_one_clear_error(tmp_path):
+    from psdistill.core.errors import ConfigError, DataError
+    from psdistill.scoring.api import as_batch
+
+    with pytest.raises(ConfigError, match=r"scorer 'psdistill': missing a required argument: 'path'; it takes \(path"):
+        psdistill.load_scorer("psdistill")
+    with pytest.raises(ConfigError, match="unexpected keyword argument 'paht'"):
+        psdistill.load_scorer("psdistill", path=str(tmp_path), paht=str(tmp_path))
+    with pytest.raises(DataError, match="got NoneType"):
+        as_batch(None)

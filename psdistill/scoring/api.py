@@ -14,6 +14,7 @@ float for a single image, as pyiqa's metrics return one value per image. A score
 from __future__ import annotations
 
 from pathlib import Path
+from collections.abc import Iterable
 from typing import Protocol, Sequence, Union
 
 import numpy as np
@@ -64,6 +65,9 @@ def as_batch(images) -> tuple[list, bool]:
     """(the inputs as a list, whether a single image was given); a str is one path, never characters."""
     if isinstance(images, SINGLE_TYPES):
         return [images], True
+    if not isinstance(images, Iterable):
+        raise DataError(f"expected an image (a path, a PIL image or an HxWx3 uint8 array) or a list of them, "
+                        f"got {type(images).__name__}")
     return list(images), False
 
 

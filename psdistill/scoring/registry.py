@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import difflib
 import importlib
+import inspect
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Callable
@@ -51,6 +52,11 @@ def create_scorer(name: str, **kwargs) -> Scorer:
                           + f" (known: {', '.join(sorted(_SCORERS))})")
     module, func = _SCORERS[name].factory.split(":")
     factory: Callable[..., Scorer] = getattr(importlib.import_module(module), func)
+    try:
+        inspect.signature(factory).bind(**kwargs)
+    except TypeError as e:  # a missing or unknown argument: say what the scorer takes, not Python's words
+        raise ConfigError(f"scorer {name!r}: {e}; it takes {inspect.signature(factory)} "
+                          f"({_SCORERS[name].description})") from None
     return factory(**kwargs)
 
 
