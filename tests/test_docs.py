@@ -111,3 +111,11 @@ def test_every_readme_command_runs_as_written_from_the_repository_root(command):
     done = subprocess.run(command, cwd=REPO, env=env, capture_output=True, text=True, timeout=300)
     assert done.returncode == 0, f"{' '.join(command)}: exit {done.returncode}\n{done.stderr[-2000:]}"
     assert done.stdout.strip(), done.stderr[-500:]
+
+
+def test_the_docs_give_fgaesq_its_venue_cvpr_2026():
+    # FGAesThetics / FGAesQ: CVPR 2026 (../shared/seeds/003_*.txt), not 2025.
+    for doc in [REPO / "README.md", *sorted((REPO / "docs").glob("*.md"))]:
+        text = doc.read_text()
+        assert "CVPR 2025" not in text, doc
+    assert "CVPR 2026" in (REPO / "README.md").read_text()
