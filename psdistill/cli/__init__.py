@@ -86,10 +86,10 @@ def _dispatch(argv) -> int:
     from psdistill.pipeline import PipelineConfig
 
     if wants_help(rest):
-        if command == "score":  # the config keys are run's: listed once, by `psdistill run --help`
+        if command == "score":  # the config keys are listed once, by the run command's help
             _score_parser().print_help()
             print("\nWithout --model: `psdistill score [--config FILE.yaml] [key=value ...]` runs the stages up to "
-                  "score; `psdistill run --help` lists the keys.")
+                  "score; the keys are those of `psdistill run`, listed by its --help.")
             return 0
         usage = f"usage: psdistill {argv[0]} [-v|-q] [--config FILE.yaml] [key=value ...]\n\n{COMMANDS[command]}"
         print(config_help(PipelineConfig, usage))
