@@ -209,6 +209,19 @@ def test_export_writes_the_run_as_datasets(finished_run, tmp_path):
         read_comparisons(run / "comparisons.csv")["overall"]
 
 
+def test_the_exported_images_set_reads_back_as_a_manifest(finished_run, tmp_path):
+    from psdistill.data.manifest import read_manifest
+    from psdistill.pipeline.export import export_run
+
+    tmp, _, _ = finished_run
+    export_run(tmp / "run", tmp_path / "ds")
+    cfg = parse_config(PipelineConfig, [f"run_dir={tmp_path / 'again'}", f"data.manifest={tmp_path / 'ds' / 'images'}"])
+    run_pipeline(cfg, stop_after="data", log=lambda *a: None)
+    key = lambda r: (r.id, r.category, r.series, r.rank, r.scores)  # noqa: E731
+    assert ([key(r) for r in read_manifest(tmp_path / "again/data/manifest.csv")]
+            == [key(r) for r in read_manifest(tmp / "run/data/manifest.csv")])
+
+
 def test_exported_training_signal_is_self_contained_and_what_the_objectives_read(finished_run, tmp_path):
     import datasets
     import numpy as np

@@ -48,6 +48,11 @@ def resolve_manifest(source: str, out_dir: str | Path) -> Path:
     raise DataError(f"data.manifest: {source} is neither a manifest file, a folder nor a hub data set id")
 
 
+# The column prefixes of `psdistill export`'s images set (psdistill/pipeline/export.py): read back, what we write.
+EXPORT_TRUTH, EXPORT_PSEUDO_SCORE, EXPORT_PSEUDO_VARIANCE, EXPORT_PREDICTION = "gt_", "pseudo_score_", "pseudo_variance_", "pred_"
+EXPORT_DERIVED = (EXPORT_PSEUDO_SCORE, EXPORT_PSEUDO_VARIANCE, EXPORT_PREDICTION)
+
+
 def _from_dataset(dataset, out_dir: Path) -> Path:
     from psdistill.data.loaders.hf_dataset import from_hf_dataset
 
@@ -56,9 +61,14 @@ def _from_dataset(dataset, out_dir: Path) -> Path:
             raise DataError(f"data.manifest: the saved data set has splits {list(dataset)}, none named 'train'")
         dataset = dataset["train"]
     columns = set(dataset.features)
+    if any(c.startswith(EXPORT_TRUTH) for c in columns):
+        # `psdistill export`'s images set: ground truth is gt_<dimension>; pseudo-scores and predictions are no data.
+        dataset = dataset.remove_columns([c for c in columns if c.startswith(EXPORT_DERIVED)])
+        dataset = dataset.rename_columns({c: c[len(EXPORT_TRUTH):] for c in columns if c.startswith(EXPORT_TRUTH)})
     result = from_hf_dataset(dataset, out_dir, id_column="id" if "id" in columns else None,
                              category_column="category" if "category" in columns else None,
-                             series_column="series" if "series" in columns else None, strict=True)
+                             series_column="series" if "series" in columns else None,
+                             rank_column="rank" if "rank" in columns else None, strict=True)
     return write_manifest(result.records, out_dir / "manifest.csv")
 
 

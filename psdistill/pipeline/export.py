@@ -20,6 +20,7 @@ from pathlib import Path
 from psdistill.data.manifest import dimensions, read_manifest
 from psdistill.data.predictions import read_predictions
 from psdistill.data.run_files import read_comparisons, read_pseudo_scores
+from psdistill.data.sources import EXPORT_PREDICTION, EXPORT_PSEUDO_SCORE, EXPORT_PSEUDO_VARIANCE, EXPORT_TRUTH
 from psdistill.core.errors import DataError
 
 
@@ -35,14 +36,14 @@ def export_run(run_dir: str | Path, out_dir: str | Path) -> dict[str, Path]:
                "category": [r.category for r in records], "series": [r.series for r in records],
                "rank": [r.rank for r in records]}
     for dim in dimensions(records):
-        columns[f"gt_{dim}"] = [r.scores.get(dim) for r in records]
+        columns[EXPORT_TRUTH + dim] = [r.scores.get(dim) for r in records]
     pseudo = read_pseudo_scores(run_dir / "pseudo_scores.csv") if (run_dir / "pseudo_scores.csv").is_file() else {}
     for dim, scores in pseudo.items():
-        columns[f"pseudo_score_{dim}"] = [scores[r.id][0] if r.id in scores else None for r in records]
-        columns[f"pseudo_variance_{dim}"] = [scores[r.id][1] if r.id in scores else None for r in records]
+        columns[EXPORT_PSEUDO_SCORE + dim] = [scores[r.id][0] if r.id in scores else None for r in records]
+        columns[EXPORT_PSEUDO_VARIANCE + dim] = [scores[r.id][1] if r.id in scores else None for r in records]
     for file in sorted((run_dir / "predictions").glob("*.csv")):
         for dim, scores in read_predictions(file).items():
-            columns[f"pred_{file.stem}_{dim}"] = [scores.get(r.id) for r in records]
+            columns[f"{EXPORT_PREDICTION}{file.stem}_{dim}"] = [scores.get(r.id) for r in records]
     images = datasets.Dataset.from_dict(columns).cast_column("image", datasets.Image())
     written = {"images": out_dir / "images"}
     images.save_to_disk(str(written["images"]))
