@@ -17,7 +17,7 @@ class Counting:
 
     def __init__(self, scorer):
         self.scorer, self.asked = scorer, []
-        self.name, self.dimensions = scorer.name, scorer.dimensions
+        self.name, self.dimensions, self.identity = scorer.name, scorer.dimensions, scorer.identity
 
     def score(self, paths, batch_size=16):
         self.asked += [str(p) for p in paths]
@@ -49,6 +49,8 @@ def _rows(path):
 def test_a_killed_scoring_resumes_with_only_the_missing_images(images, teacher, tmp_path):
     whole = score_images(teacher, images, tmp_path / "whole.csv", batch_size=2)
     out = tmp_path / "scores.csv"
+    score_images(teacher, [], out)  # the killed run had claimed the file for this scorer first
+    out.unlink()
     # What a run killed after two batches leaves: four scored rows and a row cut off mid-write.
     (tmp_path / "scores.csv.partial").write_text(
         "".join(f"{p},{float(v)!r}\n" for p, v in zip(images[:4], whole[:4])) + f"{images[4]},0.12")
@@ -80,3 +82,30 @@ def test_score_command_expands_a_quoted_glob(images, tmp_path, capsys):
     assert main(["score", "--model", "teacher-pointwise", str(images[0].parent / "im[0-2].png"), "-o", str(out)]) == 0
     assert [r["id"] for r in _rows(out)] == ["im0", "im1", "im2"]
     assert f"wrote 3 scores to {out}" in capsys.readouterr().out
+
+
+def test_scores_of_another_scorer_are_never_resumed_and_nan_rows_are_retried(images, teacher, tmp_path):
+    from psdistill.core.errors import ConfigError
+
+    out = tmp_path / "scores.csv"
+    first = score_images(teacher, images[:3], out)
+    # The same base model read after another prompt is another scorer: its rows must not come back.
+    other = teacher_pointwise("tiny", prompt="How beautiful is this picture? Answer with one word.")
+    with pytest.raises(ConfigError, match=r"scores.csv: holds scores of scorer 'teacher-pointwise' with other "
+                                          r"weights or settings.*--overwrite"):
+        score_images(other, images[:3], out)
+    counting = Counting(other)
+    replaced = score_images(counting, images[:3], out, overwrite=True)
+    assert counting.asked == [str(p) for p in images[:3]]
+    np.testing.assert_allclose(replaced, other.score(images[:3]), atol=1e-6)
+    assert not np.allclose(replaced, first)
+    # A NaN (an image that failed) is scored again on the next call; the others are kept.
+    rows = _rows(out)
+    rows[1]["overall"] = "nan"
+    with open(out, "w", newline="") as f:
+        w = csv.DictWriter(f, fieldnames=list(rows[0]))
+        w.writeheader()
+        w.writerows(rows)
+    again = Counting(other)
+    np.testing.assert_allclose(score_images(again, images[:3], out), replaced, atol=1e-6)
+    assert again.asked == [str(images[1])]

@@ -121,6 +121,9 @@ def _score_parser() -> argparse.ArgumentParser:
     parser.add_argument("images", nargs="+", help="image files, folders (their image files, sorted) or globs ('photos/*.jpg')")
     parser.add_argument("-o", "--output", default="scores.csv", help="predictions CSV: id,path,<dimension>")
     parser.add_argument("--batch-size", type=int, default=None, help="images per forward pass (default: 16)")
+    parser.add_argument("--overwrite", action="store_true",
+                        help="replace an output CSV that another scorer wrote (by default that stops the command; "
+                             "the same scorer's CSV is resumed: only missing or NaN rows are scored)")
     parser.add_argument("--on-bad-image", choices=("error", "skip"), default="error",
                         help="skip: an unreadable image gets no score (named in a warning) instead of stopping")
     return parser
@@ -145,7 +148,7 @@ def _score(argv) -> int:
             images += sorted(p for p in path.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES) if path.is_dir() else [path]
     scorer = load_scorer(args.model)
     out = score_images(scorer, images, args.output, batch_size=args.batch_size or SCORE_BATCH_SIZE,
-                       on_bad_image=args.on_bad_image)
+                       on_bad_image=args.on_bad_image, overwrite=args.overwrite)
     print(f"wrote {len(out)} scores to {args.output}")
     return 0
 

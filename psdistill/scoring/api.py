@@ -71,10 +71,20 @@ def as_batch(images) -> tuple[list, bool]:
     return list(images), False
 
 
+def weight_files(path) -> dict[str, list[int]]:
+    """{file: [bytes, mtime_ns]} of a scorer's saved weights and configs (a folder's, or one file): what
+    changes when it is retrained, without reading gigabytes."""
+    path = Path(path)
+    files = sorted(p for p in path.iterdir() if p.is_file()) if path.is_dir() else [path]
+    return {p.name: [p.stat().st_size, p.stat().st_mtime_ns] for p in files}
+
+
 class CallableScorer:
-    """Mixin: `scorer(x)` on top of the subclass's `score(list) -> np.ndarray`."""
+    """Mixin: `scorer(x)` on top of the subclass's `score(list) -> np.ndarray`. `identity`: what makes two
+    scorers give the same scores (name, weights, settings); batch scoring resumes only its own scores."""
 
     dimensions: tuple[str, ...] = ("overall",)
+    identity: dict = {}
 
     def __call__(self, images, **kwargs) -> Union[float, np.ndarray]:
         batch, single = as_batch(images)

@@ -2,7 +2,10 @@
 from __future__ import annotations
 
 import csv
+import hashlib
+import json
 import logging
+import math
 from pathlib import Path
 from typing import Sequence, Union
 
@@ -18,19 +21,23 @@ logger = logging.getLogger(__name__)
 
 
 def score_images(scorer, images: Sequence[Union[ImageInput, ImageRecord]], out_csv,
-                 batch_size: int = SCORE_BATCH_SIZE, on_bad_image: str = "error") -> np.ndarray:
+                 batch_size: int = SCORE_BATCH_SIZE, on_bad_image: str = "error", overwrite: bool = False) -> np.ndarray:
     """Score images with a tqdm bar into `out_csv` in the predictions format (id,path,<dimension>...).
 
     Records keep their ids; a path's id is its file name without suffix. Scores are appended to
     `<out_csv>.partial` batch by batch, so a killed run loses at most one batch: rerun the same call
-    and only the images missing from `out_csv` and the partial file are scored. `on_bad_image="skip"`
-    scores an unreadable image as NaN (a missing score) and names it in a warning instead of stopping.
+    and only the images missing from `out_csv` and the partial file (or scored NaN there) are scored.
+    `<out_csv>.scorer.json` records which scorer wrote them: scores of another scorer (other weights,
+    dimensions, prompts or head) are never resumed; they stop the call, or are replaced with `overwrite`.
+    `on_bad_image="skip"` scores an unreadable image as NaN (a missing score) and names it in a warning
+    instead of stopping.
     """
     if on_bad_image not in ("error", "skip"):
         raise ConfigError(f"on_bad_image: 'error' or 'skip', got {on_bad_image!r}")
     records = [im if isinstance(im, ImageRecord) else ImageRecord(id=Path(im).stem, path=str(im)) for im in images]
     dims = list(scorer.dimensions)
     out_csv, partial = Path(out_csv), Path(str(out_csv) + ".partial")
+    _claim(out_csv, partial, scorer, overwrite)
     done = {**_scored(out_csv, dims), **_scored(partial, dims)}  # path -> scores, from an earlier run
     todo = [r for r in records if str(r.path) not in done]
     skipped = []
@@ -59,6 +66,26 @@ def score_images(scorer, images: Sequence[Union[ImageInput, ImageRecord]], out_c
     return scores[:, 0] if len(dims) == 1 else scores
 
 
+def _claim(out_csv: Path, partial: Path, scorer, overwrite: bool) -> None:
+    """Make `out_csv` this scorer's: keep what it wrote, refuse (or, overwriting, delete) another's scores."""
+    stamp = Path(str(out_csv) + ".scorer.json")
+    mine = {"scorer": scorer.name, "dimensions": list(scorer.dimensions),
+            "fingerprint": hashlib.sha256(json.dumps(
+                [scorer.name, list(scorer.dimensions), getattr(scorer, "identity", {})], sort_keys=True, default=str).encode()).hexdigest()}
+    existing = [p for p in (out_csv, partial) if p.is_file()]
+    theirs = json.loads(stamp.read_text()) if stamp.is_file() else None
+    if existing and (theirs or {}).get("fingerprint") != mine["fingerprint"]:
+        by = f"scorer {theirs['scorer']!r} with other weights or settings" if theirs else "an unknown scorer"
+        if not overwrite:
+            raise ConfigError(f"{existing[0]}: holds scores of {by}, not of this {scorer.name!r}; "
+                              "score into another file, or pass --overwrite to replace them")
+        logger.warning("%s: replacing the scores of %s", out_csv, by)
+        for p in existing:
+            p.unlink()
+    stamp.parent.mkdir(parents=True, exist_ok=True)
+    stamp.write_text(json.dumps(mine, indent=2) + "\n")
+
+
 def _scored(path: Path, dims: list[str]) -> dict[str, list[float]]:
     """{image path: [score per dimension]} of a predictions file or a partial file (path,score...); a row
     without its line end (cut off by a kill mid-write, so its number may be cut short too) is left out."""
@@ -71,11 +98,11 @@ def _scored(path: Path, dims: list[str]) -> dict[str, list[float]]:
             return {}
         cols = [rows[0].index(d) for d in dims]
         return {r[1]: [float(r[c]) for c in cols] for r in rows[1:]
-                if len(r) > max(cols) and all(r[c] for c in cols)}
+                if len(r) > max(cols) and all(r[c] and not math.isnan(float(r[c])) for c in cols)}
     out = {}
     for r in rows:
         try:
-            if len(r) == len(dims) + 1:
+            if len(r) == len(dims) + 1 and not any(math.isnan(float(x)) for x in r[1:]):  # NaN: retried
                 out[r[0]] = [float(x) for x in r[1:]]
         except ValueError:
             continue

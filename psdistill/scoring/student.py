@@ -2,6 +2,7 @@
 is read), rebuilt from the folder training wrote (spec.py: `scorer_config.json`)."""
 from __future__ import annotations
 
+import dataclasses
 import json
 from pathlib import Path
 from typing import Optional, Sequence, Union
@@ -12,7 +13,7 @@ import torch
 from psdistill.core.errors import PsdistillError
 from psdistill.models.device import place_for_inference
 from psdistill.models.loading import load_processor, load_vlm
-from psdistill.scoring.api import SCORE_BATCH_SIZE, CallableScorer, ImageInput, as_batch, as_image
+from psdistill.scoring.api import SCORE_BATCH_SIZE, CallableScorer, ImageInput, as_batch, as_image, weight_files
 from psdistill.scoring.readout import Readout, attach_score_head, processor_inputs, score_head
 from psdistill.scoring.spec import SPEC_FILE, ScorerSpec
 
@@ -72,8 +73,11 @@ class StudentScorer(CallableScorer):
             model, processor = load_vlm(model_cfg)
         else:
             raise PsdistillError(f"{path}/{SPEC_FILE}: unknown weights {spec.weights!r}")
-        return cls(place_for_inference(model, model_cfg.dtype, device, dispatched=bool(model_cfg.device_map)),
-                   processor, spec)
+        scorer = cls(place_for_inference(model, model_cfg.dtype, device, dispatched=bool(model_cfg.device_map)),
+                     processor, spec)
+        scorer.identity = {"spec": dataclasses.asdict(spec),
+                           "files": weight_files(path) if spec.weights != "base" else {}}
+        return scorer
 
     @property
     def device(self) -> torch.device:

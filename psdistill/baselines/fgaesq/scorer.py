@@ -33,7 +33,7 @@ from psdistill.baselines.fgaesq.official import (KeyMappingReport, load_official
                                                  read_state_dict)
 from psdistill.core.errors import ConfigError, PsdistillError
 from psdistill.models.device import DTYPES
-from psdistill.scoring.api import CallableScorer, as_batch, as_image
+from psdistill.scoring.api import CallableScorer, as_batch, as_image, weight_files
 
 
 class FGAesQScorer(CallableScorer):
@@ -169,10 +169,12 @@ def create_fgaesq_scorer(path: str, device: Optional[str] = None, batch_size: in
                              "or path=<official FGAesQ .pth>")
     p = Path(path)
     if p.is_dir():
-        return FGAesQScorer.from_pretrained(p, device=device, dtype=dtype, batch_size=batch_size, **modes)
-    if p.is_file():
+        scorer = FGAesQScorer.from_pretrained(p, device=device, dtype=dtype, batch_size=batch_size, **modes)
+    elif p.is_file():
         scorer = FGAesQScorer.from_official(p, device=device, batch_size=batch_size, **modes)
         if dtype:
             scorer.model.to(DTYPES[dtype])
-        return scorer
-    raise PsdistillError(f"fgaesq: {path} is neither a checkpoint folder nor a weights file")
+    else:
+        raise PsdistillError(f"fgaesq: {path} is neither a checkpoint folder nor a weights file")
+    scorer.identity = {"fgaesq": str(p.resolve()), "files": weight_files(p), "dtype": dtype, "modes": modes}
+    return scorer
