@@ -91,3 +91,12 @@ def test_the_run_log_opens_at_the_first_message_and_an_unwritable_one_warns_once
     out = capsys.readouterr()
     assert out.out.splitlines()[-2:] == ["one", "two"]  # the console goes on
     assert out.err.count("cannot write the run log") == 1 and "Traceback" not in out.err
+
+
+def test_no_progress_bars_are_drawn_into_a_pipe(tmp_path):
+    # A run whose output goes to a file or a pipe (a log, CI, nohup): stage lines, not redrawn bars.
+    done = subprocess.run([sys.executable, "-m", "psdistill.cli", "run", f"run_dir={tmp_path / 'run'}", *SMALL],
+                          capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert "[distill] distilling the single-pass scorer" in done.stdout
+    assert "\r" not in done.stderr + done.stdout and "it/s]" not in done.stderr + done.stdout

@@ -62,6 +62,11 @@ def run_logging(run_dir=None, verbosity: int = 0):
     """For the duration of a command: the "psdistill" logger to the console by `verbosity`, and to
     `<run_dir>/logs/run.log` (appended to, so a resumed run keeps its history) when `run_dir` is given."""
     root = logging.getLogger(ROOT)
+    saved_tqdm = os.environ.get("TQDM_DISABLE")
+    if not sys.stderr.isatty():
+        # Progress bars redrawn into a file or a pipe are thousands of lines: off there (tqdm reads TQDM_*
+        # for the bars whose `disable` is left to it: the Trainer's); ours pass disable=None, tqdm's own TTY test.
+        os.environ.setdefault("TQDM_DISABLE", "1")
     handlers: list[logging.Handler] = [logging.NullHandler()]
     if os.environ.get("RANK", "0") == "0":
         console = logging.StreamHandler(sys.stdout)
@@ -83,6 +88,8 @@ def run_logging(run_dir=None, verbosity: int = 0):
         root.handlers = saved[2]
         for handler in handlers:
             handler.close()
+        if saved_tqdm is None:
+            os.environ.pop("TQDM_DISABLE", None)
 
 
 class _RunLogHandler(logging.FileHandler):

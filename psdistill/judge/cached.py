@@ -42,7 +42,7 @@ class CachedJudge:
     def _progress_bar(self, dimension: str, more: int):
         """One bar for all of this judge's calls (each pool round is one call): its total grows by `more`."""
         if self._bar is None:
-            self._bar = tqdm(total=0, desc=f"judging {dimension}", unit="pair", disable=not self.progress)
+            self._bar = tqdm(total=0, desc=f"judging {dimension}", unit="pair", disable=None if self.progress else True)  # None: off unless on a terminal
         self._bar.set_description(f"judging {dimension}", refresh=False)  # a run judges its dimensions in turn
         self._bar.total += more
         self._bar.refresh()

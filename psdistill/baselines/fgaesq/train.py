@@ -212,7 +212,7 @@ class FGAesQTrainingLoop:
         world, rank = acc.num_processes, acc.process_index
         t0 = time.time()
         total = self._total_steps()
-        bar = tqdm(total=total, initial=min(self.step, total), disable=not acc.is_local_main_process,
+        bar = tqdm(total=total, initial=min(self.step, total), disable=None if acc.is_local_main_process else True,
                    desc="fgaesq", dynamic_ncols=True)
         last: dict = {}
         for e_idx in range(start_epoch, len(self.epochs)):

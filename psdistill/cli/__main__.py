@@ -1,0 +1,5 @@
+import sys
+
+from psdistill.cli import main
+
+sys.exit(main())
