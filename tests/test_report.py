@@ -274,3 +274,21 @@ def test_the_report_links_every_figure_it_wrote(written):
     pngs = sorted(p.relative_to(report.parent).as_posix() for p in (report.parent / "plots").glob("*.png"))
     linked = sorted(re.findall(r"\]\((plots/[^)]+\.png)\)", report.read_text()))
     assert pngs and linked == pngs
+
+
+def test_without_a_cjk_font_chinese_labels_give_one_warning_not_one_per_glyph(tmp_path, caplog, monkeypatch):
+    from psdistill.evaluation import plots
+
+    monkeypatch.setattr(plots, "cjk_font", lambda: None)  # as on a machine without one
+    rng = np.random.default_rng(0)
+    recs = [ImageRecord(id=f"i{k}", path=f"/x/{k}.png", category=("山水", "花鸟")[k % 2],
+                        scores={"overall": float(rng.uniform(1, 10))}) for k in range(12)]
+    result = evaluate(recs, {"s": {"overall": {r.id: r.scores["overall"] + float(rng.normal()) for r in recs}}},
+                      n_bootstrap=0)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        written = plots.write_plots(result, tmp_path)
+    assert written and not [w for w in caught if "missing from font" in str(w.message)]
+    assert [r.getMessage() for r in caplog.records if "no CJK font" in r.getMessage()] == [
+        "no CJK font installed: the plots draw the category names ['山水', '花鸟'] as boxes "
+        "(Debian: apt-get install fonts-noto-cjk)"]

@@ -16,6 +16,7 @@ import contextlib
 import logging
 import math
 import re
+import warnings
 from functools import lru_cache
 from pathlib import Path
 from typing import Optional
@@ -50,7 +51,12 @@ def font_context():
     (matplotlib falls back glyph by glyph along the family list; CJK fonts may lack e.g. the minus sign)."""
     font = cjk_font()
     stack = contextlib.ExitStack()
-    if font is not None:
+    if font is None:
+        # matplotlib warns once per missing glyph per figure (hundreds of lines for PPaint's Chinese labels);
+        # write_plots says it once instead.
+        stack.enter_context(warnings.catch_warnings())
+        warnings.filterwarnings("ignore", message=r"Glyph \d+ .*missing from font", category=UserWarning)
+    else:
         stack.enter_context(matplotlib.rc_context({"font.family": ["sans-serif", font]}))
         # WenQuanYi Zen Hei has weight 500 only: font_manager would log that it uses 500 for "normal", per figure
         stack.callback(_FONT_LOG.setLevel, _FONT_LOG.level)
@@ -83,6 +89,10 @@ def _srcc(cell: dict) -> tuple[float, list]:
 def write_plots(result, out_dir: Path) -> dict[str, Path]:
     out_dir.mkdir(parents=True, exist_ok=True)
     paths = {}
+    if cjk_font() is None and any(not c.isascii() for c in result.categories):
+        logging.getLogger(__name__).warning(
+            "no CJK font installed: the plots draw the category names %s as boxes (Debian: apt-get install "
+            "fonts-noto-cjk)", [c for c in result.categories if not c.isascii()][:3])
     with font_context():
         for dim in result.dimensions:
             with_points = [s for s in result.scorers if _has_points(result, s, dim)]
