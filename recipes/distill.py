@@ -14,15 +14,13 @@ prints it last.
 """
 import sys
 
-from psdistill.cli import DEMO_CONFIG, main
-from psdistill.core.config_help import config_help, wants_help
+from psdistill.cli import DEMO_CONFIG, demo_help, main
+from psdistill.core.config_help import wants_help
 
 if __name__ == "__main__":
     argv = sys.argv[1:]
     if wants_help(argv):
-        from psdistill.pipeline import PipelineConfig
-
-        print(config_help(PipelineConfig, __doc__))
+        print(demo_help(__doc__))  # without --config this recipe runs the demo: its values beside the defaults
         sys.exit(0)
     if not any(a in ("--config", "-c") or a.startswith("--config=") for a in argv):
         argv = ["--config", DEMO_CONFIG] + argv

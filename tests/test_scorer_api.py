@@ -129,3 +129,23 @@ def test_a_scorer_name_without_its_arguments_or_a_non_image_is_one_clear_error(t
         psdistill.load_scorer("psdistill", path=str(tmp_path), paht=str(tmp_path))
     with pytest.raises(DataError, match="got NoneType"):
         as_batch(None)
+
+
+def test_demo_help_shows_the_values_the_demo_runs_with(capsys):
+    import re
+
+    from psdistill.cli import DEMO_CONFIG
+    from psdistill.core.config import parse_config
+    from psdistill.core.config_help import format_value
+    from psdistill.pipeline import PipelineConfig
+
+    assert main(["demo", "--help"]) == 0
+    shown = dict(re.findall(r"^  (\S+)  .*; demo\.yaml: (.*)\)$", capsys.readouterr().out, flags=re.M))
+    demo = parse_config(PipelineConfig, ["--config", DEMO_CONFIG])
+    assert shown["run_dir"] == "'runs/demo'" and "data.train_categories" in shown and len(shown) > 4
+    for key, value in shown.items():  # each marked value is the demo's, and differs from the default
+        obj = demo
+        for part in key.split("."):
+            obj = getattr(obj, part)
+        assert value == format_value(obj), key
+    assert main(["run", "--help"]) == 0 and "demo.yaml:" not in capsys.readouterr().out  # run's are the library's

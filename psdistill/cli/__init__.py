@@ -32,7 +32,7 @@ STAGE_HELP = {"data": "the data stage (the demo is built, or the manifest is rea
               "distill": "... + distill: train the single-pass student",
               "evaluate": "... + evaluate (alias: eval): metrics and the report"}
 COMMANDS = {"run": "every stage (--config FILE, key=value overrides)",
-            "demo": "every stage on the embedded demo (CPU, minutes)",
+            "demo": "every stage on the embedded demo (CPU, minutes); its --help shows the demo's values",
             **STAGE_HELP,
             "score": "--model RUN IMAGES|FOLDERS -o scores.csv: score images; without --model, the stages up to score",
             "push": "RUN REPO_ID [--private] [--dry-run]: upload the run's student to the Hugging Face Hub",
@@ -92,7 +92,7 @@ def _dispatch(argv) -> int:
                   "score; the keys are those of `psdistill run`, listed by its --help.")
             return 0
         usage = f"usage: psdistill {argv[0]} [-v|-q] [--config FILE.yaml] [key=value ...]\n\n{COMMANDS[command]}"
-        print(config_help(PipelineConfig, usage))
+        print(demo_help(usage) if command == "demo" else config_help(PipelineConfig, usage))
         return 0
     from psdistill.core.config import parse_config
     from psdistill.core.logs import get_logger, report_printer, run_logging, split_verbosity
@@ -108,6 +108,16 @@ def _dispatch(argv) -> int:
         if os.environ.get("RANK", "0") == "0":
             print_report(cfg, results, out=report_printer(log))
     return 0
+
+
+def demo_help(usage: str) -> str:
+    """The config's fields with the values the demo runs with (DEMO_CONFIG), beside the defaults."""
+    from psdistill.core.config import parse_config
+    from psdistill.core.config_help import config_help
+    from psdistill.pipeline import PipelineConfig
+
+    return config_help(PipelineConfig, usage, parse_config(PipelineConfig, ["--config", DEMO_CONFIG]),
+                       values_from=os.path.basename(DEMO_CONFIG))
 
 
 def _has_option(argv, *names) -> bool:

@@ -18,25 +18,34 @@ def wants_help(argv: Sequence[str]) -> bool:
     return any(a in HELP_FLAGS for a in argv)
 
 
-def config_help(cls, usage: str = "") -> str:
-    """The text `--help` prints: `usage`, then the fields of dataclass `cls`, one per line."""
+def config_help(cls, usage: str = "", values=None, values_from: str = "") -> str:
+    """The text `--help` prints: `usage`, then the fields of dataclass `cls`, one per line. `values`: an
+    instance of `cls` whose values are shown where they differ from the defaults (those of `values_from`,
+    the config file the command runs without --config)."""
     lines = [usage.strip(), ""] if usage.strip() else []
     lines += ["Arguments: --config FILE.yaml (optional), then key=value overrides of these fields:", ""]
-    lines += _fields(cls, "")
+    if values is not None:
+        lines[-1:-1] = [f"('{values_from}:' marks the value the command runs with, from that file, where it "
+                        "differs from the default)"]
+    lines += _fields(cls, "", values, values_from)
     return "\n".join(lines)
 
 
-def _fields(cls, prefix: str) -> list[str]:
+def _fields(cls, prefix: str, values=None, values_from: str = "") -> list[str]:
     hints = typing.get_type_hints(cls)
     lines = []
     for f in dataclasses.fields(cls):
         if not f.init:
             continue
         key, tp = prefix + f.name, hints[f.name]
+        value = getattr(values, f.name) if values is not None else None
         if dataclasses.is_dataclass(tp):
-            lines += _fields(tp, key + ".")
+            lines += _fields(tp, key + ".", value, values_from)
             continue
-        lines.append(f"  {key}  {type_name(tp)}  (default: {_default(f)})")
+        default = _default(f)
+        used = format_value(value) if values is not None else default
+        lines.append(f"  {key}  {type_name(tp)}  (default: {default}" + (
+            f"; {values_from}: {used})" if used != default else ")"))
         if f.metadata.get("help"):
             lines.append(f"      {f.metadata['help']}")
     return lines
@@ -49,6 +58,11 @@ def _default(f: dataclasses.Field) -> str:
         value = f.default_factory()
     else:
         return "required"
+    return format_value(value)
+
+
+def format_value(value) -> str:
+    """A value as a YAML override writes it: true, null, a list."""
     if isinstance(value, tuple):
         value = list(value)  # as a YAML override writes it
     if isinstance(value, bool) or value is None:

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import importlib.util
 import json
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Optional
 
@@ -33,15 +33,24 @@ class ModelConfig:
     random weights see nothing in the detail anyway and which must train in minutes on a CPU.
     """
 
-    name_or_path: str = TINY
-    revision: Optional[str] = None
-    dtype: str = "auto"
-    device_map: Optional[str] = None
-    attn_implementation: Optional[str] = None
-    min_pixels: Optional[int] = None
-    max_pixels: Optional[int] = None
-    trust_remote_code: bool = False
-    seed: int = 0  # only for the tiny model's random weights
+    name_or_path: str = field(default=TINY, metadata={
+        "help": "a hub id (Qwen/Qwen3-VL-8B-Instruct), a local checkpoint folder, or 'tiny': the embedded "
+                "random-weight Qwen3-VL (demo and tests)"})
+    revision: Optional[str] = field(default=None, metadata={
+        "help": "a hub branch, tag or commit of name_or_path (part of the judge's identity)"})
+    dtype: str = field(default="auto", metadata={
+        "help": "weights' dtype: 'auto' (the checkpoint's), bfloat16, float16 or float32"})
+    device_map: Optional[str] = field(default=None, metadata={
+        "help": "transformers' device_map (e.g. 'auto' to spread a model over GPUs); empty: this process's device"})
+    attn_implementation: Optional[str] = field(default=None, metadata={
+        "help": "sdpa, flash_attention_2 or eager; empty: transformers' choice"})
+    min_pixels: Optional[int] = field(default=None, metadata={
+        "help": "smallest image area in pixels before patching; empty: the checkpoint's (tiny: 1024)"})
+    max_pixels: Optional[int] = field(default=None, metadata={
+        "help": "largest image area in pixels (bounds image tokens and memory); empty: the checkpoint's (tiny: 4096)"})
+    trust_remote_code: bool = field(default=False, metadata={
+        "help": "run a checkpoint's own modelling code (only for checkpoints you trust)"})
+    seed: int = field(default=0, metadata={"help": "the tiny model's random weights (no other model uses it)"})
 
     def __post_init__(self):
         if self.dtype not in DTYPE_NAMES:
