@@ -109,7 +109,7 @@ def test_recipes_print_their_config_fields():
         return subprocess.run([sys.executable, str(ROOT / "recipes" / recipe), "--help"], capture_output=True,
                               text=True, check=True).stdout
 
-    assert f"distill.max_steps  int  (default: {DistillConfig().max_steps})" in help_of("distill.py")
+    assert f"distill.max_steps  int  (default: {DistillConfig().max_steps}; demo.yaml: " in help_of("distill.py")
     assert f"train.lr  float  (default: {FGAesQTrainConfig().lr!r})" in help_of("fgaesq.py")
 
 
