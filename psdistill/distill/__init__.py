@@ -1,10 +1,10 @@
-"""Distill the judge's pseudo-scores into a single-pass scorer (see trainer.py, losses.py; the scorer it writes: psdistill/scoring/)."""
+"""Distill the judge's pseudo-scores into a single-pass scorer (job.py: `train_student`; objectives.py: the training objectives, trainer.py and grpo.py; the scorer it writes: psdistill/scoring/)."""
 from psdistill.distill.config import DistillConfig
 
 __all__ = ["DistillConfig", "DistillTrainer", "ScorerSpec", "StudentScorer", "export_merged", "score_images",
            "train_student"]
 
-_LAZY = {"DistillTrainer": "psdistill.distill.trainer", "train_student": "psdistill.distill.trainer",
+_LAZY = {"DistillTrainer": "psdistill.distill.trainer", "train_student": "psdistill.distill.job",
          "ScorerSpec": "psdistill.scoring.student", "StudentScorer": "psdistill.scoring.student",
          "export_merged": "psdistill.scoring.student", "score_images": "psdistill.scoring.student"}
 

@@ -41,6 +41,7 @@ from psdistill.data.records import DEFAULT_RATING_SCALE, ImageRecord
 from psdistill.core.errors import ConfigError, DataError, PsdistillError
 from psdistill.models.device import place_for_inference
 from psdistill.models.loading import ModelConfig, load_processor, load_vlm
+from psdistill.models.hidden_state import last_token_state
 from psdistill.models.readout_tokens import next_token_ids
 from psdistill.scoring.api import CallableScorer, ImageInput, as_batch, as_image
 
@@ -193,7 +194,7 @@ class Readout:
             logits = out.logits[:, -1, self.token_ids.to(out.logits.device)].float()
             return torch.softmax(logits, dim=-1) @ self.values.to(logits.device)
         head = _score_head(model)
-        h = out.hidden_states[-1][:, -1]  # final-norm output at the last (non-pad: left padding) token
+        h = last_token_state(out)
         return head(h.to(next(head.parameters()).dtype)).squeeze(-1).float()
 
 
