@@ -1,4 +1,6 @@
-"""Distill the judge's pseudo-scores into a single-pass scorer (job.py: `train_student`; objectives.py: the training objectives, trainer.py and grpo.py; the scorer it writes: psdistill/scoring/)."""
+"""Distill the judge's pseudo-scores into a single-pass scorer: `train_student` (job.py) runs the objective
+`distill.objective` names (objectives.py: ranking in trainer.py, grpo in grpo.py); the scorer it writes is
+psdistill/scoring/'s."""
 from psdistill.distill.config import DistillConfig
 
 __all__ = ["DistillConfig", "DistillTrainer", "ScorerSpec", "StudentScorer", "export_merged", "score_images",

@@ -163,7 +163,7 @@ class _LoggedProgress(_LogMetrics, ProgressCallback):
     """transformers' progress bar, with `_LogMetrics.on_log`."""
 
 
-def log_metrics_instead_of_printing(trainer) -> None:
+def _log_metrics_instead_of_printing(trainer) -> None:
     if trainer.pop_callback(PrinterCallback) is not None:  # disable_tqdm=True
         trainer.add_callback(_LogMetrics)
     # Only where the bar is drawn: swapped on the other ranks too, rank 1 of a 2-process gloo run aborted
@@ -175,7 +175,7 @@ def log_metrics_instead_of_printing(trainer) -> None:
 def fit(trainer, job: TrainingJob, student: Student, n_images: int, scratch: Sequence[Path] = ()) -> Path:
     """Train (from `resume_point`), save the scorer folder and its state, then on the main process remove
     the `scratch` folders and write the base-model record and the model card; returns the folder."""
-    log_metrics_instead_of_printing(trainer)
+    _log_metrics_instead_of_printing(trainer)
     out = job.output_dir
     # torch.save and safetensors name neither the file nor the cause of a failed checkpoint write.
     with writing(out, needed=_checkpoint_bytes(student.model)):
