@@ -1,10 +1,10 @@
 """`DistillConfig`: the `distill:` section of a pipeline config.
 
 Built on `transformers.TrainingArguments` the way TRL's configs are, field by field: the training
-fields below carry TrainingArguments' own names and meanings, redeclared (as TRL's `_BaseConfig`
-redeclares `logging_steps` or `bf16`) where our default or help differs, and `training_kwargs` hands
-every field whose name TrainingArguments has to it by that name; any other TrainingArguments field
-goes through `training_args` (checked by name). Not a subclass: constructing a TrainingArguments
+fields below are TrainingArguments' own names and meanings, redeclared with our defaults and help
+(as TRL's `_BaseConfig` redeclares `logging_steps` and `bf16`), and `training_kwargs` hands every
+field whose name TrainingArguments has to it by that name (no map to keep in step); any other
+TrainingArguments field goes through `training_args` (checked by name). Not a subclass: constructing a TrainingArguments
 resets and sets up accelerate's distributed state (`__post_init__` reads `self.device`) and rewrites
 fields from the environment (`disable_tqdm` from the log level, `report_to: all` from the installed
 loggers); a pipeline config is built in every process of a run, by `--help` and by tests, and its
@@ -46,11 +46,11 @@ class DistillConfig:
     - loss: `ranking_loss`, `pair_weighting`, `temperature`, `calibration`, `calibration_weight`
     - batches: `sampler`, `images_per_series`
     - tuning: `tuning`, `tune_vision`, `lora_r`, `lora_alpha`, `lora_dropout`, `lora_target_modules`
-    - optimisation (TrainingArguments' fields, passed by name; warmup_ratio and gradient_checkpointing
-      under transformers 5's names warmup_steps and activation_checkpointing): `learning_rate`* (1e-4), `num_train_epochs`, `max_steps`,
-      `per_device_train_batch_size`, `per_device_eval_batch_size`* (16), `gradient_accumulation_steps`,
-      `warmup_ratio`* (0.05), `lr_scheduler_type`* (cosine), `weight_decay`, `max_grad_norm`,
-      `seed`* (0), `bf16`* (auto), `gradient_checkpointing`
+    - optimisation (passed to TrainingArguments by name; warmup_ratio and gradient_checkpointing under
+      transformers 5's names warmup_steps and activation_checkpointing): `learning_rate`* (1e-4),
+      `num_train_epochs`, `max_steps`, `per_device_train_batch_size`, `per_device_eval_batch_size`* (16),
+      `gradient_accumulation_steps`, `warmup_ratio`* (0.05), `lr_scheduler_type`* (cosine), `weight_decay`,
+      `max_grad_norm`, `seed`* (0), `bf16`* (auto), `gradient_checkpointing`
     - bookkeeping: `logging_steps`* (10), `eval_steps`* (50), `save_steps`* (100),
       `save_total_limit`* (2), `report_to`* (tensorboard), `resume_from_checkpoint`* (last),
       `dataloader_num_workers`, `training_args`
@@ -58,7 +58,7 @@ class DistillConfig:
 
     # --- objective
     objective: str = field(default="ranking", metadata={"help": (
-        "'ranking': the confidence-weighted ranking + calibration loss on the levels readout (trainer.py). "
+        "A key of distill/objectives.py's OBJECTIVES. 'ranking': the confidence-weighted ranking + calibration loss on the levels readout (trainer.py). "
         "'grpo': confidence-weighted GRPO through TRL: the VLM answers with level words, rewarded by closeness "
         "to the pseudo-score and by order agreement, with a KL term to the base model (grpo.py, distill.grpo). "
         "Either way the output folder is the same levels scorer.")})
