@@ -165,7 +165,9 @@ class DistillTrainer(Trainer):
         return (loss, {"scores": scores}) if return_outputs else loss
 
     def prediction_step(self, model, inputs, prediction_loss_only, ignore_keys=None):
-        inputs = send_to_device(inputs, self.args.device)  # already there from the prepared dataloader, as a rule
+        # Usually already there (the Trainer prepares its dataloaders). Unlike the Trainer's private
+        # _prepare_inputs this keeps float dtypes under DeepSpeed: Qwen-VL casts pixel_values to its own.
+        inputs = send_to_device(inputs, self.args.device)
         target = inputs.pop("target")
         with torch.no_grad():
             scores = self.readout(model, inputs)
