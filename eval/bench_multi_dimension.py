@@ -68,7 +68,8 @@ def step_seconds(dim_sets: list[list[str]], images: list[str], repeats: int) -> 
     from psdistill.distill import DistillConfig, StudentScorer
     from psdistill.scoring.readout import Readout
     from psdistill.scoring.spec import ScorerSpec
-    from psdistill.distill.trainer import DistillCollator, DistillTrainer, build_student
+    from psdistill.distill.student_build import build_student
+    from psdistill.distill.trainer import DistillCollator, DistillTrainer
     from psdistill.models.loading import ModelConfig
 
     model_cfg = ModelConfig(max_pixels=128 * 128)  # the demo's

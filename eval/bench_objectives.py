@@ -30,9 +30,9 @@ from _bench_common import command_line, environment_lines, write_report  # noqa:
 
 from psdistill.cli import DEMO_CONFIG  # noqa: E402
 from psdistill.core.config import parse_config  # noqa: E402
+from psdistill.distill.objectives import OBJECTIVES  # noqa: E402
 from psdistill.pipeline import PipelineConfig, run_pipeline  # noqa: E402
 
-OBJECTIVES = ("ranking", "grpo")
 METRICS = ("srcc", "plcc", "rmse")
 
 

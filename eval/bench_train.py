@@ -32,6 +32,7 @@ from _bench_common import (add_model_args, add_runtime_args, command_line, envir
                            parse_args, peak_rss_mb, random_qwen3_vl, write_report)
 from psdistill.data.records import ImageRecord  # noqa: E402
 from psdistill.distill import DistillConfig, train_student  # noqa: E402
+from psdistill.distill.objectives import OBJECTIVES  # noqa: E402
 from psdistill.models.loading import ModelConfig  # noqa: E402
 
 
@@ -88,7 +89,7 @@ def main(argv=None):
                     choices=["lora", "qlora", "full", "lora+vision", "full+vision"],
                     help="rows; '+vision' also trains (LoRA: adapts) the vision tower")
     ap.add_argument("--head", default="levels", choices=["levels", "scalar"])
-    ap.add_argument("--objective", default="ranking", choices=["ranking", "grpo"], help="distill.objective")
+    ap.add_argument("--objective", default="ranking", choices=list(OBJECTIVES), help="distill.objective")
     ap.add_argument("--generations", type=int, default=4, help="grpo: sampled answers per image")
     ap.add_argument("--steps", type=int, default=20, help="timed optimizer steps")
     ap.add_argument("--warmup", type=int, default=3, help="untimed steps first")

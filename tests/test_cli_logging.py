@@ -41,7 +41,7 @@ def test_the_console_follows_the_verbosity_and_the_report_is_last(runs):
 def test_the_log_file_holds_everything_at_any_verbosity(runs):
     for flag, (stdout, log) in runs.items():
         assert "INFO psdistill.pipeline: [judge] judging against the reference pool" in log
-        assert "DEBUG psdistill.distill.trainer: step 2: {" in log and "train_loss" in log
+        assert "DEBUG psdistill.distill.job: step 2: {" in log and "train_loss" in log
         for line in _report(stdout).strip().splitlines():  # the report too, once
             assert log.count(f"psdistill.pipeline: {line}\n") == 1
 

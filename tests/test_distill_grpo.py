@@ -55,6 +55,38 @@ def test_config_maps_onto_trl_grpo_config(tmp_path):
     assert banned | set(level_ids) == set(range(len(processor.tokenizer))) and not banned & set(level_ids)
 
 
+def test_grpo_fields_reach_trl_by_name_and_every_objective_resolves():
+    import dataclasses
+
+    from trl import GRPOConfig
+
+    from psdistill.distill.grpo import train_grpo
+    from psdistill.distill.grpo_config import GrpoConfig
+    from psdistill.distill.objectives import OBJECTIVES, objective_trainer
+    from psdistill.distill.trainer import train_ranking
+
+    # distill.grpo's fields under TRL's names; a trl upgrade that renames one (or adds one of ours) fails here.
+    shared = {f.name for f in dataclasses.fields(GrpoConfig)} & {f.name for f in dataclasses.fields(GRPOConfig)}
+    assert shared == {"num_generations", "beta", "temperature", "max_completion_length", "reward_weights"}
+    assert GrpoConfig(beta=0.2, temperature=0.7).trl_kwargs() == dict(
+        num_generations=4, beta=0.2, temperature=0.7, max_completion_length=1, reward_weights=[1.0, 1.0])
+    assert {name: objective_trainer(name) for name in OBJECTIVES} == {"ranking": train_ranking, "grpo": train_grpo}
+    with pytest.raises(ConfigError, match="distill.objective: 'ppo' is not one of ranking, grpo"):
+        DistillConfig(objective="ppo")
+
+
+def test_a_fully_tuned_policy_in_memory_gets_a_reference_trl_can_load(tmp_path):
+    from trl.trainer.utils import get_config_model_id
+
+    from psdistill.distill.grpo import _reference
+
+    model, _ = load_vlm(ModelConfig())
+    assert get_config_model_id(model.config) == ""  # built in memory: TRL would have no reference to load
+    _reference(model, DistillConfig(objective="grpo", tuning="full"), tmp_path)
+    assert get_config_model_id(model.config) == str(tmp_path / "reference_model")
+    assert (tmp_path / "reference_model" / "config.json").is_file()
+
+
 def test_level_answers_value_words_as_the_levels_head_does():
     _, processor = load_vlm(ModelConfig())
     spec = ScorerSpec.build(ModelConfig(), DistillConfig().readout_config(["overall"]), weights="base", name="x",

@@ -10,7 +10,7 @@ from scipy.stats import pearsonr, spearmanr
 from _distill_common import ladder_records, pseudo_scores
 from psdistill.data.predictions import read_predictions
 from psdistill.distill import DistillConfig, StudentScorer, export_merged, score_images, train_student
-from psdistill.distill.trainer import build_student
+from psdistill.distill.student_build import build_student
 from psdistill.core.errors import ConfigError
 from psdistill.models.loading import ModelConfig
 from psdistill.scoring.registry import create_scorer

@@ -16,7 +16,8 @@ from _distill_common import PHOTOS, ladder_records, pseudo_scores
 from psdistill.data.manifest import write_manifest
 from psdistill.distill import DistillConfig, train_student
 from psdistill.scoring.readout import render_prompt
-from psdistill.distill.trainer import DistillCollator, SeriesSampler, build_student
+from psdistill.distill.student_build import build_student
+from psdistill.distill.trainer import DistillCollator, SeriesSampler
 from psdistill.core.errors import ConfigError, DataError
 from psdistill.models.loading import ModelConfig
 
@@ -63,6 +64,54 @@ def test_config_maps_onto_training_arguments(tmp_path):
     assert args.lr_scheduler_type == "cosine" and args.eval_strategy == "steps" and args.eval_on_start
     assert args.remove_unused_columns is False and args.optim == "adamw_torch" and args.logging_first_step
     assert args.bf16 is (torch.cuda.is_available() and torch.cuda.is_bf16_supported())
+
+
+# DistillConfig's fields that TrainingArguments also has, passed to it by name (distill/config.py). A
+# transformers upgrade that adds one of our other names (temperature, prompt, head, ...) fails here.
+SHARED_WITH_TRAINING_ARGUMENTS = {
+    "bf16", "dataloader_num_workers", "eval_steps", "gradient_accumulation_steps", "gradient_checkpointing",
+    "learning_rate", "logging_steps", "lr_scheduler_type", "max_grad_norm", "max_steps", "num_train_epochs",
+    "per_device_eval_batch_size", "per_device_train_batch_size", "report_to", "resume_from_checkpoint",
+    "save_steps", "save_total_limit", "seed", "weight_decay"}
+
+
+def test_training_fields_reach_training_arguments_by_name(tmp_path):
+    import dataclasses
+
+    from transformers import TrainingArguments
+
+    ours = {f.name for f in dataclasses.fields(DistillConfig)}
+    assert ours & {f.name for f in dataclasses.fields(TrainingArguments)} == SHARED_WITH_TRAINING_ARGUMENTS
+    values = dict(bf16=False, dataloader_num_workers=1, eval_steps=7, gradient_accumulation_steps=3,
+                  gradient_checkpointing=True, learning_rate=2e-3, logging_steps=4, lr_scheduler_type="linear",
+                  max_grad_norm=0.5, max_steps=9, num_train_epochs=2.0, per_device_eval_batch_size=5,
+                  per_device_train_batch_size=6, report_to=["none"], save_steps=11, save_total_limit=3, seed=13,
+                  weight_decay=0.01, warmup_ratio=0.2, resume_from_checkpoint=str(tmp_path))
+    args = DistillConfig(**values).to_training_arguments(tmp_path / "out", with_eval=False)
+    for name, value in values.items():
+        if name not in ("report_to", "warmup_ratio", "resume_from_checkpoint"):
+            assert getattr(args, name) == value, name
+    assert args.report_to == [] and args.warmup_steps == 0.2 and args.activation_checkpointing
+    assert args.resume_from_checkpoint is None  # "last" / a folder is resolved by job.resume_point, not passed on
+    assert args.output_dir == str(tmp_path / "out") and args.eval_strategy == "no"
+
+
+def test_the_trainer_draws_training_batches_from_the_series_sampler(tmp_path):
+    # DistillTrainer chooses its sampler through Trainer._get_train_sampler (no public hook in transformers
+    # 5): this fails if the Trainer's train dataloader stops asking it.
+    from transformers import TrainingArguments
+
+    from psdistill.distill.trainer import DistillTrainer
+
+    series = [f"s{i // 3}" for i in range(12)]
+    rows = [{"path": f"{n}.png"} for n in range(12)]
+    args = TrainingArguments(output_dir=str(tmp_path), per_device_train_batch_size=4, remove_unused_columns=False,
+                             dataloader_pin_memory=False, report_to=[], seed=5)
+    trainer = DistillTrainer(model=torch.nn.Linear(1, 1), args=args, train_dataset=rows,
+                             data_collator=lambda feats: {"path": [f["path"] for f in feats]},
+                             distill_config=DistillConfig(images_per_series=2), readout=None, spec=None, series=series)
+    drawn = [p for batch in trainer.get_train_dataloader() for p in batch["path"]]
+    assert drawn == [f"{n}.png" for n in SeriesSampler(series, 2, seed=5)]
 
 
 def test_series_sampler_groups_series_and_is_a_seeded_permutation():

@@ -5,7 +5,7 @@
 
 Loggers live under "psdistill" (`get_logger(__name__)`). The console shows INFO and up (DEBUG with
 --verbose, WARNING and up with --quiet); `<run>/logs/run.log` gets everything, DEBUG included (the
-Trainer's metric dicts, psdistill.distill.trainer). Only the main process (RANK 0) writes either: the
+Trainer's metric dicts, psdistill.distill.job). Only the main process (RANK 0) writes either: the
 others' messages would repeat it. A record logged with `extra={"console": False}` goes to the file
 only (the final report, which the CLI prints itself).
 """

@@ -1,10 +1,12 @@
-"""Distill the judge's pseudo-scores into a single-pass scorer (see trainer.py, losses.py; the scorer it writes: psdistill/scoring/)."""
+"""Distill the judge's pseudo-scores into a single-pass scorer: `train_student` (job.py) runs the objective
+`distill.objective` names (objectives.py: ranking in trainer.py, grpo in grpo.py); the scorer it writes is
+psdistill/scoring/'s."""
 from psdistill.distill.config import DistillConfig
 
 __all__ = ["DistillConfig", "DistillTrainer", "ScorerSpec", "StudentScorer", "export_merged", "score_images",
            "train_student"]
 
-_LAZY = {"DistillTrainer": "psdistill.distill.trainer", "train_student": "psdistill.distill.trainer",
+_LAZY = {"DistillTrainer": "psdistill.distill.trainer", "train_student": "psdistill.distill.job",
          "ScorerSpec": "psdistill.scoring.spec", "StudentScorer": "psdistill.scoring.student",
          "export_merged": "psdistill.scoring.merge", "score_images": "psdistill.scoring.batch"}
 

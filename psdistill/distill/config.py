@@ -1,10 +1,15 @@
 """`DistillConfig`: the `distill:` section of a pipeline config.
 
-A plain dataclass rather than a `TrainingArguments` subclass (as TRL's `RewardConfig` is): the
-pipeline's YAML holds one section per stage, the output folder is the pipeline's to choose, and
-the 100+ `TrainingArguments` fields (hub pushing, FSDP, ...) would bury the dozen that matter here.
-The usual training fields are repeated under the same names and meanings; any other
-`TrainingArguments` field can still be set through `training_args` (checked by name).
+Built on `transformers.TrainingArguments` the way TRL's configs are, field by field: the training
+fields below are TrainingArguments' own names and meanings, redeclared with our defaults and help
+(as TRL's `_BaseConfig` redeclares `logging_steps` and `bf16`), and `training_kwargs` hands every
+field whose name TrainingArguments has to it by that name (no map to keep in step); any other
+TrainingArguments field goes through `training_args` (checked by name). Not a subclass: constructing a TrainingArguments
+resets and sets up accelerate's distributed state (`__post_init__` reads `self.device`) and rewrites
+fields from the environment (`disable_tqdm` from the log level, `report_to: all` from the installed
+loggers); a pipeline config is built in every process of a run, by `--help` and by tests, and its
+`distill` section is fingerprinted (pipeline/runner.py) and saved to config.yaml, so it holds only
+what the user wrote. The TrainingArguments of a run are built when it trains (`to_training_arguments`).
 """
 from __future__ import annotations
 
@@ -14,12 +19,12 @@ import os
 from dataclasses import dataclass, field
 from typing import Optional
 
-from psdistill.distill.grpo_config import GrpoConfig
 from psdistill.core.errors import ConfigError
+from psdistill.distill.grpo_config import GrpoConfig
+from psdistill.distill.objectives import OBJECTIVES
 from psdistill.scoring.spec import (DEFAULT_LEVEL_VALUES, DEFAULT_LEVEL_WORDS, DEFAULT_PROMPT, HEADS, ReadoutConfig,
                                     check_levels, render_prompts)
 
-OBJECTIVES = ("ranking", "grpo")
 RANKING_LOSSES = ("pairwise", "listnet", "listmle")
 PAIR_WEIGHTINGS = ("margin", "soft")
 CALIBRATIONS = ("mse", "gaussian_nll", "none")
@@ -27,6 +32,8 @@ SAMPLERS = ("series", "random")
 TUNINGS = ("lora", "qlora", "full")
 # Fields DistillTrainer sets itself; setting them through `training_args` would break it.
 _RESERVED = {"output_dir", "remove_unused_columns", "label_names", "include_for_metrics", "prediction_loss_only"}
+# TrainingArguments fields of the same name but another meaning here: "last" is resolved by job.resume_point.
+_NOT_PASSED = {"resume_from_checkpoint"}
 
 
 @dataclass
@@ -40,10 +47,11 @@ class DistillConfig:
     - loss: `ranking_loss`, `pair_weighting`, `temperature`, `calibration`, `calibration_weight`
     - batches: `sampler`, `images_per_series`
     - tuning: `tuning`, `tune_vision`, `lora_r`, `lora_alpha`, `lora_dropout`, `lora_target_modules`
-    - optimisation: `learning_rate`* (1e-4), `num_train_epochs`, `max_steps`,
-      `per_device_train_batch_size`, `per_device_eval_batch_size`* (16), `gradient_accumulation_steps`,
-      `warmup_ratio`* (0.05), `lr_scheduler_type`* (cosine), `weight_decay`, `max_grad_norm`,
-      `seed`* (0), `bf16`* (auto), `gradient_checkpointing`
+    - optimisation (passed to TrainingArguments by name; warmup_ratio and gradient_checkpointing under
+      transformers 5's names warmup_steps and activation_checkpointing): `learning_rate`* (1e-4),
+      `num_train_epochs`, `max_steps`, `per_device_train_batch_size`, `per_device_eval_batch_size`* (16),
+      `gradient_accumulation_steps`, `warmup_ratio`* (0.05), `lr_scheduler_type`* (cosine), `weight_decay`,
+      `max_grad_norm`, `seed`* (0), `bf16`* (auto), `gradient_checkpointing`
     - bookkeeping: `logging_steps`* (10), `eval_steps`* (50), `save_steps`* (100),
       `save_total_limit`* (2), `report_to`* (tensorboard), `resume_from_checkpoint`* (last),
       `dataloader_num_workers`, `training_args`
@@ -51,7 +59,7 @@ class DistillConfig:
 
     # --- objective
     objective: str = field(default="ranking", metadata={"help": (
-        "'ranking': the confidence-weighted ranking + calibration loss on the levels readout (trainer.py). "
+        "A key of distill/objectives.py's OBJECTIVES. 'ranking': the confidence-weighted ranking + calibration loss on the levels readout (trainer.py). "
         "'grpo': confidence-weighted GRPO through TRL: the VLM answers with level words, rewarded by closeness "
         "to the pseudo-score and by order agreement, with a KL term to the base model (grpo.py, distill.grpo). "
         "Either way the output folder is the same levels scorer.")})
@@ -195,30 +203,25 @@ class DistillConfig:
         return _training_arguments_cls()(**self.training_kwargs(output_dir, with_eval))
 
     def training_kwargs(self, output_dir, with_eval: bool) -> dict:
-        """`to_training_arguments`' keyword arguments, for a `TrainingArguments` subclass (TRL's GRPOConfig)."""
+        """`to_training_arguments`' keyword arguments, for a `TrainingArguments` subclass too (TRL's GRPOConfig):
+        every field TrainingArguments also has, by name; then what follows from the machine and the run."""
         import torch
 
-        bf16 = self.bf16 if self.bf16 is not None else bool(torch.cuda.is_available() and torch.cuda.is_bf16_supported())
-        kwargs = dict(
-            output_dir=str(output_dir), learning_rate=self.learning_rate, num_train_epochs=self.num_train_epochs,
-            max_steps=self.max_steps, per_device_train_batch_size=self.per_device_train_batch_size,
-            per_device_eval_batch_size=self.per_device_eval_batch_size,
-            gradient_accumulation_steps=self.gradient_accumulation_steps, lr_scheduler_type=self.lr_scheduler_type,
-            weight_decay=self.weight_decay, max_grad_norm=self.max_grad_norm, seed=self.seed, bf16=bf16,
-            logging_steps=self.logging_steps, save_strategy="steps", save_steps=self.save_steps,
-            save_total_limit=self.save_total_limit, report_to=self.report_to,
-            dataloader_num_workers=self.dataloader_num_workers,
+        names = {f.name for f in dataclasses.fields(_training_arguments_cls()) if f.init} - _NOT_PASSED
+        kwargs = {f.name: getattr(self, f.name) for f in dataclasses.fields(self) if f.name in names}
+        kwargs.update(
+            output_dir=str(output_dir), save_strategy="steps",
+            bf16=self.bf16 if self.bf16 is not None else bool(torch.cuda.is_available() and torch.cuda.is_bf16_supported()),
             dataloader_pin_memory=torch.cuda.is_available(),  # pinning needs an accelerator (else a warning per run)
-            eval_strategy="steps" if with_eval else "no", eval_steps=self.eval_steps, eval_on_start=with_eval,
+            eval_strategy="steps" if with_eval else "no", eval_on_start=with_eval,
             # The collator needs the image paths and pseudo-scores, which are no model arguments.
             remove_unused_columns=False, label_names=["target"],
             # Every trainable parameter is used in each forward; saying so skips DDP's graph walk, which
             # would also miss the scalar head (applied to the model's outputs, outside its forward).
             ddp_find_unused_parameters=False,
+            # transformers 5 names: a float warmup_steps below 1 is a ratio; activation_checkpointing.
+            warmup_steps=float(self.warmup_ratio), activation_checkpointing=self.gradient_checkpointing,
         )
-        # transformers 5 names: a float warmup_steps below 1 is a ratio; activation_checkpointing.
-        kwargs["warmup_steps"] = float(self.warmup_ratio)
-        kwargs["activation_checkpointing"] = self.gradient_checkpointing
         if self.gradient_checkpointing:
             # Non-reentrant checkpointing works with frozen inputs (LoRA) without enable_input_require_grads.
             kwargs["activation_checkpointing_kwargs"] = {"use_reentrant": False}

@@ -1,8 +1,9 @@
 """`GrpoConfig`: the `distill.grpo:` section, the knobs of the `grpo` objective (grpo.py).
 
 Fields carry `trl.GRPOConfig`'s names and meanings where TRL has them (num_generations, beta,
-temperature, max_completion_length, reward_weights); any other GRPOConfig field goes through `args`
-(checked by name), as `distill.training_args` does for TrainingArguments. The optimisation and
+temperature, max_completion_length, reward_weights) and go to it by name (`trl_kwargs`); any other
+GRPOConfig field goes through `args` (checked by name), as `distill.training_args` does for
+TrainingArguments. The optimisation and
 bookkeeping fields (learning_rate, max_steps, save_steps, ...) are DistillConfig's, shared with the
 ranking objective.
 """
@@ -14,9 +15,8 @@ from dataclasses import dataclass, field
 from psdistill.core.errors import ConfigError
 
 REWARDS = ("closeness", "order")  # the reward functions, in the order reward_weights weighs them
-# GRPOConfig fields psdistill sets from other fields; setting them through `args` would contradict those.
-_RESERVED = {"per_device_train_batch_size", "num_generations", "beta", "temperature", "max_completion_length",
-             "reward_weights"}
+# A GRPOConfig field psdistill sets from distill's (images x answers); set through `args` it would contradict it.
+_RESERVED = {"per_device_train_batch_size"}
 
 
 @dataclass
@@ -58,11 +58,20 @@ class GrpoConfig:
         if len(self.reward_weights) != len(REWARDS):
             bad("reward_weights", f"one weight per reward ({', '.join(REWARDS)}), got {self.reward_weights}")
         if self.args:
-            from trl import GRPOConfig
-
-            known = {f.name for f in dataclasses.fields(GRPOConfig)}
+            known = _grpo_config_fields()
             for key in self.args:
-                if key in _RESERVED:
+                if key in _RESERVED or key in self.trl_kwargs():
                     bad(f"args.{key}", "is set by psdistill from a distill or grpo field; set that field instead")
                 if key not in known:
                     bad(f"args.{key}", "is not a trl.GRPOConfig field")
+
+    def trl_kwargs(self) -> dict:
+        """The fields trl.GRPOConfig also has, by name."""
+        known = _grpo_config_fields()
+        return {f.name: getattr(self, f.name) for f in dataclasses.fields(self) if f.name in known}
+
+
+def _grpo_config_fields() -> set[str]:
+    from trl import GRPOConfig  # when GRPO is configured, not when a config merely holds this section
+
+    return {f.name for f in dataclasses.fields(GRPOConfig) if f.init}

@@ -1,10 +1,10 @@
-"""Distill pseudo-scores into a single-pass scorer: `DistillTrainer` (a `transformers.Trainer`) and
-`train_student`, the entry point the pipeline calls.
+"""The ranking objective: `DistillTrainer` (a `transformers.Trainer`) and `train_ranking`, which
+`train_student` (job.py) runs for `distill.objective: ranking`.
 
 The Trainer brings accelerate (DDP, DeepSpeed), gradient accumulation, schedulers, checkpoints,
 resume and logging; this module adds the data path (image records -> processor inputs + pseudo-scores),
 a sampler that makes in-batch pairs informative, the loss (`losses.py`), validation SRCC, and
-saving in the scorer format (`scorer.py`). Not TRL's `RewardTrainer` (trl 1.16): it takes text
+saving in the scorer format (psdistill/scoring/student.py). Not TRL's `RewardTrainer` (trl 1.16): it takes text
 chosen/rejected pairs through a tokenizer into a sequence-classification head, where this trains on
 images with pseudo-scores, forms confidence-weighted pairs inside each batch, and reads the score from
 the VLM's own level-word logits. Its conventions (config dataclass + `Trainer` subclass, loss in
@@ -14,48 +14,25 @@ the VLM's own level-word logits. Its conventions (config dataclass + `Trainer` s
 """
 from __future__ import annotations
 
-import dataclasses
-import hashlib
-import importlib.util
-import json
-import logging
 import math
-import shutil
 from collections import defaultdict
 from dataclasses import dataclass
 from functools import partial
 from pathlib import Path
-from typing import Any, Mapping, Optional, Sequence
+from typing import Any, Optional, Sequence
 
 import numpy as np
 import torch
+from accelerate.utils import send_to_device
 from scipy.stats import pearsonr, spearmanr
-from transformers import PrinterCallback, ProgressCallback, Trainer, TrainerCallback, set_seed
-from transformers.trainer import TRAINER_STATE_NAME
-from transformers.trainer_utils import PREFIX_CHECKPOINT_DIR
+from transformers import Trainer
 
 from psdistill.data.images import load_image
-from psdistill.data.records import DEFAULT_RATING_SCALE, ImageRecord
-from psdistill.distill.card import LabelSource, record_base_model, write_model_card
 from psdistill.distill.config import DistillConfig
+from psdistill.distill.job import TrainingJob, claim_output_dir, fit, start
 from psdistill.distill.losses import confidence_matrix, distill_loss
-from psdistill.distill.signal import training_signal
-from psdistill.scoring.readout import Readout, attach_score_head, level_token_ids, processor_inputs
+from psdistill.scoring.readout import Readout, processor_inputs
 from psdistill.scoring.spec import ScorerSpec
-from psdistill.core.errors import ConfigError, DataError
-from psdistill.models.device import main_process_only
-from psdistill.models.loading import TINY, ModelConfig, load_processor, load_vlm
-from psdistill.core.storage import writing
-
-logger = logging.getLogger(__name__)
-
-# Qwen-VL layer names. Language model: attention and MLP projections. Vision tower: its blocks'
-# attention and MLP, and the patch mergers (not the conv patch embedding).
-_LANGUAGE_TARGETS = r"(.*\.)?language_model\..*\.(q_proj|k_proj|v_proj|o_proj|gate_proj|up_proj|down_proj)"
-_VISION_TARGETS = (r"(.*\.)?visual\.(blocks\.\d+\.(attn\.(qkv|proj)|mlp\.linear_fc[12])"
-                   r"|(merger|deepstack_merger_list\.\d+)\.linear_fc[12])")
-
-_FINGERPRINT_FILE = "training_fingerprint.txt"  # which training the checkpoints in the folder belong to
 
 
 class SeriesSampler(torch.utils.data.Sampler[int]):
@@ -166,7 +143,9 @@ class DistillTrainer(Trainer):
         self._terms: dict[str, list[float]] = defaultdict(list)
 
     def _get_train_sampler(self, train_dataset=None):
-        # No public hook chooses the training sampler; TRL's trainers override this one method too.
+        # transformers 5 has no public way to choose the training sampler short of rewriting
+        # get_train_dataloader; TRL's GRPOTrainer overrides this method too. test_distill_train checks
+        # that the Trainer's train dataloader still asks it.
         if self.distill_config.sampler == "series" and self.series is not None:
             seed = self.args.data_seed if self.args.data_seed is not None else self.args.seed
             return SeriesSampler(self.series, self.distill_config.images_per_series, seed)
@@ -187,7 +166,9 @@ class DistillTrainer(Trainer):
         return (loss, {"scores": scores}) if return_outputs else loss
 
     def prediction_step(self, model, inputs, prediction_loss_only, ignore_keys=None):
-        inputs = self._prepare_inputs(inputs)
+        # Usually already there (the Trainer prepares its dataloaders). Unlike the Trainer's private
+        # _prepare_inputs this keeps float dtypes under DeepSpeed: Qwen-VL casts pixel_values to its own.
+        inputs = send_to_device(inputs, self.args.device)
         target = inputs.pop("target")
         with torch.no_grad():
             scores = self.readout(model, inputs)
@@ -210,68 +191,6 @@ class DistillTrainer(Trainer):
             self.spec.save(output_dir if output_dir is not None else self.args.output_dir)
 
 
-def lora_target_modules(cfg: DistillConfig):
-    if cfg.lora_target_modules is not None:
-        return list(cfg.lora_target_modules)
-    return f"({_LANGUAGE_TARGETS}|{_VISION_TARGETS})" if cfg.tune_vision else _LANGUAGE_TARGETS
-
-
-def build_student(model_cfg: ModelConfig, cfg: DistillConfig, rating_scale: Sequence[float] = DEFAULT_RATING_SCALE):
-    """(model, processor) ready to train: head attached, LoRA wrapped or parameters (un)frozen."""
-    model, processor = _load_4bit(model_cfg) if cfg.tuning == "qlora" else load_vlm(model_cfg)
-    if cfg.head == "levels":
-        level_token_ids(processor, cfg.level_words, cfg.prompt)  # fail before training, not after
-    else:
-        attach_score_head(model, rating_scale)
-    if cfg.tuning == "full":
-        model.requires_grad_(True)
-        if not cfg.tune_vision:
-            _vision_tower(model).requires_grad_(False)
-        if cfg.head == "scalar":
-            model.get_output_embeddings().requires_grad_(False)  # lm_head plays no part in a scalar score
-        return model, processor
-    from peft import LoraConfig, get_peft_model, prepare_model_for_kbit_training
-
-    if cfg.tuning == "qlora":
-        model = prepare_model_for_kbit_training(model, use_gradient_checkpointing=cfg.gradient_checkpointing)
-    lora = LoraConfig(r=cfg.lora_r, lora_alpha=cfg.lora_alpha, lora_dropout=cfg.lora_dropout,
-                      target_modules=lora_target_modules(cfg),
-                      modules_to_save=["score_head"] if cfg.head == "scalar" else None)
-    return get_peft_model(model, lora), processor
-
-
-def _vision_tower(model) -> torch.nn.Module:
-    inner = getattr(model, "model", model)
-    for name in ("visual", "vision_tower", "vision_model"):
-        if hasattr(inner, name):
-            return getattr(inner, name)
-    raise ConfigError(f"distill.tune_vision: cannot find the vision tower of {type(model).__name__} to freeze; "
-                      "set tune_vision: true")
-
-
-def _load_4bit(model_cfg: ModelConfig):
-    """The base model in 4-bit NF4 (QLoRA, Dettmers et al. 2023, https://arxiv.org/abs/2305.14314)."""
-    if not torch.cuda.is_available():
-        raise ConfigError("distill.tuning: 'qlora' needs a CUDA GPU (bitsandbytes 4-bit kernels); "
-                          "use 'lora' or 'full' on this machine")
-    if importlib.util.find_spec("bitsandbytes") is None:
-        raise ConfigError("distill.tuning: 'qlora' needs bitsandbytes: pip install 'psdistill[quant]'")
-    if model_cfg.name_or_path == TINY:
-        raise ConfigError("distill.tuning: 'qlora' loads a checkpoint; save the tiny model first "
-                          "(psdistill.models.tiny.save_tiny) and point model.name_or_path at it")
-    from accelerate import PartialState
-    from transformers import AutoModelForImageTextToText, BitsAndBytesConfig
-
-    quant = BitsAndBytesConfig(load_in_4bit=True, bnb_4bit_quant_type="nf4", bnb_4bit_use_double_quant=True,
-                               bnb_4bit_compute_dtype=torch.bfloat16)
-    model = AutoModelForImageTextToText.from_pretrained(
-        model_cfg.name_or_path, revision=model_cfg.revision, trust_remote_code=model_cfg.trust_remote_code,
-        quantization_config=quant, dtype=torch.bfloat16, device_map={"": PartialState().local_process_index})
-    processor = load_processor(model_cfg.name_or_path, model_cfg.min_pixels, model_cfg.max_pixels,
-                               model_cfg.revision, model_cfg.trust_remote_code)
-    return model, processor
-
-
 def _train_rows(signal, dimensions: Sequence[str]) -> list[dict]:
     """The ranking objective's rows, one per image (scored in every dimension in one pass): its path and
     pseudo-score means and variances in `dimensions` order. The signal holds one block of rows per
@@ -284,128 +203,21 @@ def _train_rows(signal, dimensions: Sequence[str]) -> list[dict]:
              "var": [columns["variance"][b + i] for b in blocks]} for i in range(n)]
 
 
-def _training_fingerprint(model_cfg: ModelConfig, cfg: DistillConfig, rows: list[dict], dimension: list) -> str:
-    """What decides a checkpoint's meaning: everything but where to resume from."""
-    payload = {"model": dataclasses.asdict(model_cfg), "dimension": dimension, "rows": rows,
-               "distill": {k: v for k, v in dataclasses.asdict(cfg).items() if k != "resume_from_checkpoint"}}
-    return hashlib.sha256(json.dumps(payload, sort_keys=True, default=str).encode()).hexdigest()[:16]
-
-
-def _claim_output_dir(output_dir: Path, fingerprint: str) -> None:
-    """Record which training `output_dir`'s checkpoints belong to; drop those of another one, which
-    resuming would silently continue (another learning rate, data set or model)."""
-    record = output_dir / _FINGERPRINT_FILE
-    if record.is_file() and record.read_text().strip() != fingerprint:
-        stale = sorted(output_dir.glob(f"{PREFIX_CHECKPOINT_DIR}-*"))
-        if stale:
-            logger.warning("%s: %d checkpoint(s) of another training config; starting fresh", output_dir, len(stale))
-        for ckpt in stale:
-            shutil.rmtree(ckpt)
-    output_dir.mkdir(parents=True, exist_ok=True)
-    record.write_text(fingerprint + "\n")
-
-
-def _resume_point(cfg: DistillConfig, output_dir: Path):
-    if cfg.resume_from_checkpoint in (None, ""):
-        return None
-    if cfg.resume_from_checkpoint == "last":
-        # trainer_state.json is written last: a checkpoint cut off mid-write by a kill lacks it and is skipped.
-        done = [p for p in output_dir.glob(f"{PREFIX_CHECKPOINT_DIR}-*") if (p / TRAINER_STATE_NAME).is_file()]
-        if not done:
-            logger.info("distill.resume_from_checkpoint=last: no checkpoint in %s, starting fresh", output_dir)
-            return None
-        return str(max(done, key=lambda p: int(p.name.rsplit("-", 1)[1])))
-    if not Path(cfg.resume_from_checkpoint).is_dir():
-        raise ConfigError(f"distill.resume_from_checkpoint: {cfg.resume_from_checkpoint} is not a folder")
-    return cfg.resume_from_checkpoint
-
-
-class _LogMetrics(TrainerCallback):
-    """The Trainer's metric dicts at DEBUG: in the run's log file (psdistill.core.logs), on the console
-    only with --verbose, instead of printed between the progress bar's lines."""
-
-    def on_log(self, args, state, control, logs=None, **kwargs):
-        if state.is_world_process_zero:
-            logger.debug("step %d: %s", state.global_step, {k: v for k, v in logs.items() if k != "total_flos"})
-
-
-class _LoggedProgress(_LogMetrics, ProgressCallback):
-    """transformers' progress bar, with `_LogMetrics.on_log`."""
-
-
-def _log_metrics_instead_of_printing(trainer: Trainer) -> None:
-    if trainer.pop_callback(PrinterCallback) is not None:  # disable_tqdm=True
-        trainer.add_callback(_LogMetrics)
-    # Only where the bar is drawn: swapped on the other ranks too, rank 1 of a 2-process gloo run aborted
-    # at exit ("terminate called without an active exception"), every time; the cause is not found yet.
-    if trainer.is_world_process_zero() and trainer.pop_callback(ProgressCallback) is not None:
-        trainer.add_callback(_LoggedProgress)
-
-
-def train_student(train_records: Sequence[ImageRecord], pseudo_scores: Mapping[str, Mapping[str, Sequence[float]]],
-                  model_cfg: ModelConfig, cfg: DistillConfig, output_dir, val_records: Optional[Sequence[ImageRecord]] = None,
-                  callbacks: Optional[list] = None, rating_scale: Sequence[float] = DEFAULT_RATING_SCALE,
-                  labels: Optional[LabelSource] = None) -> Path:
-    """Train one student on `pseudo_scores` ({dimension: {id: (mean, variance)}} on `rating_scale`) that
-    scores every dimension in one pass per image (`scorer.Readout`), and save it.
-
-    `val_records` with ground truth in `scores[dimension]` are scored every `cfg.eval_steps` (and at
-    the start), logged as eval_srcc / eval_plcc (per dimension too, with several). Returns `output_dir`, which holds the adapter (or full
-    weights), the processor, `scorer_config.json` and the trainer state; `checkpoint-N/` folders are
-    scorers too. Works the same in one process and under `accelerate launch`. `callbacks` are extra
-    `transformers.TrainerCallback`s (early stopping, timing, ...). `labels` (which judge gave the
-    pseudo-scores, whether simulated) goes into the folder's model card (`card.py`). `cfg.objective ==
-    "grpo"` trains the same scorer by GRPO instead (grpo.py).
-    """
-    if cfg.objective == "grpo":
-        from psdistill.distill.grpo import train_grpo  # imports trl
-
-        return train_grpo(train_records, pseudo_scores, model_cfg, cfg, output_dir, val_records, callbacks,
-                          rating_scale, labels)
-    output_dir = Path(output_dir)
-    dims = list(pseudo_scores)
-    if not dims:
-        raise DataError("train_student: no pseudo-scores given (pseudo_scores has no dimension)")
-    weights = "full" if cfg.tuning == "full" else "adapter"
-    spec = ScorerSpec.build(model_cfg, cfg.readout_config(dims), weights=weights, name="psdistill",
-                            rating_scale=rating_scale, distill_config=dataclasses.asdict(cfg))
-    set_seed(cfg.seed)  # LoRA and scalar-head initialisation happen before the Trainer seeds
-    model, processor = build_student(model_cfg, cfg, rating_scale)
-    signal = training_signal(train_records, pseudo_scores, spec.prompts)
-    train_rows = _train_rows(signal, dims)
-    val_rows = [{"path": r.path, "target": [r.score(d) for d in dims]} for r in (val_records or [])
+def train_ranking(job: TrainingJob) -> Path:
+    """The ranking objective (objectives.OBJECTIVES["ranking"]): `DistillTrainer` on one row per image."""
+    student = start(job)
+    dims = job.dimensions
+    train_rows = _train_rows(student.signal, dims)
+    val_rows = [{"path": r.path, "target": [r.score(d) for d in dims]} for r in job.val_records
                 if any(math.isfinite(r.score(d)) for d in dims)]
-    fingerprint = _training_fingerprint(model_cfg, cfg, train_rows + val_rows, [dims, list(rating_scale)])
-    main_process_only(lambda: _claim_output_dir(output_dir, fingerprint))
-    readout = Readout(spec, processor)
+    claim_output_dir(job, train_rows + val_rows)
+    readout = Readout(student.spec, student.processor)
     trainer = DistillTrainer(
-        model=model, args=cfg.to_training_arguments(output_dir, with_eval=bool(val_rows)),
+        model=student.model, args=job.cfg.to_training_arguments(job.output_dir, with_eval=bool(val_rows)),
         train_dataset=train_rows, eval_dataset=val_rows or None,
-        data_collator=DistillCollator(processor, readout.text), processing_class=processor,
+        data_collator=DistillCollator(student.processor, readout.text), processing_class=student.processor,
         compute_metrics=partial(srcc_metrics, dimensions=dims) if val_rows else None,
-        distill_config=cfg, readout=readout, spec=spec,
-        series=list(signal["series"])[:len(train_rows)], callbacks=callbacks,  # one block's: one per image
+        distill_config=job.cfg, readout=readout, spec=student.spec,
+        series=list(student.signal["series"])[:len(train_rows)], callbacks=job.callbacks,  # one block's: one per image
     )
-    _log_metrics_instead_of_printing(trainer)
-    # torch.save and safetensors name neither the file nor the cause of a failed checkpoint write.
-    with writing(output_dir, needed=_checkpoint_bytes(model)):
-        trainer.train(resume_from_checkpoint=_resume_point(cfg, output_dir))
-        trainer.save_model(str(output_dir))
-        trainer.save_state()
-        # The other ranks wait for these files: one that left early tore its process group down while rank 0
-        # still wrote, aborted at exit (gloo) and had the launcher kill rank 0 mid-write.
-        main_process_only(lambda: _write_record_and_card(output_dir, spec, processor, len(train_rows), labels))
-    return output_dir
-
-
-def _write_record_and_card(output_dir, spec, processor, n_images: int, labels) -> None:
-    """What a finished student folder has beside its weights (both objectives): the base model's record and
-    the model card."""
-    record_base_model(output_dir, spec)
-    write_model_card(output_dir, spec, processor, n_images, labels)
-
-
-def _checkpoint_bytes(model: torch.nn.Module) -> int:
-    """About what one checkpoint takes: the weights, and AdamW's two fp32 moments per trained parameter."""
-    weights = sum(p.numel() * p.element_size() for p in model.parameters())
-    return weights + sum(2 * 4 * p.numel() for p in model.parameters() if p.requires_grad)
+    return fit(trainer, job, student, len(train_rows))

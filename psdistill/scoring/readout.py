@@ -32,6 +32,7 @@ import torch
 from PIL import Image
 
 from psdistill.core.errors import ConfigError
+from psdistill.models.hidden_state import last_token_state
 from psdistill.models.prefix_kv import continue_prefix, mrope_positions, run_prefix, unwrap
 from psdistill.models.readout_tokens import next_token_ids
 from psdistill.scoring.spec import ScorerSpec
@@ -130,7 +131,7 @@ class Readout:
             logits = out.logits[:, -1, self.token_ids.to(out.logits.device)].float()
             return torch.softmax(logits, dim=-1) @ self.values.to(logits.device)
         head = score_head(model)
-        h = out.hidden_states[-1][:, -1]  # final-norm output at the last (non-pad: left padding) token
+        h = last_token_state(out)
         return head(h.to(next(head.parameters()).dtype)).squeeze(-1).float()
 
 
