@@ -91,3 +91,30 @@ def test_scalar_head_that_did_not_load_is_an_error(records, tmp_path):
     save_file({k: v for k, v in load_file(adapter).items() if ".score_head." not in k}, adapter)
     with pytest.raises(PsdistillError, match="adapter_model.safetensors: the scalar head's trained weights"):
         StudentScorer.from_pretrained(out)
+
+
+def _odd_images(folder, source):
+    """The same photo as users have it: RGBA with transparency, palette, 16-bit grey, 8-bit grey, EXIF-rotated JPEG."""
+    from PIL import Image
+
+    folder.mkdir()
+    rgb = Image.open(source).convert("RGB")
+    rgba = rgb.convert("RGBA")
+    rgba.putalpha(Image.linear_gradient("L").resize(rgb.size))
+    grey16 = Image.fromarray((np.asarray(rgb.convert("L"), dtype=np.uint16) * 257))
+    exif = Image.Exif()
+    exif[0x0112] = 6  # orientation: rotated 90 degrees
+    images = {"rgba.png": (rgba, {}), "palette.png": (rgb.convert("P"), {}), "grey16.png": (grey16, {}),
+              "grey.png": (rgb.convert("L"), {}), "rotated.jpg": (rgb, {"exif": exif, "quality": 95})}
+    for name, (im, kw) in images.items():
+        im.save(folder / name, **kw)
+    return [folder / name for name in images]
+
+
+def test_card_snippet_opens_images_as_load_scorer_does(records, tmp_path):
+    import psdistill
+
+    out = _train(records, tmp_path / "full", ModelConfig(), tuning="full")
+    paths = _odd_images(tmp_path / "odd", records[0].path)
+    expected = psdistill.load_scorer(out).score(paths)
+    np.testing.assert_allclose(_snippet_scores(out, paths), expected, atol=1e-4)

@@ -12,11 +12,13 @@ from the weights file (`head_file`) and applies them to the last token's final h
 """
 from __future__ import annotations
 
+import inspect
 import json
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Optional
 
+from psdistill.data.images import to_rgb
 from psdistill.scoring.readout import Readout
 from psdistill.scoring.spec import ScorerSpec
 from psdistill.models.loading import TINY
@@ -69,8 +71,8 @@ def transformers_snippet(spec: ScorerSpec, processor, head_file: str = "") -> st
         load = "model = AutoModelForImageTextToText.from_pretrained(MODEL).eval()\n"
     return (
         ("import os\n\n" if spec.head == "scalar" else "")
-        + "import torch\n"
-        "from PIL import Image\n"
+        + "import numpy as np\nimport torch\n"
+        "from PIL import Image, ImageOps\n"
         "from transformers import AutoImageProcessor, AutoModelForImageTextToText, AutoTokenizer\n"
         + ("from peft import PeftModel\n" if spec.weights == "adapter" else "")
         + ("from huggingface_hub import hf_hub_download\nfrom safetensors.torch import load_file\n"
@@ -81,12 +83,13 @@ def transformers_snippet(spec: ScorerSpec, processor, head_file: str = "") -> st
         "image_processor = AutoImageProcessor.from_pretrained(MODEL)\n\n"
         f"PROMPTS = {spec.prompts!r}  # the user text per dimension\n"
         + (_levels_constants(spec, readout) if spec.head == "levels" else _scalar_head_loading(head_file))
+        + _IMAGE_LOADING
         + "TEXTS = {dim: tokenizer.apply_chat_template(\n"
         "    [{\"role\": \"user\", \"content\": [{\"type\": \"image\"}, {\"type\": \"text\", \"text\": prompt}]}],\n"
         "    add_generation_prompt=True, tokenize=False) for dim, prompt in PROMPTS.items()}\n\n\n"
         "@torch.no_grad()\n"
         f"def score(path, dimension={spec.dimensions[0]!r}):\n"
-        "    pixels = image_processor(images=[Image.open(path).convert(\"RGB\")], return_tensors=\"pt\")\n"
+        "    pixels = image_processor(images=[load_image(path)], return_tensors=\"pt\")\n"
         "    # the image placeholder stands for one token per merged patch, as the Qwen3-VL processor expands it\n"
         "    n = int(pixels[\"image_grid_thw\"].prod()) // image_processor.merge_size ** 2\n"
         "    tokens = tokenizer(TEXTS[dimension].replace(\"<|image_pad|>\", \"<|image_pad|>\" * n), return_tensors=\"pt\")\n"
@@ -94,6 +97,14 @@ def transformers_snippet(spec: ScorerSpec, processor, head_file: str = "") -> st
         "    tokens[\"mm_token_type_ids\"] = (tokens[\"input_ids\"] == tokenizer.convert_tokens_to_ids(\"<|image_pad|>\")).long()\n"
         + (_LEVELS_READOUT if spec.head == "levels" else _SCALAR_READOUT)
     )
+
+
+# The image as psdistill opens it (upright per EXIF, alpha over white, 16-bit scaled): psdistill's own
+# to_rgb, copied into the card from its source, so the snippet and load_scorer see the same pixels.
+_IMAGE_LOADING = ("\n" + inspect.getsource(to_rgb) + "\n\n"
+                  "def load_image(path):\n"
+                  "    with Image.open(path) as im:\n"
+                  "        return to_rgb(ImageOps.exif_transpose(im))\n\n\n")
 
 
 def _levels_constants(spec: ScorerSpec, readout: Readout) -> str:
