@@ -2,6 +2,7 @@
 import hashlib
 import json
 import math
+import shutil
 from pathlib import Path
 
 import numpy as np
@@ -300,7 +301,8 @@ def test_scores_equal_the_official_inference_single_image(official):
 def test_scores_equal_the_official_inference_series(official, n):
     scorer, meta, paths = official
     ref = meta["series"][str(n)]
-    got = scorer.score_series([paths[k % 3] for k in range(n)])
+    # the fixture's series folder was "0" with files x-0 .. x-<n-1>
+    got = scorer.score_series([paths[k % 3] for k in range(n)], series_id="0", indices=range(n))
     np.testing.assert_allclose(got, ref["scores"], atol=1e-4, rtol=0)
     if n == 4:  # >= 4 images: 0.9 x the image's mean over its 3 pairs + 0.1 x the series mean
         pair = ref["pair_scores"]
@@ -354,7 +356,101 @@ def test_a_corrupted_official_checkpoint_is_an_error_naming_the_key(tmp_path, co
         FGAesQScorer.from_official(tmp_path / "bad.pt", num_heads=2, device="cpu")
 
 
-def test_our_checkpoints_convert_to_the_official_format_and_back(tmp_path, official, tiny):
+def _without_last_layer(s):
+    for k in [k for k in s if k.startswith(("clip_model.visual.transformer.resblocks.1.", "transformer.resblocks.1."))]:
+        del s[k]
+
+
+@pytest.mark.parametrize("corrupt, message", [
+    # issue 27 item 10: what the release's ViT-B/16 cannot be is refused by the checkpoint's own key
+    (lambda s: s.__setitem__("clip_model.visual.positional_embedding", s["clip_model.visual.positional_embedding"][:50]),
+     r"clip_model\.visual\.positional_embedding \(50, 64\) has 50 positions \(a 7x7 grid: 112 px input\); "
+     r"the release's has 197"),
+    (lambda s: s.__setitem__("clip_model.visual.conv1.weight", s["clip_model.visual.conv1.weight"][..., :14, :14]),
+     r"clip_model\.visual\.conv1\.weight \(64, 3, 14, 14\) embeds 14 px patches; the release's .* are 16 px$"),
+    (_without_last_layer, r"1 transformer layers \(num_layers=2\): missing clip_model\.visual\.transformer\.resblocks\.1\.\*$"),
+    (lambda s: s.__setitem__("iqa_head.0.weight", torch.zeros(256, 64)),
+     r"iqa_head\.0\.weight \(256, 64\) reads the 64-d CLS \(a head the release does not have\)"),
+])
+def test_a_checkpoint_the_release_cannot_be_is_one_line_naming_its_key(tmp_path, corrupt, message):
+    from psdistill.baselines.fgaesq.scorer import FGAesQScorer
+
+    state = {k: v.clone() for k, v in torch.load(FIXTURE / "fgaesq_official.pt", weights_only=True).items()}
+    FGAesQScorer.from_official(FIXTURE / "fgaesq_official.pt", num_heads=2, num_layers=2, device="cpu")  # the good one
+    corrupt(state)
+    torch.save(state, tmp_path / "bad.pt")
+    with pytest.raises(PsdistillError, match=message) as err:
+        FGAesQScorer.from_official(tmp_path / "bad.pt", num_heads=2, num_layers=2, device="cpu")
+    assert "\n" not in str(err.value) and "vision_model." not in str(err.value)
+
+
+def test_the_release_size_is_read_and_its_missing_last_layer_named():
+    """At width 768 (ViT-B/16) the release's 12 layers are expected without num_layers; only shapes are read."""
+    from psdistill.baselines.fgaesq.official import official_vision_config
+
+    v = "clip_model.visual."
+    state = {v + "conv1.weight": torch.zeros(768, 3, 16, 16), v + "positional_embedding": torch.zeros(197, 768),
+             v + "proj": torch.zeros(768, 512), "iqa_head.0.weight": torch.zeros(256, 512)}
+    state.update({f"{v}transformer.resblocks.{n}.mlp.c_fc.weight": torch.zeros(3072, 1) for n in range(12)})
+    size = official_vision_config(state)
+    assert (size["vision"]["num_hidden_layers"], size["vision"]["num_attention_heads"], size["vision"]["image_size"],
+            size["projection_dim"]) == (12, 12, 224, 512)
+    del state[f"{v}transformer.resblocks.11.mlp.c_fc.weight"]
+    with pytest.raises(PsdistillError, match=r"11 transformer layers \(the release's ViT-B/16 has 12 at width 768\): "
+                                             r"missing clip_model\.visual\.transformer\.resblocks\.11\.\*$"):
+        official_vision_config(state)
+    state["iqa_head.0.weight"] = torch.zeros(256, 768)  # the 768-d head on the CLS
+    with pytest.raises(PsdistillError, match=r"iqa_head\.0\.weight \(256, 768\) reads the 768-d CLS"):
+        official_vision_config(state, num_layers=11)
+
+
+@pytest.mark.parametrize("key", ["exif", "rgba", "large"])
+def test_release_preprocessing_equals_the_official_inference(official, key):
+    """issue 27 item 11: preprocess="release" reads files as the release does; the default reads them upright,
+    composited over white and bounded to 4096^2 pixels, as every psdistill scorer."""
+    from psdistill.baselines.fgaesq.scorer import FGAesQScorer
+    from psdistill.data.images import load_image
+    from psdistill.scoring.registry import create_scorer
+
+    scorer, meta, _ = official
+    ref = meta["preprocess"][key]
+    path = str(FIXTURE / ref["file"])
+    release = create_scorer("fgaesq", path=str(FIXTURE / "fgaesq_official.pt"), num_heads=2, device="cpu",
+                            preprocess="release")
+    assert release.preprocess == "release" and release.identity["modes"] == {"preprocess": "release"}
+    assert abs(release.score([path])[0] - ref["score"]) < 1e-4
+    ours = scorer.score([path])[0]
+    assert abs(ours - ref["score"]) > 1e-3
+    if key != "large":  # the default scores psdistill's reading of the file (the large one: 4 s more)
+        as_read = FGAesQScorer(scorer.model, device="cpu", preprocess="release").score([load_image(path)])[0]
+        assert ours == pytest.approx(as_read, abs=1e-6)
+    with pytest.raises(ConfigError, match="preprocess must be"):
+        FGAesQScorer(scorer.model, device="cpu", preprocess="official")
+
+
+def test_series_defaults_give_the_release_result_of_a_series_folder(official, tmp_path):
+    """issue 27 item 12: the release names a series' pairs (and seeds them) by its folder and file names."""
+    scorer, meta, _ = official
+    named = meta["series_named"]
+    folder = tmp_path / named["folder"]
+    folder.mkdir()
+    for name, source in named["files"].items():
+        shutil.copy(FIXTURE / source, folder / name)
+    order = ["x-12.png", "x-3.png", "x-8.png"]  # input order is not the index order
+    got = scorer.score_series([str(folder / n) for n in order])
+    np.testing.assert_allclose(got, [named["scores"][n] for n in order], atol=1e-4, rtol=0)
+
+
+def test_series_names_follow_the_release():
+    from psdistill.baselines.fgaesq.official_tokens import series_names
+
+    assert series_names(["/d/007/x-3.jpg", "/d/007/x-12.png"]) == ("7", [3, 12])
+    assert series_names(["/d/s/x-3.jpg", "/d/s/y-3.jpg"]) == ("s", [0, 1])  # indices not distinct
+    assert series_names(["/d/s/a.jpg", "/d/s/b.jpg"]) == ("s", [0, 1])
+    assert series_names([Image.new("RGB", (8, 8))] * 2) == ("0", [0, 1])
+
+
+def test_our_checkpoints_convert_to_the_official_format_and_back(tmp_path, official):
     from psdistill.baselines.fgaesq.official import to_official_state_dict
     from psdistill.baselines.fgaesq.scorer import FGAesQScorer
 
@@ -365,7 +461,8 @@ def test_our_checkpoints_convert_to_the_official_format_and_back(tmp_path, offic
     assert set(out) == set(state) - set(scorer.load_report.ignored)
     for k, v in out.items():
         torch.testing.assert_close(v, state[k].float(), rtol=0, atol=0)
-    model, _ = tiny  # a model as recipes/fgaesq.py trains it (HF CLIP naming, 'resize' / 'project')
+    # a model as recipes/fgaesq.py trains it ('resize' / 'project'), at the release's 224 px / 16 px geometry
+    model, _ = load_base("tiny", seed=0, image_size=224, with_text=False)
     torch.save(to_official_state_dict(model), tmp_path / "ours.pt")
     heads = model.vision_model.config.num_attention_heads
     back = FGAesQScorer.from_official(tmp_path / "ours.pt", num_heads=heads, device="cpu", single="resize",

@@ -19,12 +19,15 @@ at dcba3cb) saves `FGAesQ.state_dict()`:
                                                         the text tower: not used by inference, ignored
 
 Every other key, a missing used key, a shape that does not fit or an alias that differs from its
-original is an error naming the key. A uniform `module.` prefix (DataParallel) is removed first.
+original is an error naming the key, and so is a checkpoint the release's ViT-B/16 cannot be
+(another patch, input size or depth, a head on the CLS; `official_vision_config`). A uniform
+`module.` prefix (DataParallel) is removed first.
 `to_official_state_dict` writes the release's keys (text tower excluded: the release loads with
 strict=False, so its own CLIP text tower stays).
 """
 from __future__ import annotations
 
+import math
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -38,6 +41,8 @@ VISUAL = "clip_model.visual."
 ALIASES = ("ln_pre.", "transformer.", "ln_post.")  # + "proj": FGAesQ attributes that alias clip_model.visual.*
 TEXT = ("clip_model.token_embedding.", "clip_model.positional_embedding", "clip_model.transformer.",
         "clip_model.ln_final.", "clip_model.text_projection", "clip_model.logit_scale")
+RELEASE_PATCH, RELEASE_GRID = 16, 14  # CLIP ViT-B/16 at 224 px: what the release's DiffToken assumes
+RELEASE_DEPTH = {768: 12}  # ViT-B/16's layers at its width (reduced-width test models: the checkpoint's count)
 OWN = ("scale_embedding", "mask_token", "iqa_head.")  # same names in both formats
 _LAYER = re.compile(r"^transformer\.resblocks\.(\d+)\.(.+)$")
 _LAYER_PARTS = {
@@ -139,53 +144,95 @@ def convert_official_state_dict(state: Mapping[str, torch.Tensor]) -> tuple[dict
     return out, report
 
 
-def official_vision_config(state: Mapping[str, torch.Tensor], num_heads: Optional[int] = None) -> dict:
+def official_vision_config(state: Mapping[str, torch.Tensor], num_heads: Optional[int] = None,
+                           num_layers: Optional[int] = None) -> dict:
     """The vision tower's size read from an official state dict: a CLIPVisionConfig dict plus
-    `projection_dim` and `head_input` (heads: `num_heads`, else CLIP's own rule width // 64)."""
+    `projection_dim` (heads: `num_heads`, else CLIP's own rule width // 64).
+
+    The release's FGAesQ is CLIP ViT-B/16 (`clip.load("ViT-B/16")`: width 768, 12 layers, 16 px
+    patches, 224 px input, i.e. 197 positions) with a head on the 512-d projection, and DiffToken cuts
+    16 px patches; a checkpoint of another patch, input size or head, or whose layers are not
+    0..`num_layers`-1 (default: 12 at width 768; at reduced test widths the checkpoint's own count),
+    is one PsdistillError naming the checkpoint's keys. (The release would load a checkpoint without
+    its last layer with strict=False and keep CLIP's pretrained layer there, which is not here.)"""
     state = _strip_module(state)
     need = [VISUAL + k for k in ("conv1.weight", "positional_embedding", "proj")] + ["iqa_head.0.weight"]
     missing = [k for k in need if k not in state]
     if missing:
         raise PsdistillError(f"official FGAesQ checkpoint: missing {', '.join(missing)}")
     conv, pos, proj = (state[VISUAL + k] for k in ("conv1.weight", "positional_embedding", "proj"))
-    width, patch = int(conv.shape[0]), int(conv.shape[-1])
-    grid = int(round((pos.shape[0] - 1) ** 0.5))
-    layers = {int(m.group(1)) for k in state if (m := _LAYER.match(k[len(VISUAL):]) if k.startswith(VISUAL) else None)}
+    width, patch, embed = int(conv.shape[0]), int(conv.shape[-1]), int(proj.shape[1])
+    layers = sorted({int(m.group(1)) for k in state
+                     if (m := _LAYER.match(k[len(VISUAL):]) if k.startswith(VISUAL) else None)})
     fc = state.get(f"{VISUAL}transformer.resblocks.0.mlp.c_fc.weight")
     if not layers or fc is None:
         raise PsdistillError(f"official FGAesQ checkpoint: no {VISUAL}transformer.resblocks.0.* layers")
+    problems = _release_geometry(conv, pos, layers, width, num_layers)
+    head_in = int(state["iqa_head.0.weight"].shape[1])
+    if head_in != embed:
+        what = f"the {head_in}-d CLS (a head the release does not have)" if head_in == width else f"{head_in} features"
+        problems.append(f"iqa_head.0.weight {tuple(state['iqa_head.0.weight'].shape)} reads {what}; the release's "
+                        f"head reads the {embed}-d projection {VISUAL}proj")
     heads = num_heads or max(1, width // 64)
     if width % heads:
-        raise PsdistillError(f"official FGAesQ checkpoint: width {width} is not divisible by {heads} heads")
-    head_in = int(state["iqa_head.0.weight"].shape[1])
-    embed = int(proj.shape[1])
-    if head_in not in (embed, width):
-        raise PsdistillError(f"official FGAesQ checkpoint: iqa_head.0.weight reads {head_in} features, "
-                             f"neither the projection ({embed}) nor the CLS ({width})")
-    return {"vision": dict(hidden_size=width, intermediate_size=int(fc.shape[0]), num_hidden_layers=max(layers) + 1,
-                           num_attention_heads=heads, patch_size=patch, image_size=grid * patch, num_channels=3,
+        problems.append(f"width {width} ({VISUAL}conv1.weight) is not divisible by {heads} heads")
+    if problems:
+        raise PsdistillError("official FGAesQ checkpoint: " + "; ".join(problems))
+    return {"vision": dict(hidden_size=width, intermediate_size=int(fc.shape[0]), num_hidden_layers=len(layers),
+                           num_attention_heads=heads, patch_size=patch, image_size=RELEASE_GRID * patch, num_channels=3,
                            hidden_act="quick_gelu", layer_norm_eps=1e-5),
-            "projection_dim": embed, "head_input": "projection" if head_in == embed else "pooled"}
+            "projection_dim": embed}
+
+
+def _release_geometry(conv, pos, layers: list[int], width: int, num_layers: Optional[int]) -> list[str]:
+    """What of the patch, the positions and the layers differs from the release's ViT-B/16, by key."""
+    problems = []
+    patch = int(conv.shape[-1])
+    if patch != RELEASE_PATCH:
+        problems.append(f"{VISUAL}conv1.weight {tuple(conv.shape)} embeds {patch} px patches; the release's "
+                        f"(CLIP ViT-B/16, DiffToken) are {RELEASE_PATCH} px")
+    n = int(pos.shape[0])
+    if n != RELEASE_GRID ** 2 + 1:
+        side = math.isqrt(n - 1) if n > 1 else 0
+        grid = (f"a {side}x{side} grid: {side * patch} px input" if side * side == n - 1 and n > 1
+                else "not a square grid")
+        problems.append(f"{VISUAL}positional_embedding {tuple(pos.shape)} has {n} positions ({grid}); the release's "
+                        f"has {RELEASE_GRID ** 2 + 1} ({RELEASE_GRID}x{RELEASE_GRID}: "
+                        f"{RELEASE_GRID * RELEASE_PATCH} px)")
+    if num_layers:
+        depth, whose = num_layers, f"num_layers={num_layers}"
+    elif width in RELEASE_DEPTH:
+        depth, whose = RELEASE_DEPTH[width], f"the release's ViT-B/16 has {RELEASE_DEPTH[width]} at width {width}"
+    else:  # a reduced-width model, not the release's size: its own highest layer
+        depth, whose = layers[-1] + 1, f"up to resblocks.{layers[-1]}"
+    absent = [i for i in range(depth) if i not in layers]
+    beyond = [i for i in layers if i >= depth]
+    if absent or beyond:
+        parts = [f"missing {', '.join(f'{VISUAL}transformer.resblocks.{i}.*' for i in absent)}" if absent else "",
+                 f"beyond the model {', '.join(f'{VISUAL}transformer.resblocks.{i}.*' for i in beyond)}"
+                 if beyond else ""]
+        problems.append(f"{len(layers)} transformer layers ({whose}): " + ", ".join(p for p in parts if p))
+    return problems
 
 
 def load_official_weights(model, state: Mapping[str, torch.Tensor] | str | Path) -> KeyMappingReport:
     """Load an official state dict into `model` (an FGAesQModel of the matching size), strictly:
-    PsdistillError naming the keys if any of ours gets nothing, any shape differs, or a key is unknown."""
+    PsdistillError naming the checkpoint's keys (the release's names) if any the model needs is
+    missing, any shape differs, or a key is unknown."""
     if isinstance(state, (str, Path)):
         state = read_state_dict(state)
+    state = _strip_module(state)
     converted, report = convert_official_state_dict(state)
-    present = set(_strip_module(state))
-    own = model.state_dict()
-    extra = [k for k in converted if k not in own]
-    shapes = [f"{k}: {tuple(v.shape)} in the checkpoint vs {tuple(own[k].shape)} in the model"
-              for k, v in converted.items() if k in own and tuple(v.shape) != tuple(own[k].shape)]
-    # named as the release names them; our names for what the release has no key for
-    missing = [k for k in to_official_state_dict(model) if k not in present and not _is_alias(k)] \
-        or [k for k in own if k not in converted]
+    expected = to_official_state_dict(model)  # the release's keys and shapes for this model
+    missing = [k for k in expected if k not in state and not _is_alias(k)]
+    shapes = [f"{k}: {tuple(state[k].shape)} in the checkpoint vs {tuple(v.shape)} in the model"
+              for k, v in expected.items() if k in state and not _is_alias(k) and state[k].shape != v.shape]
+    extra = [k for k in report.used if k not in expected]
     if extra or shapes or missing:
         parts = [f"{name} ({len(keys)}): {', '.join(keys[:12])}" for name, keys in
                  (("missing", missing), ("shape mismatch", shapes), ("not in the model", extra)) if keys]
         raise PsdistillError("official FGAesQ checkpoint does not fit the model: " + "; ".join(parts))
+    own = model.state_dict()
     model.load_state_dict({k: v.to(own[k].dtype) for k, v in converted.items()}, strict=True)
     return report
 

@@ -32,6 +32,7 @@ import hashlib
 import math
 import random
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Optional, Sequence
 
 import numpy as np
@@ -40,6 +41,8 @@ import torch.nn.functional as F
 from PIL import Image
 
 from psdistill.baselines.fgaesq.difftoken import normalize, to_tensor
+from psdistill.core.errors import DataError
+from psdistill.scoring.api import as_image
 
 MAX_SEQ_LEN = 512  # CLS + 511 tokens (DiffToken.hidden_size)
 N_FINE = 14  # int(initial_hidden_size 112 * importance_threshold 0.5 / 4)
@@ -202,7 +205,8 @@ def _multiscale(x: torch.Tensor, patch: int, rng: random.Random, importance: Opt
         fine = [i for i, _ in (rng.sample(top, N_FINE) if N_FINE <= len(top) else top)]
     fine_set = set(fine)
     coarse = [i for i in range(len(regions)) if i not in fine_set]
-    patches = [F.interpolate(regions[i][None], size=(patch, patch), mode="bicubic")[0] for i in coarse]
+    # one batched call (each region is resized on its own, as the release's per-region calls)
+    patches = list(F.interpolate(torch.stack([regions[i] for i in coarse]), size=(patch, patch), mode="bicubic"))
     for i in sorted(fine):
         patches.extend(_cells(regions[i], patch))
     # positions: coarse cells in region order; fine cells row-major over the 2x finer grid
@@ -271,6 +275,46 @@ def series_pairs(n: int, series_id: str = "0", indices: Optional[Sequence[int]] 
     idx = list(range(n)) if indices is None else [int(i) for i in indices]
     order = sorted(range(n), key=lambda k: idx[k])
     return [(a, b, f"{series_id}_{idx[a]}_{idx[b]}") for ai, a in enumerate(order) for b in order[ai + 1:]]
+
+
+def series_names(images: Sequence) -> tuple[str, list[int]]:
+    """The series id and image indices the release gives a series folder (collect_series_info), which
+    name its pairs and so seed their draws: the folder's name (an integer name without leading
+    zeros) and the <i> of each file name x-<i>.<ext>. Images that are not paths in one folder get
+    "0"; names that do not give distinct indices get their positions 0..n-1."""
+    paths = [Path(x) for x in images if isinstance(x, (str, Path))]
+    if len(paths) != len(images):
+        return "0", list(range(len(images)))
+    folders = {p.resolve().parent for p in paths}
+    name = folders.pop().name if len(folders) == 1 else "0"
+    try:
+        series_id = str(int(name))
+    except ValueError:
+        series_id = name
+    try:
+        indices = [int(p.name.split("-")[1].split(".")[0]) for p in paths]
+    except (IndexError, ValueError):
+        indices = []
+    if len(set(indices)) != len(paths):
+        indices = list(range(len(paths)))
+    return series_id, indices
+
+
+def open_release_image(x) -> Image.Image:
+    """An image as the release reads it (`Image.open(path).convert('RGB')`): EXIF orientation ignored,
+    alpha dropped (the colour under transparent pixels kept), full size; PIL images are converted the
+    same way, arrays as psdistill reads them."""
+    if isinstance(x, Image.Image):
+        return x.convert("RGB")
+    if not isinstance(x, (str, Path)):
+        return as_image(x)
+    try:
+        with Image.open(x) as im:
+            return im.convert("RGB")
+    except FileNotFoundError:
+        raise DataError(f"{x}: image file not found") from None
+    except (OSError, SyntaxError, ValueError, Image.DecompressionBombError) as e:
+        raise DataError(f"{x}: cannot read image ({e})") from None
 
 
 def confidence_adjust(per_image: Sequence[Sequence[float]]) -> np.ndarray:

@@ -17,6 +17,20 @@ tokenized follows the model's config (`single`, `series`; see model.py), or the 
   224 px long edge; DiffToken of difftoken.py, each image's mean score against every other member
   as the reference (`score_pairs` gives single pairs) [our choice; the paper does not say how
   references are picked at test time].
+
+`score_series`'s defaults name a series as the release does: paths x-<i>.jpg in a folder give the
+series id of the folder and the indices i (`official_tokens.series_names`), so a release series
+folder scores as the release scores it.
+
+How a file becomes pixels (`preprocess`):
+
+- "psdistill" (the default): psdistill.data.images.load_image, as every psdistill scorer: upright
+  per EXIF, transparency composited over white, at most 4096^2 pixels. It scores what a person
+  sees: the release scores a portrait phone photo lying on its side, and an RGBA image by the
+  colour hidden under its transparent pixels (often black or leftovers); and a 100-megapixel image
+  is decoded bounded (the release would hold ~1.2 GB of float pixels to keep 511 tokens of it);
+- "release": the release's `Image.open(path).convert('RGB')` (`official_tokens.open_release_image`):
+  its scores, to float precision, on such files too.
 """
 from __future__ import annotations
 
@@ -43,7 +57,8 @@ class FGAesQScorer(CallableScorer):
     source = "FGAesQ (Yang et al.), reimplemented in psdistill.baselines.fgaesq"
 
     def __init__(self, model: FGAesQModel, device: Optional[str] = None, batch_size: int = 32,
-                 single: Optional[str] = None, series: Optional[str] = None, seed: int = 0):
+                 single: Optional[str] = None, series: Optional[str] = None, seed: int = 0,
+                 preprocess: str = "psdistill"):
         self.device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
         self.model = model.to(self.device).eval()
         self.batch_size = batch_size
@@ -53,6 +68,9 @@ class FGAesQScorer(CallableScorer):
             raise ConfigError(f"FGAesQScorer: single must be 'official' or 'resize', got {self.single!r}")
         if self.series not in ("official", "project"):
             raise ConfigError(f"FGAesQScorer: series must be 'official' or 'project', got {self.series!r}")
+        if preprocess not in ("psdistill", "release"):
+            raise ConfigError(f"FGAesQScorer: preprocess must be 'psdistill' or 'release', got {preprocess!r}")
+        self.preprocess = preprocess
         self.seed = seed
         self.load_report: Optional[KeyMappingReport] = None
 
@@ -60,29 +78,29 @@ class FGAesQScorer(CallableScorer):
     def from_pretrained(cls, path: str | Path, device: Optional[str] = None, dtype: Optional[str] = None,
                         batch_size: int = 32, attn_implementation: Optional[str] = None, **modes) -> "FGAesQScorer":
         """A checkpoint written by recipes/fgaesq.py (`<run_dir>/checkpoint`) or `FGAesQModel.save_pretrained`;
-        `modes`: single / series / seed, as in the constructor."""
+        `modes`: single / series / seed / preprocess, as in the constructor."""
         model = FGAesQModel.from_pretrained(path, attn_implementation=attn_implementation)
         if dtype:
             model = model.to(DTYPES[dtype])
         return cls(model, device=device, batch_size=batch_size, **modes)
 
     @classmethod
-    def from_official(cls, weights: str | Path, num_heads: Optional[int] = None, device: Optional[str] = None,
-                      batch_size: int = 32, single: str = "official", series: str = "official",
-                      seed: int = 0) -> "FGAesQScorer":
+    def from_official(cls, weights: str | Path, num_heads: Optional[int] = None, num_layers: Optional[int] = None,
+                      device: Optional[str] = None, batch_size: int = 32, **modes) -> "FGAesQScorer":
         """An official FGAesQ state dict (the release's `FGAesQ.state_dict()`, see official.py), loaded
         strictly into a model of the size the weights have (`num_heads`: default width // 64, CLIP's rule;
-        12 for ViT-B/16). The key report is `load_report`."""
+        12 for ViT-B/16; `num_layers`: see `official_vision_config`). `modes` as in the constructor
+        (single and series default to "official"). The key report is `load_report`."""
         state = read_state_dict(weights)
-        size = official_vision_config(state, num_heads)
+        size = official_vision_config(state, num_heads, num_layers)
         from transformers import CLIPVisionConfig
 
         config = FGAesQModelConfig(vision_config=CLIPVisionConfig(**size["vision"]).to_dict(),
-                                   projection_dim=size["projection_dim"], head_input=size["head_input"],
-                                   base=f"official:{weights}", single="official", series="official")
+                                   projection_dim=size["projection_dim"], base=f"official:{weights}",
+                                   single="official", series="official")
         model = FGAesQModel(config)
         report = load_official_weights(model, state)
-        scorer = cls(model, device=device, batch_size=batch_size, single=single, series=series, seed=seed)
+        scorer = cls(model, device=device, batch_size=batch_size, **modes)
         scorer.load_report = report
         return scorer
 
@@ -97,7 +115,7 @@ class FGAesQScorer(CallableScorer):
         batch_size = batch_size or self.batch_size
         out = np.empty(len(images), dtype=np.float64)
         for start in range(0, len(images), batch_size):
-            chunk = [as_image(x, start + k) for k, x in enumerate(images[start:start + batch_size])]
+            chunk = [self._image(x, start + k) for k, x in enumerate(images[start:start + batch_size])]
             if self.single == "official":
                 batch = {k: v.to(self.device) for k, v in self.model.official_batch(chunk, self.seed).items()}
                 out[start:start + len(chunk)] = self.model(**batch).scores.float().cpu().numpy()
@@ -118,18 +136,22 @@ class FGAesQScorer(CallableScorer):
         gen = torch.Generator().manual_seed(seed)  # dropping, when the budget binds, is reproducible
         out = np.empty(len(images), dtype=np.float64)
         for start in range(0, len(images), self.batch_size):
-            toks = [difftoken(as_image(x), as_image(y), cfg.difftoken, m.image_size, m.patch_size,
+            toks = [difftoken(self._image(x), self._image(y), cfg.difftoken, m.image_size, m.patch_size,
                               cfg.image_mean, cfg.image_std, gen)[0]
                     for x, y in zip(images[start:start + self.batch_size], references[start:start + self.batch_size])]
             batch = {k: v.to(self.device) for k, v in collate_tokens(toks).items()}
             out[start:start + len(toks)] = m(**batch).scores.float().cpu().numpy()
         return out
 
-    def score_series(self, images: Sequence, series_id: str = "0",
+    def score_series(self, images: Sequence, series_id: Optional[str] = None,
                      indices: Optional[Sequence[int]] = None) -> np.ndarray:
         """Scores of the images of one series with DiffToken (a single image: `score`). `series_id` and
-        `indices` (default 0..n-1) name the pairs in the official mode, whose draws they seed."""
-        ims = [as_image(x) for x in images]
+        `indices` name the pairs in the official mode, whose draws they seed; by default the release's
+        names of the images' folder and files (`official_tokens.series_names`)."""
+        names = official_tokens.series_names(images)
+        series_id = names[0] if series_id is None else series_id
+        indices = names[1] if indices is None else indices
+        ims = [self._image(x, k) for k, x in enumerate(images)]
         n = len(ims)
         if n < 2:
             return self.score(ims)
@@ -141,6 +163,9 @@ class FGAesQScorer(CallableScorer):
         for (i, _), v in zip(pairs, s):
             total[i] += v
         return total / (n - 1)
+
+    def _image(self, x, index: int = 0):
+        return official_tokens.open_release_image(x) if self.preprocess == "release" else as_image(x, index)
 
     @torch.no_grad()
     def _series_official(self, ims, series_id, indices) -> np.ndarray:
@@ -161,17 +186,25 @@ class FGAesQScorer(CallableScorer):
         return official_tokens.confidence_adjust(per_image)
 
 
-def create_fgaesq_scorer(path: str, device: Optional[str] = None, batch_size: int = 32,
-                         dtype: Optional[str] = None, **modes) -> FGAesQScorer:
-    """Registry factory: `path` is a checkpoint folder (recipes/fgaesq.py) or an official state dict file."""
+def create_fgaesq_scorer(path: str, device: Optional[str] = None, batch_size: int = 32, dtype: Optional[str] = None,
+                         single: Optional[str] = None, series: Optional[str] = None, seed: int = 0,
+                         preprocess: str = "psdistill", num_heads: Optional[int] = None,
+                         num_layers: Optional[int] = None) -> FGAesQScorer:
+    """Registry factory: `path` is a checkpoint folder (recipes/fgaesq.py) or an official state dict file
+    (`num_heads` / `num_layers`: see `FGAesQScorer.from_official`); the modes as in `FGAesQScorer`
+    (`preprocess="release"`: files read as the release reads them)."""
     if path is None:
         raise PsdistillError("fgaesq: pass path=<run_dir>/checkpoint (train one with recipes/fgaesq.py) "
                              "or path=<official FGAesQ .pth>")
     p = Path(path)
+    # what differs from the defaults (the identity of a default scorer stays what earlier versions recorded)
+    modes = {k: v for k, v, default in (("single", single, None), ("series", series, None), ("seed", seed, 0),
+                                         ("preprocess", preprocess, "psdistill")) if v != default}
     if p.is_dir():
         scorer = FGAesQScorer.from_pretrained(p, device=device, dtype=dtype, batch_size=batch_size, **modes)
     elif p.is_file():
-        scorer = FGAesQScorer.from_official(p, device=device, batch_size=batch_size, **modes)
+        scorer = FGAesQScorer.from_official(p, num_heads=num_heads, num_layers=num_layers, device=device,
+                                            batch_size=batch_size, **modes)
         if dtype:
             scorer.model.to(DTYPES[dtype])
     else:
