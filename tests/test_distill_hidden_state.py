@@ -7,7 +7,7 @@ from PIL import Image
 
 from psdistill.models.hidden_state import last_token_state
 from psdistill.models.loading import ModelConfig, load_vlm
-from psdistill.scoring.student import processor_inputs, render_prompt
+from psdistill.scoring.readout import processor_inputs, render_prompt
 
 
 def _images():
