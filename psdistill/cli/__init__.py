@@ -7,6 +7,7 @@
     psdistill score --model runs/demo/student a.jpg b.jpg -o scores.csv
     psdistill fuse --ratings ratings.csv --preferences prefs/ --images PPAINT/images --out runs/ppaint_gt
     psdistill list-scorers
+    psdistill plan --config recipes/configs/qwen3vl8b_1x80gb_lora.yaml --gpu H100-80GB --gpus 1
     psdistill launch --config_file launch/cpu_ddp.yaml recipes/distill.py     # accelerate launch, errors last
 
 Stage messages go to the console (-v/--verbose: also the Trainer's metric lines; -q/--quiet: warnings
@@ -37,7 +38,8 @@ COMMANDS = {"run": "every stage (--config FILE, key=value overrides)",
             "export": "RUN -o OUT: the run's images, pseudo-scores, predictions, judgments and training signal as datasets.Dataset folders",
             "fuse": "--ratings CSV|DIR --preferences CSV|DIR --images DIR -o OUT: fused expert ground truth",
             "launch": "[accelerate launch options] SCRIPT [ARGS]: accelerate launch, a recipe's error printed last",
-            "list-scorers": "the registered scorers (psdistill.load_scorer names)"}
+            "list-scorers": "the registered scorers (psdistill.load_scorer names)",
+            "plan": "--config FILE [--gpu NAME --gpus N --gpu-memory GB --zero-stage Z]: memory and time per stage"}
 
 
 def main(argv=None) -> int:
@@ -63,6 +65,8 @@ def _dispatch(argv) -> int:
         return _push(rest)
     if command == "fuse":
         return _fuse(rest)
+    if command == "plan":
+        return _plan(rest)
     if command == "list-scorers":
         from psdistill.scoring.registry import list_scorers
 
@@ -132,6 +136,27 @@ def _score(argv) -> int:
                        on_bad_image=args.on_bad_image)
     print(f"wrote {len(out)} scores to {args.output}")
     return 0
+
+
+def _plan(argv) -> int:
+    from psdistill.models.budget import GPUS
+
+    parser = argparse.ArgumentParser(prog="psdistill plan", description=(
+        "Peak memory per device and time of the judge, distill and score stages of a config (no model is "
+        "loaded); what would fit where a stage does not. Other arguments: the config's key=value overrides."))
+    parser.add_argument("--gpu", default="H100-80GB", help=f"one of {', '.join(GPUS)}")
+    parser.add_argument("--gpus", type=int, default=1, help="GPUs (data-parallel ranks)")
+    parser.add_argument("--gpu-memory", type=float, default=None, help="GB per GPU, overriding --gpu's")
+    parser.add_argument("--zero-stage", type=int, default=0, help="DeepSpeed ZeRO stage of the launch (0: none)")
+    args, rest = parser.parse_known_args(argv)
+    from psdistill.core.config import parse_config
+    from psdistill.pipeline import PipelineConfig
+    from psdistill.pipeline.plan import format_plan, plan
+
+    stages = plan(parse_config(PipelineConfig, rest), gpus=args.gpus, gpu=args.gpu, gpu_memory=args.gpu_memory,
+                  zero_stage=args.zero_stage)
+    print(format_plan(stages, args.gpu, args.gpus))
+    return 0 if all(s.fits for s in stages) else 1
 
 
 def _push(argv) -> int:
