@@ -27,11 +27,11 @@ CPU_BLOCK = 64  # the input width the CPU kernels dequantise correctly in multip
 def load_4bit(model_cfg: ModelConfig):
     """(model, processor): `model_cfg`'s checkpoint with its Linear layers in NF4 (double quantised,
     bf16 compute), on this process's device."""
-    if importlib.util.find_spec("bitsandbytes") is None:
-        raise ConfigError("distill.tuning: 'qlora' needs bitsandbytes: pip install 'psdistill[quant]'")
     if model_cfg.name_or_path == TINY:
         raise ConfigError("distill.tuning: 'qlora' loads a checkpoint; save the tiny model first "
                           "(psdistill.models.tiny.save_tiny) and point model.name_or_path at it")
+    if importlib.util.find_spec("bitsandbytes") is None:
+        raise ConfigError("distill.tuning: 'qlora' needs bitsandbytes: pip install 'psdistill[quant]'")
     from accelerate import PartialState
     from transformers import AutoConfig, AutoModelForImageTextToText, BitsAndBytesConfig
 
