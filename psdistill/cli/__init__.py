@@ -143,19 +143,23 @@ def _plan(argv) -> int:
 
     parser = argparse.ArgumentParser(prog="psdistill plan", description=(
         "Peak memory per device and time of the judge, distill and score stages of a config (no model is "
-        "loaded); what would fit where a stage does not. Other arguments: the config's key=value overrides."))
-    parser.add_argument("--gpu", default="H100-80GB", help=f"one of {', '.join(GPUS)}")
-    parser.add_argument("--gpus", type=int, default=1, help="GPUs (data-parallel ranks)")
+        "loaded); what would fit where a stage does not. Other arguments: --config and key=value overrides. "
+        "Hardware not given: the config's '# hardware:' line, else 1 x H100-80GB. Exit status 1: a stage does not fit."))
+    parser.add_argument("--gpu", default=None, help=f"one of {', '.join(GPUS)}")
+    parser.add_argument("--gpus", type=int, default=None, help="GPUs (data-parallel ranks)")
     parser.add_argument("--gpu-memory", type=float, default=None, help="GB per GPU, overriding --gpu's")
-    parser.add_argument("--zero-stage", type=int, default=0, help="DeepSpeed ZeRO stage of the launch (0: none)")
+    parser.add_argument("--zero-stage", type=int, default=None, help="DeepSpeed ZeRO stage of the launch (0: none)")
     args, rest = parser.parse_known_args(argv)
     from psdistill.core.config import parse_config
     from psdistill.pipeline import PipelineConfig
-    from psdistill.pipeline.plan import format_plan, plan
+    from psdistill.pipeline.plan import HARDWARE, format_plan, plan, recipe_hardware
 
-    stages = plan(parse_config(PipelineConfig, rest), gpus=args.gpus, gpu=args.gpu, gpu_memory=args.gpu_memory,
-                  zero_stage=args.zero_stage)
-    print(format_plan(stages, args.gpu, args.gpus))
+    config = next((rest[i + 1] for i, a in enumerate(rest[:-1]) if a in ("--config", "-c")), None)
+    named = recipe_hardware(config) if config and os.path.isfile(config) and HARDWARE.search(open(config).read()) else {}
+    hardware = {k: v if v is not None else named.get(k, default) for k, v, default in (
+        ("gpu", args.gpu, "H100-80GB"), ("gpus", args.gpus, 1), ("zero_stage", args.zero_stage, 0))}
+    stages = plan(parse_config(PipelineConfig, rest), gpu_memory=args.gpu_memory, **hardware)
+    print(format_plan(stages, hardware["gpu"], hardware["gpus"]))
     return 0 if all(s.fits for s in stages) else 1
 
 

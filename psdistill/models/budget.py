@@ -43,9 +43,9 @@ MFU = {"infer": 0.45, "lora": 0.35, "full": 0.35, "qlora": 0.25}
 # of peak(L, T) = a + b T + L (c + d T): eval/results/plan_8b.json (`fit`), copied by hand after each run
 # of eval/bench_plan_8b.py (tests/test_plan.py checks the copy).
 ACTIVATION_FIT = {
-    "train": (0.0, 0.0, 0.0, 0.0),
-    "train_ckpt": (0.0, 0.0, 0.0, 0.0),
-    "infer": (0.0, 0.0, 0.0, 0.0),
+    "train": (-1.36433e+07, 262310, 1.08126e+07, 366050),
+    "train_ckpt": (4.85642e+06, 542057, 5112, 8192),
+    "infer": (-1.71929e+06, 296474, -4.51102e-08, 20480),
 }
 _FIT_WIDTH = 4096 + 12288
 # 4-bit NF4 with double quantisation: 4 bits, an 8-bit absmax per 64 weights, a float32 one per 256 of those.
@@ -74,11 +74,6 @@ class Arch:
     @property
     def total(self) -> int:
         return self.text_linear + self.text_other + self.embed + self.lm_head + self.vision_linear + self.vision_other
-
-    @property
-    def text_matmul(self) -> int:
-        """Parameters each text token multiplies (not the embedding lookup nor, with logits_to_keep=1, lm_head)."""
-        return self.text_linear
 
 
 def qwen3_vl_arch(config: dict) -> Arch:
@@ -195,15 +190,16 @@ def usable_bytes(memory_gib: float) -> float:
 
 
 def forward_flops(arch: Arch, tokens: int, vision_tokens: int) -> float:
-    """FLOPs of one sequence's forward: 2 per parameter and token, causal attention, the vision tower
-    (4 patches per merged token through every block and the mergers)."""
+    """FLOPs of one sequence's forward: 2 per decoder Linear weight and token (not the embedding lookup nor,
+    with logits_to_keep=1, lm_head), causal attention, the vision tower (4 patches per merged token through
+    every block; the mergers counted at patch rate too, a slight overcount)."""
     attention = 2 * arch.layers * arch.heads * arch.head_dim * tokens ** 2  # QK^T and AV, causal half
-    return 2.0 * arch.text_matmul * tokens + attention + 2.0 * arch.vision_linear * 4 * vision_tokens
+    return 2.0 * arch.text_linear * tokens + attention + 2.0 * arch.vision_linear * 4 * vision_tokens
 
 
 def train_seconds(arch: Arch, s: TrainSettings, images: int, vision_tokens: int, gpu: GPU) -> float:
     """Seconds for one epoch over `images` images on `s.gpus` GPUs."""
-    text = 2.0 * arch.text_matmul * s.tokens
+    text = 2.0 * arch.text_linear * s.tokens
     # forward; backward through the text layers (input gradients; weight gradients too under full);
     # the checkpointed forward again. The frozen vision tower runs forward only.
     passes = 1 + (2 if s.tuning == "full" else 1) + (1 if s.checkpointing else 0)

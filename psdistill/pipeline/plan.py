@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import re
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Optional
@@ -58,9 +59,9 @@ def arch_of(model_cfg) -> budget.Arch:
     if path.is_file():
         return budget.qwen3_vl_arch(json.loads(path.read_text()))
     if name == "tiny":
-        from psdistill.models.tiny import tiny_qwen3_vl_config
+        from psdistill.models.tiny import tiny_qwen3_vl_config, tiny_tokenizer
 
-        return budget.qwen3_vl_arch(tiny_qwen3_vl_config(256).to_dict())
+        return budget.qwen3_vl_arch(tiny_qwen3_vl_config(len(tiny_tokenizer())).to_dict())
     raise ConfigError(f"model.name_or_path: the planner cannot size {name!r}: give a local folder with its "
                       f"config.json (known by name: {', '.join(KNOWN)})")
 
@@ -120,7 +121,7 @@ def _distill(arch, cfg, vision, spec: GPU, gpus, zero_stage, usable, settings=No
 
 
 def _what_fits(arch, cfg, stage: StagePlan, vision, spec, gpus, zero_stage, usable) -> list[str]:
-    """The first changes (in order of least disruption) that make `stage` fit."""
+    """The first two changes (in order of least disruption) that make `stage` fit."""
     out = []
     if stage.stage in ("judge", "score"):
         key = "judge.vlm.batch_size" if stage.stage == "judge" else "distill.per_device_eval_batch_size"
@@ -130,26 +131,50 @@ def _what_fits(arch, cfg, stage: StagePlan, vision, spec, gpus, zero_stage, usab
                 return [f"{key}={batch}"]
         return ["the bf16 weights alone do not fit: a larger GPU"]
     s = train_settings(arch, cfg, vision, gpus, zero_stage)
+    # Changes that keep the objective first: a smaller batch forms fewer in-batch pairs (gradient
+    # accumulation keeps the images per step, not the pairs).
     candidates = []
     if not s.checkpointing:
         candidates.append(("distill.gradient_checkpointing=true", dict(checkpointing=True)))
-    for batch in (s.batch // 2, s.batch // 4, 2):
-        if 2 <= batch < s.batch:
-            accum = f" distill.gradient_accumulation_steps={cfg.distill.gradient_accumulation_steps * s.batch // batch}"
-            candidates.append((f"distill.gradient_checkpointing=true distill.per_device_train_batch_size={batch}{accum}",
-                               dict(checkpointing=True, batch=batch)))
     if s.tuning == "lora":
         candidates.append(("distill.tuning=qlora distill.gradient_checkpointing=true",
                            dict(tuning="qlora", checkpointing=True)))
     if s.tuning == "full" and s.zero_stage < 3:
         candidates.append((f"ZeRO-3 over {max(gpus, 8)} GPUs (launch/deepspeed_zero3.yaml), checkpointing on",
                            dict(zero_stage=3, gpus=max(gpus, 8), checkpointing=True)))
+    for batch in (s.batch // 2, s.batch // 4, 2):
+        if 2 <= batch < s.batch:
+            accum = f" distill.gradient_accumulation_steps={cfg.distill.gradient_accumulation_steps * s.batch // batch}"
+            candidates.append((f"distill.gradient_checkpointing=true distill.per_device_train_batch_size={batch}{accum}",
+                               dict(checkpointing=True, batch=batch)))
     for text, change in candidates:
         if _distill(arch, cfg, vision, spec, gpus, zero_stage, usable, dataclasses.replace(s, **change)).fits:
             out.append(text)
             if len(out) == 2:
                 break
     return out or ["nothing short of a larger GPU or more GPUs with ZeRO-3 (full) / QLoRA (LoRA)"]
+
+
+HARDWARE = re.compile(r"^# hardware: (\d+) x (\S+?)(?:, ZeRO-(\d))?$", re.M)
+
+
+def recipe_hardware(path) -> dict:
+    """The `plan` arguments a recipe's '# hardware: N x GPU[, ZeRO-Z]' header line names."""
+    match = HARDWARE.search(Path(path).read_text())
+    if match is None:
+        raise ConfigError(f"{path}: no '# hardware: N x GPU[, ZeRO-Z]' line to size it for")
+    return dict(gpus=int(match[1]), gpu=match[2], zero_stage=int(match[3] or 0))
+
+
+def recipe_plan_block(path) -> str:
+    """The '# plan:' ... '# end plan' header block of a recipe: its plan on the hardware it names."""
+    from psdistill.core.config import parse_config
+    from psdistill.pipeline import PipelineConfig
+
+    hardware = recipe_hardware(path)
+    table = format_plan(plan(parse_config(PipelineConfig, ["--config", str(path)]), **hardware),
+                        hardware["gpu"], hardware["gpus"])
+    return "\n".join(["# plan:", *("#   " + line for line in table.splitlines()), "# end plan"])
 
 
 COLUMNS = ("weights", "optimizer", "gradients", "activations", "kv_cache")
