@@ -192,6 +192,11 @@ def main(argv=None):
 
 NOTES = """
 Notes
+- What the per-layer-token terms d are: infer 4096 B, the bf16 KV cache (2 x 8 KV heads x 128 x 2 B);
+  train_ckpt 8192 B, the bf16 hidden state kept at each checkpointed layer's input (4096 x 2 B; one layer's
+  full activations are rebuilt at a time: its b); train, everything the layer's backward needs.
+- The fit uses depths from 2 (a first run fit on depths 1 and 2 and missed depth 4 by up to 10%: the
+  decoder's first three layers add the deepstack visual features, so depth 1 is not like the rest).
 - Measured on the CPU, where the tensors a step keeps are those of the same ops on a GPU; what differs there:
   the attention kernel (flash/memory-efficient on both: no T x T matrix is kept), cuBLAS/NCCL workspaces and
   the caching allocator's fragmentation (the planner's reserve: 1.5 GiB + 5%), and the vision tower's 27

@@ -1,4 +1,4 @@
-"""The planner (psdistill/models/budget.py, psdistill/pipeline/plan.py, `psdistill plan`): counts against
+"""The planner (psdistill/models/budget.py, psdistill/pipeline/planner.py, `psdistill plan`): counts against
 models built on the meta device, the measured activation fit against its source, every shipped 8B
 recipe against the hardware it names, suggestions that fit, bad input in one line."""
 import json
@@ -13,7 +13,7 @@ from psdistill.core.errors import ConfigError
 from psdistill.models import budget
 from psdistill.models.budget import GIB, TrainSettings
 from psdistill.pipeline import PipelineConfig
-from psdistill.pipeline.plan import arch_of, format_plan, plan, recipe_hardware, recipe_plan_block
+from psdistill.pipeline.planner import arch_of, format_plan, plan, recipe_hardware, recipe_plan_block
 
 REPO = Path(__file__).resolve().parents[1]
 CONFIG_8B = REPO / "psdistill/models/configs/qwen3_vl_8b.json"

@@ -152,7 +152,7 @@ def _plan(argv) -> int:
     args, rest = parser.parse_known_args(argv)
     from psdistill.core.config import parse_config
     from psdistill.pipeline import PipelineConfig
-    from psdistill.pipeline.plan import HARDWARE, format_plan, plan, recipe_hardware
+    from psdistill.pipeline.planner import HARDWARE, format_plan, plan, recipe_hardware
 
     config = next((rest[i + 1] for i, a in enumerate(rest[:-1]) if a in ("--config", "-c")), None)
     named = recipe_hardware(config) if config and os.path.isfile(config) and HARDWARE.search(open(config).read()) else {}

@@ -1,5 +1,6 @@
 """`psdistill plan`: peak memory per device and time of the judge, distill and score stages of a config,
-before any GPU is rented; what would fit when a stage does not (issue 28).
+before any GPU is rented; what would fit when a stage does not (issue 28). (Not `plan.py`: the package
+exports runner's `plan`, which a submodule of that name would shadow.)
 
     >>> from psdistill.core.config import parse_config
     >>> cfg = parse_config(PipelineConfig, ["--config", "recipes/configs/qwen3vl8b_1x80gb_lora.yaml"])  # doctest: +SKIP
