@@ -9,7 +9,6 @@ import torch
 
 from psdistill.cli import main
 from psdistill.core.config import parse_config
-from psdistill.core.errors import ConfigError
 from psdistill.models import budget
 from psdistill.models.budget import GIB, TrainSettings
 from psdistill.pipeline import PipelineConfig

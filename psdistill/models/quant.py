@@ -7,8 +7,9 @@ On the CPU, bitsandbytes 0.50.2 has two traps, each worked around here and pinne
   repacks its weight into an inference-only layout; training afterwards passes no gradient through that
   layer (most LoRA gradients silently zero) or crashes on narrow layers. Every `Linear4bit` gets
   `support_avx512bf16_for_cpu = False`, the attribute that gates the repacking.
-- a layer whose input width is not a multiple of 64 dequantises wrongly (relative error ~0.4 instead of
-  NF4's ~0.1): such layers stay unquantised (`llm_int8_skip_modules`). Qwen3-VL-8B's vision MLP output
+- a layer whose input width is not a multiple of 64, quantised as transformers loads it, dequantises
+  wrongly (relative error 0.14-0.25 on the tiny model's 32-wide vision layers, NF4's own is 0.09): such
+  layers stay unquantised (`llm_int8_skip_modules`). Qwen3-VL-8B's vision MLP output
   layers (4304 wide) are among them; on a GPU every layer is quantised.
 And `device_map={"": local_process_index}` names a CUDA device; the process's device is used instead.
 """
