@@ -235,7 +235,34 @@ def report(out: dict) -> str:
             for p in out["points"] if p["depth"] not in out["fit_depths"]]
     if held:
         lines += ["", f"Largest error at the held-out depth: {100 * max(held):.1f}% (goal: within 10%)."]
-    return "\n".join(lines) + "\n" + NOTES
+    return "\n".join(lines + ["", *answers()]) + "\n" + NOTES
+
+
+def answers() -> list[str]:
+    """The planner's answer to 'what fits my card at 448 px': the largest per-device training batch (checkpointing
+    on; the planner's memory model, these measurements in it)."""
+    from psdistill.pipeline.planner import plan
+
+    gpus = ("RTX4090-24GB", "L40S-48GB", "A100-80GB", "H100-80GB")
+    setups = (("LoRA r=32", ["distill.tuning=lora"], {}), ("QLoRA r=32", ["distill.tuning=qlora"], {}),
+              ("full, ZeRO-3 x 8", ["distill.tuning=full"], dict(gpus=8, zero_stage=3)))
+    lines = ["What the planner makes of it: the largest per-device training batch at 448 x 448 px (196 image "
+             "tokens + the prompt), gradient checkpointing on, and hours per 1000 images per epoch (ZeRO-3: the 8 GPUs together) "
+             f"(`psdistill plan --config {RECIPE.relative_to(ROOT)} model.max_pixels=200704 ...`):", "",
+             "| setup | " + " | ".join(gpus) + " |", "|---|" + "---|" * len(gpus)]
+    for name, overrides, hardware in setups:
+        cells = []
+        for gpu in gpus:
+            fitting = [(b, stages[1]) for b in (2, 4, 8, 16, 32, 64, 128)
+                       for stages in [plan(parse_config(PipelineConfig, [
+                           "--config", str(RECIPE), "model.max_pixels=200704", "distill.gradient_checkpointing=true",
+                           f"distill.per_device_train_batch_size={b}", *overrides]), gpu=gpu, **hardware)]
+                       if stages[1].fits]
+            batch = fitting[-1][0] if fitting else 0
+            cells.append(f"{'>=' if batch == 128 else ''}{batch} ({fitting[-1][1].seconds / 3600:.3f} h)" if fitting
+                         else "does not fit")
+        lines.append(f"| {name} | " + " | ".join(cells) + " |")
+    return lines
 
 
 if __name__ == "__main__":
