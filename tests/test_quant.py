@@ -123,7 +123,8 @@ def test_tiny_student_learns_under_qlora(tmp_path, tiny_dir):
     train = [r for r in records if r.category in PHOTOS[:9]]
     val = [r for r in records if r.category not in PHOTOS[:9]]
     # LoRA on the tiny model's random vision tower too (tune_vision): on a frozen random tower it barely
-    # learns (psdistill/pipeline/configs/demo.yaml trains it fully for that reason).
+    # learns (psdistill/pipeline/configs/demo.yaml trains it fully for that reason). Measured here: held-out
+    # SRCC 0.14 -> 0.38 -> 0.46 at steps 0/60/120, loss 1.03 -> 0.81 (~3 min on 2 cores).
     cfg = DistillConfig(tuning="qlora", tune_vision=True, learning_rate=2e-3, max_steps=120, lora_r=16, lora_alpha=32,
                         per_device_train_batch_size=10, eval_steps=60, save_steps=10_000, logging_steps=20,
                         report_to=["none"], training_args={"disable_tqdm": True})
