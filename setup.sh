@@ -2,7 +2,7 @@
 # One-command set-up: a virtual environment in .venv with psdistill and its test dependencies.
 #
 # On a machine with an NVIDIA GPU: the stock CUDA torch, torchvision and qwen-vl-utils (the path
-# Qwen-VL's own docs use), and bitsandbytes (the quant extra) for QLoRA. Without a GPU: the CPU-only torch 2.13.0 and NO torchvision, because no
+# Qwen-VL's own docs use), and bitsandbytes (the quant extra, also without a GPU) for QLoRA. Without a GPU: the CPU-only torch 2.13.0 and NO torchvision, because no
 # torchvision release works with that CPU build (`torchvision::nms does not exist`) and the builds
 # that do are 5.7 GB of CUDA libraries; psdistill then assembles Qwen-VL's processor from its PIL
 # image processor (psdistill/models/loading.py), which processes images identically.
@@ -18,7 +18,7 @@ else
   # Outside this workplace's machines the CPU wheel comes from PyTorch's CPU index:
   #   PIP_EXTRA_INDEX_URL=https://download.pytorch.org/whl/cpu bash setup.sh
   $PIP install -q "torch==2.13.0"
-  $PIP install -q -e ".[dev,deepspeed]"
+  $PIP install -q -e ".[dev,deepspeed,quant]"  # quant: QLoRA runs on the CPU too (tests/test_quant.py)
   # accelerate's own default config (one CPU process, what `accelerate launch` uses without one anyway), so
   # the README's `accelerate launch recipes/distill.py` does not open with its 6-line "values were not
   # passed" warning; an existing config is kept (accelerate never overwrites it).

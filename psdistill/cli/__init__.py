@@ -8,6 +8,7 @@
     psdistill fuse --ratings ratings.csv --preferences prefs/ --images PPAINT/images --out runs/ppaint_gt
     psdistill list-scorers
     psdistill --version
+    psdistill plan --config recipes/configs/qwen3vl8b_1x80gb_lora.yaml --gpu H100-80GB --gpus 1
     psdistill launch --config_file launch/cpu_ddp.yaml recipes/distill.py     # accelerate launch, errors last
 
 Stage messages go to the console (-v/--verbose: also the Trainer's metric lines; -q/--quiet: warnings
@@ -39,7 +40,8 @@ COMMANDS = {"run": "every stage (--config FILE, key=value overrides)",
             "export": "RUN -o OUT: the run's images, pseudo-scores, predictions, judgments and training signal as datasets.Dataset folders",
             "fuse": "--ratings CSV|DIR --preferences CSV|DIR --images DIR -o OUT: fused expert ground truth",
             "launch": "[accelerate launch options] SCRIPT [ARGS]: accelerate launch, a recipe's error printed last",
-            "list-scorers": "the registered scorers (psdistill.load_scorer names)"}
+            "list-scorers": "the registered scorers (psdistill.load_scorer names)",
+            "plan": "--config FILE [--gpu NAME --gpus N --gpu-memory GB --zero-stage Z]: memory and time per stage"}
 
 
 def main(argv=None) -> int:
@@ -76,6 +78,8 @@ def _dispatch(argv) -> int:
         return _push(rest)
     if command == "fuse":
         return _fuse(rest)
+    if command == "plan":
+        return _plan(rest)
     if command == "list-scorers":
         from psdistill.scoring.registry import list_scorers
 
@@ -161,6 +165,31 @@ def _score(argv) -> int:
                        on_bad_image=args.on_bad_image, overwrite=args.overwrite)
     print(f"wrote {len(out)} scores to {args.output}")
     return 0
+
+
+def _plan(argv) -> int:
+    from psdistill.models.budget import GPUS
+
+    parser = argparse.ArgumentParser(prog="psdistill plan", description=(
+        "Peak memory per device and time of the judge, distill and score stages of a config (no model is "
+        "loaded); what would fit where a stage does not. Other arguments: --config and key=value overrides. "
+        "Hardware not given: the config's '# hardware:' line, else 1 x H100-80GB. Exit status 1: a stage does not fit."))
+    parser.add_argument("--gpu", default=None, help=f"one of {', '.join(GPUS)}")
+    parser.add_argument("--gpus", type=int, default=None, help="GPUs (data-parallel ranks)")
+    parser.add_argument("--gpu-memory", type=float, default=None, help="GB per GPU, overriding --gpu's")
+    parser.add_argument("--zero-stage", type=int, default=None, help="DeepSpeed ZeRO stage of the launch (0: none)")
+    args, rest = parser.parse_known_args(argv)
+    from psdistill.core.config import parse_config
+    from psdistill.pipeline import PipelineConfig
+    from psdistill.pipeline.planner import HARDWARE, format_plan, plan, recipe_hardware
+
+    config = next((rest[i + 1] for i, a in enumerate(rest[:-1]) if a in ("--config", "-c")), None)
+    named = recipe_hardware(config) if config and os.path.isfile(config) and HARDWARE.search(open(config).read()) else {}
+    hardware = {k: v if v is not None else named.get(k, default) for k, v, default in (
+        ("gpu", args.gpu, "H100-80GB"), ("gpus", args.gpus, 1), ("zero_stage", args.zero_stage, 0))}
+    stages = plan(parse_config(PipelineConfig, rest), gpu_memory=args.gpu_memory, **hardware)
+    print(format_plan(stages, hardware["gpu"], hardware["gpus"]))
+    return 0 if all(s.fits for s in stages) else 1
 
 
 def _push(argv) -> int:

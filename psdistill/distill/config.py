@@ -99,7 +99,7 @@ class DistillConfig:
     images_per_series: int = field(default=2, metadata={"help": "Group size of the 'series' sampler."})
     # --- tuning
     tuning: str = field(default="lora", metadata={"help": (
-        "'lora', 'qlora' (4-bit base via bitsandbytes, CUDA only) or 'full' fine-tuning.")})
+        "'lora', 'qlora' (4-bit NF4 base via bitsandbytes, GPU or CPU: psdistill/models/quant.py) or 'full' fine-tuning.")})
     tune_vision: bool = field(default=False, metadata={"help": (
         "Also adapt the vision tower (LoRA on its linear layers, or train it under 'full'); frozen otherwise.")})
     lora_r: int = field(default=16, metadata={"help": "LoRA rank."})

@@ -2,7 +2,6 @@
 for, then LoRA-wrapped or its parameters (un)frozen (`build_student`)."""
 from __future__ import annotations
 
-import importlib.util
 from typing import Sequence
 
 import torch
@@ -10,7 +9,8 @@ import torch
 from psdistill.core.errors import ConfigError
 from psdistill.data.records import DEFAULT_RATING_SCALE
 from psdistill.distill.config import DistillConfig
-from psdistill.models.loading import TINY, ModelConfig, load_processor, load_vlm
+from psdistill.models.loading import ModelConfig, load_vlm
+from psdistill.models.quant import load_4bit
 from psdistill.scoring.readout import attach_score_head, level_token_ids
 
 # Qwen-VL layer names. Language model: attention and MLP projections. Vision tower: its blocks'
@@ -28,7 +28,7 @@ def lora_target_modules(cfg: DistillConfig):
 
 def build_student(model_cfg: ModelConfig, cfg: DistillConfig, rating_scale: Sequence[float] = DEFAULT_RATING_SCALE):
     """(model, processor) ready to train: head attached, LoRA wrapped or parameters (un)frozen."""
-    model, processor = _load_4bit(model_cfg) if cfg.tuning == "qlora" else load_vlm(model_cfg)
+    model, processor = load_4bit(model_cfg) if cfg.tuning == "qlora" else load_vlm(model_cfg)
     if cfg.head == "levels":
         level_token_ids(processor, cfg.level_words, cfg.prompt)  # fail before training, not after
     else:
@@ -57,26 +57,3 @@ def _vision_tower(model) -> torch.nn.Module:
             return getattr(inner, name)
     raise ConfigError(f"distill.tune_vision: cannot find the vision tower of {type(model).__name__} to freeze; "
                       "set tune_vision: true")
-
-
-def _load_4bit(model_cfg: ModelConfig):
-    """The base model in 4-bit NF4 (QLoRA, Dettmers et al. 2023, https://arxiv.org/abs/2305.14314)."""
-    if not torch.cuda.is_available():
-        raise ConfigError("distill.tuning: 'qlora' needs a CUDA GPU (bitsandbytes 4-bit kernels); "
-                          "use 'lora' or 'full' on this machine")
-    if importlib.util.find_spec("bitsandbytes") is None:
-        raise ConfigError("distill.tuning: 'qlora' needs bitsandbytes: pip install 'psdistill[quant]'")
-    if model_cfg.name_or_path == TINY:
-        raise ConfigError("distill.tuning: 'qlora' loads a checkpoint; save the tiny model first "
-                          "(psdistill.models.tiny.save_tiny) and point model.name_or_path at it")
-    from accelerate import PartialState
-    from transformers import AutoModelForImageTextToText, BitsAndBytesConfig
-
-    quant = BitsAndBytesConfig(load_in_4bit=True, bnb_4bit_quant_type="nf4", bnb_4bit_use_double_quant=True,
-                               bnb_4bit_compute_dtype=torch.bfloat16)
-    model = AutoModelForImageTextToText.from_pretrained(
-        model_cfg.name_or_path, revision=model_cfg.revision, trust_remote_code=model_cfg.trust_remote_code,
-        quantization_config=quant, dtype=torch.bfloat16, device_map={"": PartialState().local_process_index})
-    processor = load_processor(model_cfg.name_or_path, model_cfg.min_pixels, model_cfg.max_pixels,
-                               model_cfg.revision, model_cfg.trust_remote_code)
-    return model, processor
