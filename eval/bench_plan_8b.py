@@ -43,9 +43,10 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _bench_common import random_qwen3_vl  # noqa: E402
 
 from psdistill.core.config import parse_config  # noqa: E402
-from psdistill.distill.trainer import lora_target_modules  # noqa: E402
+from psdistill.distill.student_build import lora_target_modules  # noqa: E402
 from psdistill.pipeline import PipelineConfig  # noqa: E402
-from psdistill.scoring.student import Readout, ScorerSpec, processor_inputs  # noqa: E402
+from psdistill.scoring.readout import Readout, processor_inputs  # noqa: E402
+from psdistill.scoring.spec import ScorerSpec  # noqa: E402
 
 ROOT = Path(__file__).resolve().parent.parent
 CONFIG_8B = ROOT / "psdistill/models/configs/qwen3_vl_8b.json"
@@ -163,8 +164,8 @@ def main(argv=None):
     model, processor = build(max(args.depths), args.vision_depth, max(args.image_sizes))
     layers = list(model.model.language_model.layers)
     model = wrap_lora(model, distill)
-    spec = ScorerSpec.from_config(parse_config(PipelineConfig, ["--config", str(RECIPE)]).model, distill,
-                                  ["overall"], "adapter", "bench")
+    spec = ScorerSpec.build(parse_config(PipelineConfig, ["--config", str(RECIPE)]).model,
+                            distill.readout_config(["overall"]), "adapter", "bench")
     readout = Readout(spec, processor)
     print(f"built in {time.time() - t0:.0f} s", flush=True)
     points = []

@@ -48,7 +48,7 @@ def test_parameter_count_of_the_published_8b_config():
 def test_counts_of_another_qwen3_vl_shape_and_of_lora_match_peft(tmp_path):
     # The tiny model: other widths, tied or not, two deepstack taps; LoRA counted by peft itself.
     from psdistill.distill import DistillConfig
-    from psdistill.distill.trainer import build_student
+    from psdistill.distill.student_build import build_student
     from psdistill.models.loading import ModelConfig
 
     arch = arch_of(ModelConfig())

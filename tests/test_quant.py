@@ -11,7 +11,7 @@ bnb = pytest.importorskip("bitsandbytes")
 
 from _distill_common import PHOTOS, ladder_records, pseudo_scores  # noqa: E402
 from psdistill.distill import DistillConfig, train_student  # noqa: E402
-from psdistill.distill.trainer import build_student  # noqa: E402
+from psdistill.distill.student_build import build_student  # noqa: E402
 from psdistill.models.loading import ModelConfig  # noqa: E402
 from psdistill.models.quant import CPU_BLOCK, keep_training_layout, load_4bit  # noqa: E402
 from psdistill.models.tiny import save_tiny, tiny_qwen3_vl  # noqa: E402
@@ -98,10 +98,11 @@ def test_trap_narrow_layers_dequantise_wrongly_and_stay_unquantised(tiny_dir):
 def test_qlora_student_has_lora_gradients_at_step_0(tiny_dir):
     model, processor = build_student(ModelConfig(name_or_path=tiny_dir), DistillConfig(tuning="qlora"))
     assert sum(isinstance(m, bnb.nn.Linear4bit) for m in model.modules()) > 10
-    from psdistill.scoring.student import Readout, ScorerSpec, processor_inputs
+    from psdistill.scoring.readout import Readout, processor_inputs
+    from psdistill.scoring.spec import ScorerSpec
     from PIL import Image
 
-    spec = ScorerSpec.from_config(ModelConfig(name_or_path=tiny_dir), DistillConfig(), ["overall"], "adapter", "t")
+    spec = ScorerSpec.build(ModelConfig(name_or_path=tiny_dir), DistillConfig().readout_config(["overall"]), "adapter", "t")
     readout = Readout(spec, processor)
     images = [Image.new("RGB", (64, 64), c) for c in ("red", "blue")]
     model.eval()
