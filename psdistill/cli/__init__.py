@@ -70,22 +70,8 @@ def _dispatch(argv) -> int:
                           + " (psdistill --help lists them)")
     if command == "score" and _has_option(rest, "--model"):
         return _score(rest)
-    if command == "export":
-        return _export(rest)
-    if command == "launch":
-        return launch(rest)
-    if command == "push":
-        return _push(rest)
-    if command == "fuse":
-        return _fuse(rest)
-    if command == "plan":
-        return _plan(rest)
-    if command == "list-scorers":
-        from psdistill.scoring.registry import list_scorers
-
-        for name, desc in list_scorers().items():
-            print(f"{name:20s} {desc}")
-        return 0
+    if command in OWN_PARSERS:
+        return OWN_PARSERS[command](rest)
     from psdistill.core.config_help import config_help, wants_help
     from psdistill.pipeline import PipelineConfig
 
@@ -122,6 +108,14 @@ def demo_help(usage: str) -> str:
 
     return config_help(PipelineConfig, usage, parse_config(PipelineConfig, ["--config", DEMO_CONFIG]),
                        values_from=os.path.basename(DEMO_CONFIG))
+
+
+def _list_scorers(argv) -> int:
+    from psdistill.scoring.registry import list_scorers
+
+    for name, desc in list_scorers().items():
+        print(f"{name:20s} {desc}")
+    return 0
 
 
 def _has_option(argv, *names) -> bool:
@@ -279,6 +273,11 @@ def _fuse(argv) -> int:
     print(fused.to_markdown())
     print("wrote " + ", ".join(str(p) for p in paths.values()))
     return 0
+
+
+# The commands with arguments of their own (the others take the pipeline's config).
+OWN_PARSERS = {"export": _export, "launch": launch, "push": _push, "fuse": _fuse, "plan": _plan,
+               "list-scorers": _list_scorers}
 
 
 if __name__ == "__main__":
