@@ -118,3 +118,12 @@ def test_card_snippet_opens_images_as_load_scorer_does(records, tmp_path):
     paths = _odd_images(tmp_path / "odd", records[0].path)
     expected = psdistill.load_scorer(out).score(paths)
     np.testing.assert_allclose(_snippet_scores(out, paths), expected, atol=1e-4)
+
+
+def test_lora_card_on_the_tiny_base_runs_as_written(records, tmp_path):
+    # No hub has the tiny base: it is saved beside the adapter and the card's code loads it from there.
+    out = _train(records, tmp_path / "lora_tiny", ModelConfig())
+    paths = [r.path for r in records[:2]]
+    expected = StudentScorer.from_pretrained(out).score(paths)
+    assert np.ptp(expected) > 0
+    np.testing.assert_allclose(_snippet_scores(out, paths), expected, atol=1e-5)

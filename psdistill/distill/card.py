@@ -42,10 +42,19 @@ def base_model_name(spec: ScorerSpec) -> str:
     return TINY_BASE if name == TINY else name
 
 
+TINY_BASE_DIR = "tiny_base"  # an adapter's tiny random base, saved beside it (1 MB) so the card's code runs
+
+
 def record_base_model(folder, spec: ScorerSpec) -> None:
-    """Write the base model into `adapter_config.json` (peft leaves it empty for a model built in memory)."""
+    """Write the base model into `adapter_config.json` (peft leaves it empty for a model built in memory);
+    the tiny base, which no hub has, is saved into `folder/tiny_base`."""
     cfg = spec.model_config
-    if spec.weights != "adapter" or cfg.name_or_path == TINY:
+    if spec.weights != "adapter":
+        return
+    if cfg.name_or_path == TINY:
+        from psdistill.models.tiny import save_tiny, tiny_qwen3_vl
+
+        save_tiny(*tiny_qwen3_vl(seed=cfg.seed), Path(folder) / TINY_BASE_DIR)
         return
     path = Path(folder) / "adapter_config.json"
     data = json.loads(path.read_text())
@@ -60,23 +69,28 @@ def transformers_snippet(spec: ScorerSpec, processor, head_file: str = "") -> st
     scalar head, `head_file` is the weights file holding `score_head.*`, which the snippet reads itself."""
     readout = Readout(spec, processor)
     cfg = spec.model_config
-    if spec.weights == "adapter":
-        note = "  # not on the Hub: save it with psdistill.models.tiny.save_tiny and put its folder here" \
-            if cfg.name_or_path == TINY else ""
+    tiny_adapter = spec.weights == "adapter" and cfg.name_or_path == TINY
+    if tiny_adapter:
+        load = ("# the tiny random-weight base (on no hub) is saved beside the adapter\n"
+                "FOLDER = MODEL if os.path.isdir(MODEL) else snapshot_download(MODEL)\n"
+                f"model = AutoModelForImageTextToText.from_pretrained(os.path.join(FOLDER, {TINY_BASE_DIR!r}))\n"
+                "model = PeftModel.from_pretrained(model, MODEL).eval()\n")
+    elif spec.weights == "adapter":
         revision = f", revision={cfg.revision!r}" if cfg.revision else ""
-        load = (f"BASE = {cfg.name_or_path!r}{note}\n"
+        load = (f"BASE = {cfg.name_or_path!r}\n"
                 f"model = AutoModelForImageTextToText.from_pretrained(BASE{revision})\n"
                 "model = PeftModel.from_pretrained(model, MODEL).eval()\n")
     else:
         load = "model = AutoModelForImageTextToText.from_pretrained(MODEL).eval()\n"
     return (
-        ("import os\n\n" if spec.head == "scalar" else "")
+        ("import os\n\n" if spec.head == "scalar" or tiny_adapter else "")
         + "import numpy as np\nimport torch\n"
         "from PIL import Image, ImageOps\n"
         "from transformers import AutoImageProcessor, AutoModelForImageTextToText, AutoTokenizer\n"
         + ("from peft import PeftModel\n" if spec.weights == "adapter" else "")
         + ("from huggingface_hub import hf_hub_download\nfrom safetensors.torch import load_file\n"
            if spec.head == "scalar" else "")
+        + ("from huggingface_hub import snapshot_download\n" if tiny_adapter else "")
         + f"\nMODEL = {MODEL_PLACEHOLDER!r}\n"
         + load
         + "tokenizer = AutoTokenizer.from_pretrained(MODEL)\n"
