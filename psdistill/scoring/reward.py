@@ -26,33 +26,25 @@ from psdistill.scoring.spec import ScorerSpec
 from psdistill.scoring.torch_preprocess import QwenVLPixels
 
 
-class ScorerReward(torch.nn.Module):
-    """Scores of images (B, 3, H, W) in [0, 1] on `score_range`, differentiable to the pixels: (B,) for one
-    dimension, (B, D) for several (`dimensions` names the columns). The scores are `load_scorer(path)`'s
-    on the same pixels: equal where `smart_resize` keeps the image's size (generate at such a size: sides
-    multiples of 32 for Qwen3-VL, area within the scorer's pixel bounds), close where torch resizes.
-
-    `gradient_checkpointing`: recompute each transformer layer in backward instead of keeping its
+class FrozenReward(torch.nn.Module):
+    """What every reward shares: `model`'s weights frozen, eval mode whatever `.train()` its owner calls (no
+    dropout: the same output for the same input), and `gradient_checkpointing`: the transformers model
+    `pretrained` (default: `model` unwrapped) recomputes each layer in backward instead of keeping its
     activations (less memory for large images or batches, one more forward's time)."""
 
-    def __init__(self, model, processor, spec: ScorerSpec, gradient_checkpointing: bool = False):
+    def __init__(self, model, gradient_checkpointing: bool = False, pretrained=None):
         super().__init__()
         self.model = model
-        self.readout = Readout(spec, processor)
-        self.pixels = QwenVLPixels(processor, self.readout.text)
-        self.name, self.dimensions, self.score_range = spec.name, spec.dimensions, tuple(spec.rating_scale)
         self.model.requires_grad_(False)
         self.gradient_checkpointing = gradient_checkpointing
         if gradient_checkpointing:
-            inner = unwrap(model)
-            inner.activation_checkpointing_enable(activation_checkpointing_kwargs={"use_reentrant": False})
-            inner.config.get_text_config().use_cache = False  # a checkpointed layer keeps no KV cache anyway
+            pretrained = pretrained if pretrained is not None else unwrap(model)
+            pretrained.activation_checkpointing_enable(activation_checkpointing_kwargs={"use_reentrant": False})
         self.train(False)
 
-    def train(self, mode: bool = True) -> "ScorerReward":
-        """Always eval mode (a reward is no model in training); only the checkpointed layers' own flag is set
-        under `gradient_checkpointing`, since transformers checkpoints a layer only in training mode, while
-        their submodules (attention, dropout) stay in eval mode."""
+    def train(self, mode: bool = True) -> "FrozenReward":
+        """Always eval mode; under `gradient_checkpointing` only the checkpointed layers' own flag is set, since
+        transformers checkpoints a layer only in training mode, while their submodules stay in eval mode."""
         super().train(False)
         if self.gradient_checkpointing:
             from transformers.modeling_layers import GradientCheckpointingLayer
@@ -65,6 +57,21 @@ class ScorerReward(torch.nn.Module):
     @property
     def device(self) -> torch.device:
         return next(self.model.parameters()).device
+
+
+class ScorerReward(FrozenReward):
+    """Scores of images (B, 3, H, W) in [0, 1] on `score_range`, differentiable to the pixels: (B,) for one
+    dimension, (B, D) for several (`dimensions` names the columns). The scores are `load_scorer(path)`'s
+    on the same pixels: equal where `smart_resize` keeps the image's size (generate at such a size: sides
+    multiples of 32 for Qwen3-VL, area within the scorer's pixel bounds), close where torch resizes."""
+
+    def __init__(self, model, processor, spec: ScorerSpec, gradient_checkpointing: bool = False):
+        super().__init__(model, gradient_checkpointing)
+        self.readout = Readout(spec, processor)
+        self.pixels = QwenVLPixels(processor, self.readout.text)
+        self.name, self.dimensions, self.score_range = spec.name, spec.dimensions, tuple(spec.rating_scale)
+        if gradient_checkpointing:
+            unwrap(model).config.get_text_config().use_cache = False  # a checkpointed layer keeps no KV cache
 
     def forward(self, images: torch.Tensor) -> torch.Tensor:
         scores = self.readout(self.model, self.pixels(images, self.device))
