@@ -6,7 +6,7 @@
 """
 
 __version__ = "0.1.0"
-__all__ = ["__version__", "load_scorer", "list_scorers"]
+__all__ = ["__version__", "load_scorer", "list_scorers", "load_reward"]
 
 
 def __getattr__(name):
@@ -15,4 +15,8 @@ def __getattr__(name):
         from psdistill.scoring import registry
 
         return getattr(registry, name)
+    if name == "load_reward":
+        from psdistill.scoring.reward import load_reward
+
+        return load_reward
     raise AttributeError(f"module 'psdistill' has no attribute {name!r}")

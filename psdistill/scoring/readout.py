@@ -104,7 +104,7 @@ class Readout:
             # logits_to_keep=1: only the answer position goes through lm_head (a 150k-vocab matmul per token otherwise).
             return self._score(model, model(**inputs, logits_to_keep=1, output_hidden_states=hidden))[:, None]
         inner = unwrap(model)
-        if inner.training and any(getattr(m, "gradient_checkpointing", False) for m in inner.modules()):
+        if any(m.training and getattr(m, "gradient_checkpointing", False) for m in inner.modules()):
             # Checkpointed layers run twice in backward and keep no KV cache: each dimension's full prompt
             # instead (the same scores; D passes over the image in training, inference keeps one).
             return torch.stack([self._score(model, model(**_with_suffix(inputs, ids), logits_to_keep=1,

@@ -107,6 +107,12 @@ class FGAesQScorer(CallableScorer):
     def save_pretrained(self, path: str | Path) -> Path:
         return self.model.save_pretrained(path)
 
+    def reward(self, gradient_checkpointing: bool = False):
+        """This scorer's single-image score as a differentiable reward (`psdistill.load_reward`)."""
+        from psdistill.baselines.fgaesq.reward import FGAesQReward
+
+        return FGAesQReward(self, gradient_checkpointing)
+
     # -- scoring -------------------------------------------------------------------------------
     @torch.no_grad()
     def score(self, images, batch_size: Optional[int] = None) -> np.ndarray:
