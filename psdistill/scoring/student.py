@@ -11,7 +11,7 @@ import numpy as np
 import torch
 
 from psdistill.core.errors import PsdistillError
-from psdistill.models.device import place_for_inference
+from psdistill.models.device import place_for_inference, pretrained_dtype
 from psdistill.models.loading import load_processor, load_vlm
 from psdistill.scoring.api import SCORE_BATCH_SIZE, CallableScorer, ImageInput, as_batch, as_image, weight_files
 from psdistill.scoring.readout import Readout, attach_score_head, processor_inputs, score_head
@@ -55,7 +55,7 @@ class StudentScorer(CallableScorer):
         if spec.weights == "full":
             from transformers import AutoModelForImageTextToText
 
-            dtype = model_cfg.dtype if model_cfg.dtype == "auto" else getattr(torch, model_cfg.dtype)
+            dtype = pretrained_dtype(model_cfg.dtype)
             model = AutoModelForImageTextToText.from_pretrained(path, dtype=dtype, device_map=model_cfg.device_map)
             processor = load_processor(str(path), model_cfg.min_pixels, model_cfg.max_pixels)
             if spec.head == "scalar":
