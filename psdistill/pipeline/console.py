@@ -17,6 +17,10 @@ def print_report(cfg: PipelineConfig, results: dict, out=print) -> None:
         out(f"  judge: {judge['judge']}{label}")
         out(f"  {judge['images']} training images, {judge['references']} references, "
             f"{judge['judgments_per_image']} judgments per image, position bias {judge['position_bias']:+.2f} logit")
+        if "judging" in judge:  # markers written before judge_stats.json existed lack it
+            j = judge["judging"]
+            out(f"  judging: {j['ranks']} rank{'s' if j['ranks'] > 1 else ''}, utilization {j['utilization']:.2f}, "
+                f"{j['pairs_per_s']:.1f} pairs/s (judge_stats.json)")
         if len(judge["dimensions"]) > 1:
             out("  per dimension: " + ", ".join(f"{d} {p['judgments_per_image']} judgments per image"
                                                  for d, p in judge["dimensions"].items()))

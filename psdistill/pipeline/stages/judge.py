@@ -1,6 +1,9 @@
 """The judge stage: every training image judged against an Elo reference pool, per dimension, on every rank."""
 from __future__ import annotations
 
+import json
+import time
+
 import numpy as np
 
 from psdistill.core.errors import ConfigError
@@ -13,20 +16,28 @@ from psdistill.pipeline.runner import Stage
 def run(run: RunContext) -> dict:
     """Judge the training images against an Elo reference pool (both orders, cached), on every rank."""
     from psdistill.judge.cached import CachedJudge
-    from psdistill.judge.parallel import DataParallelJudge
+    from psdistill.judge.parallel import DataParallelJudge, TimedJudge, run_stats
     from psdistill.judge.store import JudgmentStore
 
     _check_pool_size(run)
     judge = build_judge(run.cfg.judge, run.cfg.model)
     if run.state is None:
-        return _judge_pool(run, CachedJudge(judge, JudgmentStore(run.path("judgments.sqlite"))))
+        timed, start = TimedJudge(judge), time.perf_counter()
+        summary = _judge_pool(run, CachedJudge(timed, JudgmentStore(run.path("judgments.sqlite"))))
+        return _with_stats(run, summary, run_stats([timed.rank_stats()], time.perf_counter() - start))
     parallel = DataParallelJudge(judge, run.state)
     if not run.is_main:
         parallel.serve()
         return {}
     with parallel.leading():
         summary = _judge_pool(run, CachedJudge(parallel, JudgmentStore(run.path("judgments.sqlite"))))
-    return {**summary, "computed_per_rank": parallel.computed_per_rank}
+    return _with_stats(run, {**summary, "computed_per_rank": parallel.computed_per_rank}, parallel.stats)
+
+
+def _with_stats(run: RunContext, summary: dict, stats: dict) -> dict:
+    """Write `<run>/judge_stats.json` (per rank: pairs, busy and waiting seconds) and put its headline in the summary."""
+    run.path("judge_stats.json").write_text(json.dumps(stats, indent=2))
+    return {**summary, "judging": {k: stats[k] for k in ("ranks", "utilization", "pairs_per_s")}}
 
 
 def _check_pool_size(run: RunContext) -> None:

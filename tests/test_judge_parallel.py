@@ -1,0 +1,118 @@
+"""The data-parallel judge's split (schedule.py) against brute force, its answers in the caller's
+order, and the judging figures a run writes (judge_stats.json)."""
+import itertools
+import json
+
+import numpy as np
+import pytest
+
+from psdistill.data.records import ImageRecord
+from psdistill.judge.parallel import DataParallelJudge, run_stats
+from psdistill.judge.schedule import cap_groups, prefix_keys, shard
+from psdistill.judge.simulated import SimulatedJudge, SimulatedJudgeConfig
+
+
+def _optimum(costs, groups, world):
+    """The smallest largest shard over every assignment of whole groups to ranks."""
+    ids = np.unique(groups)
+    group_cost = [costs[groups == g].sum() for g in ids]
+    return min(max(sum(c for c, r in zip(group_cost, assign) if r == rank) for rank in range(world))
+               for assign in itertools.product(range(world), repeat=len(ids)))
+
+
+@pytest.mark.parametrize("seed", range(40))
+def test_shard_gives_every_pair_once_keeps_groups_whole_and_is_within_the_lpt_bound(seed):
+    rng = np.random.default_rng(seed)
+    n, world = int(rng.integers(1, 9)), int(rng.integers(1, 4))
+    costs = rng.integers(1, 20, n).astype(float)
+    groups = rng.integers(0, max(1, n // 2 + 1), n)
+    shards = shard(costs, groups, world)
+    assert len(shards) == world
+    assert sorted(np.concatenate(shards).tolist()) == list(range(n))
+    assert all(list(s) == sorted(s) for s in shards)
+    owner = {i: r for r, s in enumerate(shards) for i in s}
+    assert all(len({owner[i] for i in np.flatnonzero(groups == g)}) == 1 for g in np.unique(groups))
+    largest = max(costs[s].sum() for s in shards)
+    assert largest <= (4 / 3 - 1 / (3 * world)) * _optimum(costs, groups, world) + 1e-9
+
+
+def test_shard_balances_what_the_strided_split_pins_to_one_rank():
+    # Every other pair costly: a stride of 2 gives rank 0 all of them; by cost, both ranks get half.
+    costs = np.array([10.0, 1.0] * 8)
+    shards = shard(costs, np.arange(16), 2)
+    assert [costs[s].sum() for s in shards] == [44.0, 44.0]
+    assert costs[0::2].sum() == 80.0
+
+
+def test_cap_groups_cuts_only_groups_larger_than_an_even_share_into_consecutive_pieces():
+    costs = np.ones(10)
+    groups = np.array([0] * 8 + [1, 1])  # group 0 holds 8 of 10 pairs: more than 10 / 2
+    capped = cap_groups(costs, groups, 2)
+    pieces = [np.flatnonzero(capped == g) for g in np.unique(capped)]
+    assert sorted(len(p) for p in pieces) == [2, 3, 5]  # 8 -> 5 + 3, group 1 untouched
+    assert all((np.diff(p) == 1).all() for p in pieces)  # consecutive
+    assert all(len(set(groups[p])) == 1 for p in pieces)  # never across groups
+    assert (cap_groups(costs, groups, 1) == groups).all()
+
+
+def test_prefix_keys_groups_pairs_by_their_first_image():
+    assert prefix_keys(["b", "a", "b", "c", "a"]).tolist() == [0, 1, 0, 2, 1]
+
+
+class _TwoRanksInOneProcess:
+    """accelerate's PartialState for rank 0 of 2; the other rank's share is judged here (see below)."""
+    num_processes, process_index, is_main_process = 2, 0, True
+
+
+class _Local(DataParallelJudge):
+    """Broadcast is the identity; gather judges rank 1's shard with the same judge, as rank 1 would."""
+
+    def _broadcast(self, message):
+        self._last = message
+        return message
+
+    def _gather(self, items):
+        if items and isinstance(items[0], dict):  # the final figures
+            return items + [{**items[0], "rank": 1}]
+        _, shards, dimension = self._last
+        other = np.asarray(self.judge.judge.prefer(shards[1], dimension), dtype=float)
+        return items + [(1, other, {})]
+
+
+def test_answers_come_back_in_the_callers_order_and_the_figures_add_up(tmp_path):
+    records = [ImageRecord(id=str(i), path=str(tmp_path / f"{i}.png"), scores={"overall": float(i)}) for i in range(6)]
+    pairs = [(records[i], records[j]) for i in range(6) for j in (0, 1) if i != j]
+    sim = SimulatedJudge(SimulatedJudgeConfig(seed=3))
+    judge = _Local(sim, _TwoRanksInOneProcess())
+    with judge.leading():
+        p = judge.prefer(pairs, "overall")
+    np.testing.assert_array_equal(p, sim.prefer(pairs, "overall"))
+    assert sum(judge.computed_per_rank) == len(pairs) and min(judge.computed_per_rank) > 0
+    stats = judge.stats
+    assert stats["ranks"] == 2 and stats["per_rank"][0]["pairs"] == judge.computed_per_rank[0]
+    assert 0 <= stats["per_rank"][0]["busy_s"] <= stats["wall_s"] + 1e-3
+
+
+def test_run_stats_utilization_is_busy_over_ranks_times_wall():
+    ranks = [{"rank": 0, "pairs": 30, "busy_s": 3.0}, {"rank": 1, "pairs": 10, "busy_s": 1.0}]
+    stats = run_stats(ranks, 4.0)
+    assert (stats["pairs"], stats["utilization"], stats["pairs_per_s"]) == (40, 0.5, 10.0)
+
+
+def test_a_one_process_run_writes_judge_stats(tmp_path):
+    from psdistill.core.config import parse_config
+    from psdistill.pipeline import PipelineConfig, run_pipeline
+    from psdistill.pipeline.console import print_report
+
+    cfg = parse_config(PipelineConfig, [f"run_dir={tmp_path / 'run'}", "data.demo.series_per_category=3",
+                                        "data.demo.size=32", "pool.k=5"])
+    results = run_pipeline(cfg, stop_after="judge", log=lambda *a: None)
+    summary = results["judge"]["summary"]
+    stats = json.loads((tmp_path / "run" / "judge_stats.json").read_text())
+    assert stats["ranks"] == 1 and stats["pairs"] == stats["per_rank"][0]["pairs"] == summary["computed"] > 0
+    assert 0 < stats["per_rank"][0]["busy_s"] <= stats["wall_s"] and stats["per_rank"][0]["waiting_s"] == 0
+    assert summary["judging"]["utilization"] == stats["utilization"] <= 1
+    lines = []
+    print_report(cfg, results, out=lines.append)
+    assert f"  judging: 1 rank, utilization {stats['utilization']:.2f}, {stats['pairs_per_s']:.1f} pairs/s" \
+           " (judge_stats.json)" in lines
