@@ -102,6 +102,11 @@ def test_two_processes_split_judging_and_scoring_and_match_one_process(one_proce
     assert len(marker["computed_per_rank"]) == 2 and min(marker["computed_per_rank"]) > 0
     assert sum(marker["computed_per_rank"]) == marker["computed"] == _store_rows(run_dir) == _distinct_pairs(run_dir)
     assert sorted(p.name for p in run_dir.glob("*.sqlite*"))[0] == "judgments.sqlite"
+    # Each rank's figures, gathered by the main process: its pairs, and no more busy seconds than the run took.
+    stats = json.loads((run_dir / "judge_stats.json").read_text())
+    assert [r["pairs"] for r in stats["per_rank"]] == marker["computed_per_rank"]
+    assert all(0 < r["busy_s"] <= stats["wall_s"] and r["waiting_s"] > 0 for r in stats["per_rank"])
+    assert 0 < stats["utilization"] <= 1 and "judging: 2 ranks, utilization" in done.stdout
     # The same pairs asked in the same order, with the same answers, as in one process.
     asked = [_comparisons(d) for d in (one_process, run_dir)]
     assert [pair for pair, _ in asked[0]] == [pair for pair, _ in asked[1]]

@@ -5,6 +5,7 @@
     <run>/judgments.sqlite         every judgment, keyed by judge, prompt, dimension, image hashes, order
     <run>/comparisons.csv          every judgment each dimension's reference pool asked for, in presentation order
     <run>/pool.json                each pool's references and posterior per training image (data/run_files.py)
+    <run>/judge_stats.json         judging per rank: pairs, busy and waiting seconds; the run's utilization
     <run>/pseudo_scores.csv        posterior mean and variance per training image and dimension, on the rating scale
     <run>/student/                 the distilled scorer (adapter or weights + scorer_config.json)
     <run>/predictions/<scorer>.csv scores of every image by every scorer, one column per dimension
