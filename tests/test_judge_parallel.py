@@ -116,3 +116,29 @@ def test_a_one_process_run_writes_judge_stats(tmp_path):
     print_report(cfg, results, out=lines.append)
     assert f"  judging: 1 rank, utilization {stats['utilization']:.2f}, {stats['pairs_per_s']:.1f} pairs/s" \
            " (judge_stats.json)" in lines
+
+
+def test_pair_costs_count_the_image_tokens_the_processor_makes(tmp_path):
+    from PIL import Image
+
+    from psdistill.judge.parallel import pair_costs
+    from psdistill.judge.schedule import PAIR_OVERHEAD_TOKENS
+    from psdistill.models.tiny import tiny_qwen3_vl
+
+    processor = tiny_qwen3_vl(seed=0, image_size=128)[1]
+    records = []
+    for i, size in enumerate([(64, 48), (200, 100), (30, 90)]):
+        Image.new("RGB", size).save(tmp_path / f"{i}.png")
+        records.append(ImageRecord(id=str(i), path=str(tmp_path / f"{i}.png"), scores={}))
+
+    def tokens(record):  # what the processor makes of the decoded image
+        grid = processor.image_processor(images=[Image.open(record.path).convert("RGB")],
+                                         return_tensors="pt")["image_grid_thw"]
+        return int(grid.prod()) // processor.image_processor.merge_size ** 2
+
+    judge = type("Judge", (), {"processor": processor, "simulated": False})()
+    pairs = [(records[0], records[1]), (records[2], records[0])]
+    expected = [PAIR_OVERHEAD_TOKENS + tokens(a) + tokens(b) for a, b in pairs]
+    assert len(set(expected)) == 2
+    np.testing.assert_array_equal(pair_costs(judge, pairs), expected)
+    assert pair_costs(SimulatedJudge(SimulatedJudgeConfig()), pairs).tolist() == [1.0, 1.0]
