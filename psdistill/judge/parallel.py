@@ -117,8 +117,9 @@ class DataParallelJudge:
         world = self.state.num_processes
         costs = pair_costs(self.judge.judge, pairs, self._sizes)
         shards = shard(costs, cap_groups(costs, prefix_keys([a.path for a, _ in pairs]), world), world)
-        self._broadcast(("judge", [[pairs[i] for i in s] for s in shards], dimension))
-        shares, counts = self._judge_share([[pairs[i] for i in s] for s in shards], dimension)
+        per_rank = [[pairs[i] for i in s] for s in shards]
+        self._broadcast(("judge", per_rank, dimension))
+        shares, counts = self._judge_share(per_rank, dimension)
         out = np.full(len(pairs), np.nan)
         for s, p in zip(shards, shares):
             out[s] = p  # back in the caller's order
