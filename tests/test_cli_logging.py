@@ -3,6 +3,7 @@ import contextlib
 import importlib.util
 import io
 import subprocess
+from pathlib import Path
 import sys
 
 import pytest
@@ -95,8 +96,11 @@ def test_the_run_log_opens_at_the_first_message_and_an_unwritable_one_warns_once
 
 def test_no_progress_bars_are_drawn_into_a_pipe(tmp_path):
     # A run whose output goes to a file or a pipe (a log, CI, nohup): stage lines, not redrawn bars.
-    done = subprocess.run([sys.executable, "-m", "psdistill.cli", "run", f"run_dir={tmp_path / 'run'}", *SMALL],
-                          capture_output=True, text=True, timeout=600)
+    import os
+
+    env = {k: v for k, v in os.environ.items() if k != "TQDM_DISABLE"}  # as a user's shell has it (-q sets it here)
+    done = subprocess.run([sys.executable, "recipes/distill.py", f"run_dir={tmp_path / 'run'}", *SMALL],
+                          capture_output=True, text=True, timeout=600, env=env, cwd=Path(__file__).parents[1])
     assert done.returncode == 0, done.stderr[-2000:]
     assert "[distill] distilling the single-pass scorer" in done.stdout
     assert "\r" not in done.stderr + done.stdout and "it/s]" not in done.stderr + done.stdout

@@ -39,6 +39,13 @@ def get_logger(name: str) -> logging.Logger:
     return logging.getLogger(name if name.startswith(ROOT) else f"{ROOT}.{name}")
 
 
+def no_progress_bars_off_a_terminal() -> None:
+    """Progress bars redrawn into a file or a pipe are thousands of lines: a command turns them off there
+    before tqdm is imported (tqdm reads TQDM_* once, at import; our own bars pass disable=None, its TTY test)."""
+    if not sys.stderr.isatty():
+        os.environ.setdefault("TQDM_DISABLE", "1")
+
+
 def split_verbosity(argv) -> tuple[int, list[str]]:
     """(verbosity, argv without -v/-q flags): +1 with -v/--verbose, -1 with -q/--quiet (which also
     turns tqdm's progress bars off: tqdm reads its defaults from TQDM_* variables)."""
@@ -62,11 +69,6 @@ def run_logging(run_dir=None, verbosity: int = 0):
     """For the duration of a command: the "psdistill" logger to the console by `verbosity`, and to
     `<run_dir>/logs/run.log` (appended to, so a resumed run keeps its history) when `run_dir` is given."""
     root = logging.getLogger(ROOT)
-    saved_tqdm = os.environ.get("TQDM_DISABLE")
-    if not sys.stderr.isatty():
-        # Progress bars redrawn into a file or a pipe are thousands of lines: off there (tqdm reads TQDM_*
-        # for the bars whose `disable` is left to it: the Trainer's); ours pass disable=None, tqdm's own TTY test.
-        os.environ.setdefault("TQDM_DISABLE", "1")
     handlers: list[logging.Handler] = [logging.NullHandler()]
     if os.environ.get("RANK", "0") == "0":
         console = logging.StreamHandler(sys.stdout)
@@ -88,8 +90,7 @@ def run_logging(run_dir=None, verbosity: int = 0):
         root.handlers = saved[2]
         for handler in handlers:
             handler.close()
-        if saved_tqdm is None:
-            os.environ.pop("TQDM_DISABLE", None)
+
 
 
 class _RunLogHandler(logging.FileHandler):
