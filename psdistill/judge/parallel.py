@@ -55,14 +55,14 @@ class TimedJudge:
             self.pairs += len(pairs)
 
     def rank_stats(self, rank: int = 0, waiting: float = 0.0) -> dict:
-        return {"rank": rank, "pairs": self.pairs, "busy_s": round(self.busy, 3), "waiting_s": round(waiting, 3),
+        return {"rank": rank, "pairs": self.pairs, "busy_s": round(self.busy, 6), "waiting_s": round(waiting, 6),
                 "pairs_per_s": round(self.pairs / self.busy, 2) if self.busy else 0.0}
 
 
 def run_stats(ranks: list[dict], wall: float) -> dict:
     """The run's judging figures (written as judge_stats.json): utilization = busy / (ranks x wall)."""
     pairs, busy = sum(r["pairs"] for r in ranks), sum(r["busy_s"] for r in ranks)
-    return {"ranks": len(ranks), "wall_s": round(wall, 3), "pairs": pairs,
+    return {"ranks": len(ranks), "wall_s": round(wall, 6), "pairs": pairs,  # µs: a simulated judge is that fast
             "pairs_per_s": round(pairs / wall, 2) if wall else 0.0,
             "utilization": round(busy / (len(ranks) * wall), 3) if wall else 0.0, "per_rank": ranks}
 
