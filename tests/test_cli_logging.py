@@ -59,6 +59,16 @@ def test_deepspeed_cpu_fallback_warning_is_not_shown():
     assert "Setting accelerator to CPU" not in output("import psdistill.core.logs; " + probe)
 
 
+@pytest.mark.skipif(importlib.util.find_spec("bitsandbytes") is None, reason="bitsandbytes not installed")
+def test_bitsandbytes_optional_cpu_kernel_warning_is_not_shown():
+    def output(code):
+        done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+        return done.stdout + done.stderr
+    if "Failed to load CPU gemm_4bit_forward" not in output("import bitsandbytes"):
+        pytest.skip("bitsandbytes does not warn on this CPU (no AVX512-BF16, or the hub kernel loaded)")
+    assert "Failed to load CPU gemm_4bit_forward" not in output("import psdistill.core.logs, bitsandbytes")
+
+
 def test_an_unknown_command_is_one_error_line_with_the_nearest_command(capsys):
     assert main(["evalute"]) == 2
     out = capsys.readouterr()

@@ -28,8 +28,16 @@ def _not_deepspeed_cpu_fallback(record: logging.LogRecord) -> bool:
     return not record.getMessage().startswith("Setting accelerator to CPU")
 
 
-# On the logger itself (its own handler does not propagate), before deepspeed creates it.
+def _not_bnb_optional_kernel(record: logging.LogRecord) -> bool:
+    # bitsandbytes (imported by peft when the quant extra is installed) tries, on CPUs with AVX512-BF16,
+    # to fetch an optional faster 4-bit kernel from the hub on import and warns when it cannot (offline,
+    # untrusted): it falls back to its own kernel, and runs that never quantize print it too.
+    return not record.getMessage().startswith("Failed to load CPU gemm_4bit_forward")
+
+
+# On the loggers themselves (DeepSpeed's handler does not propagate), before the libraries create them.
 logging.getLogger("DeepSpeed").addFilter(_not_deepspeed_cpu_fallback)
+logging.getLogger("bitsandbytes.backends.cpu.ops").addFilter(_not_bnb_optional_kernel)
 
 
 VERBOSITY_FLAGS = ("-v", "--verbose", "-q", "--quiet")
