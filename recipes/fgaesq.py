@@ -21,12 +21,15 @@ RankReg) or none, loss.emd=false (w/o Coarse).
 import sys
 from pathlib import Path
 
-from psdistill.baselines.fgaesq.config import FGAesQConfig
-from psdistill.core.config import parse_config
-from psdistill.core.config_help import config_help, wants_help
-from psdistill.cli.launch import exit_status
-from psdistill.core.logs import get_logger, report_printer, run_logging, split_verbosity
-from psdistill.pipeline.fgaesq import run_fgaesq
+from psdistill.core.logs import get_logger, progress_bars_as_asked, report_printer, run_logging, split_verbosity
+
+progress_bars_as_asked(sys.argv[1:])  # before the imports below bring tqdm in
+
+from psdistill.baselines.fgaesq.config import FGAesQConfig  # noqa: E402
+from psdistill.core.config import parse_config  # noqa: E402
+from psdistill.core.config_help import config_help, wants_help  # noqa: E402
+from psdistill.cli.launch import exit_status  # noqa: E402
+from psdistill.pipeline.fgaesq import run_fgaesq  # noqa: E402
 
 DEMO_CONFIG = Path(__file__).resolve().parent / "configs" / "fgaesq_demo.yaml"
 

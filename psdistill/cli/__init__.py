@@ -24,7 +24,7 @@ import os
 import sys
 
 from psdistill.cli.launch import exit_status, launch
-from psdistill.core.logs import no_progress_bars_off_a_terminal
+from psdistill.core.logs import progress_bars_as_asked
 
 DEMO_CONFIG = os.path.join(os.path.dirname(os.path.dirname(__file__)), "pipeline", "configs", "demo.yaml")
 ALIASES = {"eval": "evaluate"}
@@ -48,7 +48,7 @@ COMMANDS = {"run": "every stage (--config FILE, key=value overrides)",
 def main(argv=None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
-    no_progress_bars_off_a_terminal()
+    progress_bars_as_asked(argv)
     return exit_status(lambda: _dispatch(argv))
 
 

@@ -30,14 +30,18 @@ def _not_deepspeed_cpu_fallback(record: logging.LogRecord) -> bool:
 
 def _not_bnb_optional_kernel(record: logging.LogRecord) -> bool:
     # bitsandbytes (imported by peft when the quant extra is installed) tries, on CPUs with AVX512-BF16,
-    # to fetch an optional faster 4-bit kernel from the hub on import and warns when it cannot (offline,
-    # untrusted): it falls back to its own kernel, and runs that never quantize print it too.
-    return not record.getMessage().startswith("Failed to load CPU gemm_4bit_forward")
+    # to fetch an optional faster 4-bit kernel from the hub on import, and it and the `kernels` package
+    # warn when it cannot (offline, untrusted): it falls back to its own kernel, and runs that never
+    # quantize printed both lines too.
+    message = record.getMessage()
+    return not (message.startswith("Failed to load CPU gemm_4bit_forward")
+                or "'kernels-community/quantization-bitsandbytes'" in message)
 
 
 # On the loggers themselves (DeepSpeed's handler does not propagate), before the libraries create them.
 logging.getLogger("DeepSpeed").addFilter(_not_deepspeed_cpu_fallback)
-logging.getLogger("bitsandbytes.backends.cpu.ops").addFilter(_not_bnb_optional_kernel)
+for _name in ("bitsandbytes.backends.cpu.ops", "kernels._internals.hf_hub"):
+    logging.getLogger(_name).addFilter(_not_bnb_optional_kernel)
 
 
 VERBOSITY_FLAGS = ("-v", "--verbose", "-q", "--quiet")
@@ -47,20 +51,25 @@ def get_logger(name: str) -> logging.Logger:
     return logging.getLogger(name if name.startswith(ROOT) else f"{ROOT}.{name}")
 
 
-def no_progress_bars_off_a_terminal() -> None:
-    """Progress bars redrawn into a file or a pipe are thousands of lines: a command turns them off there
-    before tqdm is imported (tqdm reads TQDM_* once, at import; our own bars pass disable=None, its TTY test)."""
-    if not sys.stderr.isatty():
+def progress_bars_as_asked(argv) -> None:
+    """No progress bars with -q/--quiet, nor off a terminal (redrawn into a file or a pipe they are
+    thousands of lines). Call it before anything imports tqdm: tqdm reads TQDM_* once, at import
+    (our own bars pass disable=None, its TTY test)."""
+    if not sys.stderr.isatty() or any(a in ("-q", "--quiet") for a in argv):
         os.environ.setdefault("TQDM_DISABLE", "1")
 
 
+def bar_disable(wanted: bool = True):
+    """tqdm's `disable=` for our own bars: None (drawn on a terminal only) when wanted here and TQDM_DISABLE
+    is unset, else True. An explicit `disable=` overrides tqdm's own reading of TQDM_DISABLE (-q, off a
+    terminal, or the user's), and tqdm counts any non-empty value as set."""
+    return None if wanted and not os.environ.get("TQDM_DISABLE") else True
+
+
 def split_verbosity(argv) -> tuple[int, list[str]]:
-    """(verbosity, argv without -v/-q flags): +1 with -v/--verbose, -1 with -q/--quiet (which also
-    turns tqdm's progress bars off: tqdm reads its defaults from TQDM_* variables)."""
+    """(verbosity, argv without -v/-q flags): +1 with -v/--verbose, -1 with -q/--quiet."""
     flags = [a for a in argv if a in VERBOSITY_FLAGS]
     verbosity = any(a in ("-v", "--verbose") for a in flags) - any(a in ("-q", "--quiet") for a in flags)
-    if verbosity < 0:
-        os.environ["TQDM_DISABLE"] = "1"
     return verbosity, [a for a in argv if a not in VERBOSITY_FLAGS]
 
 

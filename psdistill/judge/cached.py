@@ -18,6 +18,7 @@ import numpy as np
 from tqdm.auto import tqdm
 
 from psdistill.core.errors import DataError
+from psdistill.core.logs import bar_disable
 from psdistill.judge.base import Judge, Pair
 from psdistill.judge.store import JudgmentStore
 
@@ -42,7 +43,7 @@ class CachedJudge:
     def _progress_bar(self, dimension: str, more: int):
         """One bar for all of this judge's calls (each pool round is one call): its total grows by `more`."""
         if self._bar is None:
-            self._bar = tqdm(total=0, desc=f"judging {dimension}", unit="pair", disable=None if self.progress else True)  # None: off unless on a terminal
+            self._bar = tqdm(total=0, desc=f"judging {dimension}", unit="pair", disable=bar_disable(self.progress))
         self._bar.set_description(f"judging {dimension}", refresh=False)  # a run judges its dimensions in turn
         self._bar.total += more
         self._bar.refresh()

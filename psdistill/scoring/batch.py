@@ -13,6 +13,7 @@ import numpy as np
 from tqdm.auto import tqdm
 
 from psdistill.core.errors import ConfigError, DataError
+from psdistill.core.logs import bar_disable
 from psdistill.data.predictions import write_predictions
 from psdistill.data.records import ImageRecord
 from psdistill.scoring.api import SCORE_BATCH_SIZE, ImageInput
@@ -43,7 +44,7 @@ def score_images(scorer, images: Sequence[Union[ImageInput, ImageRecord]], out_c
     skipped = []
     partial.parent.mkdir(parents=True, exist_ok=True)
     with open(partial, "a", newline="") as f, tqdm(total=len(records), initial=len(records) - len(todo),
-                                                  desc=f"scoring ({scorer.name})", unit="img") as bar:
+                                                  desc=f"scoring ({scorer.name})", unit="img", disable=bar_disable()) as bar:
         w = csv.writer(f, lineterminator="\n")  # LF, as every other text file we write
         for start in range(0, len(todo), batch_size):
             chunk = todo[start:start + batch_size]

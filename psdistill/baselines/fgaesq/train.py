@@ -29,6 +29,7 @@ from psdistill.baselines.fgaesq.losses import (ctalign_loss, describe_pair, dire
                                               rankreg_loss)
 from psdistill.baselines.fgaesq.model import FGAesQModel, load_base
 from psdistill.core.errors import ConfigError
+from psdistill.core.logs import bar_disable
 from psdistill.core.storage import writing
 from psdistill.data.records import ImageRecord
 
@@ -212,7 +213,7 @@ class FGAesQTrainingLoop:
         world, rank = acc.num_processes, acc.process_index
         t0 = time.time()
         total = self._total_steps()
-        bar = tqdm(total=total, initial=min(self.step, total), disable=None if acc.is_local_main_process else True,
+        bar = tqdm(total=total, initial=min(self.step, total), disable=bar_disable(acc.is_local_main_process),
                    desc="fgaesq", dynamic_ncols=True)
         last: dict = {}
         for e_idx in range(start_epoch, len(self.epochs)):
