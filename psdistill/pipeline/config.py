@@ -15,6 +15,7 @@ from psdistill.distill import DistillConfig
 from psdistill.judge.registry import JudgeConfig, judge_entry, judge_section
 from psdistill.models.loading import ModelConfig
 from psdistill.ranking import ReferencePoolConfig
+from psdistill.scoring.conformal import CalibrationConfig
 
 
 @dataclass
@@ -59,6 +60,7 @@ class PipelineConfig:
     validation_images: int = field(default=40, metadata={
         "help": "held-out images scored during training to log eval_srcc (monitoring only: no checkpoint "
                 "is selected on it); 0: none"})
+    calibration: CalibrationConfig = field(default_factory=CalibrationConfig)
 
     def __post_init__(self):
         dims = list(self.data.dimensions)
