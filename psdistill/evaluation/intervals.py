@@ -72,7 +72,7 @@ def _halves(cal: Calibration, dim: str, scores, spreads, coverage: float, seed: 
         lo, hi = dataclasses.replace(cal, scores={dim: sorted(r[fit])}).bounds(dim, s[test], u[test], coverage)
         width.append(np.mean(hi - lo))
     return {"n_calibrate": half, "n_test": len(r) - half, "coverage": float(np.mean(cover)),
-            "coverage_sd": float(np.std(cover)), "mean_width": float(np.mean(width))}
+            "coverage_sd": float(np.std(cover)), "mean_width": _finite(float(np.mean(width)))}
 
 
 def _groups(cal: Calibration, dim: str, rows: list, coverage: float) -> list[dict]:
@@ -87,12 +87,16 @@ def _groups(cal: Calibration, dim: str, rows: list, coverage: float) -> list[dic
         _, _, y, s, u = (np.array(c) if k > 1 else c for k, c in enumerate(zip(*chosen)))
         lo, hi = cal.bounds(dim, s, u, coverage)
         out.append({"group": name, "role": role, "n": len(chosen), "coverage": float(np.mean((lo <= y) & (y <= hi))),
-                    "mean_width": float(np.mean(hi - lo))})
+                    "mean_width": _finite(float(np.mean(hi - lo)))})
     return out
 
 
 def _finite(q: float):
-    return q if math.isfinite(q) else None
+    return q if math.isfinite(q) else None  # strict JSON has no inf: null = unbounded
+
+
+def _width(w) -> str:
+    return "unbounded" if w is None else f"{w:.3f}"
 
 
 def interval_markdown(report: dict) -> str:
@@ -112,10 +116,10 @@ def interval_markdown(report: dict) -> str:
         if h.get("n_test"):
             lines.append(f"| calibration images, random halves ({report['splits']} splits) | calibration distribution "
                          f"| {target} | {h['n_calibrate']} / {h['n_test']} | {h['coverage']:.3f} (sd {h['coverage_sd']:.3f}) "
-                         f"| {h['mean_width']:.3f} |")
+                         f"| {_width(h['mean_width'])} |")
         for g in d["groups"]:
             lines.append(f"| {g['group']} | {g['role']} | expert ratings | {g['n']} | {g['coverage']:.3f} | "
-                         f"{g['mean_width']:.3f} |")
+                         f"{_width(g['mean_width'])} |")
     return "\n".join(lines) + "\n"
 
 

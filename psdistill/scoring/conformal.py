@@ -9,7 +9,7 @@ on n calibration images held out of training, with the scorer's score s_i, its s
 target y_i,
 
     r_i = |y_i - s_i| / u_i,    q = the k-th smallest r_i,  k = ceil((n + 1) * coverage)   (q = inf if k > n)
-    interval(x) = [s(x) - q u(x), s(x) + q u(x)], clipped to the rating scale (where every target lies)
+    interval(x) = [s(x) - q u(x), s(x) + q u(x)], clipped to the rating scale for expert ratings
 
 which covers a new image's target with probability >= coverage when the calibration images and the new
 one are exchangeable (and < coverage + 1/(n + 1) without ties).
@@ -21,7 +21,9 @@ ensemble of checkpoints' readouts, which would cost a pass per checkpoint and ne
 
 The target: expert ratings ("expert ratings") where a calibration split has them, else the teacher's
 pseudo-scores of pool images kept out of training ("teacher pseudo-scores"): the interval then covers
-the teacher's score, not a human's. `calibration.json` in the scorer folder keeps the sorted r per
+the teacher's score, not a human's. Expert ratings lie on the rating scale, so clipping to it loses no
+coverage; anchored pseudo-scores may pass its ends (ranking.to_rating_scale does not clip), so their
+intervals are not clipped (`clip`: null). `calibration.json` in the scorer folder keeps the sorted r per
 dimension, so any coverage can be asked later, and the quantiles at `REPORTED` for reading.
 """
 from __future__ import annotations
@@ -31,7 +33,7 @@ import json
 import math
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Literal, Mapping, NamedTuple, Sequence
+from typing import Literal, Mapping, NamedTuple, Optional, Sequence
 
 import numpy as np
 
@@ -111,6 +113,7 @@ class Calibration:
     rating_scale: list[float]
     scores: dict[str, list[float]]  # dimension -> sorted |target - score| / spread
     spread_floor: float = 0.0  # absolute, on the rating scale
+    clip: Optional[list[float]] = None  # [lo, hi] the bounds are clipped to (where every target lies), or none
     images: dict[str, dict[str, float]] = field(default_factory=dict)  # dimension -> {image id: its score}
     method: str = METHOD
     format: str = FORMAT
@@ -123,7 +126,7 @@ class Calibration:
         per dimension; `target` a TARGETS key; `head` the scorer's ('levels' or 'scalar'); `images` their ids."""
         lo, hi = (float(v) for v in rating_scale)
         floor = SPREAD_FLOOR * (hi - lo) if head == "levels" else 0.0
-        cal = cls(SPREADS[head], TARGETS[target], [lo, hi], {}, floor)
+        cal = cls(SPREADS[head], TARGETS[target], [lo, hi], {}, floor, [lo, hi] if target == "ratings" else None)
         for dim, s in scores.items():
             y, s = np.asarray(targets[dim], dtype=float), np.asarray(s, dtype=float)
             if len(y) == 0:
@@ -148,7 +151,7 @@ class Calibration:
         """(lo, hi) of the `coverage` interval around `scores` (any shape) with their `spreads`."""
         half = self.quantile(dimension, coverage) * self.floored(spreads)
         s = np.asarray(scores, dtype=float)
-        lo, hi = self.rating_scale
+        lo, hi = self.clip or (-np.inf, np.inf)
         return np.clip(s - half, lo, hi), np.clip(s + half, lo, hi)
 
     def to_dict(self) -> dict:
