@@ -10,6 +10,7 @@ import pytest
 import torch
 from PIL import Image
 
+from _distill_common import ladder_records
 from psdistill.cli import main
 from psdistill.core.errors import ConfigError, PsdistillError
 from psdistill.data.predictions import read_predictions
@@ -71,13 +72,7 @@ def test_a_scalar_head_gets_constant_width():
 
 @pytest.fixture(scope="module")
 def images(tmp_path_factory):
-    root = tmp_path_factory.mktemp("imgs")
-    rng = np.random.default_rng(1)
-    paths = []
-    for n in range(5):
-        paths.append(root / f"im{n}.png")
-        Image.fromarray(rng.integers(0, 255, (40, 48, 3), dtype=np.uint8)).save(paths[-1])
-    return paths
+    return [r.path for r in ladder_records(tmp_path_factory.mktemp("imgs"), photos=("astronaut",), levels=4, size=48)]
 
 
 @pytest.fixture(scope="module")

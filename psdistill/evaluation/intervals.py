@@ -24,7 +24,7 @@ import numpy as np
 
 from psdistill.data.records import ImageRecord
 from psdistill.evaluation.files import json_safe, write_json_markdown
-from psdistill.scoring.conformal import TARGETS, Calibration, conformal_quantile
+from psdistill.scoring.conformal import TARGETS, Calibration, conformal_quantile, finite_or_none
 
 SPLITS = 200  # random halves of the calibration images
 ROLES = ("calibration distribution", "shift", "trained on")
@@ -47,7 +47,7 @@ def interval_report(records: Sequence[ImageRecord], scores: Mapping[str, Mapping
                 continue
             role = "trained on" if rec.id in trained else ROLES[0] if rec.category in cal_cats else ROLES[1]
             rows.append((rec.category, role, y, s, u))
-        out["dimensions"][dim] = {"n_calibration": len(r), "quantile": _finite(calibration.quantile(dim, coverage)),
+        out["dimensions"][dim] = {"n_calibration": len(r), "quantile": finite_or_none(calibration.quantile(dim, coverage)),
                                   "halves": _halves(calibration, dim, scores, spreads, coverage, seed),
                                   "groups": _groups(calibration, dim, rows, coverage)}
     return json_safe(out)
@@ -72,7 +72,7 @@ def _halves(cal: Calibration, dim: str, scores, spreads, coverage: float, seed: 
         lo, hi = dataclasses.replace(cal, scores={dim: sorted(r[fit])}).bounds(dim, s[test], u[test], coverage)
         width.append(np.mean(hi - lo))
     return {"n_calibrate": half, "n_test": len(r) - half, "coverage": float(np.mean(cover)),
-            "coverage_sd": float(np.std(cover)), "mean_width": _finite(float(np.mean(width)))}
+            "coverage_sd": float(np.std(cover)), "mean_width": finite_or_none(float(np.mean(width)))}
 
 
 def _groups(cal: Calibration, dim: str, rows: list, coverage: float) -> list[dict]:
@@ -87,12 +87,8 @@ def _groups(cal: Calibration, dim: str, rows: list, coverage: float) -> list[dic
         _, _, y, s, u = (np.array(c) if k > 1 else c for k, c in enumerate(zip(*chosen)))
         lo, hi = cal.bounds(dim, s, u, coverage)
         out.append({"group": name, "role": role, "n": len(chosen), "coverage": float(np.mean((lo <= y) & (y <= hi))),
-                    "mean_width": _finite(float(np.mean(hi - lo)))})
+                    "mean_width": finite_or_none(float(np.mean(hi - lo)))})
     return out
-
-
-def _finite(q: float):
-    return q if math.isfinite(q) else None  # strict JSON has no inf: null = unbounded
 
 
 def _width(w) -> str:

@@ -56,7 +56,8 @@ class CalibrationConfig:
         "help": "'ratings': the expert ratings (ground truth) of the validation images (held out of training, "
                 "validation_images); 'teacher': the teacher's pseudo-scores of the pool images kept out of "
                 "training (calibration.pool_holdout), so the interval covers the teacher's score, not a human's; "
-                "'auto': ratings where the validation images have them, else teacher where pool_holdout > 0, else none"})
+                "'auto': teacher where pool_holdout > 0 (images were kept out for it), else ratings where the "
+                "validation images have them, else none"})
     pool_holdout: float = field(default=0.0, metadata={
         "help": "share of the pool's images (training categories) kept out of training for target=teacher; "
                 "0: every pool image trains the student"})
@@ -157,7 +158,7 @@ class Calibration:
     def to_dict(self) -> dict:
         out = dataclasses.asdict(self)
         out["n"] = {d: len(r) for d, r in self.scores.items()}
-        out["quantiles"] = {d: {str(c): _finite(conformal_quantile(r, c)) for c in REPORTED}
+        out["quantiles"] = {d: {str(c): finite_or_none(conformal_quantile(r, c)) for c in REPORTED}
                             for d, r in self.scores.items()}
         return out
 
@@ -181,5 +182,5 @@ class Calibration:
         return cls(**{k: v for k, v in data.items() if k in fields})
 
 
-def _finite(q: float):
+def finite_or_none(q: float):
     return q if math.isfinite(q) else None  # strict JSON has no inf: null = the whole scale

@@ -1,5 +1,7 @@
 """The score stage: every image scored in one pass by the student (and zero-shot by the base model),
-the images split over the ranks."""
+the images split over the ranks; the student's intervals calibrated (psdistill/scoring/conformal.py) on
+the validation images' expert ratings or the teacher's pseudo-scores of the pool images kept out of
+training, into `student/calibration.json`, with its spread per image in `predictions/spread/student.csv`."""
 from __future__ import annotations
 
 import math
@@ -71,7 +73,7 @@ def _calibrate(run: RunContext, scorer, scores: dict, spreads: dict, pseudo: dic
     val = list({r.id: r for r in validation_records(run)}.values())
     if target == "auto":
         has_ratings = val and all(any(not math.isnan(r.score(d)) for r in val) for d in dims)
-        target = "ratings" if has_ratings else "teacher" if run.cfg.calibration.pool_holdout else "none"
+        target = "teacher" if run.cfg.calibration.pool_holdout else "ratings" if has_ratings else "none"
     if target == "none":
         run.path("student").joinpath(CALIBRATION_FILE).unlink(missing_ok=True)
         return {"target": "none"}
