@@ -73,6 +73,9 @@ class CalibrationConfig:
         if self.target == "teacher" and not self.pool_holdout:
             raise ConfigError("calibration.target=teacher: needs calibration.pool_holdout > 0 (pool images kept "
                               "out of training to calibrate on), e.g. 0.2")
+        if self.target == "ratings" and self.pool_holdout:
+            raise ConfigError("calibration.pool_holdout: keeps pool images out of training for target=teacher "
+                              "only; with target=ratings set it to 0")
 
 
 class Intervals(NamedTuple):
