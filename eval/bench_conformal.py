@@ -131,7 +131,7 @@ def main(argv=None) -> None:
     part = pooled(data, held)
     head = ["| spread | nominal | n calibration | n held out | coverage, split 0 | mean coverage over splits | sd | "
             "share of splits within 0.05 | mean width |", "|---|---:|---:|---:|---:|---:|---:|---:|---:|"]
-    lines = ["# Calibrated intervals: coverage and width", "", *environment_lines("cpu"), command_line(__file__, argv),
+    lines = ["# Calibrated intervals: coverage and width", "", *environment_lines("cpu"), command_line("eval/bench_conformal.py", argv),
              f"- scored set: psdistill/data/demo.py seed {args.seed}, {args.series} series x 5 levels per category, "
              f"128 px ({sum(len(v[0]) for v in data.values())} images), scored by the student of `{args.run}` "
              "(the demo recipe: tiny random-weight Qwen3-VL, 300 steps on 40 `objects` images of seed 0); target: "
