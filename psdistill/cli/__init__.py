@@ -136,6 +136,9 @@ def _score_parser() -> argparse.ArgumentParser:
                              "the same scorer's CSV is resumed: only missing or NaN rows are scored)")
     parser.add_argument("--on-bad-image", choices=("error", "skip"), default="error",
                         help="skip: an unreadable image gets no score (named in a warning) instead of stopping")
+    parser.add_argument("--coverage", type=float, default=None,
+                        help="e.g. 0.9: also <dimension>_lo and <dimension>_hi columns, an interval that covers the "
+                             "target with this probability (a calibrated student: its folder's calibration.json)")
     return parser
 
 
@@ -157,9 +160,9 @@ def _score(argv) -> int:
         for path in paths:
             images += sorted(p for p in path.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES) if path.is_dir() else [path]
     scorer = load_scorer(args.model)
-    out = score_images(scorer, images, args.output, batch_size=args.batch_size or SCORE_BATCH_SIZE,
-                       on_bad_image=args.on_bad_image, overwrite=args.overwrite)
-    print(f"wrote {len(out)} scores to {args.output}")
+    score_images(scorer, images, args.output, batch_size=args.batch_size or SCORE_BATCH_SIZE,
+                 on_bad_image=args.on_bad_image, overwrite=args.overwrite, coverage=args.coverage)
+    print(f"wrote {len(images)} scores to {args.output}" + (f" with {args.coverage:g} intervals" if args.coverage else ""))
     return 0
 
 

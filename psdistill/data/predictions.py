@@ -34,7 +34,10 @@ def read_predictions(path: str | Path) -> dict[str, dict[str, float]]:
         raise DataError(f"{path}: predictions file not found")
     with open(path, newline="") as f:
         reader = csv.DictReader(f)
-        dims = [c for c in (reader.fieldnames or []) if c not in ("id", "path")]
+        columns = reader.fieldnames or []
+        # `<d>_lo`, `<d>_hi` beside a column `d` are its interval's bounds (psdistill score --coverage), not dimensions.
+        dims = [c for c in columns if c not in ("id", "path")
+                and not (c.endswith(("_lo", "_hi")) and c[:-3] in columns)]
         if "id" not in (reader.fieldnames or []) or not dims:
             raise DataError(f"{path}: needs columns id,path,<dimension>... (found {reader.fieldnames})")
         out: dict[str, dict[str, float]] = {d: {} for d in dims}

@@ -15,6 +15,7 @@ from psdistill.distill import DistillConfig
 from psdistill.judge.registry import JudgeConfig, judge_entry, judge_section
 from psdistill.models.loading import ModelConfig
 from psdistill.ranking import ReferencePoolConfig
+from psdistill.scoring.conformal import CalibrationConfig
 
 
 @dataclass
@@ -58,7 +59,9 @@ class PipelineConfig:
                 "same evaluation table; named by file stem"})
     validation_images: int = field(default=40, metadata={
         "help": "held-out images scored during training to log eval_srcc (monitoring only: no checkpoint "
-                "is selected on it); 0: none"})
+                "is selected on it), and with ground truth the calibration split of the student's intervals "
+                "(calibration.target); 0: none"})
+    calibration: CalibrationConfig = field(default_factory=CalibrationConfig)
 
     def __post_init__(self):
         dims = list(self.data.dimensions)

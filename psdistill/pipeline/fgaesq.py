@@ -71,7 +71,9 @@ TRAIN = Stage("train", ("seed", "data.target_sigma", "data.histogram_prefix", "m
               stage_train, "training FGAesQ: coarse pre-training, then alternating coarse/fine batches",
               all_ranks=True)
 SCORE = Stage("score", ("train.eval_difftoken",), stage_score, "scoring every image")
-STAGES = (DATA, TRAIN, SCORE, PIPELINE_STAGES[-1])  # the pipeline's evaluation: every predictions file
+# The pipeline's evaluation: every predictions file (no student, so no intervals and no calibration section).
+EVALUATE = replace(PIPELINE_STAGES[-1], sections=("compare_predictions",))
+STAGES = (DATA, TRAIN, SCORE, EVALUATE)
 
 
 def train_fingerprint(cfg: FGAesQConfig) -> str:

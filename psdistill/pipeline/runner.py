@@ -43,6 +43,9 @@ class Stage:
     identity: Optional[Callable[[Any], dict]] = None
     # Finished outputs (paths in the run dir) that redoing this stage replaces: set aside first.
     replaces: tuple[str, ...] = ()
+    # (section, value) of settings added after runs were made, at the value that keeps the old behaviour:
+    # in the fingerprint only when set otherwise, so a run finished before keeps its stage.
+    added: tuple[tuple[str, Any], ...] = ()
 
 
 @dataclass(frozen=True)
@@ -67,7 +70,9 @@ def file_digest(path: str) -> str:
 
 
 def fingerprint(cfg, stage: Stage, upstream: Sequence[str]) -> str:
-    payload = json.dumps({"sections": {s: _section(cfg, s) for s in stage.sections}, "upstream": list(upstream),
+    sections = {s: _section(cfg, s) for s in stage.sections}
+    sections.update({s: v for s, old in stage.added if (v := _section(cfg, s)) != old})
+    payload = json.dumps({"sections": sections, "upstream": list(upstream),
                           "files": {f: file_digest(f) for f in stage.input_files(cfg)}},
                          sort_keys=True, default=str)
     return hashlib.sha256(payload.encode()).hexdigest()[:16]

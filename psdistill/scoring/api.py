@@ -10,6 +10,8 @@ An image is a path, a PIL image (any mode) or a numpy HxWx3 uint8 array (RGB). `
 always returns an array (a single image counts as a list of one); calling the scorer returns a
 float for a single image, as pyiqa's metrics return one value per image. A scorer of several
 `dimensions` returns one column per dimension, (N, D), and a row of D for a single image.
+A calibrated student (`calibration.json` in its folder) also gives intervals:
+`s, lo, hi = scorer.score(images, coverage=0.9)` (psdistill/scoring/conformal.py: `Intervals`).
 """
 from __future__ import annotations
 
@@ -89,6 +91,8 @@ class CallableScorer:
     def __call__(self, images, **kwargs) -> Union[float, np.ndarray]:
         batch, single = as_batch(images)
         scores = self.score(batch, **kwargs)
-        if single:
-            return float(scores[0]) if scores.ndim == 1 else scores[0]
-        return scores
+        if not single:
+            return scores
+        if isinstance(scores, tuple):  # with coverage: Intervals(score, lo, hi) of one image
+            return type(scores)(*(float(x[0]) if x.ndim == 1 else x[0] for x in scores))
+        return float(scores[0]) if scores.ndim == 1 else scores[0]

@@ -7,7 +7,7 @@ import json
 import logging
 import math
 from pathlib import Path
-from typing import Sequence, Union
+from typing import Optional, Sequence, Union
 
 import numpy as np
 from tqdm.auto import tqdm
@@ -17,12 +17,14 @@ from psdistill.core.logs import bar_disable
 from psdistill.data.predictions import write_predictions
 from psdistill.data.records import ImageRecord
 from psdistill.scoring.api import SCORE_BATCH_SIZE, ImageInput
+from psdistill.scoring.conformal import CALIBRATION_FILE, Intervals, check_coverage
 
 logger = logging.getLogger(__name__)
 
 
 def score_images(scorer, images: Sequence[Union[ImageInput, ImageRecord]], out_csv,
-                 batch_size: int = SCORE_BATCH_SIZE, on_bad_image: str = "error", overwrite: bool = False) -> np.ndarray:
+                 batch_size: int = SCORE_BATCH_SIZE, on_bad_image: str = "error", overwrite: bool = False,
+                 coverage: Optional[float] = None) -> Union[np.ndarray, Intervals]:
     """Score images with a tqdm bar into `out_csv` in the predictions format (id,path,<dimension>...).
 
     Records keep their ids; a path's id is its file name without suffix. Scores are appended to
@@ -31,14 +33,22 @@ def score_images(scorer, images: Sequence[Union[ImageInput, ImageRecord]], out_c
     `<out_csv>.scorer.json` records which scorer wrote them: scores of another scorer (other weights,
     dimensions, prompts or head) are never resumed; they stop the call, or are replaced with `overwrite`.
     `on_bad_image="skip"` scores an unreadable image as NaN (a missing score) and names it in a warning
-    instead of stopping.
+    instead of stopping. With `coverage` (a calibrated scorer, psdistill/scoring/conformal.py) each dimension
+    gets `<dimension>_lo` and `<dimension>_hi` columns beside it and `Intervals(score, lo, hi)` is returned.
     """
     if on_bad_image not in ("error", "skip"):
         raise ConfigError(f"on_bad_image: 'error' or 'skip', got {on_bad_image!r}")
+    if coverage is not None:
+        coverage = check_coverage(coverage)
+        if getattr(scorer, "calibration", None) is None:
+            raise ConfigError(f"coverage: scorer {scorer.name!r} has no calibration ({CALIBRATION_FILE} in a "
+                              "trained student's folder), so no intervals")
     records = [im if isinstance(im, ImageRecord) else ImageRecord(id=Path(im).stem, path=str(im)) for im in images]
     dims = list(scorer.dimensions)
+    if coverage is not None:  # each dimension's score, then its bounds
+        dims = [c for d in dims for c in (d, f"{d}_lo", f"{d}_hi")]
     out_csv, partial = Path(out_csv), Path(str(out_csv) + ".partial")
-    _claim(out_csv, partial, scorer, overwrite)
+    _claim(out_csv, partial, scorer, overwrite, coverage)
     done = {**_scored(out_csv, dims), **_scored(partial, dims)}  # path -> scores, from an earlier run
     todo = [r for r in records if str(r.path) not in done]
     skipped = []
@@ -49,11 +59,11 @@ def score_images(scorer, images: Sequence[Union[ImageInput, ImageRecord]], out_c
         for start in range(0, len(todo), batch_size):
             chunk = todo[start:start + batch_size]
             try:
-                scores = scorer.score([r.path for r in chunk], batch_size=batch_size).reshape(len(chunk), -1)
+                scores = _score(scorer, [r.path for r in chunk], batch_size, coverage)
             except DataError:
                 if on_bad_image == "error":
                     raise
-                scores = [_score_or_nan(scorer, r.path, skipped, len(dims)) for r in chunk]  # find the bad one(s)
+                scores = [_score_or_nan(scorer, r.path, skipped, len(dims), coverage) for r in chunk]  # find the bad one(s)
             for r, v in zip(chunk, scores):
                 done[str(r.path)] = [float(x) for x in v]
                 w.writerow([str(r.path), *map(repr, done[str(r.path)])])
@@ -64,15 +74,28 @@ def score_images(scorer, images: Sequence[Union[ImageInput, ImageRecord]], out_c
     scores = np.array([done[str(r.path)] for r in records], dtype=float).reshape(len(records), len(dims))
     write_predictions(out_csv, records, {d: scores[:, k] for k, d in enumerate(dims)})
     partial.unlink()
-    return scores[:, 0] if len(dims) == 1 else scores
+    parts = [scores[:, k::3] for k in range(3)] if coverage is not None else [scores]
+    parts = [p[:, 0] if p.shape[1] == 1 else p for p in parts]
+    return Intervals(*parts) if coverage is not None else parts[0]
 
 
-def _claim(out_csv: Path, partial: Path, scorer, overwrite: bool) -> None:
+def _score(scorer, paths: list, batch_size: int, coverage: Optional[float]) -> np.ndarray:
+    """(n, columns): the scores, or with `coverage` each dimension's score, lo and hi side by side."""
+    if coverage is None:
+        return scorer.score(paths, batch_size=batch_size).reshape(len(paths), -1)
+    parts = [np.asarray(x).reshape(len(paths), -1) for x in scorer.score(paths, batch_size=batch_size, coverage=coverage)]
+    return np.stack(parts, 2).reshape(len(paths), -1)  # d0, d0_lo, d0_hi, d1, ...
+
+
+def _claim(out_csv: Path, partial: Path, scorer, overwrite: bool, coverage: Optional[float] = None) -> None:
     """Make `out_csv` this scorer's: keep what it wrote, refuse (or, overwriting, delete) another's scores."""
     stamp = Path(str(out_csv) + ".scorer.json")
+    # Bounds depend on the coverage and the calibration too; scores alone keep the stamp they always had.
+    intervals = [[coverage, scorer.calibration.to_dict()]] if coverage is not None else []
     mine = {"scorer": scorer.name, "dimensions": list(scorer.dimensions),
             "fingerprint": hashlib.sha256(json.dumps(
-                [scorer.name, list(scorer.dimensions), getattr(scorer, "identity", {})], sort_keys=True, default=str).encode()).hexdigest()}
+                [scorer.name, list(scorer.dimensions), getattr(scorer, "identity", {}), *intervals],
+                sort_keys=True, default=str).encode()).hexdigest()}
     existing = [p for p in (out_csv, partial) if p.is_file()]
     theirs = json.loads(stamp.read_text()) if stamp.is_file() else None
     if existing and (theirs or {}).get("fingerprint") != mine["fingerprint"]:
@@ -110,9 +133,9 @@ def _scored(path: Path, dims: list[str]) -> dict[str, list[float]]:
     return out
 
 
-def _score_or_nan(scorer, path, skipped: list, n_dims: int) -> list[float]:
+def _score_or_nan(scorer, path, skipped: list, n_dims: int, coverage: Optional[float] = None) -> list[float]:
     try:
-        return [float(x) for x in scorer.score([path]).reshape(-1)]
+        return [float(x) for x in _score(scorer, [path], 1, coverage).reshape(-1)]
     except DataError as e:
         skipped.append(str(e))
         return [float("nan")] * n_dims

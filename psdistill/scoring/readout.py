@@ -98,18 +98,26 @@ class Readout:
             lo, hi = spec.rating_scale
             self.values = torch.tensor(lo + (v - v.min()) * (hi - lo) / (v.max() - v.min()), dtype=torch.float32)
 
-    def __call__(self, model, inputs: dict) -> torch.Tensor:
+    def __call__(self, model, inputs: dict, spread: bool = False):
+        """Scores (B, D); with `spread`, (scores, spreads): the levels head's standard deviation over its
+        levels on the rating scale, ones for the scalar head (psdistill/scoring/conformal.py)."""
+        columns = self._columns(model, inputs, spread)
+        if not spread:
+            return torch.stack(columns, 1)
+        return torch.stack([c[0] for c in columns], 1), torch.stack([c[1] for c in columns], 1)
+
+    def _columns(self, model, inputs: dict, spread: bool) -> list:
         hidden = self.head == "scalar"
         if self.suffixes is None:
             # logits_to_keep=1: only the answer position goes through lm_head (a 150k-vocab matmul per token otherwise).
-            return self._score(model, model(**inputs, logits_to_keep=1, output_hidden_states=hidden))[:, None]
+            return [self._score(model, model(**inputs, logits_to_keep=1, output_hidden_states=hidden), spread)]
         inner = unwrap(model)
         if any(m.training and getattr(m, "gradient_checkpointing", False) for m in inner.modules()):
             # Checkpointed layers run twice in backward and keep no KV cache: each dimension's full prompt
             # instead (the same scores; D passes over the image in training, inference keeps one).
-            return torch.stack([self._score(model, model(**_with_suffix(inputs, ids), logits_to_keep=1,
-                                                         output_hidden_states=hidden))
-                                for ids in self.suffixes], 1)
+            return [self._score(model, model(**_with_suffix(inputs, ids), logits_to_keep=1,
+                                             output_hidden_states=hidden), spread)
+                    for ids in self.suffixes]
         if not hasattr(inner.base_model, "get_rope_index"):
             raise ConfigError(f"data.dimensions: several dimensions in one pass need a Qwen-VL model (M-RoPE "
                               f"positions continue from the prefix's); {type(inner).__name__} is none")
@@ -123,16 +131,23 @@ class Readout:
             out = continue_prefix(model, prefix, input_ids=full["input_ids"][:, -len(ids):],
                                   attention_mask=full["attention_mask"], position_ids=positions, logits_to_keep=1,
                                   output_hidden_states=hidden)
-            columns.append(self._score(model, out))
-        return torch.stack(columns, 1)
+            columns.append(self._score(model, out, spread))
+        return columns
 
-    def _score(self, model, out) -> torch.Tensor:
+    def _score(self, model, out, spread: bool = False):
+        """(B,) scores, or with `spread` (scores, spreads)."""
         if self.head == "levels":
             logits = out.logits[:, -1, self.token_ids.to(out.logits.device)].float()
-            return torch.softmax(logits, dim=-1) @ self.values.to(logits.device)
+            probs, values = torch.softmax(logits, dim=-1), self.values.to(logits.device)
+            mean = probs @ values
+            if not spread:
+                return mean
+            # The levels' standard deviation: E[(v - mean)^2] per row.
+            return mean, ((values[None, :] - mean[:, None]).square() * probs).sum(-1).sqrt()
         head = score_head(model)
         h = last_token_state(out)
-        return head(h.to(next(head.parameters()).dtype)).squeeze(-1).float()
+        score = head(h.to(next(head.parameters()).dtype)).squeeze(-1).float()
+        return (score, torch.ones_like(score)) if spread else score
 
 
 def _with_suffix(inputs: dict, ids: torch.Tensor) -> dict:

@@ -13,6 +13,7 @@ import torch
 from psdistill.core.errors import PsdistillError
 from psdistill.models.device import place_for_inference, pretrained_dtype
 from psdistill.models.loading import load_processor, load_vlm
+from psdistill.scoring.conformal import CALIBRATION_FILE, Calibration, Intervals, check_coverage
 from psdistill.scoring.api import SCORE_BATCH_SIZE, CallableScorer, ImageInput, as_batch, as_image, weight_files
 from psdistill.scoring.readout import Readout, attach_score_head, processor_inputs, score_head
 from psdistill.scoring.spec import SPEC_FILE, ScorerSpec
@@ -39,6 +40,8 @@ class StudentScorer(CallableScorer):
         self.score_range = tuple(spec.rating_scale)
         self.dimensions = spec.dimensions
         self.readout = Readout(spec, processor)
+        self.folder = None  # the scorer folder it was loaded from
+        self.calibration: Optional[Calibration] = None  # its calibration.json, for intervals
 
     @classmethod
     def from_pretrained(cls, path, device: Optional[str] = None) -> "StudentScorer":
@@ -75,26 +78,55 @@ class StudentScorer(CallableScorer):
             raise PsdistillError(f"{path}/{SPEC_FILE}: unknown weights {spec.weights!r}")
         scorer = cls(place_for_inference(model, model_cfg.dtype, device, dispatched=bool(model_cfg.device_map)),
                      processor, spec)
+        if path is not None and (Path(path) / CALIBRATION_FILE).is_file():
+            scorer.calibration = Calibration.load(path)
+        scorer.folder = path
         scorer.identity = {"spec": dataclasses.asdict(spec),
-                           "files": weight_files(path) if spec.weights != "base" else {}}
+                           # calibration.json changes intervals, never scores (batch.py stamps it for intervals)
+                           "files": {k: v for k, v in weight_files(path).items() if k != CALIBRATION_FILE}
+                           if spec.weights != "base" else {}}
         return scorer
 
     @property
     def device(self) -> torch.device:
         return next(self.model.parameters()).device
 
-    @torch.inference_mode()
-    def score(self, images: Union[ImageInput, Sequence[ImageInput]], batch_size: int = SCORE_BATCH_SIZE) -> np.ndarray:
+    def score(self, images: Union[ImageInput, Sequence[ImageInput]], batch_size: int = SCORE_BATCH_SIZE,
+              coverage: Optional[float] = None) -> Union[np.ndarray, Intervals]:
         """Scores on `score_range` of the images (paths, PIL images or HxWx3 uint8 arrays), in input order:
-        (N,) for one dimension, (N, D) for several (`psdistill.scoring.api.by_dimension` names the columns)."""
+        (N,) for one dimension, (N, D) for several (`psdistill.scoring.api.by_dimension` names the columns).
+
+        With `coverage` (in (0, 1), e.g. 0.9): `Intervals(score, lo, hi)`, three arrays of that shape, from
+        the folder's `calibration.json` (psdistill/scoring/conformal.py says what they cover)."""
+        if coverage is None:
+            return self._squeeze(self.score_with_spread(images, batch_size, spread=False))
+        coverage = check_coverage(coverage)
+        if self.calibration is None:
+            raise PsdistillError(f"scorer {self.name!r} ({self.folder}): no {CALIBRATION_FILE}, so no intervals; "
+                                 "the pipeline's score stage writes it (calibration.target)")
+        scores, spreads = self.score_with_spread(images, batch_size)
+        bounds = [self.calibration.bounds(d, scores[:, k], spreads[:, k], coverage)
+                  for k, d in enumerate(self.dimensions)]
+        return Intervals(self._squeeze(scores), *(self._squeeze(np.stack([b[i] for b in bounds], 1)) for i in (0, 1)))
+
+    @torch.inference_mode()
+    def score_with_spread(self, images, batch_size: int = SCORE_BATCH_SIZE, spread: bool = True):
+        """(scores, spreads), each (N, D): the scores and the head's own spread (conformal.py), in one pass
+        per image; without `spread` the scores alone."""
         images, _ = as_batch(images)
         device = self.device
-        out = [np.zeros((0, len(self.dimensions)))]
+        scores, spreads = [np.zeros((0, len(self.dimensions)))], [np.zeros((0, len(self.dimensions)))]
         for start in range(0, len(images), batch_size):
             chunk = [as_image(im, start + k) for k, im in enumerate(images[start:start + batch_size])]
             inputs = {k: v.to(device) for k, v in processor_inputs(self.processor, self.readout.text, chunk).items()}
-            out.append(self.readout(self.model, inputs).cpu().numpy())
-        scores = np.concatenate(out).astype(float)
+            read = self.readout(self.model, inputs, spread=spread)
+            scores.append((read[0] if spread else read).cpu().numpy())
+            if spread:
+                spreads.append(read[1].cpu().numpy())
+        scores = np.concatenate(scores).astype(float)
+        return (scores, np.concatenate(spreads).astype(float)) if spread else scores
+
+    def _squeeze(self, scores: np.ndarray) -> np.ndarray:
         return scores[:, 0] if len(self.dimensions) == 1 else scores
 
 

@@ -7,6 +7,8 @@ from psdistill.data.predictions import read_predictions
 from psdistill.data.run_files import read_comparisons, read_pool
 from psdistill.pipeline.context import RunContext
 from psdistill.pipeline.runner import Stage, marker_path, read_marker
+from psdistill.pipeline.stages.distill import pool_holdout, pool_records
+from psdistill.pipeline.stages.score import SPREAD_FILE
 
 
 def run(run: RunContext) -> dict:
@@ -25,13 +27,30 @@ def run(run: RunContext) -> dict:
         pools = read_pool(run.path("pool.json")) if run.path("pool.json").is_file() else {}
         comparisons = read_comparisons(run.path("comparisons.csv")) if run.path("comparisons.csv").is_file() else {}
         result = describe(run.records, predictions, pools=pools, comparisons=comparisons, notes=notes)
-        written = write_label_free_report(result, run.path("report"))
+        written = {**write_label_free_report(result, run.path("report")), **_intervals(run)}
         return {"files": {k: str(v) for k, v in written.items()}, "headline": result.headline()}
     result = evaluate(run.records, predictions, held_out=[c for c in sorted({r.category for r in run.records})
                                                         if c not in run.train_categories])
     result.notes += notes
-    written = write_report(result, run.path("report"))
+    written = {**write_report(result, run.path("report")), **_intervals(run)}
     return {"files": {k: str(v) for k, v in written.items()}, "headline": headline(result, run.cfg.data.dimensions)}
 
 
-STAGE = Stage("evaluate", ("compare_predictions",), run, "evaluating against ground truth", replaces=("report",))
+def _intervals(run: RunContext) -> dict:
+    """The student's intervals checked (psdistill/evaluation/intervals.py), where the score stage calibrated it."""
+    from psdistill.data.run_files import read_pseudo_scores
+    from psdistill.evaluation.intervals import interval_report, write_interval_report
+    from psdistill.scoring.conformal import CALIBRATION_FILE, Calibration
+
+    if not run.path(f"student/{CALIBRATION_FILE}").is_file():
+        return {}
+    pseudo = read_pseudo_scores(run.path("pseudo_scores.csv"))
+    kept = {r.id for r in pool_holdout(run, pseudo)}
+    trained = {r.id for r in pool_records(run, pseudo)} - kept
+    report = interval_report(run.records, read_predictions(run.path("predictions/student.csv")),
+                             read_predictions(run.path(SPREAD_FILE)), Calibration.load(run.path("student")),
+                             run.cfg.calibration.coverage, trained)
+    return write_interval_report(report, run.path("report"))
+
+
+STAGE = Stage("evaluate", ("compare_predictions", "calibration.coverage"), run, "evaluating against ground truth", replaces=("report",))

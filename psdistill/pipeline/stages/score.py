@@ -1,13 +1,21 @@
 """The score stage: every image scored in one pass by the student (and zero-shot by the base model),
-the images split over the ranks."""
+the images split over the ranks; the student's intervals calibrated (psdistill/scoring/conformal.py) on
+the validation images' expert ratings or the teacher's pseudo-scores of the pool images kept out of
+training, into `student/calibration.json`, with its spread per image in `predictions/spread/student.csv`."""
 from __future__ import annotations
+
+import math
 
 import numpy as np
 
+from psdistill.core.errors import ConfigError
 from psdistill.data.predictions import write_predictions
 from psdistill.data.run_files import read_pseudo_scores
 from psdistill.pipeline.context import RunContext
 from psdistill.pipeline.runner import Stage
+from psdistill.pipeline.stages.distill import pool_holdout, validation_records
+
+SPREAD_FILE = "predictions/spread/student.csv"  # the student's own spread per image and dimension (conformal.py)
 
 
 def run(run: RunContext) -> dict:
@@ -32,8 +40,15 @@ def run(run: RunContext) -> dict:
                 stale.unlink()
     for name, make in scorers.items():
         scorer = make()
-        mine = scorer.score([r.path for r in run.records[rank::world]], batch_size=batch).reshape(-1, len(scorer.dimensions))
-        columns = by_dimension(scorer, _gathered(run, mine))
+        mine = [r.path for r in run.records[rank::world]]
+        if name == "student":  # the levels head's spread from the same pass, for the intervals
+            mine = np.concatenate(scorer.score_with_spread(mine, batch_size=batch), 1)
+        else:
+            mine = scorer.score(mine, batch_size=batch).reshape(-1, len(scorer.dimensions))
+        mine = _gathered(run, mine)
+        columns = by_dimension(scorer, mine[:, :len(scorer.dimensions)])
+        if name == "student":
+            student = (scorer, columns, by_dimension(scorer, mine[:, len(scorer.dimensions):]))
         if run.is_main:
             paths[name] = str(write_predictions(run.path(f"predictions/{name}.csv"), run.records, columns))
     if not run.is_main:
@@ -44,7 +59,38 @@ def run(run: RunContext) -> dict:
     paths["pseudo-scores"] = str(write_predictions(
         run.path("predictions/pseudo-scores.csv"), trained,
         {d: [scores[r.id][0] for r in trained] for d, scores in pseudo.items()}))
-    return {"predictions": paths}
+    write_predictions(run.path(SPREAD_FILE), run.records, student[2])
+    return {"predictions": paths, "calibration": _calibrate(run, *student, pseudo)}
+
+
+def _calibrate(run: RunContext, scorer, scores: dict, spreads: dict, pseudo: dict) -> dict:
+    """Fit the student's intervals (psdistill/scoring/conformal.py) from its `scores` and `spreads` ({dimension:
+    one per record}) on `calibration.target`'s images and save them in its folder; without a target, remove
+    an earlier calibration."""
+    from psdistill.scoring.conformal import CALIBRATION_FILE, Calibration
+
+    dims, target = run.cfg.data.dimensions, run.cfg.calibration.target
+    val = list({r.id: r for r in validation_records(run)}.values())
+    if target == "auto":
+        has_ratings = val and all(any(not math.isnan(r.score(d)) for r in val) for d in dims)
+        target = "teacher" if run.cfg.calibration.pool_holdout else "ratings" if has_ratings else "none"
+    if target == "none":
+        run.path("student").joinpath(CALIBRATION_FILE).unlink(missing_ok=True)
+        return {"target": "none"}
+    if target == "ratings":
+        truth = {d: {r.id: r.score(d) for r in val if not math.isnan(r.score(d))} for d in dims}
+    else:
+        truth = {d: {r.id: pseudo[d][r.id][0] for r in pool_holdout(run, pseudo)} for d in dims}
+    if not all(truth.values()):
+        raise ConfigError(f"calibration.target={target}: no calibration image has a target for "
+                          f"{[d for d in dims if not truth[d]]}")
+    row = {r.id: n for n, r in enumerate(run.records)}
+    cal = Calibration.fit(scorer.spec.head, target, run.cfg.data.rating_scale,
+                          {d: [scores[d][row[i]] for i in truth[d]] for d in dims},
+                          {d: [spreads[d][row[i]] for i in truth[d]] for d in dims},
+                          {d: list(truth[d].values()) for d in dims}, {d: list(truth[d]) for d in dims})
+    path = cal.save(run.path("student"))
+    return {"target": cal.target, "file": str(path), "n": {d: len(r) for d, r in cal.scores.items()}}
 
 
 def _gathered(run: RunContext, mine: np.ndarray) -> np.ndarray:
@@ -60,5 +106,5 @@ def _gathered(run: RunContext, mine: np.ndarray) -> np.ndarray:
     return out
 
 
-STAGE = Stage("score", ("teacher_pointwise",), run, "scoring every image in one pass", all_ranks=True,
+STAGE = Stage("score", ("teacher_pointwise", "calibration.target"), run, "scoring every image in one pass", all_ranks=True,
               replaces=("predictions",))
