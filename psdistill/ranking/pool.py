@@ -59,6 +59,7 @@ from scipy.special import expit, ndtr
 
 import psdistill.ranking.pool_adaptive as pool_adaptive
 import psdistill.ranking.pool_fixed as pool_fixed
+import psdistill.ranking.pool_plugin as pool_plugin
 from psdistill.core.errors import ConfigError, DataError
 from psdistill.ranking.design import choose_references
 from psdistill.ranking.pairwise import fit_bradley_terry
@@ -70,8 +71,11 @@ __all__ = ["ReferencePoolConfig", "PoolResult", "run_reference_pool", "pair_conf
            "STRATEGIES"]
 
 # Pool strategies (`pool.strategy`): name -> the function that picks each round's (item, reference)
-# pairs from a `Placement`. A new strategy is one module with such a function plus one entry here.
-STRATEGIES = {"fixed": pool_fixed.next_references, "adaptive": pool_adaptive.next_references}
+# pairs from a `Placement`. A new strategy is one module with such a function plus one entry here. A
+# strategy with its own model of the judge may attach ``refit(scale, y, prior_mu, prior_var, fit, cfg)
+# -> JointFit`` to the function (as `pool_plugin`): the final scores are then its, from every judgment.
+STRATEGIES = {"fixed": pool_fixed.next_references, "adaptive": pool_adaptive.next_references,
+              "plugin": pool_plugin.next_references}
 
 
 @dataclass
@@ -98,6 +102,9 @@ class ReferencePoolConfig:
         "help": "adaptive only: also keep placing an item until P(it lies outside the interval between the two "
                 "references nearest its estimate) is at most this (e.g. 0.5): with a weak judge items then meet "
                 "(nearly) every reference, losing no SRCC to the fixed pool; empty: stop_information_gain alone"})
+    budget: float = field(default=0.69, metadata={
+        "help": "plugin only: item-reference pairs judged, as a share of the fixed pool's (every item meets all k "
+                "references): 0.69 is 11 of 16 per item on average, spent where they most improve the ranking"})
     stop_sd: Optional[float] = field(default=None, repr=False, metadata={
         "help": "removed: an absolute sd stopped every item after one reference with a weak judge, whose "
                 "scores span a narrow range; use stop_information_gain"})
@@ -133,6 +140,8 @@ class ReferencePoolConfig:
         place = self.stop_place_error
         if place is not None and not (isinstance(place, (int, float)) and 0 < place <= 1):
             raise ConfigError(f"stop_place_error: need a probability in (0, 1] or empty, got {place!r}")
+        if isinstance(self.budget, bool) or not (isinstance(self.budget, (int, float)) and 0 < self.budget <= 1):
+            raise ConfigError(f"budget: need a share of the fixed pool's pairs in (0, 1], got {self.budget!r}")
         if not (np.isfinite(self.alpha) and self.alpha > 0):
             raise ConfigError(f"alpha: need a finite value > 0, got {self.alpha}")
 
@@ -210,6 +219,9 @@ def run_reference_pool(n_items: int, judge: IndexJudge, config: ReferencePoolCon
         phi = fit.deviance / fit.df
         fit = joint_posterior(scale, y, prior_mu, prior_var, cfg.alpha, fit.s, phi)
         scale = replace(scale, phi=phi)
+    refit = getattr(STRATEGIES[cfg.strategy], "refit", None)
+    if refit is not None:
+        fit = refit(scale, y, prior_mu, prior_var, fit, cfg)
     mu, var = np.empty(n_items), np.empty(n_items)
     mu[refs], var[refs] = fit.t, fit.var_t
     mu[others], var[others] = fit.s, fit.var_s
@@ -282,9 +294,10 @@ def _judge_in_rounds(observe, scale: Scale, prior_mu, prior_var, cfg):
     none; return (outcomes (n, k), posterior mean, variance). A pair is never asked twice."""
     choose = STRATEGIES[cfg.strategy]
     n, k = len(prior_mu), len(scale.mu)
-    state = Placement(round=0, active=np.arange(n), used=np.zeros((n, k), bool), mu=prior_mu.copy(),
-                      var=prior_var.copy(), ref_mu=scale.mu, ref_var=np.diag(scale.cov))
     y = np.full((n, k), np.nan)
+    state = Placement(round=0, active=np.arange(n), used=np.zeros((n, k), bool), mu=prior_mu.copy(),
+                      var=prior_var.copy(), ref_mu=scale.mu, ref_var=np.diag(scale.cov), y=y, scale=scale,
+                      prior_mu=prior_mu, prior_var=prior_var)
     while True:
         rows, cols = choose(state, cfg)
         if not len(rows):
