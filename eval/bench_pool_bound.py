@@ -72,27 +72,13 @@ from _bench_common import command_line, write_report  # noqa: E402
 from bench_judge_budget import ACCURACIES, BOUND_K, SWEEP_K, SWEEP_N, instances  # noqa: E402
 
 from psdistill.ranking import ReferencePoolConfig, run_reference_pool  # noqa: E402
+from psdistill.ranking.pool_plugin import bin_likelihood, expected_loss  # noqa: E402  (the pool's own channel)
 
 TOLERANCE = 0.02  # the target's SRCC margin
 SMALL_K, SMALL_BUDGET = 13, 9  # the exactly solved Bayes-optimal case, at 0.69x (3^13 states)
 
 
 # ---------------------------------------------------------------- constant judge: bins
-
-
-def bin_likelihood(k: int, accuracy: float) -> np.ndarray:
-    """(2, k, k + 1): P(answer v | bin b) for sorted reference j, v = 1 meaning "the item is above
-    reference j", true in bins b > j; right with probability ``accuracy``."""
-    above = np.arange(k + 1)[None, :] > np.arange(k)[:, None]
-    return np.stack([np.where(above, 1 - accuracy, accuracy), np.where(above, accuracy, 1 - accuracy)])
-
-
-def expected_loss(joint, centre, within):
-    """Per row of unnormalised bin probabilities: the mass times the posterior expected squared
-    error of the posterior-mean rank, sum_b joint_b (within_b + (centre_b - estimate)^2)."""
-    mass = joint.sum(-1, keepdims=True)
-    est = (joint * centre).sum(-1, keepdims=True) / mass
-    return (joint * (within + (centre - est) ** 2)).sum(-1)
 
 
 class BinPosterior:

@@ -22,12 +22,19 @@ the pair confidences need. Online Elo (eval/elo.py) is there for comparison.
      and stops once the next reference would add little to the information it has
      (``stop_information_gain``) and, optionally, once its place between two references is
      settled (``stop_place_error``).
-4. Both pools: refit the references and the items jointly, the MAP of every judgment under the
+   - ``plugin`` (`pool_plugin`): the rule eval/bench_pool_bound.py bounded, fed by the judge's
+     answers alone: ``budget`` x k pairs per item on average, each round to the items whose next
+     comparison most lowers their expected rank error; a judge that states one confidence is
+     modelled as a step (an exact posterior over the bins between the references, whose order and
+     the judge's accuracy are fitted to the answers), any other by the logistic likelihood.
+4. Every pool: refit the references and the items jointly, the MAP of every judgment under the
    references' and the items' priors, with the dispersion pooled over every judgment. A reference
    meets hundreds of items but only k - 1 other references: frozen at the round robin, its
    (seed-dependent) error stayed in every item placed against it. Items meet only references, so
    the joint Hessian is an arrowhead and its inverse (the items' variances, the references'
-   covariance) costs O(N k^2) by the Schur complement (`pool_fit.joint_posterior`).
+   covariance) costs O(N k^2) by the Schur complement (`pool_fit.joint_posterior`). A strategy
+   with its own model of the judge then gives the final scores from every judgment (``refit``:
+   the plugin pool's step model).
 
 The judge's answers are soft, correlated across the two orders of a pair and not Bernoulli
 draws, so the likelihood is a quasi-likelihood (McCullagh & Nelder 1989, ch. 9): its dispersion
