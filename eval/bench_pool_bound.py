@@ -499,8 +499,8 @@ def graded_reading(rows):
         f"{listed(out_of_reach)}: there the target is out of reach of any rule that chooses which references an "
         "item meets. It stays within the target at "
         + where(rows, "graded", lambda v: best(v)[1].mean() >= v["real fixed 16"].mean() - TOLERANCE)
-        + ", so at those the bound does not excuse the current adaptive pool's misses (graded 0.75 and 0.80 in "
-        "eval/results/judge_budget.md). The real fixed pool loses at most "
+        + ", so at those the bound does not excuse a pool's misses (eval/results/judge_budget.md). "
+        "The real fixed pool loses at most "
         f"{estimator:.3f} to the oracle's all 16: nothing to win from a better estimator either.")
 
 
@@ -532,7 +532,7 @@ def constant_reading(rows, exact):
         "SRCC target against the real fixed pool at "
         + where(rows, "constant", lambda v: best(v, "plug-in ")[1].mean() >= v["real fixed 16"].mean() - TOLERANCE)
         + " and misses it at " + listed(short_of(rows, "constant", "real fixed 16", "plug-in "))
-        + " (the current adaptive pool misses it at 0.60-0.70: eval/results/judge_budget.md)"
+        + " (the adaptive pool's and the plugin pool's figures: eval/results/judge_budget.md)"
         + (". Where it misses, neither this bound nor this rule settles the question"
            if short_of(rows, "constant", "real fixed 16", "plug-in ") else "")
         + ". The fixed pool itself leaves SRCC on the table (plug-in all 16 "
