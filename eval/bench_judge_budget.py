@@ -1,13 +1,15 @@
 """Judge budget: ranking accuracy and confidence calibration against judge calls per item.
 
-    python eval/bench_judge_budget.py      # ~10 min; writes eval/results/judge_budget.{md,png}
+    python eval/bench_judge_budget.py      # ~30 min on 2 busy cores; writes eval/results/judge_budget.{md,png}
 
 Three parts. First, across judges: at each accuracy 0.60-0.95 and both kinds below, on N = 600
 items over `--sweep-seeds` seeds, the fixed pool (k = 16), a fixed pool with k = 11 (0.7x the
-calls, spread evenly), and the adaptive pool (k = 16) at its default (`stop_information_gain`
-0.09), with `stop_place_error` 0.5, and with that and one presentation order per item pair; the
-targets are adaptive SRCC within 0.02 of the fixed pool at <= 0.7x its calls, and pair-confidence
-ECE <= 0.02. Second, the reliability of both pools' pair confidences with the constant judge of
+calls, spread evenly), the adaptive pool (k = 16) at its default (`stop_information_gain`
+0.09), with `stop_place_error` 0.5, and with that and one presentation order per item pair, and
+the plugin pool (`pool_plugin`, its default budget of 0.69x the pairs), beside the bound of
+eval/bench_pool_bound.py on the same instances; the targets (issue 25) are SRCC within 0.02 of the
+fixed pool at <= 0.7x its calls (at graded 0.60-0.70, out of any rule's reach, within 0.01 of the
+bound) and pair-confidence ECE no worse than the fixed pool's. Second, the reliability of both pools' pair confidences with the constant judge of
 accuracy 0.85 (N = 600, the same seeds), and which pairs carry their error. Third, at accuracy
 0.85 on N = 1000 items, every method's cost/accuracy frontier.
 
@@ -64,7 +66,8 @@ FIXED_K = (3, 4, 5, 6, 8, 10, 12, 16, 20, 24, 32)
 ADAPTIVE = [(cap, gain) for cap in (2, 3, 4, 6, 8, 12, 16) for gain in (0.0, 0.05, 0.1, 0.2)]
 ADAPTIVE_K = 24
 
-SWEEP_WHY = """Reading: no stopping rule meets all three targets for a weak judge, and the fixed pool with
+SWEEP_WHY = """Reading (the adaptive pool; this paragraph's figures are from the 5-seed run, seeds 0-4, that chose
+its settings, before the plugin pool): no stopping rule meets all three targets for a weak judge, and the fixed pool with
 k = 11 shows why: 30% fewer calls, spread evenly, lose 0.04-0.08 SRCC below accuracy ~0.8. A
 graded judge's answer carries the gap, so every reference informs about equally and adaptivity
 has nothing to choose (eval/results/pool_bound.md: even an oracle's best rule at 0.7x the calls
@@ -280,17 +283,29 @@ VARIANTS = [  # (name, adaptive-pool settings on top of k = SWEEP_K)
     ("adaptive pool, stop_place_error = 0.5", {"stop_place_error": 0.5}),
     # these simulated judges give one verdict per unordered pair, so a second order only cancels the bias
     ("adaptive pool, stop_place_error = 0.5, one order per item pair", {"stop_place_error": 0.5, "both_orders": False}),
+    ("plugin pool", {"strategy": "plugin"}),
 ]
+SRCC_MARGIN, BOUND_MARGIN = 0.02, 0.01  # the targets: SRCC >= fixed - 0.02, or within 0.01 of the bound
+
+
+def bound_gap(kind, acc, q, judge, seed):
+    """eval/bench_pool_bound.py's bound on this instance: the oracle's best 0.7x rule's SRCC minus the
+    real fixed pool's (over the non-reference items), what no reference-choosing rule can beat."""
+    import bench_pool_bound as pb  # it imports this module's instances: imported when first needed
+
+    values = {key: np.array([v]) for key, v in pb.instance_row(kind, acc, q, judge, seed).items()}
+    return float(pb.best(values)[1][0] - values["real fixed 16"][0])
 
 
 def sweep(seeds):
-    """Per judge kind and accuracy, per seed: the fixed pool (k = SWEEP_K), a fixed pool with k = BOUND_K
-    and every adaptive variant: a list of (kind, accuracy, {name: [per-seed result]})."""
+    """Per judge kind and accuracy, per seed: the fixed pool (k = SWEEP_K), a fixed pool with k = BOUND_K,
+    the bound's SRCC gap ("oracle") and every variant: a list of (kind, accuracy, {name: [per-seed result]})."""
     rows = []
     for kind in ("constant", "graded"):
         for acc in ACCURACIES:
-            runs = {"fixed": [], "bound": []} | {name: [] for name, _ in VARIANTS}
+            runs = {"fixed": [], "bound": [], "oracle": []} | {name: [] for name, _ in VARIANTS}
             for q, judge, s in instances(kind, SWEEP_N, seeds, acc):
+                runs["oracle"].append({"srcc": bound_gap(kind, acc, q, judge, s)})
                 runs["fixed"].append(pool(q, judge, ReferencePoolConfig(k=SWEEP_K, strategy="fixed", seed=s)))
                 runs["bound"].append(pool(q, judge, ReferencePoolConfig(k=BOUND_K, strategy="fixed", seed=s)))
                 for name, extra in VARIANTS:
@@ -322,8 +337,10 @@ def sweep_lines(rows, n_seeds):
     lines = ["## Across judges: the pools at their defaults", "",
              f"N = {SWEEP_N}, k = {SWEEP_K}, position bias +{BIAS}, {n_seeds} seeds (quality, judge noise and "
              "references redrawn): mean ± sd over seeds; SRCC differences are paired (the same instance). "
-             "Targets, per judge: adaptive calls <= 0.7x the fixed pool's, adaptive SRCC >= fixed - 0.02 (mean), "
-             "adaptive ECE <= 0.02 (mean).", "",
+             "Targets, per judge (issue 25): calls <= 0.7x the fixed pool's; SRCC >= fixed - 0.02 (mean) at every "
+             "constant judge and graded >= 0.75, and at graded 0.60-0.70, where no rule can (eval/results/pool_bound.md), "
+             "within 0.01 of the bound: the oracle's best 0.7x rule (eval/bench_pool_bound.py, on the same instances; "
+             "column \"bound\", its SRCC minus the fixed pool's); ECE <= the fixed pool's (means).", "",
              f"### Fixed pool, and what 30% fewer calls spread evenly cost (k = {BOUND_K})", "",
              f"| judge | accuracy | calls/item | SRCC | ECE | k={BOUND_K}: calls ratio | k={BOUND_K}: SRCC diff |",
              "|---|---:|---:|---:|---:|---:|---:|"]
@@ -333,28 +350,66 @@ def sweep_lines(rows, n_seeds):
                      f"{_mean_sd(f, 'ece')} | {_ratio(b, f):.2f} | {_diff(b, f)[0]:+.3f} ± {_diff(b, f)[1]:.3f} |")
     for name, _ in VARIANTS:
         lines += ["", f"### {name}", "",
-                  "| judge | accuracy | calls/item | calls ratio | SRCC | SRCC diff | ECE | targets |",
-                  "|---|---:|---:|---:|---:|---:|---:|---|"]
+                  "| judge | accuracy | calls/item | calls ratio | SRCC | SRCC diff | bound | ECE | fixed ECE | targets |",
+                  "|---|---:|---:|---:|---:|---:|---:|---:|---:|---|"]
         met = 0
         for kind, acc, runs in rows:
+            missed = targets_missed(kind, acc, runs, name)
+            met += not missed
             a, f = runs[name], runs["fixed"]
             ratio, (diff, sd) = _ratio(a, f), _diff(a, f)
-            ece_mean = np.mean([r["ece"] for r in a])
-            missed = [n for n, ok in (("calls", ratio <= 0.7), ("SRCC", diff >= -0.02), ("ECE", ece_mean <= 0.02))
-                      if not ok]
-            met += not missed
             lines.append(f"| {kind} | {acc:.2f} | {np.mean([r['calls'] for r in a]):.1f} | {ratio:.2f} | "
-                         f"{_mean_sd(a, 'srcc')} | {diff:+.3f} ± {sd:.3f} | {_mean_sd(a, 'ece')} | "
+                         f"{_mean_sd(a, 'srcc')} | {diff:+.3f} ± {sd:.3f} | "
+                         f"{np.mean([r['srcc'] for r in runs['oracle']]):+.3f} | {_mean_sd(a, 'ece')} | "
+                         f"{np.mean([r['ece'] for r in f]):.3f} | "
                          + ("met" if not missed else "missed: " + ", ".join(missed)) + " |")
         lines += ["", f"All three targets met at {met} of {len(rows)} judges."]
-    return lines + ["", SWEEP_WHY, ""]
+    return lines + ["", plugin_reading(rows), "", SWEEP_WHY, ""]
+
+
+def targets_missed(kind, acc, runs, name):
+    """The targets (calls, SRCC, ECE) that variant ``name`` misses at this judge."""
+    a, f = runs[name], runs["fixed"]
+    diff = _diff(a, f)[0]
+    if kind == "graded" and acc < 0.75:  # out of any rule's reach: the bound instead
+        srcc_ok = diff >= np.mean([r["srcc"] for r in runs["oracle"]]) - BOUND_MARGIN
+    else:
+        srcc_ok = diff >= -SRCC_MARGIN
+    ece_ok = np.mean([r["ece"] for r in a]) <= np.mean([r["ece"] for r in f])
+    return [n for n, ok in (("calls", _ratio(a, f) <= 0.7), ("SRCC", srcc_ok), ("ECE", ece_ok)) if not ok]
+
+
+PLUGIN_WHY = (
+    "Its SRCC above the fixed pool's at constant judges >= 0.65 is the step likelihood's: the fixed "
+    "pool's logistic model misfits a judge that is right with one probability however far apart the items"
+    " are (eval/results/pool_bound.md: the plug-in rule on all 16 references beats the real fixed pool "
+    "too). Its ECE misses are over-confidence of the logistic posterior with 0.69x the pairs at graded "
+    "judges (the fixed pool with k = 11 is over-confident as well: ECE 0.030, 0.015, 0.011 against k = "
+    "16's 0.022, 0.009, 0.007 at graded 0.60, 0.65, 0.75, seeds 0-3, measured while designing this) and "
+    "under-confidence of the step model's Gaussian summary at constant judges (frequency above confidence"
+    " by 0.019 and 0.011 at 0.65 and 0.75, seeds 0-2); it stays below the adaptive pool's ECE at every "
+    "constant judge but 0.65 and 0.70. Because the ECE target is missed, `adaptive` stays the default.")
+
+
+def plugin_reading(rows):
+    """What the plugin pool meets, from the table's figures."""
+    name = "plugin pool"
+    missed = {(kind, acc): targets_missed(kind, acc, runs, name) for kind, acc, runs in rows}
+
+    def where(target):
+        hits = [f"{kind} {acc:.2f}" for (kind, acc), m in missed.items() if target in m]
+        return ", ".join(hits) if hits else "no judge"
+
+    return (f"Plugin pool (`pool.strategy=plugin`): all three targets met at {sum(not m for m in missed.values())} "
+            f"of {len(rows)} judges. Calls missed at {where('calls')}; SRCC missed at {where('SRCC')}; ECE above the "
+            f"fixed pool's at {where('ECE')}. " + PLUGIN_WHY)
 
 
 def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--items", type=int, default=1000)
     ap.add_argument("--seeds", type=int, default=3, help="seeds of the cost/accuracy frontier")
-    ap.add_argument("--sweep-seeds", type=int, default=5, help="seeds of the across-judges tables")
+    ap.add_argument("--sweep-seeds", type=int, default=10, help="seeds of the across-judges tables")
     ap.add_argument("--out", default=str(Path(__file__).parent / "results" / "judge_budget"))
     args = ap.parse_args(argv)
     seeds = range(args.seeds)

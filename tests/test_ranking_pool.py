@@ -174,7 +174,7 @@ def test_to_rating_scale_with_and_without_anchors():
     ({"k": 2}, "^k: need an integer >= 3"),
     ({"k": 8, "max_comparisons_per_item": 9}, "^max_comparisons_per_item: need 1 <= value <= k=8"),
     ({"strategy": "fixed", "max_comparisons_per_item": 4}, "^max_comparisons_per_item: only the adaptive"),
-    ({"strategy": "greedy"}, r"^strategy: 'greedy' is not one of \['adaptive', 'fixed'\]"),
+    ({"strategy": "greedy"}, r"^strategy: 'greedy' is not one of \['adaptive', 'fixed', 'plugin'\]"),
     ({"stop_information_gain": -0.1}, "^stop_information_gain"),
     ({"stop_sd": 0.3}, "^stop_sd: removed; use stop_information_gain"),
     ({"stop_place_error": 0.0}, r"^stop_place_error: need a probability in \(0, 1\]"),

@@ -22,12 +22,19 @@ the pair confidences need. Online Elo (eval/elo.py) is there for comparison.
      and stops once the next reference would add little to the information it has
      (``stop_information_gain``) and, optionally, once its place between two references is
      settled (``stop_place_error``).
-4. Both pools: refit the references and the items jointly, the MAP of every judgment under the
+   - ``plugin`` (`pool_plugin`): the rule eval/bench_pool_bound.py bounded, fed by the judge's
+     answers alone: ``budget`` x k pairs per item on average, each round to the items whose next
+     comparison most lowers their expected rank error; a judge that states one confidence is
+     modelled as a step (an exact posterior over the bins between the references, whose order and
+     the judge's accuracy are fitted to the answers), any other by the logistic likelihood.
+4. Every pool: refit the references and the items jointly, the MAP of every judgment under the
    references' and the items' priors, with the dispersion pooled over every judgment. A reference
    meets hundreds of items but only k - 1 other references: frozen at the round robin, its
    (seed-dependent) error stayed in every item placed against it. Items meet only references, so
    the joint Hessian is an arrowhead and its inverse (the items' variances, the references'
-   covariance) costs O(N k^2) by the Schur complement (`pool_fit.joint_posterior`).
+   covariance) costs O(N k^2) by the Schur complement (`pool_fit.joint_posterior`). A strategy
+   with its own model of the judge then gives the final scores from every judgment (``refit``:
+   the plugin pool's step model).
 
 The judge's answers are soft, correlated across the two orders of a pair and not Bernoulli
 draws, so the likelihood is a quasi-likelihood (McCullagh & Nelder 1989, ch. 9): its dispersion
@@ -59,6 +66,7 @@ from scipy.special import expit, ndtr
 
 import psdistill.ranking.pool_adaptive as pool_adaptive
 import psdistill.ranking.pool_fixed as pool_fixed
+import psdistill.ranking.pool_plugin as pool_plugin
 from psdistill.core.errors import ConfigError, DataError
 from psdistill.ranking.design import choose_references
 from psdistill.ranking.pairwise import fit_bradley_terry
@@ -70,8 +78,11 @@ __all__ = ["ReferencePoolConfig", "PoolResult", "run_reference_pool", "pair_conf
            "STRATEGIES"]
 
 # Pool strategies (`pool.strategy`): name -> the function that picks each round's (item, reference)
-# pairs from a `Placement`. A new strategy is one module with such a function plus one entry here.
-STRATEGIES = {"fixed": pool_fixed.next_references, "adaptive": pool_adaptive.next_references}
+# pairs from a `Placement`. A new strategy is one module with such a function plus one entry here. A
+# strategy with its own model of the judge may attach ``refit(scale, y, prior_mu, prior_var, fit, cfg)
+# -> JointFit`` to the function (as `pool_plugin`): the final scores are then its, from every judgment.
+STRATEGIES = {"fixed": pool_fixed.next_references, "adaptive": pool_adaptive.next_references,
+              "plugin": pool_plugin.next_references}
 
 
 @dataclass
@@ -98,6 +109,9 @@ class ReferencePoolConfig:
         "help": "adaptive only: also keep placing an item until P(it lies outside the interval between the two "
                 "references nearest its estimate) is at most this (e.g. 0.5): with a weak judge items then meet "
                 "(nearly) every reference, losing no SRCC to the fixed pool; empty: stop_information_gain alone"})
+    budget: float = field(default=0.69, metadata={
+        "help": "plugin only: item-reference pairs judged, as a share of the fixed pool's (every item meets all k "
+                "references): 0.69 is 11 of 16 per item on average, spent where they most improve the ranking"})
     stop_sd: Optional[float] = field(default=None, repr=False, metadata={
         "help": "removed: an absolute sd stopped every item after one reference with a weak judge, whose "
                 "scores span a narrow range; use stop_information_gain"})
@@ -133,6 +147,8 @@ class ReferencePoolConfig:
         place = self.stop_place_error
         if place is not None and not (isinstance(place, (int, float)) and 0 < place <= 1):
             raise ConfigError(f"stop_place_error: need a probability in (0, 1] or empty, got {place!r}")
+        if isinstance(self.budget, bool) or not (isinstance(self.budget, (int, float)) and 0 < self.budget <= 1):
+            raise ConfigError(f"budget: need a share of the fixed pool's pairs in (0, 1], got {self.budget!r}")
         if not (np.isfinite(self.alpha) and self.alpha > 0):
             raise ConfigError(f"alpha: need a finite value > 0, got {self.alpha}")
 
@@ -210,6 +226,9 @@ def run_reference_pool(n_items: int, judge: IndexJudge, config: ReferencePoolCon
         phi = fit.deviance / fit.df
         fit = joint_posterior(scale, y, prior_mu, prior_var, cfg.alpha, fit.s, phi)
         scale = replace(scale, phi=phi)
+    refit = getattr(STRATEGIES[cfg.strategy], "refit", None)
+    if refit is not None:
+        fit = refit(scale, y, prior_mu, prior_var, fit, cfg)
     mu, var = np.empty(n_items), np.empty(n_items)
     mu[refs], var[refs] = fit.t, fit.var_t
     mu[others], var[others] = fit.s, fit.var_s
@@ -282,9 +301,10 @@ def _judge_in_rounds(observe, scale: Scale, prior_mu, prior_var, cfg):
     none; return (outcomes (n, k), posterior mean, variance). A pair is never asked twice."""
     choose = STRATEGIES[cfg.strategy]
     n, k = len(prior_mu), len(scale.mu)
-    state = Placement(round=0, active=np.arange(n), used=np.zeros((n, k), bool), mu=prior_mu.copy(),
-                      var=prior_var.copy(), ref_mu=scale.mu, ref_var=np.diag(scale.cov))
     y = np.full((n, k), np.nan)
+    state = Placement(round=0, active=np.arange(n), used=np.zeros((n, k), bool), mu=prior_mu.copy(),
+                      var=prior_var.copy(), ref_mu=scale.mu, ref_var=np.diag(scale.cov), y=y, scale=scale,
+                      prior_mu=prior_mu, prior_var=prior_var)
     while True:
         rows, cols = choose(state, cfg)
         if not len(rows):

@@ -37,10 +37,12 @@ class Placement:
     """Step 3's state before each round, what a pool strategy chooses the round's pairs from.
 
     Items are positions 0..n-1 in the list of non-references, references positions 0..k-1.
-    ``active``: the items asked in the previous round (all of them before the first), so an item a
-    strategy once leaves out is done. ``used`` (n, k): the pairs judged so far, never asked again.
-    ``mu``, ``var``: each item's posterior (prior before the first round); ``ref_mu``, ``ref_var``:
-    the references' scores and variances.
+    ``active``: the items asked in the previous round (all of them before the first); the adaptive
+    strategy treats an item it once leaves out as done, others may ask any item. ``used`` (n, k):
+    the pairs judged so far, never asked again. ``mu``, ``var``: each item's posterior (prior before
+    the first round); ``ref_mu``, ``ref_var``: the references' scores and variances. ``y`` (n, k):
+    the debiased outcomes so far (NaN where not judged), ``scale`` the calibrated references and
+    ``prior_mu``, ``prior_var`` the items' priors, for a strategy that fits its own model.
     """
 
     round: int
@@ -50,6 +52,10 @@ class Placement:
     var: np.ndarray
     ref_mu: np.ndarray
     ref_var: np.ndarray
+    y: np.ndarray | None = None
+    scale: Scale | None = None
+    prior_mu: np.ndarray | None = None
+    prior_var: np.ndarray | None = None
 
 
 def item_prior(others, refs, mu_ref, var_ref, prior):
