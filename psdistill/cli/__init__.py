@@ -130,12 +130,15 @@ def _score_parser() -> argparse.ArgumentParser:
                         help="a run directory, a student/ or FGAesQ checkpoint/ folder, or a registered scorer name")
     parser.add_argument("images", nargs="+", help="image files, folders (their image files, sorted) or globs ('photos/*.jpg')")
     parser.add_argument("-o", "--output", default="scores.csv", help="predictions CSV: id,path,<dimension>")
-    parser.add_argument("--batch-size", type=int, default=None, help="images per forward pass (default: 16)")
+    parser.add_argument("--batch-size", type=int, default=None, help="images per forward pass (default: 16; --engine vllm: 64 per generate call)")
     parser.add_argument("--overwrite", action="store_true",
                         help="replace an output CSV that another scorer wrote (by default that stops the command; "
                              "the same scorer's CSV is resumed: only missing or NaN rows are scored)")
     parser.add_argument("--on-bad-image", choices=("error", "skip"), default="error",
                         help="skip: an unreadable image gets no score (named in a warning) instead of stopping")
+    parser.add_argument("--engine", choices=("transformers", "vllm"), default="transformers",
+                        help="vllm: a levels-head student through vLLM (pip install 'psdistill[vllm]'), merged into "
+                             "its base once (<student>/merged/); under accelerate launch one engine per rank")
     return parser
 
 
@@ -156,9 +159,16 @@ def _score(argv) -> int:
         paths = [Path(p) for p in sorted(glob.glob(arg))] if any(c in arg for c in "*?[") and not Path(arg).exists() else [Path(arg)]
         for path in paths:
             images += sorted(p for p in path.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES) if path.is_dir() else [path]
-    scorer = load_scorer(args.model)
-    out = score_images(scorer, images, args.output, batch_size=args.batch_size or SCORE_BATCH_SIZE,
-                       on_bad_image=args.on_bad_image, overwrite=args.overwrite)
+    if args.engine == "vllm":
+        from psdistill.scoring.vllm import score_with_vllm
+
+        out = score_with_vllm(args.model, images, args.output, batch_size=args.batch_size,
+                              on_bad_image=args.on_bad_image, overwrite=args.overwrite)
+        if out is None:  # a serving rank of a multi-process launch: the main process writes the file
+            return 0
+    else:
+        out = score_images(load_scorer(args.model), images, args.output, batch_size=args.batch_size or SCORE_BATCH_SIZE,
+                           on_bad_image=args.on_bad_image, overwrite=args.overwrite)
     print(f"wrote {len(out)} scores to {args.output}")
     return 0
 
