@@ -35,7 +35,7 @@ def prepare(folder: Path, args) -> None:
     from _bench_common import random_image_records, random_qwen3_vl
     from psdistill.models.tiny import save_tiny
 
-    model, processor = random_qwen3_vl(args.config_json, args.image_size, torch.float32, seed=0)
+    model, processor = random_qwen3_vl(args.config_json, args.image_size, getattr(torch, args.dtype), seed=0)
     save_tiny(model.eval(), processor, folder / "model")
     (folder / "images").mkdir()
     records = random_image_records(folder / "images", args.images, args.image_size, np.random.default_rng(0))
@@ -44,7 +44,7 @@ def prepare(folder: Path, args) -> None:
     (folder / "pairs.json").write_text(json.dumps({"paths": [r.path for r in records], "pairs": pairs}))
 
 
-def worker(folder: Path, kv_cache_gib: int) -> None:
+def worker(folder: Path, kv_cache_gib: int, llm_kwargs: dict) -> None:
     """One rank: VLLMJudge -> DataParallelJudge -> CachedJudge, as psdistill/pipeline/stages/judge.py wires them."""
     os.environ.setdefault("VLLM_CPU_KVCACHE_SPACE", str(kv_cache_gib))
     from psdistill.data.records import ImageRecord
@@ -60,7 +60,7 @@ def worker(folder: Path, kv_cache_gib: int) -> None:
     state = process_state()
     world = state.num_processes
     start = time.perf_counter()
-    judge = VLLMJudge(str(folder / "model"), VLMJudgeConfig(batch_size=8), max_model_len=4096, enforce_eager=True)
+    judge = VLLMJudge(str(folder / "model"), VLMJudgeConfig(batch_size=8), **llm_kwargs)
     started = time.perf_counter() - start
     parallel = DataParallelJudge(judge, state)
     start = time.perf_counter()
@@ -87,6 +87,14 @@ def worker(folder: Path, kv_cache_gib: int) -> None:
         state.destroy_process_group()  # as the pipeline does; the engine's exit hook must not print a traceback
 
 
+def device_name() -> str:
+    import torch
+
+    if torch.cuda.is_available():
+        return f"{torch.cuda.device_count()} x {torch.cuda.get_device_name(0)}"
+    return f"cpu ({os.cpu_count()} cores, shared with other jobs)"
+
+
 def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--processes", type=int, default=2)
@@ -94,15 +102,20 @@ def main(argv=None):
     ap.add_argument("--image-size", type=int, default=384)
     ap.add_argument("--images", type=int, default=10)
     ap.add_argument("--references", type=int, default=3)
+    ap.add_argument("--dtype", default="float32", choices=["float32", "bfloat16", "float16"])
     ap.add_argument("--kv-cache-gib", type=int, default=1, help="CPU only: VLLM_CPU_KVCACHE_SPACE per engine")
+    ap.add_argument("--llm-kwargs", default='{"max_model_len": 4096, "enforce_eager": true}',
+                    help="JSON: more LLM() arguments (on GPUs e.g. gpu_memory_utilization for several ranks on one GPU)")
+    ap.add_argument("--launch-config", default=str(ROOT / "launch/cpu_ddp.yaml"), help="accelerate config (GPUs: launch/ddp.yaml)")
     ap.add_argument("--out", default="eval/results/judge_vllm_ranks.md")
     ap.add_argument("--worker", help=argparse.SUPPRESS)
     args = ap.parse_args(argv)
     if args.worker:
-        return worker(Path(args.worker), args.kv_cache_gib)
+        return worker(Path(args.worker), args.kv_cache_gib, json.loads(args.llm_kwargs))
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
-    me = [str(Path(__file__).resolve()), "--kv-cache-gib", str(args.kv_cache_gib), "--worker"]
-    launch = [str(Path(sys.executable).parent / "accelerate"), "launch", "--config_file", str(ROOT / "launch/cpu_ddp.yaml"),
+    me = [str(Path(__file__).resolve()), "--kv-cache-gib", str(args.kv_cache_gib), "--llm-kwargs", args.llm_kwargs,
+          "--worker"]
+    launch = [sys.executable, "-m", "accelerate.commands.launch", "--config_file", args.launch_config,
               "--num_processes", str(args.processes)]
     with tempfile.TemporaryDirectory() as tmp:
         folder = Path(tmp)
@@ -120,25 +133,25 @@ def main(argv=None):
     dp = np.abs(np.array(one["p"]) - np.array(many["p"]))
     lines = [
         "# The vLLM judge on N processes (eval/bench_judge_vllm_ranks.py)", "",
-        f"- date: {time.strftime('%Y-%m-%d')}; device: cpu ({os.cpu_count()} cores, shared); vllm {vllm.__version__}; "
-        f"VLLM_CPU_KVCACHE_SPACE={args.kv_cache_gib} GiB per engine; distributed_executor_backend=external_launcher "
+        f"- date: {time.strftime('%Y-%m-%d')}; device: {device_name()}; vllm {vllm.__version__}; "
+        f"VLLM_CPU_KVCACHE_SPACE={args.kv_cache_gib} GiB per engine (CPU); distributed_executor_backend=external_launcher "
         "with tensor/data parallel size 1 on every rank of the launch",
-        f"- model: random({Path(args.config_json).name},seed=0) saved to disk, float32, enforce_eager; "
+        f"- model: random({Path(args.config_json).name},seed=0) saved to disk, {args.dtype}; LLM arguments {args.llm_kwargs}; "
         f"{one['pairs']} pairs (fixed pool, both orders) over {args.images} images of side {args.image_size} x 0.6-1.4",
-        f"- command: `PYTHONPATH=$PWD /tmp/vllm-venv/bin/python eval/bench_judge_vllm_ranks.py --processes {args.processes} "
-        f"--images {args.images} --references {args.references} --image-size {args.image_size} --out {args.out}`", "",
-        "| processes | pairs judged (per rank) | store rows (distinct pairs) | engine start s (per rank) | judging s | whole run s | exit tracebacks |",
-        "|---:|---|---|---|---:|---:|---:|",
+        f"- command: `PYTHONPATH=$PWD {'/tmp/vllm-venv/bin/' if 'vllm-venv' in sys.executable else ''}python "
+        f"eval/bench_judge_vllm_ranks.py {' '.join(sys.argv[1:] if argv is None else argv)}`", "",
+        "| processes | pairs judged (per rank) | store rows (distinct pairs) | engine start s (per rank) | judging s | pairs/s | whole run s | exit tracebacks |",
+        "|---:|---|---|---|---:|---:|---:|---:|",
         *[f"| {w} | {r['computed']} ({', '.join(map(str, r['computed_per_rank'])) or r['computed']}) | "
           f"{r['store_rows']} ({r['store_keys']}) | {', '.join(f'{v}' for v in r['engine_start_s'].values())} | "
-          f"{r['wall_s']:.1f} | {logs[w][1]:.1f} | {logs[w][2]} |" for w, r in ((1, one), (args.processes, many))],
+          f"{r['wall_s']:.1f} | {r['pairs'] / r['wall_s']:.2f} | {logs[w][1]:.1f} | {logs[w][2]} |" for w, r in ((1, one), (args.processes, many))],
         "",
         f"- P(first), {args.processes} processes vs 1: max |dP| = {dp.max():.1e} over {len(dp)} pairs "
         f"(P ranges {min(one['p']):.3f}-{max(one['p']):.3f}); each pair judged once: "
         f"{many['computed'] == many['pairs'] == many['store_keys'] == many['store_rows']}",
         "- after the judging every rank dropped its judge, gathered over the launcher's group (it still works: the "
         "engine, whose shutdown would destroy that group, lives to the end of the process) and the launcher's group "
-        "was destroyed before exit, as the pipeline does; the engines' exit hook then prints no traceback.",
+        "was destroyed before exit, as the pipeline does (the last column: tracebacks printed by the whole launch).",
     ]
     text = "\n".join(lines) + "\n"
     print(text)
