@@ -9,7 +9,8 @@ model's 16) is saved as train_student saves one: the base model in a folder, the
 distill.student_build.build_student, its LoRA B matrices drawn at random so that it changes the scores),
 the processor and scorer_config.json. StudentScorer.from_pretrained reads it (transformers + peft);
 VLLMScorer reads the same folder: merged (the default: `<student>/merged/`, written once, untimed)
-and, with --lora, as a LoRA request on the base. Trials are interleaved; the median is reported.
+and, with --lora, as a LoRA request on the base. Trials are interleaved, vLLM's prefix and multimodal
+caches emptied before each (the images are the same every trial); the median is reported.
 """
 from __future__ import annotations
 
@@ -85,6 +86,9 @@ def main(argv=None):
         load = [os.getloadavg()[0]]
         for _ in range(args.repeats):
             for name, (scorer, batch) in scorers.items():
+                if hasattr(scorer, "llm"):  # no trial reads an earlier one's images from vLLM's caches
+                    scorer.llm.reset_prefix_cache()
+                    scorer.llm.reset_mm_cache()
                 start = time.perf_counter()
                 scores[name] = scorer.score(paths, batch_size=batch)
                 times[name].append(time.perf_counter() - start)

@@ -76,9 +76,10 @@ def _build_vllm(section: VLMJudgeConfig, model_cfg: ModelConfig):
     """A vLLM engine on this process; under a multi-process launch one per rank (every rank builds it, the
     stage's DataParallelJudge feeds them), each on its own device (psdistill.models.vllm_engine)."""
     from psdistill.judge.vlm import VLLMJudge
+    from psdistill.models.vllm_engine import vllm_dtype
 
     return VLLMJudge(model_cfg.name_or_path, section, min_pixels=model_cfg.min_pixels,
-                     max_pixels=model_cfg.max_pixels, revision=model_cfg.revision)
+                     max_pixels=model_cfg.max_pixels, revision=model_cfg.revision, dtype=vllm_dtype(model_cfg.dtype))
 
 
 JUDGES: dict[str, JudgeEntry] = {

@@ -31,6 +31,17 @@ def world_size() -> int:
     return int(os.environ.get("WORLD_SIZE", "1"))
 
 
+def vllm_dtype(name: str) -> str:
+    """vLLM's `dtype` for a ModelConfig.dtype, the one transformers runs it in (models.device.inference_dtype):
+    vLLM's own "auto" would run a float32 checkpoint in half precision (scores 1e-2 off on the mid-size model)."""
+    import torch
+
+    from psdistill.models.device import inference_dtype
+
+    device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    return str(inference_dtype(name, device)).removeprefix("torch.")
+
+
 def require_vllm(what: str, instead: str) -> None:
     """PsdistillError (one line) unless vllm imports here; under a multi-process launch every rank checks
     and all of them name the ranks that lack it (a rank that alone stopped would leave the others

@@ -62,7 +62,7 @@ class VLLMScorer(CallableScorer):
     lower_better = False
 
     def __init__(self, path, merge: bool = True, **llm_kwargs):
-        from psdistill.models.vllm_engine import engine, require_vllm
+        from psdistill.models.vllm_engine import engine, require_vllm, vllm_dtype
 
         path = student_folder(path)
         spec = ScorerSpec.load(path)
@@ -73,6 +73,7 @@ class VLLMScorer(CallableScorer):
         from psdistill.models.loading import load_processor
 
         model_cfg = spec.model_config
+        llm_kwargs.setdefault("dtype", vllm_dtype(model_cfg.dtype))  # StudentScorer's
         self.lora = None
         if spec.weights == "adapter" and merge:
             served, revision = str(merged_student(path)), None
