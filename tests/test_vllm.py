@@ -209,3 +209,54 @@ def test_vllm_judge_on_two_processes_judges_each_pair_once_with_the_one_process_
     assert "each pair judged once: True" in text
     dp = float(text.split("max |dP| = ")[1].split(" ")[0])
     assert dp <= 1e-5
+
+
+def test_scoring_on_two_ranks_writes_what_one_process_writes(tmp_path):
+    """score_on_ranks (what `psdistill score --engine vllm` runs on every rank) with the tiny StudentScorer on 2
+    gloo ranks: the main process's CSV equals one process's scores, each image scored once, by both ranks."""
+    from PIL import Image
+
+    from psdistill.data.predictions import read_predictions
+
+    rng = np.random.default_rng(0)
+    paths = []
+    for k in range(7):  # odd: the ranks' shares differ in size
+        paths.append(tmp_path / f"im{k}.png")
+        Image.fromarray(rng.integers(0, 256, (32 + 4 * k, 48, 3), dtype=np.uint8)).save(paths[-1])
+    script = tmp_path / "worker.py"
+    script.write_text(textwrap.dedent(f"""
+        import json, sys
+        sys.path.insert(0, {str(REPO)!r})
+        import torch
+        from psdistill.models.loading import ModelConfig
+        from psdistill.models.tiny import tiny_qwen3_vl
+        from psdistill.scoring.spec import ReadoutConfig, ScorerSpec
+        from psdistill.scoring.student import StudentScorer
+        from psdistill.scoring.vllm import score_on_ranks
+
+        class Counting(StudentScorer):
+            def score(self, images, batch_size=16):
+                print("scored", json.dumps([str(i) for i in images]), flush=True)
+                return super().score(images, batch_size)
+
+        model, processor = tiny_qwen3_vl(seed=0)
+        spec = ScorerSpec.build(ModelConfig(), ReadoutConfig.from_template(), weights="base", name="tiny")
+        out = score_on_ranks(Counting(model.eval(), processor, spec), {[str(p) for p in paths]!r},
+                             {str(tmp_path / "two.csv")!r}, batch_size=2)
+        print("returned", "none" if out is None else len(out))
+    """))
+    launch = [sys.executable, "-m", "accelerate.commands.launch", "--config_file", str(REPO / "launch/cpu_ddp.yaml"),
+              "--main_process_port", "29548", str(script)]
+    run = subprocess.run(launch, capture_output=True, text=True, timeout=300, env={**os.environ, "PYTHONPATH": str(REPO)})
+    assert run.returncode == 0, run.stderr[-2000:]
+    scored = [p for line in run.stdout.splitlines() if line.startswith("scored ") for p in json.loads(line[7:])]
+    assert sorted(scored) == sorted(map(str, paths))  # each image once, over both ranks
+    assert sorted(line for line in run.stdout.splitlines() if line.startswith("returned")) == ["returned 7", "returned none"]
+    from psdistill.models.tiny import tiny_qwen3_vl
+    from psdistill.scoring.student import StudentScorer
+
+    model, processor = tiny_qwen3_vl(seed=0)
+    spec = ScorerSpec.build(ModelConfig(), ReadoutConfig.from_template(), weights="base", name="tiny")
+    expected = StudentScorer(model.eval(), processor, spec).score(paths)
+    got = read_predictions(tmp_path / "two.csv")["overall"]
+    np.testing.assert_allclose([got[p.stem] for p in paths], expected, atol=1e-5)

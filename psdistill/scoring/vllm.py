@@ -160,14 +160,20 @@ def load_vllm_student(path, merge: bool = True) -> VLLMScorer:
 
 def score_with_vllm(path, images, out_csv, batch_size: Optional[int] = None, on_bad_image: str = "error",
                     overwrite: bool = False, merge: bool = True) -> Optional[np.ndarray]:
-    """`score_images` (a resumable predictions CSV) with the student on vLLM. Under a multi-process launch
-    every rank builds its engine and scores its share of each batch (rank r: images r, r+N, ...) and the
-    main process alone writes `out_csv`; the other ranks return None."""
+    """`score_images` (a resumable predictions CSV) with the student on vLLM, on every rank of a launch
+    (`score_on_ranks`); None on the ranks other than the main process."""
+    return score_on_ranks(VLLMScorer(path, merge=merge), images, out_csv, batch_size or VLLM_BATCH_SIZE,
+                          on_bad_image, overwrite)
+
+
+def score_on_ranks(scorer, images, out_csv, batch_size: int, on_bad_image: str = "error",
+                   overwrite: bool = False) -> Optional[np.ndarray]:
+    """`score_images` with `scorer` built on every rank: under a multi-process launch each rank scores its
+    share of each batch (rank r: images r, r+N, ...) and the main process alone writes (and resumes)
+    `out_csv`; the other ranks return None."""
     from psdistill.models.vllm_engine import world_size
     from psdistill.scoring.batch import score_images
 
-    batch_size = batch_size or VLLM_BATCH_SIZE
-    scorer = VLLMScorer(path, merge=merge)
     if world_size() == 1:
         return score_images(scorer, images, out_csv, batch_size, on_bad_image, overwrite)
     from psdistill.models.device import process_state
