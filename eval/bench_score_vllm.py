@@ -34,6 +34,22 @@ from psdistill.models.loading import ModelConfig  # noqa: E402
 from psdistill.models.tiny import save_tiny  # noqa: E402
 
 
+NOTES = [
+    "", "What the figures rest on (psdistill/scoring/vllm.py):",
+    "- The merged student is what `psdistill score --engine vllm` serves by default: `export_merged` once into "
+    "`<student>/merged/` (rewritten when the adapter's files change), then a plain engine: no LoRA kernels per token.",
+    "- The LoRA request (`VLLMScorer(path, merge=False)`) is for switching among adapters of one base: each such "
+    "scorer shares the engine and each `score()` call sends one adapter's requests only (vLLM 0.32 gave requests "
+    "without an adapter that shared a call with adapter requests another adapter's result); "
+    "`enable_tower_connector_lora` is on, without which a student whose LoRA covers the vision tower scores wrong "
+    "(issue 26: 0.085-0.11 off, only a warning).",
+    "- vLLM runs the model in the dtype StudentScorer would (float32 on CPU for dtype auto): vLLM's own `auto` "
+    "put the float32 checkpoint in half precision, 1.4e-2 off StudentScorer's scores (2e-6 in float32).",
+    "- A scalar-head student is refused with one line: its score is a linear layer on the last hidden state, which "
+    "vLLM's generation API does not return.",
+]
+
+
 def save_student(folder: Path, args) -> Path:
     """A LoRA student folder (adapter, processor, scorer_config.json) on a saved random base model."""
     model, processor = random_qwen3_vl(args.config_json, args.image_size, torch.float32, seed=0)
@@ -116,6 +132,7 @@ def main(argv=None):
           for name, (_, batch) in scorers.items()],
         "",
         f"- scores range {ref.min():.3f}-{ref.max():.3f} on the 1-10 scale",
+        *NOTES,
     ]
     return write_report(lines, args.out)
 
