@@ -175,26 +175,54 @@ def test_the_merged_student_is_written_once_and_again_when_the_adapter_changes(t
 
 # ---- with vLLM (mid-size model: vLLM's CPU attention rejects the tiny model's head_dim 16) -------------
 
-@needs_vllm
-@pytest.mark.slow
-def test_vllm_scorer_equals_student_scorer_merged_and_as_lora(tmp_path):
-    os.environ.setdefault("VLLM_CPU_KVCACHE_SPACE", "1")
+@pytest.fixture(scope="module")
+def mid_student(tmp_path_factory):
+    """A LoRA student (language model and vision tower) of the mid-size random Qwen3-VL, and 6 images."""
+    tmp = tmp_path_factory.mktemp("mid")
     sys.path.insert(0, str(REPO / "eval"))
     from bench_score_vllm import save_student
 
     from _bench_common import random_image_records
+
+    class Args:
+        config_json, image_size = str(REPO / "psdistill/models/configs/qwen3_vl_mid.json"), 256
+        lora_r, lora_std, tune_vision = 8, 0.02, True
+
+    student = save_student(tmp, Args)
+    return student, [r.path for r in random_image_records(tmp, 6, 256, np.random.default_rng(0))]
+
+
+@needs_vllm
+@pytest.mark.slow
+def test_vllm_scorer_equals_student_scorer_merged_and_as_lora(mid_student):
     from psdistill.scoring.student import StudentScorer
     from psdistill.scoring.vllm import VLLMScorer
 
-    class Args:
-        config_json, image_size, lora_r, lora_std, tune_vision = str(REPO / "psdistill/models/configs/qwen3_vl_mid.json"), 256, 8, 0.02, True
-
-    student = save_student(tmp_path, Args)
-    paths = [r.path for r in random_image_records(tmp_path, 6, 256, np.random.default_rng(0))]
+    os.environ.setdefault("VLLM_CPU_KVCACHE_SPACE", "1")
+    student, paths = mid_student
     expected = StudentScorer.from_pretrained(student, device="cpu").score(paths)
     llm = dict(max_model_len=4096, enforce_eager=True)
     np.testing.assert_allclose(VLLMScorer(student, **llm).score(paths), expected, atol=1e-3)
     np.testing.assert_allclose(VLLMScorer(student, merge=False, **llm).score(paths), expected, atol=1e-3)
+
+
+@needs_vllm
+@pytest.mark.slow
+def test_score_engine_vllm_on_two_processes_writes_student_scorer_scores(mid_student, tmp_path):
+    from psdistill.data.predictions import read_predictions
+    from psdistill.scoring.student import StudentScorer
+
+    student, paths = mid_student
+    launch = [sys.executable, "-m", "accelerate.commands.launch", "--config_file", str(REPO / "launch/cpu_ddp.yaml"),
+              "--main_process_port", "29549", "-m", "psdistill.cli", "score", "--engine", "vllm", "--model", str(student),
+              *paths, "-o", str(tmp_path / "scores.csv")]
+    run = subprocess.run(launch, capture_output=True, text=True, timeout=1200,
+                         env={**os.environ, "PYTHONPATH": str(REPO), "VLLM_CPU_KVCACHE_SPACE": "1"})
+    assert run.returncode == 0, run.stderr[-3000:]
+    assert "Traceback" not in run.stderr and run.stdout.count("wrote 6 scores") == 1
+    got = read_predictions(tmp_path / "scores.csv")["overall"]
+    expected = StudentScorer.from_pretrained(student, device="cpu").score(paths)
+    np.testing.assert_allclose([got[Path(p).stem] for p in paths], expected, atol=1e-3)
 
 
 @needs_vllm

@@ -72,6 +72,10 @@ def engine(model: str, processor, revision: Optional[str] = None, **llm_kwargs):
     size = processor.image_processor.size
     size = size if isinstance(size, dict) else vars(size)
     llm_kwargs.setdefault("enable_prefix_caching", True)
+    import torch
+
+    if not torch.cuda.is_available():  # as every CPU run measured here (eval/): no torch.compile start-up
+        llm_kwargs.setdefault("enforce_eager", True)
     if world_size() > 1:
         llm_kwargs.setdefault("distributed_executor_backend", "external_launcher")
         llm_kwargs.setdefault("tensor_parallel_size", 1)
