@@ -161,9 +161,8 @@ def main(argv=None):
         "- vLLM's torchrun mode (`ExecutorWithExternalLauncher`: one worker per engine, launched by the user's "
         "launcher, vllm-project/vllm#12071); TRL's colocate mode runs it the same way under `accelerate launch` "
         "(one `LLM` per rank, tensor parallel 1). Against one plain `LLM()` per rank (issue 24's trial): starts in 5-8 s "
-        "instead of 38-51 s and takes ~2.0 GB instead of ~3.4 GB a rank (idle machine), and binds each rank's "
-        "threads by its local rank, where plain engines all bind the same core unless VLLM_CPU_OMP_THREADS_BIND "
-        "is set per rank.",
+        "instead of 38-51 s and takes ~2.0 GB instead of ~3.4 GB a rank (idle machine); plain engines also all bind "
+        "the same core unless VLLM_CPU_OMP_THREADS_BIND is set per rank.",
         "- The engine joins the launcher's process group, and its shutdown (vLLM's `cleanup_dist_env_and_memory`) "
         "destroys it: so the engine is never shut down before the process ends (`engine()` keeps it), and at exit "
         "psdistill shuts it down before vLLM's own exit hook, which otherwise prints a ValueError traceback "
