@@ -283,12 +283,3 @@ def test_push_uploads_a_complete_scorer_with_the_runs_evaluation(finished_run, t
     assert main(["push", str(run), "me/demo", "--dry-run"]) == 0
     with pytest.raises(PsdistillError, match="push to 'me/demo' failed"):  # HF_HUB_OFFLINE=1 in the tests
         push_student(run, "me/demo")
-
-
-def test_the_vllm_judge_refuses_a_multi_process_launch(tmp_path, monkeypatch):
-    from psdistill.judge.registry import build_judge
-
-    monkeypatch.setenv("WORLD_SIZE", "2")
-    cfg = _cfg(tmp_path, "judge.kind=vllm")
-    with pytest.raises(ConfigError, match="judge.kind=vllm: judge in one process"):
-        build_judge(cfg.judge, cfg.model)

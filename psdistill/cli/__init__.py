@@ -130,7 +130,7 @@ def _score_parser() -> argparse.ArgumentParser:
                         help="a run directory, a student/ or FGAesQ checkpoint/ folder, or a registered scorer name")
     parser.add_argument("images", nargs="+", help="image files, folders (their image files, sorted) or globs ('photos/*.jpg')")
     parser.add_argument("-o", "--output", default="scores.csv", help="predictions CSV: id,path,<dimension>")
-    parser.add_argument("--batch-size", type=int, default=None, help="images per forward pass (default: 16)")
+    parser.add_argument("--batch-size", type=int, default=None, help="images per forward pass (default: 16; --engine vllm: 64 per generate call)")
     parser.add_argument("--overwrite", action="store_true",
                         help="replace an output CSV that another scorer wrote (by default that stops the command; "
                              "the same scorer's CSV is resumed: only missing or NaN rows are scored)")
@@ -139,6 +139,9 @@ def _score_parser() -> argparse.ArgumentParser:
     parser.add_argument("--coverage", type=float, default=None,
                         help="e.g. 0.9: also <dimension>_lo and <dimension>_hi columns, an interval that covers the "
                              "target with this probability (a calibrated student: its folder's calibration.json)")
+    parser.add_argument("--engine", choices=("transformers", "vllm"), default="transformers",
+                        help="vllm: a levels-head student through vLLM (pip install 'psdistill[vllm]'), merged into "
+                             "its base once (<student>/merged/); under accelerate launch one engine per rank")
     return parser
 
 
@@ -159,10 +162,22 @@ def _score(argv) -> int:
         paths = [Path(p) for p in sorted(glob.glob(arg))] if any(c in arg for c in "*?[") and not Path(arg).exists() else [Path(arg)]
         for path in paths:
             images += sorted(p for p in path.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES) if path.is_dir() else [path]
-    scorer = load_scorer(args.model)
-    score_images(scorer, images, args.output, batch_size=args.batch_size or SCORE_BATCH_SIZE,
-                 on_bad_image=args.on_bad_image, overwrite=args.overwrite, coverage=args.coverage)
-    print(f"wrote {len(images)} scores to {args.output}" + (f" with {args.coverage:g} intervals" if args.coverage else ""))
+    if args.engine == "vllm":
+        if args.coverage is not None:
+            from psdistill.core.errors import ConfigError
+
+            raise ConfigError("--coverage: intervals are computed by --engine transformers (the default) only")
+        from psdistill.scoring.vllm import score_with_vllm
+
+        out = score_with_vllm(args.model, images, args.output, batch_size=args.batch_size,
+                              on_bad_image=args.on_bad_image, overwrite=args.overwrite)
+        if out is None:  # a serving rank of a multi-process launch: the main process writes the file
+            return 0
+    else:
+        out = score_images(load_scorer(args.model), images, args.output, batch_size=args.batch_size or SCORE_BATCH_SIZE,
+                           on_bad_image=args.on_bad_image, overwrite=args.overwrite, coverage=args.coverage)
+    n = len(out.score if args.coverage else out)  # with coverage: Intervals(score, lo, hi)
+    print(f"wrote {n} scores to {args.output}" + (f" with {args.coverage:g} intervals" if args.coverage else ""))
     return 0
 
 

@@ -11,7 +11,6 @@ itself; several kinds may share one section (vlm and vllm read the same prompts)
 """
 from __future__ import annotations
 
-import os
 from dataclasses import dataclass, field, make_dataclass
 from typing import Callable, Literal, Optional, Sequence
 
@@ -74,14 +73,13 @@ def _build_vlm(section: VLMJudgeConfig, model_cfg: ModelConfig):
 
 
 def _build_vllm(section: VLMJudgeConfig, model_cfg: ModelConfig):
+    """A vLLM engine on this process; under a multi-process launch one per rank (every rank builds it, the
+    stage's DataParallelJudge feeds them), each on its own device (psdistill.models.vllm_engine)."""
     from psdistill.judge.vlm import VLLMJudge
+    from psdistill.models.vllm_engine import vllm_dtype
 
-    if int(os.environ.get("WORLD_SIZE", "1")) > 1:
-        # Each rank's engine would take the same first GPU: vLLM places itself, from one process.
-        raise ConfigError("judge.kind=vllm: judge in one process (`psdistill judge --config ...`), then "
-                          "launch the training on all GPUs (the judgments are reused); or judge.kind=vlm")
     return VLLMJudge(model_cfg.name_or_path, section, min_pixels=model_cfg.min_pixels,
-                     max_pixels=model_cfg.max_pixels, revision=model_cfg.revision)
+                     max_pixels=model_cfg.max_pixels, revision=model_cfg.revision, dtype=vllm_dtype(model_cfg.dtype))
 
 
 JUDGES: dict[str, JudgeEntry] = {
@@ -94,7 +92,7 @@ JUDGES: dict[str, JudgeEntry] = {
         "the model of `model:` through transformers", "vlm", VLMJudgeConfig, build=_build_vlm,
         identity=_model_identity("vlm"), answer_ids=_answer_ids, check_dimensions=_check_prompts),
     "vllm": JudgeEntry(
-        "the same on vLLM (large runs; pip install 'psdistill[vllm]')", "vlm", VLMJudgeConfig, build=_build_vllm,
+        "the same on vLLM, one engine per rank of a launch (large runs; pip install 'psdistill[vllm]')", "vlm", VLMJudgeConfig, build=_build_vllm,
         identity=_model_identity("vllm"), answer_ids=_answer_ids, check_dimensions=_check_prompts),
 }
 

@@ -244,33 +244,33 @@ class VLLMJudge:
     The readout is VLMJudge's: the raw log-probabilities of the two answer tokens at the answer
     position, requested by id (`logprob_token_ids`, vllm >= 0.32), renormalised against each other.
     eval/bench_judge_vllm.py checks P(first) against VLMJudge's on the same saved model.
+
+    Under `accelerate launch` on N processes every rank builds its own engine (build it on every rank at
+    the same point: psdistill.models.vllm_engine says how and why) and `DataParallelJudge` feeds them;
+    the engine outlives the judge, to the end of the process.
     """
 
     simulated = False
 
     def __init__(self, model_id: str, config: VLMJudgeConfig = VLMJudgeConfig(), min_pixels: Optional[int] = None,
                  max_pixels: Optional[int] = None, revision: Optional[str] = None, **llm_kwargs):
-        try:
-            from vllm import LLM, SamplingParams
-        except ImportError:
-            raise PsdistillError("the vLLM judge needs vllm (pip install 'psdistill[vllm]'); or use VLMJudge") from None
+        from psdistill.models.vllm_engine import engine, require_vllm
+
+        require_vllm("judge.kind=vllm", "use judge.kind=vlm")
+        from vllm import SamplingParams
+
         from psdistill.models.loading import load_processor
 
         self.config, self.prompts = config, load_prompt_set(config.prompt_set)
         self.processor = load_processor(model_id, min_pixels, max_pixels, revision)
         self.answer_ids = answer_token_ids(self.processor, self.prompts)
         # Unset bounds (ModelConfig's default) are the checkpoint's own, as the processor loaded them.
-        size = self.processor.image_processor.size
-        size = size if isinstance(size, dict) else vars(size)
-        min_pixels, max_pixels = min_pixels or size["shortest_edge"], max_pixels or size["longest_edge"]
-        llm_kwargs.setdefault("enable_prefix_caching", True)
-        # The HF processor's own pixel bounds (transformers >= 5 takes them as `size`), so both judges see the same tokens.
-        self.llm = LLM(model=model_id, revision=revision, limit_mm_per_prompt={"image": 2},
-                       mm_processor_kwargs={"size": {"shortest_edge": min_pixels, "longest_edge": max_pixels}},
-                       **llm_kwargs)
+        self.llm = engine(model_id, self.processor, revision, **llm_kwargs)
         self.params = SamplingParams(max_tokens=1, temperature=0.0, logprob_token_ids=self.answer_ids)
         self.judge_id = f"vllm:{model_id}{'@' + revision if revision else ''}|" + _size_tag(self.processor.image_processor)
         self.failures: dict[str, str] = {}
+        size = self.processor.image_processor.size
+        max_pixels = (size if isinstance(size, dict) else vars(size))["longest_edge"]
         self._decode_max_pixels = min(4 * max_pixels, DEFAULT_MAX_PIXELS)
 
     def prompt_hash(self, dimension: str) -> str:

@@ -84,6 +84,9 @@ def load_scorer(path_or_name: str | Path, **kwargs) -> "Scorer":
 
 register_scorer("psdistill", "psdistill.scoring.student:load_student",
                 "the distilled single-pass student (path=<train_student output or checkpoint>)")
+register_scorer("psdistill-vllm", "psdistill.scoring.vllm:load_vllm_student",
+                "the same student (levels head) through vLLM, merged into its base by default (path=..., merge=True; "
+                "pip install 'psdistill[vllm]')")
 register_scorer("teacher-pointwise", "psdistill.scoring.teacher:teacher_pointwise",
                 "the base VLM zero-shot, no adapter: expected level-word value after a pointwise prompt (Q-Align)")
 register_scorer("fgaesq", "psdistill.baselines.fgaesq.scorer:create_fgaesq_scorer", "FGAesQ baseline (Yang et al.): CLIP ViT-B/16 + EMD head, coarse scores + fine series (path=<run>/checkpoint or an official .pth)")
