@@ -4,7 +4,9 @@
     p, p_ab, p_ba = prefer_both_orders(judge, pairs, "overall")     # base.py; both orders are stored
 
 Data-parallel judging wraps the judge, not the store: `CachedJudge(DataParallelJudge(...), store)`
-on the main process (parallel.py), so one process writes the store.
+on the main process (parallel.py), so one process writes the store. A judge with
+`prefer_chunks(pairs, dimension)` (DataParallelJudge) gets a call's missing pairs at once and yields
+(indices, answers) per chunk as its ranks finish them; each is stored as it comes.
 
 `CachedJudge` needs nothing of the judge beyond the `Judge` protocol; a judge that also has
 `prompt_hash(dimension)` gets it in the key, and one with a `failures` dict (path -> reason) gets
@@ -25,10 +27,11 @@ from psdistill.judge.store import JudgmentStore
 class CachedJudge:
     """Implements `Judge`: answers from the store, computes only missing pairs, a chunk at a time.
 
-    Each chunk is committed as soon as it is judged, so a killed run loses at most the chunk in
+    Each chunk is committed as soon as it is judged, so a killed run loses at most the chunks in
     flight. The chunk is `chunk_size` pairs, by default the judge's own `chunk_size` (VLMJudge: the
-    pairs it sorts by size at once; DataParallelJudge: that times the ranks), else 64. Counters over the object's life: `hits` (pairs answered from the store), `computed`
-    (pairs judged now), `failed` (pairs with an image that could not be hashed or judged: NaN).
+    pairs it sorts by size at once), else 64; a judge with `prefer_chunks` chunks the call itself.
+    Counters over the object's life: `hits` (pairs answered from the store), `computed` (pairs
+    judged now), `failed` (pairs with an image that could not be hashed or judged: NaN).
     """
 
     def __init__(self, judge: Judge, store: JudgmentStore, chunk_size: Optional[int] = None, progress: bool = True):
@@ -73,9 +76,11 @@ class CachedJudge:
         todo = sorted(missing, key=lambda key: key[0])
         prompt = self.prompt_hash(dimension)
         bar = self._progress_bar(dimension, len(todo))
-        for start in range(0, len(todo), self.chunk_size):
-            chunk = todo[start:start + self.chunk_size]
-            p = np.asarray(self.judge.prefer([pairs[missing[k][0]] for k in chunk], dimension), dtype=float)
+        asked = [pairs[missing[k][0]] for k in todo]
+        chunks = (self.judge.prefer_chunks(asked, dimension) if hasattr(self.judge, "prefer_chunks") and asked
+                  else self._chunks(asked, dimension))
+        for idx, p in chunks:
+            chunk, p = [todo[i] for i in idx], np.asarray(p, dtype=float)
             self._record_failures(hashes)
             ok = np.isfinite(p)
             self.store.put(self.judge_id, prompt, dimension, [k for k, good in zip(chunk, ok) if good], p[ok])
@@ -85,6 +90,12 @@ class CachedJudge:
             self.failed += int(sum(len(missing[k]) for k, good in zip(chunk, ok) if not good))
             bar.update(len(chunk))
         return out
+
+    def _chunks(self, pairs: list[Pair], dimension: str):
+        """(indices, answers) per `chunk_size` pairs, judged here in turn."""
+        for start in range(0, len(pairs), self.chunk_size):
+            yield np.arange(start, min(start + self.chunk_size, len(pairs))), \
+                self.judge.prefer(pairs[start:start + self.chunk_size], dimension)
 
     def lookup(self, pairs: Sequence[Pair], dimension: str) -> np.ndarray:
         """Stored P(first shown preferred) per pair, NaN where not (yet) stored; judges nothing."""

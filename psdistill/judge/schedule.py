@@ -64,3 +64,11 @@ def shard(costs: Sequence[float], groups: Sequence[int], world: int) -> list[np.
         owner[g], load[rank] = rank, load[rank] + group_cost[g]
     rank_of_pair = owner[inverse]
     return [np.flatnonzero(rank_of_pair == r) for r in range(world)]
+
+
+def prefix_costs(first_tokens: Sequence[float], second_tokens: Sequence[float], groups: Sequence[int]) -> np.ndarray:
+    """A pair's cost in tokens: the fixed cost, its second image, and its share of the prefix (its first
+    image) that the pairs of its group run once: first / group size."""
+    groups = np.asarray(groups, dtype=int)
+    size = np.bincount(groups)[groups] if len(groups) else np.ones(0)
+    return PAIR_OVERHEAD_TOKENS + np.asarray(second_tokens, float) + np.asarray(first_tokens, float) / size
