@@ -107,15 +107,12 @@ class CachedJudge:
 
     def _lookup(self, pairs: list[Pair], dimension: str):
         hashes = {}
-        for path in dict.fromkeys(r.path for pair in pairs for r in pair):
-            try:
-                hashes[path] = self.store.content_hash(path)
-            except DataError as e:
-                hashes[path] = None
-                if path not in self._recorded:
-                    self.store.add_failures([(path, None, str(e))])
-                    self._recorded.add(path)
-        keys = [(hashes[a.path], hashes[b.path]) if hashes[a.path] and hashes[b.path] else None for a, b in pairs]
+        for path, h in self.store.content_hashes(list(dict.fromkeys(r.path for pair in pairs for r in pair))).items():
+            hashes[path] = None if isinstance(h, DataError) else h
+            if hashes[path] is None and path not in self._recorded:
+                self.store.add_failures([(path, None, str(h))])
+                self._recorded.add(path)
+        keys = [(ha, hb) if ha and hb else None for ha, hb in ((hashes[a.path], hashes[b.path]) for a, b in pairs)]
         known = [k for k in keys if k is not None]
         stored = iter(self.store.get(self.judge_id, self.prompt_hash(dimension), dimension, known))
         return hashes, keys, np.array([next(stored) if k is not None else np.nan for k in keys])

@@ -36,10 +36,10 @@ def cap_groups(costs: Sequence[float], groups: Sequence[int], world: int) -> np.
     costs, groups = np.asarray(costs, dtype=float), np.asarray(groups, dtype=int)
     limit = costs.sum() / max(world, 1)
     out, next_id = groups.copy(), int(groups.max(initial=-1)) + 1
-    for g in np.unique(groups):
+    ids, inverse = np.unique(groups, return_inverse=True)
+    group_cost = np.bincount(inverse, weights=costs, minlength=len(ids))
+    for g in ids[group_cost > limit]:  # at most `world` groups: a whole call is split at once (320k pairs)
         members = np.flatnonzero(groups == g)
-        if costs[members].sum() <= limit:
-            continue
         load = 0.0
         for i in members:
             if load > 0 and load + costs[i] > limit:  # start a new piece

@@ -69,7 +69,7 @@ def _judge_pool(run: RunContext, judge) -> dict:
         for dim in run.cfg.data.dimensions:
             def judge_indices(pairs: np.ndarray, dim=dim) -> np.ndarray:
                 # In presentation order: the pool schedules both orders itself and measures the bias.
-                return judge.prefer([(records[i], records[j]) for i, j in pairs], dim)
+                return judge.prefer([(records[i], records[j]) for i, j in pairs.tolist()], dim)
 
             results[dim] = run_reference_pool(len(records), judge_indices, run.cfg.pool)
     finally:
