@@ -144,6 +144,37 @@ def test_a_rank_with_another_judge_stops_the_call_with_one_line(tmp_path):
     assert "\n" not in str(err.value) and judge.other.judge.pairs == 0  # rank 1 judged nothing
 
 
+def test_a_dead_rank_stops_the_leader_with_one_line_and_the_chunks_that_came_are_stored(tmp_path):
+    from psdistill.judge.cached import CachedJudge
+    from psdistill.judge.store import JudgmentStore
+
+    records = _records(tmp_path, 8)
+    for r in records:
+        Path(r.path).write_bytes(r.id.encode())
+    pairs = [(records[i], records[j]) for i in range(8) for j in range(3) if i != j]
+
+    class Dies(_Local):  # rank 1 sends one chunk, then its connection closes (as gloo reports it)
+        def _receive(self, rank):
+            if getattr(self, "_sent", False):
+                raise RuntimeError("[../gloo/transport/tcp/pair.cc:553] Connection closed by peer [127.0.0.1]:1. "
+                                   "This is typically caused by a remote worker crashing.")
+            self._sent = True
+            return super()._receive(rank)
+
+    sim = SimulatedJudge(SimulatedJudgeConfig())
+    judge = Dies(sim, SimulatedJudge(SimulatedJudgeConfig()), chunk_size=2)
+    store = JudgmentStore(tmp_path / "j.sqlite")
+    with pytest.raises(PsdistillError) as err:
+        with judge.leading():
+            CachedJudge(judge, store, progress=False).prefer(pairs, "overall")
+    assert str(err.value) == ("judging stopped: rank 1 stopped answering (Connection closed by peer [127.0.0.1]:1); "
+                              "the store keeps every finished answer, rerun to judge the rest")
+    stored = CachedJudge(sim, store, progress=False).lookup(pairs, "overall")
+    done = np.isfinite(stored)
+    assert done.sum() >= 2 and not done.all()  # rank 1's chunk and whatever the main process finished
+    np.testing.assert_array_equal(stored[done], sim.prefer(pairs, "overall")[done])
+
+
 def test_a_silent_rank_stops_the_leader_after_its_timeout(tmp_path):
     import time
 

@@ -42,6 +42,7 @@ what is missing.
 from __future__ import annotations
 
 import queue
+import re
 import threading
 import time
 from contextlib import contextmanager
@@ -55,6 +56,13 @@ from psdistill.judge.base import Judge, Pair
 from psdistill.judge.schedule import cap_groups, prefix_costs, prefix_keys, shard
 
 _DONE, _FAILED = "done", "failed"
+_RERUN = "the store keeps every finished answer, rerun to judge the rest"
+
+
+def _cause(error: Exception) -> str:
+    """A torch.distributed error's first sentence, without gloo's source location ("[.../pair.cc:553] ")."""
+    text = (str(error).splitlines() or [type(error).__name__])[0]
+    return re.sub(r"^\[[^\]]*\]\s*", "", text).split(". ")[0][:200]
 
 
 class TimedJudge:
@@ -171,25 +179,34 @@ class DataParallelJudge:
         threads += [threading.Thread(target=self._receive_from, args=(r, answers), daemon=True) for r in range(1, world)]
         for t in threads:
             t.start()
-        pending = set(range(world))
-        while pending:
+        pending, failure = set(range(world)), None
+        while pending and failure is None:
             try:
                 kind, rank, payload = answers.get(timeout=self.timeout_s)
             except queue.Empty:
                 raise PsdistillError(f"judging stopped: no answer from rank(s) {sorted(pending)} in {self.timeout_s:g} s "
-                                     "(dead or hung); the store keeps every finished answer, rerun to judge the rest") from None
+                                     f"(dead or hung); {_RERUN}") from None
             if kind == "end":
                 pending.discard(rank)
-            elif kind == "raise":
-                raise payload  # the main process's own judge failed: its error as it is
-            elif kind == "error":
-                raise PsdistillError(payload)
-            else:
-                local, p, failed = payload
-                self.failures.update(failed)
-                self.computed_per_rank[rank] += int(np.isfinite(p).sum())
-                yield shards[rank][local], p
+            elif kind == "chunk":
+                yield self._arrived(shards[rank], rank, payload)
+            else:  # "raise": the main process's own judge failed, its error as it is; "error": one line
+                failure = payload if kind == "raise" else PsdistillError(payload)
+        while failure is not None:  # chunks that came before the failure are finished: stored first
+            try:
+                kind, rank, payload = answers.get_nowait()
+            except queue.Empty:
+                raise failure from None
+            if kind == "chunk":
+                yield self._arrived(shards[rank], rank, payload)
         self._waiting += (time.perf_counter() - start) - (self.judge.busy - busy)  # own judge idle in the call
+
+    def _arrived(self, share: np.ndarray, rank: int, payload) -> tuple[np.ndarray, np.ndarray]:
+        """A chunk's (indices into the call, P), its failures and counts taken in."""
+        local, p, failed = payload
+        self.failures.update(failed)
+        self.computed_per_rank[rank] += int(np.isfinite(p).sum())
+        return share[local], p
 
     @contextmanager
     def leading(self):
@@ -200,7 +217,7 @@ class DataParallelJudge:
         except BaseException:
             try:
                 self._scatter([(_FAILED, None, None, None)] * self.state.num_processes)
-            except RuntimeError:  # a rank is gone (what failed): the others stop at their next message
+            except PsdistillError:  # a rank is gone (what failed): the others stop at their next message
                 pass
             raise
         self._scatter([(_DONE, None, None, None)] * self.state.num_processes)
@@ -253,8 +270,8 @@ class DataParallelJudge:
             try:
                 message = self._receive(rank)
             except RuntimeError as e:  # gloo: connection closed by a dead peer, or its timeout
-                answers.put(("error", rank, f"judging stopped: rank {rank} stopped answering ({str(e).splitlines()[0][:160]}); "
-                                            "the store keeps every finished answer, rerun to judge the rest"))
+                answers.put(("error", rank, f"judging stopped: rank {rank} stopped answering ({_cause(e)}); "
+                                            f"{_RERUN}"))
                 return
             answers.put(message)
             if message[0] != "chunk":
@@ -281,10 +298,9 @@ class DataParallelJudge:
         group, out, start = self._side_group(), [None], time.perf_counter()
         try:
             dist.scatter_object_list(out, messages, src=0, group=group)
-        except RuntimeError as e:  # the peer died, or the leader fell silent for timeout_s
-            if messages is not None:
-                raise
-            raise PsdistillError(f"judging stopped: no word from the main process ({str(e).splitlines()[0][:160]})") from None
+        except RuntimeError as e:  # a peer died, or fell silent for timeout_s
+            who = "a rank stopped answering" if messages is not None else "no word from the main process"
+            raise PsdistillError(f"judging stopped: {who} ({_cause(e)}); {_RERUN}") from None
         finally:
             if messages is None:
                 self._waiting += time.perf_counter() - start
@@ -297,7 +313,7 @@ class DataParallelJudge:
         try:
             dist.send_object_list([message], dst=0, group=self._side_group())
         except RuntimeError as e:  # the main process died or fell silent: stop, its error says why
-            raise PsdistillError(f"judging stopped: the main process stopped receiving ({str(e).splitlines()[0][:160]})") from None
+            raise PsdistillError(f"judging stopped: the main process stopped receiving ({_cause(e)})") from None
         finally:
             self._waiting += time.perf_counter() - start
 
