@@ -34,7 +34,8 @@ same calls the launches make) through the same split (schedule.py), the same per
 the same cost model, at 8, 64 and 256 ranks and at 2000 items and APDDv2's 10,023 with k=16. What
 it adds to the judging: the pool's own computing between calls (measured in the recording run:
 every rank waits), the main process's look-up and split per call (measured here per pair), the
-scatter of a call (SCATTER_PER_RANK_S per rank) and a chunk's message (SEND_S, on the serving rank).
+scatter of a call (pickling measured here, LATENCY_S per rank) and a chunk's message (pickling
+measured here plus LATENCY_S, on the serving rank).
 Utilization = busy seconds over ranks x wall; the store writes are off the critical path (a main
 thread of their own) and are checked to keep up (writes per second vs chunks per second).
 """
@@ -59,8 +60,7 @@ PER_TOKEN_S = 2 * 8.2e9 / (989e12 * 0.56)
 FIXED_S = 1.4e-3
 TEXT_BEFORE, TEXT_BETWEEN, TEXT_AFTER = 20, 5, 35
 BATCH, WINDOW = 8, 32  # VLMJudge's default batch_size and its window (4 batches)
-SCATTER_PER_RANK_S = 1e-3  # a pickled share over gloo to each rank (assumed; see the results' notes)
-SEND_S = 1e-3  # one chunk's answers from a serving rank (pickle + gloo send; measured ~0.3-1 ms here)
+LATENCY_S = 2e-4  # one gloo message between nodes, assumed (TCP on a datacenter network: 0.05-0.2 ms)
 
 
 class CostModelJudge:
@@ -159,6 +159,8 @@ def rank_run(args) -> None:
 def launch(args, n: int, pool: str, port: int) -> dict:
     tag = f"{pool}-{n}"
     work = Path(args.work)
+    if args.resume and (work / f"{tag}.json").is_file():  # an earlier invocation's launch, kept
+        return json.loads((work / f"{tag}.json").read_text())
     for old in work.glob(f"{tag}.*"):
         old.unlink()
     env = dict(os.environ, PYTHONPATH=str(ROOT), OMP_NUM_THREADS="1", TQDM_DISABLE="1", HF_HUB_OFFLINE="1")
@@ -166,13 +168,11 @@ def launch(args, n: int, pool: str, port: int) -> dict:
            "--num_processes", str(n), "--main_process_port", str(port), __file__, "--rank-run", "--pool", pool,
            "--items", str(args.items), "--k", str(args.k), "--time-scale", str(args.time_scale),
            "--work", str(work), "--tag", tag]
-    start = time.monotonic()
     done = subprocess.run(cmd, env=env, capture_output=True, text=True, cwd=ROOT)
     if done.returncode != 0:
-        raise SystemExit(f"{tag}: exit {done.returncode}\n{done.stderr[-3000:]}")
-    out = json.loads((work / f"{tag}.json").read_text())
-    out["launch_s"] = time.monotonic() - start
-    return out
+        (work / f"{tag}.stderr").write_text(done.stderr)
+        raise SystemExit(f"{tag}: exit {done.returncode} (its stderr: {work / tag}.stderr)\n{done.stderr[-3000:]}")
+    return json.loads((work / f"{tag}.json").read_text())
 
 
 # ---- the simulation ---------------------------------------------------------------------------------
@@ -201,27 +201,38 @@ def record_calls(n: int, k: int, pool: str, tokens_seed: int = 0):
     return calls, gaps, image_tokens([r.path for r in records], tokens_seed)
 
 
-def lead_cost_per_pair(n: int = 20000) -> float:
-    """The main process's seconds per pair of a call before the ranks start: store look-up and the split."""
+def message_costs(n: int = 20000) -> tuple[float, float]:
+    """(the main process's seconds per pair of a call before the ranks start: CachedJudge's look-up in a
+    store holding half the pairs, the split and pickling the shares; a serving rank's seconds to pickle
+    one chunk's answers), measured here on pairs in groups of 16 sharing their first image."""
+    import pickle
     import tempfile
 
-    from psdistill.judge.schedule import cap_groups, prefix_costs, prefix_keys, shard
+    from psdistill.judge.cached import CachedJudge
+    from psdistill.judge.parallel import pair_costs
+    from psdistill.judge.schedule import cap_groups, prefix_keys, shard
     from psdistill.judge.store import JudgmentStore
 
     rng = np.random.default_rng(0)
-    keys = [(f"{a:032x}", f"{b:032x}") for a, b in rng.integers(0, 2**60, (n, 2))]
     with tempfile.TemporaryDirectory() as d:
-        store = JudgmentStore(Path(d) / "s.sqlite")
-        store.put("j", "p", "overall", keys[: n // 2], np.full(n // 2, 0.5))
+        records = make_records(Path(d) / "images", n // 16)
+        pairs = [(records[i // 16], records[j]) for i, j in enumerate(rng.integers(0, len(records), n))]
+        judge = CostModelJudge(image_tokens([r.path for r in records]), time_scale=0.0)
+        cached = CachedJudge(judge, JudgmentStore(Path(d) / "s.sqlite"), progress=False)
+        cached.prefer(pairs[::2], "overall")
         start = time.perf_counter()
-        store.get("j", "p", "overall", keys)
-        groups = prefix_keys([a for a, _ in keys])
-        costs = prefix_costs(rng.integers(200, 1200, n), rng.integers(200, 1200, n), groups)
-        shard(costs, cap_groups(costs, groups, 8), 8)
-        return (time.perf_counter() - start) / n
+        cached.lookup(pairs, "overall")
+        costs = pair_costs(judge, pairs)
+        for s in shard(costs, cap_groups(costs, prefix_keys([a.path for a, _ in pairs]), 8), 8):
+            pickle.dumps(("judge", [pairs[i] for i in s], "overall", ("judge id", "prompt hash")))
+        lead = (time.perf_counter() - start) / n
+    start = time.perf_counter()
+    for _ in range(100):
+        pickle.dumps(("chunk", 1, (np.arange(64), rng.random(64), {})))
+    return lead, (time.perf_counter() - start) / 100
 
 
-def simulate(calls, gaps, tokens, ranks: int, lead_per_pair: float) -> dict:
+def simulate(calls, gaps, tokens, ranks: int, lead_per_pair: float, send_s: float) -> dict:
     """The scheduler's wall time and utilization at `ranks` (see the module docstring)."""
     from psdistill.judge.schedule import cap_groups, prefix_costs, prefix_keys, shard
 
@@ -237,8 +248,8 @@ def simulate(calls, gaps, tokens, ranks: int, lead_per_pair: float) -> dict:
                 part = share[start:start + chunk]
                 d = judges[r].cost([firsts[i] for i in part], [seconds[i] for i in part])
                 busy[r] += d
-                ends[r] += d + (SEND_S if r else 0.0)
-        wall += gap + lead_per_pair * len(firsts) + SCATTER_PER_RANK_S * ranks + ends.max()
+                ends[r] += d + (send_s if r else 0.0)
+        wall += gap + lead_per_pair * len(firsts) + LATENCY_S * ranks + ends.max()  # the scatter: one message a rank
     saved = sum(j.prefix_tokens_saved for j in judges)
     return {"wall_s": wall, "utilization": busy.sum() / (ranks * wall), "busy_s": busy.sum(),
             "saved_share": saved / (saved + sum(j.tokens_run for j in judges)),
@@ -275,27 +286,34 @@ def launches(args) -> tuple[list[str], dict]:
 
 
 def simulations(args) -> list[str]:
-    lead = lead_cost_per_pair()
+    lead, pickle_s = message_costs()
+    send = pickle_s + LATENCY_S
     lines = ["## Simulation of the same scheduler (time scale 1: an 8B judge on H100/H200-class GPUs)", "",
-             f"Main process per call: {lead * 1e6:.1f} us per pair (store look-up and split, measured here), "
-             f"{SCATTER_PER_RANK_S * 1e3:.0f} ms per rank for the scatter; {SEND_S * 1e3:.0f} ms per chunk message.", "",
+             f"Main process per call: {lead * 1e6:.1f} us per pair (store look-up, split and pickling the shares, "
+             f"measured here) and {LATENCY_S * 1e3:.1f} ms per rank for the scatter (assumed latency); a serving rank "
+             f"{send * 1e3:.2f} ms per chunk message (pickling measured here + the latency).", "",
              "| items | pool | ranks | pairs | calls | pool's own s | wall | utilization | prefix tokens saved |",
              "|---:|---|---:|---:|---:|---:|---:|---:|---:|"]
-    projection = {}
+    projection, largest = {}, max(map(int, args.sim_items.split(",")))
     for items in map(int, args.sim_items.split(",")):
         for pool in args.pools.split(","):
             calls, gaps, tokens = record_calls(items, args.k, pool)
             for ranks in map(int, args.sim_ranks.split(",")):
-                s = simulate(calls, gaps, tokens, ranks, lead)
-                if items == max(map(int, args.sim_items.split(","))) and ranks == 8:
-                    projection[pool] = s
+                s = simulate(calls, gaps, tokens, ranks, lead, send)
+                if items == largest and ranks == 8:
+                    # and with smaller images: ~256 tokens each (max_pixels = 256 x 32 x 32), ~450 a pair after reuse
+                    small = {path: round(t * 256 / np.mean(list(tokens.values()))) for path, t in tokens.items()}
+                    projection[pool] = (s, simulate(calls, gaps, small, ranks, lead, send))
                 lines.append(f"| {items} | {pool} | {ranks} | {s['pairs']} | {s['calls']} | {s['pool_s']:.1f} | "
                              f"{s['wall_s'] / 60:.1f} min | **{s['utilization']:.3f}** | {s['saved_share']:.1%} |")
                 print(lines[-1], flush=True)
     lines.append("")
-    for pool, s in projection.items():
-        lines.append(f"- projected {pool} pool, {s['pairs']} pairs on 8 GPUs: {s['wall_s'] / 60:.1f} min of judging "
-                     f"({s['pairs'] / s['wall_s']:.0f} pairs/s, {s['pairs'] / s['wall_s'] / 8:.0f} per GPU)")
+    for pool, (s, small) in projection.items():
+        lines.append(f"- projected APDDv2 ({largest} images, k={args.k}), {pool} pool, {s['pairs']} pairs on 8 H100/H200: "
+                     f"**{s['wall_s'] / 60:.1f} min** of judging ({s['pairs'] / s['wall_s']:.0f} pairs/s, "
+                     f"{s['pairs'] / s['wall_s'] / 8:.0f} per GPU) with images of 200-1200 tokens; "
+                     f"**{small['wall_s'] / 60:.1f} min** ({small['pairs'] / small['wall_s'] / 8:.0f} pairs/s per GPU) "
+                     "with ~256 tokens per image")
     return lines + [""]
 
 
@@ -311,6 +329,7 @@ def main(argv=None) -> int:
     ap.add_argument("--no-launch", action="store_true")
     ap.add_argument("--no-simulate", action="store_true")
     ap.add_argument("--work", default="/tmp/psdistill_judge_scaling")
+    ap.add_argument("--resume", action="store_true", help="reuse the launches whose results --work already holds")
     ap.add_argument("--out", default=None)
     ap.add_argument("--rank-run", action="store_true", help=argparse.SUPPRESS)
     ap.add_argument("--pool", default="fixed", help=argparse.SUPPRESS)

@@ -16,6 +16,7 @@ per cut).
 """
 from __future__ import annotations
 
+import heapq
 from typing import Hashable, Sequence
 
 import numpy as np
@@ -57,11 +58,12 @@ def shard(costs: Sequence[float], groups: Sequence[int], world: int) -> list[np.
     costs, groups = np.asarray(costs, dtype=float), np.asarray(groups, dtype=int)
     ids, inverse = np.unique(groups, return_inverse=True)
     group_cost = np.bincount(inverse, weights=costs, minlength=len(ids))
-    order = sorted(range(len(ids)), key=lambda g: (-group_cost[g], g))
-    load, owner = np.zeros(world), np.empty(len(ids), dtype=int)
-    for g in order:
-        rank = int(np.argmin(load))  # the first of the least-loaded ranks
-        owner[g], load[rank] = rank, load[rank] + group_cost[g]
+    order = np.lexsort((np.arange(len(ids)), -group_cost))  # largest first, ties by group id
+    loads, owner = [(0.0, rank) for rank in range(world)], np.empty(len(ids), dtype=int)
+    for g, cost in zip(order.tolist(), group_cost[order].tolist()):
+        load, rank = heapq.heappop(loads)  # the least-loaded rank, the lowest of equals
+        owner[g] = rank
+        heapq.heappush(loads, (load + cost, rank))
     rank_of_pair = owner[inverse]
     return [np.flatnonzero(rank_of_pair == r) for r in range(world)]
 
