@@ -154,6 +154,9 @@ def rank_run(args) -> None:
     if done is not None:
         summary, stats = done
         (work / f"{args.tag}.json").write_text(json.dumps({"summary": summary, "stats": stats}))
+    if state is not None:
+        state.wait_for_everyone()
+        state.destroy_process_group()  # as run_pipeline does: a rank left with live gloo groups may abort on exit
 
 
 def launch(args, n: int, pool: str, port: int) -> dict:

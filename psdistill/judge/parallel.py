@@ -147,10 +147,11 @@ class DataParallelJudge:
         self.judge, self.state, self.timeout_s = TimedJudge(judge), state, timeout_s
         self.judge_id, self.simulated = judge.judge_id, judge.simulated
         self.chunk_size = getattr(judge, "chunk_size", 64)  # pairs per answer message of each rank
-        self.failures: dict[str, str] = getattr(judge, "failures", {})
+        self.failures: dict[str, str] = {}  # every rank's, taken in by the main thread
         self.computed_per_rank = [0] * state.num_processes
         self.stats: Optional[dict] = None
         self._waiting, self._sizes, self._sent_failures, self._group = 0.0, {}, set(), None
+        self._in_call = False  # the ranks are judging a call: a failure then ends the run without a last message
 
     def identity(self, dimension: str) -> tuple[str, str]:
         """(judge_id, prompt hash): what every rank must share for its answers to mix in one store."""
@@ -173,7 +174,7 @@ class DataParallelJudge:
         shards = shard(costs, cap_groups(costs, prefix_keys([a.path for a, _ in pairs]), world), world)
         identity = self.identity(dimension)
         own = self._scatter([("judge", [pairs[i] for i in s], dimension, identity) for s in shards])
-        start, busy = time.perf_counter(), self.judge.busy
+        start, busy, self._in_call = time.perf_counter(), self.judge.busy, True
         answers: queue.Queue = queue.Queue()
         threads = [threading.Thread(target=self._judge_own, args=(own[1], dimension, answers), daemon=True)]
         threads += [threading.Thread(target=self._receive_from, args=(r, answers), daemon=True) for r in range(1, world)]
@@ -200,6 +201,7 @@ class DataParallelJudge:
             if kind == "chunk":
                 yield self._arrived(shards[rank], rank, payload)
         self._waiting += (time.perf_counter() - start) - (self.judge.busy - busy)  # own judge idle in the call
+        self._in_call = False
 
     def _arrived(self, share: np.ndarray, rank: int, payload) -> tuple[np.ndarray, np.ndarray]:
         """A chunk's (indices into the call, P), its failures and counts taken in."""
@@ -215,10 +217,11 @@ class DataParallelJudge:
         try:
             yield self
         except BaseException:
-            try:
-                self._scatter([(_FAILED, None, None, None)] * self.state.num_processes)
-            except PsdistillError:  # a rank is gone (what failed): the others stop at their next message
-                pass
+            if not self._in_call:  # else the ranks are busy (or one is gone): they stop when this process ends
+                try:
+                    self._scatter([(_FAILED, None, None, None)] * self.state.num_processes)
+                except PsdistillError:  # a rank is gone: the others stop when this process ends
+                    pass
             raise
         self._scatter([(_DONE, None, None, None)] * self.state.num_processes)
         self._gather_stats(time.perf_counter() - start)
