@@ -28,6 +28,7 @@ import argparse
 import json
 import os
 import random
+import re
 import signal
 import sqlite3
 import subprocess
@@ -91,7 +92,8 @@ def child(argv: list[str], pace: float, judge_pace: float = 0.0) -> int:
     if judge_pace:
         prefer = SimulatedJudge.prefer
         SimulatedJudge.prefer = lambda self, *a: time.sleep(judge_pace) or prefer(self, *a)
-    print(f"{RANK_LINE} {os.environ.get('RANK', '0')} pid {os.getpid()}", flush=True)
+    # one write, so that the ranks' lines do not interleave (print writes its end apart)
+    print(f"{RANK_LINE} {os.environ.get('RANK', '0')} pid {os.getpid()}\n", end="", flush=True)
     return main(["run", *argv])
 
 
@@ -351,7 +353,8 @@ def rank_death(work: Path, ref_dir: Path, args, rng: random.Random) -> str:
     drain.start()
     pid, judging = None, False
     for line in proc.stdout:
-        pid = int(line.split()[3]) if line.startswith(f"{RANK_LINE} 1 ") else pid
+        said = re.search(rf"{RANK_LINE} 1 pid (\d+)", line)
+        pid = int(said.group(1)) if said else pid
         judging = judging or line.startswith("[judge] ")
         if pid and judging:
             break
@@ -376,9 +379,10 @@ def rank_death(work: Path, ref_dir: Path, args, rng: random.Random) -> str:
     rerun = attempt(run_dir, args.pace)
     computed = json.loads((run_dir / "stages/judge.json").read_text())["summary"]["computed"] if rerun.rc == 0 else -1
     checks = compare(run_dir, ref_dir, args.tol) if rerun.rc == 0 else {"finished": False}
-    ok = (rc not in (0, None) and len(errors) == 1 and 0 < len(kept) and set(kept) <= set(ref_rows)
+    last = err[0].strip().splitlines()[-1:]
+    ok = (rc not in (0, None) and len(errors) == 1 and last == errors and 0 < len(kept) and set(kept) <= set(ref_rows)
           and computed == len(ref_rows) - len(kept) and all(checks.values()) and TRACEBACK not in rerun.stderr)
-    said = f"`{errors[-1]}`" if errors else "no psdistill error line: " + repr(err[0].strip().splitlines()[-1:])
+    said = f"`{errors[-1]}`" if errors else f"no psdistill error line: {last!r}"
     return (f"{'ok' if ok else 'FAILED'}: rank 1 SIGKILLed {delay:.1f} s into judging; the run "
             + (f"stopped {stopped:.1f} s later, exit {rc}, {said}" if rc is not None else
                f"HUNG ({args.rank_timeout:.0f} s)") +

@@ -243,3 +243,16 @@ def test_pair_costs_count_the_image_tokens_the_processor_makes(tmp_path):
     assert len(set(expected)) == 2
     np.testing.assert_array_equal(pair_costs(judge, pairs), expected)
     assert pair_costs(SimulatedJudge(SimulatedJudgeConfig()), pairs).tolist() == [1.0, 1.0]
+
+
+def test_psdistill_launch_names_a_rank_killed_by_a_signal_in_one_line():
+    from torch.distributed.elastic.multiprocessing.errors import ChildFailedError, ProcessFailure
+
+    from psdistill.cli.launch import _killed
+
+    def failed(exitcode):  # torch elastic's report of a rank that ended so; its root cause is the first
+        return ChildFailedError("recipe.py", {1: ProcessFailure(local_rank=1, pid=11, exitcode=exitcode,
+                                                                error_file="/nonexistent")})
+
+    assert _killed(failed(-9)).startswith("rank 1 was killed by SIGKILL (out of memory, or stopped from outside)")
+    assert _killed(failed(1)) is None  # a Python error: its traceback is the report
