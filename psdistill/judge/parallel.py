@@ -140,10 +140,11 @@ class DataParallelJudge:
     `prefer_chunks` yields the answers chunk by chunk as the ranks send them (`CachedJudge` stores
     each as it comes); `prefer` returns them all. After `leading()` (main process) and `serve()`
     (the others) end, `stats` holds every rank's figures (`run_stats`) on the main process. A rank
-    silent for `timeout_s` seconds is taken for dead.
+    silent for `timeout_s` seconds is taken for dead, and a serving rank waits that long for the next
+    call (30 min: torch's default for a process group, which the ranks' wait had before).
     """
 
-    def __init__(self, judge: Judge, state, timeout_s: float = 900.0):
+    def __init__(self, judge: Judge, state, timeout_s: float = 1800.0):
         self.judge, self.state, self.timeout_s = TimedJudge(judge), state, timeout_s
         self.judge_id, self.simulated = judge.judge_id, judge.simulated
         self.chunk_size = getattr(judge, "chunk_size", 64)  # pairs per answer message of each rank
