@@ -19,13 +19,16 @@ rerun to the end; its outputs must equal the uninterrupted run's:
 - metrics.json and report.md identical once the run directory's path is replaced by <run>;
 - no "Traceback" on any attempt's stderr, the last attempt's exit status 0.
 Time lost per kill: (the episode's total wall time - the uninterrupted run's) / its kills.
-Then a finished run rerun with a changed config, killed while it moves the replaced outputs aside.
+Then a finished run rerun with a changed config, killed while it moves the replaced outputs aside; and
+the run on two processes (gloo) with rank 1 SIGKILLed while it judges (`rank_death`).
 """
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import random
+import re
 import signal
 import sqlite3
 import subprocess
@@ -53,17 +56,20 @@ TRACEBACK = "Traceback (most recent call last)"
 REPLACING = "replacing"  # a finished run rerun with a changed config, moving the replaced outputs aside
 REPLACING_LINE = "the config changed since the finished run"
 CHANGED = ["distill.learning_rate=0.001"]
+RANK_LINE = "@@rank"  # "@@rank R pid P": each process of a launch says who it is
 
 
 # ---- the child: the pipeline with markers -----------------------------------------------------------
 
-def child(argv: list[str], pace: float) -> int:
-    """`psdistill run ARGV` with checkpoint markers on stdout and pauses at commits and renames."""
+def child(argv: list[str], pace: float, judge_pace: float = 0.0) -> int:
+    """`psdistill run ARGV` with checkpoint markers on stdout and pauses at commits and renames (and,
+    with `judge_pace`, in every call of the judge); prints its rank and pid first."""
     import pathlib
 
     from transformers import Trainer
 
     from psdistill.cli import main
+    from psdistill.judge.simulated import SimulatedJudge
     from psdistill.judge.store import JudgmentStore
 
     def paced(fn):
@@ -83,6 +89,11 @@ def child(argv: list[str], pace: float) -> int:
     JudgmentStore.put = paced(JudgmentStore.put)
     pathlib.Path.replace = paced(pathlib.Path.replace)
     Trainer._save_checkpoint = marked(Trainer._save_checkpoint)
+    if judge_pace:
+        prefer = SimulatedJudge.prefer
+        SimulatedJudge.prefer = lambda self, *a: time.sleep(judge_pace) or prefer(self, *a)
+    # one write, so that the ranks' lines do not interleave (print writes its end apart)
+    print(f"{RANK_LINE} {os.environ.get('RANK', '0')} pid {os.getpid()}\n", end="", flush=True)
     return main(["run", *argv])
 
 
@@ -320,6 +331,66 @@ def concurrent(work: Path, ref_dir: Path, pace: float, tol: float) -> str:
         f"identical outputs: {sum(checks.values())}/{len(checks)}"
 
 
+def rank_death(work: Path, ref_dir: Path, args, rng: random.Random) -> str:
+    """The run on two processes (gloo), rank 1 SIGKILLed while it judges a chunk: the run must stop (not
+    hang) with one line, its store hold only answers equal to the uninterrupted run's, and a rerun (one
+    process) judge only the pairs the store lacks and end with identical outputs."""
+    import socket
+
+    run_dir = work / "rank-death"
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    env = dict(os.environ, PYTHONPATH=str(ROOT), PYTHONUNBUFFERED="1", HF_HUB_OFFLINE="1", TQDM_DISABLE="1",
+               OMP_NUM_THREADS="1")
+    cmd = [sys.executable, "-m", "psdistill.cli", "launch", "--config_file", str(ROOT / "launch/cpu_ddp.yaml"),
+           "--main_process_port", str(port), __file__, "--child", "--pace", str(args.pace), "--judge-pace", "0.3",
+           "--", f"run_dir={run_dir}", *SETTINGS]
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env,
+                            start_new_session=True, cwd=ROOT)
+    err: list[str] = []
+    drain = threading.Thread(target=lambda: err.append(proc.stderr.read()))
+    drain.start()
+    pid, judging = None, False
+    for line in proc.stdout:
+        said = re.search(rf"{RANK_LINE} 1 pid (\d+)", line)
+        pid = int(said.group(1)) if said else pid
+        judging = judging or line.startswith("[judge] ")
+        if pid and judging:
+            break
+    if not (pid and judging):
+        proc.wait()
+        return f"FAILED: the two-process run ended before judging (exit {proc.returncode}): {proc.stderr.read()[-500:]}"
+    delay = rng.uniform(0.5, 1.5)  # a few rounds in: answers stored, rank 1 inside a paced call
+    time.sleep(delay)
+    os.kill(pid, signal.SIGKILL)
+    killed = time.monotonic()
+    try:
+        rc = proc.wait(timeout=args.rank_timeout)
+    except subprocess.TimeoutExpired:
+        os.killpg(proc.pid, signal.SIGKILL)
+        rc = None
+    stopped = time.monotonic() - killed
+    proc.stdout.read()
+    drain.join()
+    kept = judgments(run_dir)[0] if (run_dir / "judgments.sqlite").is_file() else []
+    ref_rows = judgments(ref_dir)[0]
+    errors = [line for line in err[0].splitlines() if line.startswith("psdistill: error:")]
+    rerun = attempt(run_dir, args.pace)
+    computed = json.loads((run_dir / "stages/judge.json").read_text())["summary"]["computed"] if rerun.rc == 0 else -1
+    checks = compare(run_dir, ref_dir, args.tol) if rerun.rc == 0 else {"finished": False}
+    last = err[0].strip().splitlines()[-1:]
+    ok = (rc not in (0, None) and len(errors) == 1 and last == errors and 0 < len(kept) and set(kept) <= set(ref_rows)
+          and computed == len(ref_rows) - len(kept) and all(checks.values()) and TRACEBACK not in rerun.stderr)
+    said = f"`{errors[-1]}`" if errors else f"no psdistill error line: {last!r}"
+    return (f"{'ok' if ok else 'FAILED'}: rank 1 SIGKILLed {delay:.1f} s into judging; the run "
+            + (f"stopped {stopped:.1f} s later, exit {rc}, {said}" if rc is not None else
+               f"HUNG ({args.rank_timeout:.0f} s)") +
+            f"; the store kept {len(kept)} of {len(ref_rows)} judgments, "
+            f"{'all' if set(kept) <= set(ref_rows) else 'NOT all'} equal to the uninterrupted run's; the rerun judged "
+            f"{computed} (the {len(ref_rows) - len(kept)} missing); identical outputs: {sum(checks.values())}/{len(checks)}")
+
+
 def run(args) -> tuple[str, bool]:
     """Everything the options ask for; returns (the report's markdown, whether every check passed)."""
     work = Path(args.work)
@@ -349,6 +420,8 @@ def run(args) -> tuple[str, bool]:
         extra["changed config, killed while replacing"] = replace_kills(work, ref_dir, args, rng)
     if "concurrent" in args.cases:
         extra["two runs at once"] = concurrent(work, ref_dir, args.pace, args.tol)
+    if "rank" in args.cases:
+        extra["a rank dying mid-chunk (2 processes)"] = rank_death(work, ref_dir, args, rng)
     return table(args, ref, spans, episodes, extra)
 
 
@@ -389,16 +462,19 @@ def main(argv=None) -> int:
     ap.add_argument("--per-episode", type=int, default=5, help="kills in one run directory before it may finish")
     ap.add_argument("--pace", type=float, default=0.1, help="seconds the child pauses at each commit and rename")
     ap.add_argument("--tol", type=float, default=1e-5, help="max abs difference of weights and predictions")
-    ap.add_argument("--cases", default="kills,replace,disk,concurrent",
-                    help="comma-separated: kills, replace, disk, concurrent")
+    ap.add_argument("--cases", default="kills,replace,disk,concurrent,rank",
+                    help="comma-separated: kills, replace, disk, concurrent, rank (a rank of two dying mid-chunk)")
+    ap.add_argument("--rank-timeout", type=float, default=120.0,
+                    help="seconds the other rank may take to stop after one dies before it counts as hung")
     ap.add_argument("--replace-kills", type=int, default=5, help="kills of reruns with a changed config")
     ap.add_argument("--work", default="/tmp/psdistill_fault_injection", help="folder for the run directories")
     ap.add_argument("--out", default=None, help="markdown file for the table")
     ap.add_argument("--child", action="store_true", help=argparse.SUPPRESS)
+    ap.add_argument("--judge-pace", type=float, default=0.0, help=argparse.SUPPRESS)
     ap.add_argument("rest", nargs="*", help=argparse.SUPPRESS)
     args = ap.parse_args(argv)
     if args.child:
-        return child(args.rest, args.pace)
+        return child(args.rest, args.pace, args.judge_pace)
     if "kills" not in args.cases:
         args.kills = 0
     text, ok = run(args)

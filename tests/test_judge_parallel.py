@@ -2,10 +2,12 @@
 order, and the judging figures a run writes (judge_stats.json)."""
 import itertools
 import json
+from pathlib import Path
 
 import numpy as np
 import pytest
 
+from psdistill.core.errors import PsdistillError
 from psdistill.data.records import ImageRecord
 from psdistill.judge.parallel import DataParallelJudge, run_stats
 from psdistill.judge.schedule import cap_groups, prefix_keys, shard
@@ -59,38 +61,136 @@ def test_prefix_keys_groups_pairs_by_their_first_image():
     assert prefix_keys(["b", "a", "b", "c", "a"]).tolist() == [0, 1, 0, 2, 1]
 
 
-class _TwoRanksInOneProcess:
-    """accelerate's PartialState for rank 0 of 2; the other rank's share is judged here (see below)."""
-    num_processes, process_index, is_main_process = 2, 0, True
+class _Rank:
+    """accelerate's PartialState for one rank of two."""
+
+    def __init__(self, index):
+        self.num_processes, self.process_index, self.is_main_process = 2, index, index == 0
 
 
 class _Local(DataParallelJudge):
-    """Broadcast is the identity; gather judges rank 1's shard with the same judge, as rank 1 would."""
+    """Both ranks in one process: the leader's transport hands rank 1 (a second DataParallelJudge with
+    its own judge) its share and reads rank 1's messages as rank 1 makes them."""
 
-    def _broadcast(self, message):
-        self._last = message
-        return message
+    def __init__(self, judge, other_judge, chunk_size=None):
+        super().__init__(judge, _Rank(0))
+        self.other = DataParallelJudge(other_judge, _Rank(1))
+        if chunk_size:
+            self.chunk_size = self.other.chunk_size = chunk_size
+        self.calls = 0
 
-    def _gather(self, items):
-        if items and isinstance(items[0], dict):  # the final figures
-            return items + [{**items[0], "rank": 1}]
-        _, shards, dimension = self._last
-        other = np.asarray(self.judge.judge.prefer(shards[1], dimension), dtype=float)
-        return items + [(1, other, {})]
+    def _scatter(self, messages):
+        if messages[1][0] == "judge":
+            self.calls += 1
+            self._replies_of_1 = self.other._replies(*messages[1][1:])
+        return messages[0]
+
+    def _receive(self, rank):
+        return next(self._replies_of_1)
+
+    def _gather(self, item):
+        return [item, self.other.judge.rank_stats(1, self.other._waiting)]
+
+
+def _records(tmp_path, n=6):
+    return [ImageRecord(id=str(i), path=str(tmp_path / f"{i}.png"), scores={"overall": float(i)}) for i in range(n)]
 
 
 def test_answers_come_back_in_the_callers_order_and_the_figures_add_up(tmp_path):
-    records = [ImageRecord(id=str(i), path=str(tmp_path / f"{i}.png"), scores={"overall": float(i)}) for i in range(6)]
+    records = _records(tmp_path)
     pairs = [(records[i], records[j]) for i in range(6) for j in (0, 1) if i != j]
     sim = SimulatedJudge(SimulatedJudgeConfig(seed=3))
-    judge = _Local(sim, _TwoRanksInOneProcess())
+    judge = _Local(sim, SimulatedJudge(SimulatedJudgeConfig(seed=3)), chunk_size=2)
     with judge.leading():
         p = judge.prefer(pairs, "overall")
     np.testing.assert_array_equal(p, sim.prefer(pairs, "overall"))
     assert sum(judge.computed_per_rank) == len(pairs) and min(judge.computed_per_rank) > 0
     stats = judge.stats
-    assert stats["ranks"] == 2 and stats["per_rank"][0]["pairs"] == judge.computed_per_rank[0]
+    assert [r["pairs"] for r in stats["per_rank"]] == judge.computed_per_rank
     assert 0 <= stats["per_rank"][0]["busy_s"] <= stats["wall_s"] + 1e-3
+
+
+def test_the_store_gets_every_chunk_of_one_call_as_the_ranks_send_it(tmp_path):
+    from psdistill.judge.cached import CachedJudge
+    from psdistill.judge.store import JudgmentStore
+
+    records = _records(tmp_path, 9)
+    for r in records:
+        Path(r.path).write_bytes(r.id.encode())
+    pairs = [(records[i], records[j]) for i in range(9) for j in range(3) if i != j]
+    sim = SimulatedJudge(SimulatedJudgeConfig(seed=1))
+    judge = _Local(sim, SimulatedJudge(SimulatedJudgeConfig(seed=1)), chunk_size=3)
+    store = JudgmentStore(tmp_path / "j.sqlite")
+    puts = []
+    store.put = lambda *a, put=store.put: puts.append(len(a[3])) or put(*a)
+    with judge.leading():
+        p = CachedJudge(judge, store, progress=False).prefer(pairs, "overall")
+    np.testing.assert_array_equal(p, sim.prefer(pairs, "overall"))
+    assert judge.calls == 1  # the whole call split once, not a round trip per chunk
+    # one store write per chunk of each rank's share
+    assert sum(puts) == len(pairs) and max(puts) == 3
+    assert len(puts) == sum(-(-share // 3) for share in judge.computed_per_rank)
+
+
+def test_a_rank_with_another_judge_stops_the_call_with_one_line(tmp_path):
+    records = _records(tmp_path)
+    pairs = [(records[i], records[0]) for i in range(1, 6)]
+    judge = _Local(SimulatedJudge(SimulatedJudgeConfig(seed=0)), SimulatedJudge(SimulatedJudgeConfig(seed=1)))
+    with pytest.raises(PsdistillError) as err:
+        with judge.leading():
+            judge.prefer(pairs, "overall")
+    assert str(err.value).startswith("rank 1 judges with simulated(accuracy=0.85,position_bias=0.3,seed=1) (prompt -), "
+                                     "the main process with simulated(accuracy=0.85,position_bias=0.3,seed=0)")
+    assert "\n" not in str(err.value) and judge.other.judge.pairs == 0  # rank 1 judged nothing
+
+
+def test_a_dead_rank_stops_the_leader_with_one_line_and_the_chunks_that_came_are_stored(tmp_path):
+    from psdistill.judge.cached import CachedJudge
+    from psdistill.judge.store import JudgmentStore
+
+    records = _records(tmp_path, 8)
+    for r in records:
+        Path(r.path).write_bytes(r.id.encode())
+    pairs = [(records[i], records[j]) for i in range(8) for j in range(3) if i != j]
+
+    class Dies(_Local):  # rank 1 sends one chunk, then its connection closes (as gloo reports it)
+        def _receive(self, rank):
+            if getattr(self, "_sent", False):
+                raise RuntimeError("[../gloo/transport/tcp/pair.cc:553] Connection closed by peer [127.0.0.1]:1. "
+                                   "This is typically caused by a remote worker crashing.")
+            self._sent = True
+            return super()._receive(rank)
+
+    sim = SimulatedJudge(SimulatedJudgeConfig())
+    judge = Dies(sim, SimulatedJudge(SimulatedJudgeConfig()), chunk_size=2)
+    store = JudgmentStore(tmp_path / "j.sqlite")
+    with pytest.raises(PsdistillError) as err:
+        with judge.leading():
+            CachedJudge(judge, store, progress=False).prefer(pairs, "overall")
+    assert str(err.value) == ("judging stopped: rank 1 stopped answering (Connection closed by peer [127.0.0.1]:1); "
+                              "the store keeps every finished answer, rerun to judge the rest")
+    stored = CachedJudge(sim, store, progress=False).lookup(pairs, "overall")
+    done = np.isfinite(stored)
+    assert done.sum() >= 2 and not done.all()  # rank 1's chunk and whatever the main process finished
+    np.testing.assert_array_equal(stored[done], sim.prefer(pairs, "overall")[done])
+
+
+def test_a_silent_rank_stops_the_leader_after_its_timeout(tmp_path):
+    import time
+
+    records = _records(tmp_path)
+    pairs = [(records[i], records[0]) for i in range(1, 6)]
+
+    class Silent(_Local):
+        def _receive(self, rank):
+            time.sleep(2)  # a rank that fell silent without closing its connection
+            return "end", 1, None
+
+    judge = Silent(SimulatedJudge(SimulatedJudgeConfig()), SimulatedJudge(SimulatedJudgeConfig()))
+    judge.timeout_s = 0.3
+    with pytest.raises(PsdistillError, match=r"^judging stopped: no answer from rank\(s\) \[1\] in 0.3 s"):
+        with judge.leading():
+            judge.prefer(pairs, "overall")
 
 
 def test_run_stats_utilization_is_busy_over_ranks_times_wall():
@@ -114,8 +214,9 @@ def test_a_one_process_run_writes_judge_stats(tmp_path):
     assert summary["judging"]["utilization"] == stats["utilization"] <= 1
     lines = []
     print_report(cfg, results, out=lines.append)
-    assert f"  judging: 1 rank, utilization {stats['utilization']:.2f}, {stats['pairs_per_s']:.1f} pairs/s" \
-           " (judge_stats.json)" in lines
+    assert stats["prefix_tokens_saved"] == stats["per_rank"][0]["prefix_tokens_saved"] == 0  # the simulated judge
+    assert f"  judging: 1 rank, utilization {stats['utilization']:.2f}, {stats['pairs_per_s']:.1f} pairs/s, " \
+           "prefix tokens saved 0 (judge_stats.json)" in lines
 
 
 def test_pair_costs_count_the_image_tokens_the_processor_makes(tmp_path):
@@ -142,3 +243,16 @@ def test_pair_costs_count_the_image_tokens_the_processor_makes(tmp_path):
     assert len(set(expected)) == 2
     np.testing.assert_array_equal(pair_costs(judge, pairs), expected)
     assert pair_costs(SimulatedJudge(SimulatedJudgeConfig()), pairs).tolist() == [1.0, 1.0]
+
+
+def test_psdistill_launch_names_a_rank_killed_by_a_signal_in_one_line():
+    from torch.distributed.elastic.multiprocessing.errors import ChildFailedError, ProcessFailure
+
+    from psdistill.cli.launch import _killed
+
+    def failed(exitcode):  # torch elastic's report of a rank that ended so; its root cause is the first
+        return ChildFailedError("recipe.py", {1: ProcessFailure(local_rank=1, pid=11, exitcode=exitcode,
+                                                                error_file="/nonexistent")})
+
+    assert _killed(failed(-9)).startswith("rank 1 was killed by SIGKILL (out of memory, or stopped from outside)")
+    assert _killed(failed(1)) is None  # a Python error: its traceback is the report

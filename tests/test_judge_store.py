@@ -87,3 +87,17 @@ def test_cached_judge_stores_both_orders_and_reports_position_bias(tmp_path):
     # Asked again, in another order and with repeats: everything from the store.
     again = CachedJudge(sim, store, chunk_size=4, progress=False).prefer(pairs[::-1] + pairs[:2], "overall")
     np.testing.assert_array_equal(again, np.concatenate([p_ab[::-1], p_ab[:2]]))
+
+
+def test_get_answers_alike_by_scan_and_by_key_queries(tmp_path):
+    store = JudgmentStore(tmp_path / "j.sqlite")
+    keys = [(f"a{i}", f"b{i}") for i in range(1000)]
+    store.put("j", "p", "overall", keys[::2], np.arange(500) / 500)
+    store.put("j", "p", "other", keys[1::2], np.full(500, 0.5))  # another dimension: not an answer
+    expected = np.full(1000, np.nan)
+    expected[::2] = np.arange(500) / 500
+    many = store.get("j", "p", "overall", keys)  # 500 rows < 20 x 1000 keys: one scan
+    few = np.array([store.get("j", "p", "overall", [k])[0] for k in keys[:30]])  # by key queries
+    np.testing.assert_array_equal(many, expected)
+    np.testing.assert_array_equal(few, expected[:30])
+    assert store.get("j", "p", "overall", []).shape == (0,)

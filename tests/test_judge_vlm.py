@@ -130,6 +130,31 @@ def test_prefix_reuse_equals_the_full_forward(tiny, tmp_path):
     assert len(calls) == 1 + 2 + 1
 
 
+def test_prefix_tokens_saved_count_each_groups_prefix_for_every_pair_but_the_one_that_ran_it(tiny, tmp_path):
+    model, processor = tiny
+    records = _images(tmp_path, SIZES)
+    pairs = _reference_round(records, 2)  # 12 pairs, one window at batch size 4
+    judge = VLMJudge(model, processor, VLMJudgeConfig(batch_size=4), model_id=MODEL_ID)
+    judge.prefer(pairs, "overall")
+    text = judge.prompts.render(processor, "overall")
+    pad = processor.tokenizer.convert_tokens_to_ids("<|image_pad|>")
+
+    def image_starts(pair):  # where each image's tokens start in the processor's own sequence for the pair
+        ids = processor(text=[text], images=[[Image.open(r.path).convert("RGB") for r in pair]],
+                        return_tensors="pt")["input_ids"][0].tolist()
+        return [n for n, t in enumerate(ids) if t == pad and ids[n - 1] != pad]
+
+    ref0, ref1 = records[:2]
+    # reference 0 first in 4 pairs, reference 1 in 3: text + first image + label run once per group;
+    # the 5 (x, reference) pairs share the text before the first image (batches of 4 and 1, one prefix)
+    expected = (3 * image_starts((ref0, ref1))[1] + 2 * image_starts((ref1, ref0))[1]
+                + 4 * image_starts((records[2], ref0))[0])
+    assert judge.prefix_tokens_saved == expected > 0
+    plain = VLMJudge(model, processor, VLMJudgeConfig(batch_size=4, reuse_prefix=False), model_id=MODEL_ID)
+    plain.prefer(pairs, "overall")
+    assert plain.prefix_tokens_saved == 0
+
+
 @pytest.mark.slow
 def test_prefix_reuse_equals_the_full_forward_mid_size(tmp_path):
     """The mid-size random Qwen3-VL (35M parameters, 8 decoder layers, DeepStack into 2) at

@@ -8,7 +8,8 @@ line: a CalledProcessError for one process (`accelerate launch -q` turns that on
 ChildFailedError report for several (no flag turns it off). `psdistill launch` runs the same launcher
 (`accelerate.commands.launch`) in its own process, with $PSDISTILL_ERROR_FILE set: the recipe's
 processes write their error there instead of printing it, and the launcher's exception for that exit
-becomes the line. A failure without that file (a crash, a bug) keeps the launcher's report.
+becomes the line. A rank killed by a signal gets a line naming it; another failure without that file (a
+crash, a bug) keeps the launcher's report.
 """
 from __future__ import annotations
 
@@ -66,11 +67,29 @@ def launch(argv: list[str]) -> int:
         os.environ[ERROR_FILE_ENV] = str(error_file)
         try:
             launch_command(args)
-        except (subprocess.CalledProcessError, ChildFailedError, SystemExit):
+        except (subprocess.CalledProcessError, ChildFailedError, SystemExit) as e:
             if not error_file.is_file():
-                raise
+                if not _killed(e):
+                    raise
+                print(f"psdistill: error: {_killed(e)}", file=sys.stderr)
+                return 1
             print(error_file.read_text().rstrip("\n"), file=sys.stderr)
             return 2
         finally:
             del os.environ[ERROR_FILE_ENV]
     return 0
+
+
+def _killed(error) -> str | None:
+    """A line for a rank killed by a signal (no traceback to show: the OOM killer, a SIGKILL), else None.
+    The launcher then stops the other ranks, often before any of them can say what went wrong."""
+    from torch.distributed.elastic.multiprocessing.errors import ChildFailedError
+
+    if not isinstance(error, ChildFailedError):
+        return None
+    rank, failure = error.get_first_failure()
+    if failure.exitcode >= 0:
+        return None
+    return (f"rank {rank} was killed by {failure.signal_name()} (out of memory, or stopped from outside) and the "
+            "launcher stopped the others; finished work is kept (judgments: every chunk stored), rerun the same "
+            "command to resume")

@@ -4,7 +4,9 @@
     p, p_ab, p_ba = prefer_both_orders(judge, pairs, "overall")     # base.py; both orders are stored
 
 Data-parallel judging wraps the judge, not the store: `CachedJudge(DataParallelJudge(...), store)`
-on the main process (parallel.py), so one process writes the store.
+on the main process (parallel.py), so one process writes the store. A judge with
+`prefer_chunks(pairs, dimension)` (DataParallelJudge) gets a call's missing pairs at once and yields
+(indices, answers) per chunk as its ranks finish them; each is stored as it comes.
 
 `CachedJudge` needs nothing of the judge beyond the `Judge` protocol; a judge that also has
 `prompt_hash(dimension)` gets it in the key, and one with a `failures` dict (path -> reason) gets
@@ -26,10 +28,11 @@ from psdistill.judge.store import JudgmentStore
 class CachedJudge:
     """Implements `Judge`: answers from the store, computes only missing pairs, a chunk at a time.
 
-    Each chunk is committed as soon as it is judged, so a killed run loses at most the chunk in
+    Each chunk is committed as soon as it is judged, so a killed run loses at most the chunks in
     flight. The chunk is `chunk_size` pairs, by default the judge's own `chunk_size` (VLMJudge: the
-    pairs it sorts by size at once; DataParallelJudge: that times the ranks), else 64. Counters over the object's life: `hits` (pairs answered from the store), `computed`
-    (pairs judged now), `failed` (pairs with an image that could not be hashed or judged: NaN).
+    pairs it sorts by size at once), else 64; a judge with `prefer_chunks` chunks the call itself.
+    Counters over the object's life: `hits` (pairs answered from the store), `computed` (pairs
+    judged now), `failed` (pairs with an image that could not be hashed or judged: NaN).
     """
 
     def __init__(self, judge: Judge, store: JudgmentStore, chunk_size: Optional[int] = None, progress: bool = True):
@@ -74,9 +77,11 @@ class CachedJudge:
         todo = sorted(missing, key=lambda key: key[0])
         prompt = self.prompt_hash(dimension)
         bar = self._progress_bar(dimension, len(todo))
-        for start in range(0, len(todo), self.chunk_size):
-            chunk = todo[start:start + self.chunk_size]
-            p = np.asarray(self.judge.prefer([pairs[missing[k][0]] for k in chunk], dimension), dtype=float)
+        asked = [pairs[missing[k][0]] for k in todo]
+        chunks = (self.judge.prefer_chunks(asked, dimension) if hasattr(self.judge, "prefer_chunks") and asked
+                  else self._chunks(asked, dimension))
+        for idx, p in chunks:
+            chunk, p = [todo[i] for i in idx], np.asarray(p, dtype=float)
             self._record_failures(hashes)
             ok = np.isfinite(p)
             self.store.put(self.judge_id, prompt, dimension, [k for k, good in zip(chunk, ok) if good], p[ok])
@@ -86,6 +91,12 @@ class CachedJudge:
             self.failed += int(sum(len(missing[k]) for k, good in zip(chunk, ok) if not good))
             bar.update(len(chunk))
         return out
+
+    def _chunks(self, pairs: list[Pair], dimension: str):
+        """(indices, answers) per `chunk_size` pairs, judged here in turn."""
+        for start in range(0, len(pairs), self.chunk_size):
+            yield np.arange(start, min(start + self.chunk_size, len(pairs))), \
+                self.judge.prefer(pairs[start:start + self.chunk_size], dimension)
 
     def lookup(self, pairs: Sequence[Pair], dimension: str) -> np.ndarray:
         """Stored P(first shown preferred) per pair, NaN where not (yet) stored; judges nothing."""
@@ -97,15 +108,12 @@ class CachedJudge:
 
     def _lookup(self, pairs: list[Pair], dimension: str):
         hashes = {}
-        for path in dict.fromkeys(r.path for pair in pairs for r in pair):
-            try:
-                hashes[path] = self.store.content_hash(path)
-            except DataError as e:
-                hashes[path] = None
-                if path not in self._recorded:
-                    self.store.add_failures([(path, None, str(e))])
-                    self._recorded.add(path)
-        keys = [(hashes[a.path], hashes[b.path]) if hashes[a.path] and hashes[b.path] else None for a, b in pairs]
+        for path, h in self.store.content_hashes(list(dict.fromkeys(r.path for pair in pairs for r in pair))).items():
+            hashes[path] = None if isinstance(h, DataError) else h
+            if hashes[path] is None and path not in self._recorded:
+                self.store.add_failures([(path, None, str(h))])
+                self._recorded.add(path)
+        keys = [(ha, hb) if ha and hb else None for ha, hb in ((hashes[a.path], hashes[b.path]) for a, b in pairs)]
         known = [k for k in keys if k is not None]
         stored = iter(self.store.get(self.judge_id, self.prompt_hash(dimension), dimension, known))
         return hashes, keys, np.array([next(stored) if k is not None else np.nan for k in keys])

@@ -16,6 +16,7 @@ per cut).
 """
 from __future__ import annotations
 
+import heapq
 from typing import Hashable, Sequence
 
 import numpy as np
@@ -36,10 +37,10 @@ def cap_groups(costs: Sequence[float], groups: Sequence[int], world: int) -> np.
     costs, groups = np.asarray(costs, dtype=float), np.asarray(groups, dtype=int)
     limit = costs.sum() / max(world, 1)
     out, next_id = groups.copy(), int(groups.max(initial=-1)) + 1
-    for g in np.unique(groups):
+    ids, inverse = np.unique(groups, return_inverse=True)
+    group_cost = np.bincount(inverse, weights=costs, minlength=len(ids))
+    for g in ids[group_cost > limit]:  # at most `world` groups: a whole call is split at once (320k pairs)
         members = np.flatnonzero(groups == g)
-        if costs[members].sum() <= limit:
-            continue
         load = 0.0
         for i in members:
             if load > 0 and load + costs[i] > limit:  # start a new piece
@@ -57,10 +58,19 @@ def shard(costs: Sequence[float], groups: Sequence[int], world: int) -> list[np.
     costs, groups = np.asarray(costs, dtype=float), np.asarray(groups, dtype=int)
     ids, inverse = np.unique(groups, return_inverse=True)
     group_cost = np.bincount(inverse, weights=costs, minlength=len(ids))
-    order = sorted(range(len(ids)), key=lambda g: (-group_cost[g], g))
-    load, owner = np.zeros(world), np.empty(len(ids), dtype=int)
-    for g in order:
-        rank = int(np.argmin(load))  # the first of the least-loaded ranks
-        owner[g], load[rank] = rank, load[rank] + group_cost[g]
+    order = np.lexsort((np.arange(len(ids)), -group_cost))  # largest first, ties by group id
+    loads, owner = [(0.0, rank) for rank in range(world)], np.empty(len(ids), dtype=int)
+    for g, cost in zip(order.tolist(), group_cost[order].tolist()):
+        load, rank = heapq.heappop(loads)  # the least-loaded rank, the lowest of equals
+        owner[g] = rank
+        heapq.heappush(loads, (load + cost, rank))
     rank_of_pair = owner[inverse]
     return [np.flatnonzero(rank_of_pair == r) for r in range(world)]
+
+
+def prefix_costs(first_tokens: Sequence[float], second_tokens: Sequence[float], groups: Sequence[int]) -> np.ndarray:
+    """A pair's cost in tokens: the fixed cost, its second image, and its share of the prefix (its first
+    image) that the pairs of its group run once: first / group size."""
+    groups = np.asarray(groups, dtype=int)
+    size = np.bincount(groups)[groups] if len(groups) else np.ones(0)
+    return PAIR_OVERHEAD_TOKENS + np.asarray(second_tokens, float) + np.asarray(first_tokens, float) / size

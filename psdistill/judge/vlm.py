@@ -121,6 +121,11 @@ class VLMJudge:
         return prompt_hash(self.prompts.render(self.processor, dimension), self.prompts.answers)
 
     @property
+    def prefix_tokens_saved(self) -> int:
+        """Prompt tokens not run because their prefix's KV cache was reused (0 without prefix reuse)."""
+        return self._prefix.tokens_saved if self._prefix is not None else 0
+
+    @property
     def chunk_size(self) -> int:
         """Pairs per call that fill one size-sorting window (what `CachedJudge` hands over)."""
         return self.config.batch_size * _WINDOW_BATCHES

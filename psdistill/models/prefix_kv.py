@@ -115,6 +115,7 @@ class PrefixReuse:
     def __init__(self, model, processor):
         self.model, self.processor = model, processor
         self._memo: Optional[tuple] = None  # (text, shared first image or None, prefix cache)
+        self.tokens_saved = 0  # prefix tokens not run again: its length for every row but the one that ran it
 
     def logits(self, text: str, batch: Sequence[tuple], shares_first: bool) -> torch.Tensor:
         """(pairs, vocab) logits at the answer position. `batch`: (first, second) encoded images per pair;
@@ -127,6 +128,7 @@ class PrefixReuse:
         pad = (mask == 0).sum(1)  # left padding of each row
         pad0 = int(pad[0])
         cut = _image_starts(types[0, pad0:])[1 if shares_first else 0]  # the prefix's length
+        self.tokens_saved += cut * (len(batch) - (not self._memoised(text, batch[0][0] if shares_first else None)))
         cache = self._prefix(text, batch[0][0] if shares_first else None,
                              ids[0, pad0:pad0 + cut], positions[:, :1, pad0:pad0 + cut])
         # Row r's suffix keeps its left padding and drops its prefix: column j reads j, or j + cut past the pad.
@@ -139,9 +141,12 @@ class PrefixReuse:
                               mm_encoder_outputs=vision_outputs(suffix_images), logits_to_keep=1)
         return out.logits[:, -1]
 
+    def _memoised(self, text: str, first) -> bool:
+        return self._memo is not None and self._memo[0] == text and self._memo[1] is first
+
     def _prefix(self, text: str, first, ids: torch.Tensor, positions: torch.Tensor):
         """The prefix's KV cache (batch 1), from the memo when it is the last one computed."""
-        if self._memo is not None and self._memo[0] == text and self._memo[1] is first:
+        if self._memoised(text, first):
             return self._memo[2]
         cache = run_prefix(self.model, input_ids=ids[None], attention_mask=torch.ones_like(ids)[None],
                            position_ids=positions,

@@ -19,8 +19,13 @@ def print_report(cfg: PipelineConfig, results: dict, out=print) -> None:
             f"{judge['judgments_per_image']} judgments per image, position bias {judge['position_bias']:+.2f} logit")
         if "judging" in judge:  # markers written before judge_stats.json existed lack it
             j = judge["judging"]
+            saved = ""
+            if j.get("prefix_tokens_saved_per_rank"):  # markers written before the counter existed lack it
+                per = j["prefix_tokens_saved_per_rank"]
+                saved = f", prefix tokens saved {j['prefix_tokens_saved']}" + (
+                    f" (per rank {min(per)}-{max(per)})" if len(per) > 1 else "")
             out(f"  judging: {j['ranks']} rank{'s' if j['ranks'] > 1 else ''}, utilization {j['utilization']:.2f}, "
-                f"{j['pairs_per_s']:.1f} pairs/s (judge_stats.json)")
+                f"{j['pairs_per_s']:.1f} pairs/s{saved} (judge_stats.json)")
         if len(judge["dimensions"]) > 1:
             out("  per dimension: " + ", ".join(f"{d} {p['judgments_per_image']} judgments per image"
                                                  for d, p in judge["dimensions"].items()))

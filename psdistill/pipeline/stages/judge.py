@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import json
 import time
+from typing import Callable, Optional
 
 import numpy as np
 
@@ -15,29 +16,39 @@ from psdistill.pipeline.runner import Stage
 
 def run(run: RunContext) -> dict:
     """Judge the training images against an Elo reference pool (both orders, cached), on every rank."""
+    _check_pool_size(run)
+    judge = build_judge(run.cfg.judge, run.cfg.model)
+    done = judge_on_ranks(judge, run.state, run.path("judgments.sqlite"), lambda cached: _judge_pool(run, cached))
+    if done is None:  # a serving rank
+        return {}
+    summary, stats = done
+    run.path("judge_stats.json").write_text(json.dumps(stats, indent=2))
+    return {**summary, "judging": {k: stats[k] for k in ("ranks", "utilization", "pairs_per_s", "prefix_tokens_saved")}
+            | {"prefix_tokens_saved_per_rank": [r["prefix_tokens_saved"] for r in stats["per_rank"]]}}
+
+
+def judge_on_ranks(judge, state, store_path, work: Callable) -> Optional[tuple[dict, dict]]:
+    """`work(cached_judge)` on the main process, `judge` judging on every rank of `state` (accelerate's
+    PartialState; None: this process alone) in front of the store at `store_path`.
+
+    Returns (work's summary, the run's judging figures: `run_stats`) on the main process, None on the
+    others. eval/bench_judge_scaling.py runs its cost-model judge through here.
+    """
     from psdistill.judge.cached import CachedJudge
     from psdistill.judge.parallel import DataParallelJudge, TimedJudge, run_stats
     from psdistill.judge.store import JudgmentStore
 
-    _check_pool_size(run)
-    judge = build_judge(run.cfg.judge, run.cfg.model)
-    if run.state is None:
+    if state is None:
         timed, start = TimedJudge(judge), time.perf_counter()
-        summary = _judge_pool(run, CachedJudge(timed, JudgmentStore(run.path("judgments.sqlite"))))
-        return _with_stats(run, summary, run_stats([timed.rank_stats()], time.perf_counter() - start))
-    parallel = DataParallelJudge(judge, run.state)
-    if not run.is_main:
+        summary = work(CachedJudge(timed, JudgmentStore(store_path)))
+        return summary, run_stats([timed.rank_stats()], time.perf_counter() - start)
+    parallel = DataParallelJudge(judge, state)
+    if not state.is_main_process:
         parallel.serve()
-        return {}
+        return None
     with parallel.leading():
-        summary = _judge_pool(run, CachedJudge(parallel, JudgmentStore(run.path("judgments.sqlite"))))
-    return _with_stats(run, {**summary, "computed_per_rank": parallel.computed_per_rank}, parallel.stats)
-
-
-def _with_stats(run: RunContext, summary: dict, stats: dict) -> dict:
-    """Write `<run>/judge_stats.json` (per rank: pairs, busy and waiting seconds) and put its headline in the summary."""
-    run.path("judge_stats.json").write_text(json.dumps(stats, indent=2))
-    return {**summary, "judging": {k: stats[k] for k in ("ranks", "utilization", "pairs_per_s")}}
+        summary = work(CachedJudge(parallel, JudgmentStore(store_path)))
+    return {**summary, "computed_per_rank": parallel.computed_per_rank}, parallel.stats
 
 
 def _check_pool_size(run: RunContext) -> None:
@@ -58,7 +69,7 @@ def _judge_pool(run: RunContext, judge) -> dict:
         for dim in run.cfg.data.dimensions:
             def judge_indices(pairs: np.ndarray, dim=dim) -> np.ndarray:
                 # In presentation order: the pool schedules both orders itself and measures the bias.
-                return judge.prefer([(records[i], records[j]) for i, j in pairs], dim)
+                return judge.prefer([(records[i], records[j]) for i, j in pairs.tolist()], dim)
 
             results[dim] = run_reference_pool(len(records), judge_indices, run.cfg.pool)
     finally:
