@@ -110,6 +110,20 @@ def test_answers_come_back_in_the_callers_order_and_the_figures_add_up(tmp_path)
     assert 0 <= stats["per_rank"][0]["busy_s"] <= stats["wall_s"] + 1e-3
 
 
+def test_a_one_process_launch_needs_no_process_group(tmp_path):
+    # One rank of one (a launch of 1, a benchmark's baseline): no torch.distributed group exists to speak through.
+    from accelerate import PartialState
+
+    records = _records(tmp_path)
+    pairs = [(records[i], records[j]) for i in range(6) for j in (0, 1) if i != j]
+    sim = SimulatedJudge(SimulatedJudgeConfig(seed=3))
+    judge = DataParallelJudge(SimulatedJudge(SimulatedJudgeConfig(seed=3)), PartialState(cpu=True))
+    assert judge.state.num_processes == 1
+    with judge.leading():
+        np.testing.assert_array_equal(judge.prefer(pairs, "overall"), sim.prefer(pairs, "overall"))
+    assert judge.stats["pairs"] == len(pairs) and judge.computed_per_rank == [len(pairs)]
+
+
 def test_the_store_gets_every_chunk_of_one_call_as_the_ranks_send_it(tmp_path):
     from psdistill.judge.cached import CachedJudge
     from psdistill.judge.store import JudgmentStore

@@ -299,6 +299,8 @@ class DataParallelJudge:
         """Message r of the main process's `messages` on rank r (blocking: the serving ranks' wait for work)."""
         import torch.distributed as dist
 
+        if self.state.num_processes == 1:  # no process group to speak through (a one-process launch)
+            return messages[0]
         group, out, start = self._side_group(), [None], time.perf_counter()
         try:
             dist.scatter_object_list(out, messages, src=0, group=group)
@@ -331,6 +333,8 @@ class DataParallelJudge:
     def _gather(self, item) -> Optional[list]:
         import torch.distributed as dist
 
+        if self.state.num_processes == 1:
+            return [item]
         out = [None] * self.state.num_processes if self.state.is_main_process else None
         dist.gather_object(item, out, dst=0, group=self._side_group())
         return out
