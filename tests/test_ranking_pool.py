@@ -42,7 +42,7 @@ def _ece(result, q, seed=0, n=20000):
 def test_pool_ranks_items_from_a_judge_with_accuracy_085(kind):
     q = _quality(500)
     judge = simulated_judge(q, accuracy=0.85, position_bias=0.3, kind=kind, seed=3)
-    res = run_reference_pool(500, judge, ReferencePoolConfig(k=32, max_comparisons_per_item=10))
+    res = run_reference_pool(500, judge, ReferencePoolConfig(strategy="adaptive", k=32, max_comparisons_per_item=10))
     assert spearmanr(res.mu, q)[0] >= 0.9
     assert res.position_bias == pytest.approx(0.3, abs=0.05)
     assert np.all(res.var > 0) and len(res.comparisons) <= 32 * 31 + 468 * 2 * 10
@@ -55,7 +55,7 @@ def test_cost_grows_linearly_with_the_number_of_items():
         for seed in range(3):  # the stopping point depends on the draw of references: average
             q = _quality(n, seed=n + seed)
             res = run_reference_pool(n, simulated_judge(q, 0.85, kind="graded", seed=seed),
-                                     ReferencePoolConfig(k=12, seed=seed))
+                                     ReferencePoolConfig(strategy="adaptive", k=12, seed=seed))
             cost.append((len(res.comparisons) - 12 * 11) / (n - 12))  # beyond the round-robin
             assert cost[-1] <= 2 * 12  # never more than every reference in both orders
         per_item[n] = np.mean(cost)
@@ -67,7 +67,8 @@ def test_cost_grows_linearly_with_the_number_of_items():
 def test_adaptive_rounds_are_batched_one_pair_per_unfinished_item():
     q = _quality(300)
     rec = Recorder(simulated_judge(q, 0.85, kind="graded", seed=4))
-    res = run_reference_pool(300, rec, ReferencePoolConfig(k=10, max_comparisons_per_item=6, stop_information_gain=0.3))
+    res = run_reference_pool(300, rec, ReferencePoolConfig(strategy="adaptive", k=10, max_comparisons_per_item=6,
+                                                           stop_information_gain=0.3))
     assert res.n_judge_calls == len(rec.calls) <= 1 + 6
     refs = set(res.reference_ids.tolist())
     calib = rec.calls[0]
@@ -93,8 +94,9 @@ def test_the_stop_is_relative_to_what_the_judge_can_tell():
     fixed pool's calls); with a strong graded judge the distant ones carry little and items stop well before."""
     q = _quality(600, seed=5)
     weak_judge = simulated_judge(q, 0.70, 0.3, kind="constant", seed=1)
-    weak = run_reference_pool(600, weak_judge, ReferencePoolConfig(k=16))
-    strong = run_reference_pool(600, simulated_judge(q, 0.95, 0.3, kind="graded", seed=1), ReferencePoolConfig(k=16))
+    weak = run_reference_pool(600, weak_judge, ReferencePoolConfig(strategy="adaptive", k=16))
+    strong = run_reference_pool(600, simulated_judge(q, 0.95, 0.3, kind="graded", seed=1),
+                                ReferencePoolConfig(strategy="adaptive", k=16))
     fixed = run_reference_pool(600, weak_judge, ReferencePoolConfig(k=16, strategy="fixed"))
     met_weak = np.delete(weak.n_references_met, weak.reference_ids)
     met_strong = np.delete(strong.n_references_met, strong.reference_ids)
@@ -107,18 +109,18 @@ def test_the_stop_is_relative_to_what_the_judge_can_tell():
 def test_same_seed_and_answers_replay_the_same_pairs():
     q = _quality(200)
     judge = simulated_judge(q, 0.8, 0.2, kind="constant", seed=5)
-    cfg = ReferencePoolConfig(k=8, max_comparisons_per_item=5, seed=7)
+    cfg = ReferencePoolConfig(strategy="adaptive", k=8, max_comparisons_per_item=5, seed=7)
     a, b = run_reference_pool(200, judge, cfg), run_reference_pool(200, judge, cfg)
     np.testing.assert_array_equal(a.comparisons, b.comparisons)
     np.testing.assert_array_equal(a.mu, b.mu)
-    other = run_reference_pool(200, judge, ReferencePoolConfig(k=8, max_comparisons_per_item=5, seed=8))
+    other = run_reference_pool(200, judge, ReferencePoolConfig(strategy="adaptive", k=8, max_comparisons_per_item=5, seed=8))
     assert set(other.reference_ids.tolist()) != set(a.reference_ids.tolist())
 
 
 def test_pair_confidences_are_calibrated_on_simulation():
     q = _quality(600, seed=2)
     graded = run_reference_pool(600, simulated_judge(q, 0.85, 0.3, kind="graded", seed=6),
-                                ReferencePoolConfig(k=16, max_comparisons_per_item=8))
+                                ReferencePoolConfig(strategy="adaptive", k=16, max_comparisons_per_item=8))
     fixed = run_reference_pool(600, simulated_judge(q, 0.85, 0.3, kind="constant", seed=6),
                                ReferencePoolConfig(k=16, strategy="fixed"))
     assert _ece(graded, q) <= 0.03
@@ -138,7 +140,7 @@ def test_single_order_placement_removes_the_measured_position_bias():
 def test_prior_scores_choose_references_across_the_range():
     q = _quality(400, seed=4)
     noisy_prior = q + np.random.default_rng(0).normal(scale=0.5, size=400)
-    res = run_reference_pool(400, simulated_judge(q, 0.85, kind="graded"), ReferencePoolConfig(k=10),
+    res = run_reference_pool(400, simulated_judge(q, 0.85, kind="graded"), ReferencePoolConfig(strategy="adaptive", k=10),
                              prior=noisy_prior)
     ranks = np.argsort(np.argsort(noisy_prior))[res.reference_ids]
     assert np.all(np.diff(np.sort(ranks)) <= 2 * 40)  # one per stratum of 40 items
@@ -232,7 +234,8 @@ def test_a_settled_place_keeps_a_weak_judges_items_placing_and_saves_a_strong_ju
         q = _quality(400, seed=7)
         judge = simulated_judge(q, acc, position_bias=0.3, kind="graded", seed=7)
         fixed, gain, place = (run_reference_pool(400, judge, ReferencePoolConfig(**c)) for c in (
-            fixed_cfg, {"k": 12, "stop_information_gain": 0.2}, {"k": 12, "stop_place_error": 0.5}))
+            fixed_cfg, {"k": 12, "strategy": "adaptive", "stop_information_gain": 0.2},
+            {"k": 12, "strategy": "adaptive", "stop_place_error": 0.5}))
         out[acc] = [(len(r.comparisons), spearmanr(r.mu, q)[0]) for r in (fixed, gain, place)]
     (f_calls, f_srcc), (g_calls, g_srcc), (p_calls, p_srcc) = out[0.65]
     # a cheap gain rule alone (about 5 of 12 references) gives up SRCC; the settled place does not
@@ -250,7 +253,7 @@ def test_the_joint_refit_calibrates_the_adaptive_pools_pair_confidences(kind, ac
     for seed in range(6):
         q = np.random.default_rng(1000 + seed).normal(size=600)
         res = run_reference_pool(600, simulated_judge(q, accuracy, 0.3, kind=kind, seed=seed),
-                                 ReferencePoolConfig(k=16, seed=seed))
+                                 ReferencePoolConfig(strategy="adaptive", k=16, seed=seed))
         eces.append(_ece(res, q, seed))
     assert np.mean(eces) <= bound, np.round(eces, 3)
 

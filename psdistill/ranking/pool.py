@@ -17,12 +17,12 @@ the pair confidences need. Online Elo (eval/elo.py) is there for comparison.
    name in STRATEGIES), made in rounds from the posteriors so far; each round is one batched
    judge call for all unfinished items.
    - ``fixed`` (`pool_fixed`, as in PSDistill): every item meets every reference.
-   - ``adaptive`` (`pool_adaptive`, the default): each unfinished item meets the reference with
+   - ``adaptive`` (`pool_adaptive`): each unfinished item meets the reference with
      the largest expected Fisher information under its current posterior (a noisy binary search),
      and stops once the next reference would add little to the information it has
      (``stop_information_gain``) and, optionally, once its place between two references is
      settled (``stop_place_error``).
-   - ``plugin`` (`pool_plugin`): the rule eval/bench_pool_bound.py bounded, fed by the judge's
+   - ``plugin`` (`pool_plugin`, the default): the rule eval/bench_pool_bound.py bounded, fed by the judge's
      answers alone: ``budget`` x k pairs per item on average, each round to the items whose next
      comparison most lowers their expected rank error; a judge that states one confidence is
      modelled as a step (an exact posterior over the bins between the references, whose order and
@@ -96,9 +96,12 @@ class ReferencePoolConfig:
     REMOVED_KEYS: ClassVar[dict] = {"adaptive": lambda on: f"strategy={'adaptive' if on else 'fixed'}"}
 
     k: int = field(default=16, metadata={"help": "number of reference items, calibrated round-robin"})
-    strategy: str = field(default="adaptive", metadata={
-        "help": "how items meet references (a name in psdistill.ranking.pool.STRATEGIES): adaptive picks each "
-                "item's next reference from its posterior and stops early; fixed: every item meets every reference"})
+    strategy: str = field(default="plugin", metadata={
+        "help": "how items meet references (a name in psdistill.ranking.pool.STRATEGIES): plugin spends budget x k "
+                "pairs per item where they most lower the expected rank error, with a model of the judge fitted to "
+                "its answers (eval/results/judge_budget.md: the best SRCC per call at every simulated judge); "
+                "adaptive picks each item's next reference from its posterior and stops early; fixed: every item "
+                "meets every reference"})
     max_comparisons_per_item: Optional[int] = field(default=None, metadata={
         "help": "adaptive only: most references an item meets (one pair each, judged in both orders "
                 "if both_orders); empty: k"})

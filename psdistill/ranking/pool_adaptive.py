@@ -1,4 +1,4 @@
-"""Pool strategy "adaptive" (the default): each round, every unfinished item meets its most
+"""Pool strategy "adaptive": each round, every unfinished item meets its most
 informative unused reference, and an item stops once more references would tell little.
 
 The reference chosen has the largest expected Fisher information under the item's current
