@@ -57,7 +57,7 @@ def finetune(cfg: RewardFinetuneConfig, log: Callable[[str], None] = print) -> d
             metrics.write({"step": 0, **_evaluate(gen, heldout, reward, second)})
         stopped = state.get("stopped") or _train(cfg, gen, reward, second, optimizer, metrics, heldout, state, log)
         gen.unet.save_pretrained(run_dir / "lora")
-        names = (_name(reward, cfg.scorer), cfg.second_scorer)
+        names = (cfg.scorer, cfg.second_scorer)
         path = plot(run_dir, *names)
         summary = summary_lines(run_dir, *names)
         if stopped:
@@ -129,10 +129,6 @@ def _early_stop(t, metrics: MetricsLog, row: dict) -> Optional[str]:
         return (f"second scorer {row['heldout_second']:.3f} more than {t.early_stop_second_drop} below {s0:.3f} "
                 "(train.early_stop_second_drop)")
     return None
-
-
-def _name(reward, scorer: str) -> str:
-    return getattr(reward, "name", None) or scorer
 
 
 def _check_same_run(cfg: RewardFinetuneConfig, run_dir: Path) -> None:
