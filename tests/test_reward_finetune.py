@@ -154,6 +154,18 @@ def test_a_model_without_a_unet_is_one_line(tmp_path):
         load_generator(gen_cfg, tmp_path / "run")
 
 
+def test_early_stop_on_diversity_or_the_second_scorer(tmp_path):
+    from psdistill.generation.draft import _early_stop
+    from psdistill.generation.report import MetricsLog
+
+    log = MetricsLog(tmp_path, upto=0)
+    log.write({"step": 0, "heldout_reward": 5.0, "heldout_second": 5.0, "heldout_diversity": 0.5})
+    t = parse_config(RewardFinetuneConfig, ["train.early_stop_diversity=0.8", "train.early_stop_second_drop=0.5"]).train
+    assert _early_stop(t, log, {"heldout_diversity": 0.41, "heldout_second": 4.6}) is None
+    assert "train.early_stop_diversity" in _early_stop(t, log, {"heldout_diversity": 0.39, "heldout_second": 4.6})
+    assert "train.early_stop_second_drop" in _early_stop(t, log, {"heldout_diversity": 0.41, "heldout_second": 4.4})
+
+
 def _recipe(*args, env=None):
     return subprocess.run([sys.executable, str(RECIPE), *args], capture_output=True, text=True, cwd=ROOT,
                           env={**os.environ, **(env or {})}, timeout=300)
