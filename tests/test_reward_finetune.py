@@ -180,6 +180,18 @@ def test_recipe_help_and_error_line():
         "reward_finetune: error: train.backprop_steps: K=9 is more than generator.steps=8")
 
 
+def test_the_readme_commands_parse():
+    import re
+    import shlex
+
+    text = re.sub(r"\\\n\s*", " ", (ROOT / "README.md").read_text())
+    commands = [shlex.split(line, comments=True)[2:] for line in text.splitlines()
+                if line.startswith(".venv/bin/python recipes/reward_finetune.py")]
+    assert len(commands) >= 3, commands
+    for args in commands:
+        parse_config(RewardFinetuneConfig, [a for a in args if a != "--help"])
+
+
 def test_without_diffusers_one_line_names_the_extra():
     code = ("import sys; sys.modules['diffusers'] = None\n"
             "from psdistill.generation.sampler import diffusers_module\n"
