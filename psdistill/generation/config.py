@@ -29,7 +29,7 @@ class GeneratorConfig:
     resolution: int = field(default=64, metadata={
         "help": "'tiny' only (a hub UNet has its own sample_size): side in pixels; a multiple of 32 is a size "
                 "Qwen-VL's smart_resize keeps, so the reward sees the generated pixels unresized"})
-    seed: int = field(default=0, metadata={"help": "random weights of 'tiny'"})
+    seed: int = field(default=0, metadata={"help": "random weights of 'tiny' and the adapter's initial lora_A"})
     steps: int = field(default=8, metadata={"help": "DDIM sampling steps T"})
     timestep_spacing: Literal["trailing", "leading", "linspace"] = field(default="trailing", metadata={
         "help": "DDIM's; 'leading' ends at t=0, where the image barely depends on the UNet (then K >= 2)"})

@@ -94,7 +94,9 @@ class Generator:
 
         unet.requires_grad_(False)
         lora = LoraConfig(r=cfg.lora.r, lora_alpha=cfg.lora.alpha, target_modules=list(cfg.lora.target_modules))
-        self.unet = get_peft_model(unet, lora).to(device)
+        with torch.random.fork_rng(devices=[]):  # peft draws lora_A from the global RNG: seeded, a run repeats
+            torch.manual_seed(cfg.generator.seed)
+            self.unet = get_peft_model(unet, lora).to(device)
         if cfg.train.gradient_checkpointing:
             self.unet.get_base_model().enable_gradient_checkpointing()
         self.scheduler = scheduler
