@@ -13,12 +13,13 @@ PYTHON=${PYTHON:-python3}
 PIP=".venv/bin/python -m pip"
 $PIP install -q --upgrade pip
 if command -v nvidia-smi >/dev/null 2>&1 && nvidia-smi -L >/dev/null 2>&1; then
-  $PIP install -q -e ".[dev,qwen,deepspeed,quant]"
+  $PIP install -q -e ".[dev,qwen,deepspeed,quant,generate]"
 else
   # Outside this workplace's machines the CPU wheel comes from PyTorch's CPU index:
   #   PIP_EXTRA_INDEX_URL=https://download.pytorch.org/whl/cpu bash setup.sh
   $PIP install -q "torch==2.13.0"
-  $PIP install -q -e ".[dev,deepspeed,quant]"  # quant: QLoRA runs on the CPU too (tests/test_quant.py)
+  $PIP install -q -e ".[dev,deepspeed,quant,generate]"  # quant: QLoRA runs on the CPU too (tests/test_quant.py);
+  # generate: diffusers, for recipes/reward_finetune.py (no torchvision needed for UNet2DModel and DDIM)
   # accelerate's own default config (one CPU process, what `accelerate launch` uses without one anyway), so
   # the README's `accelerate launch recipes/distill.py` does not open with its 6-line "values were not
   # passed" warning; an existing config is kept (accelerate never overwrites it).

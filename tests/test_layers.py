@@ -18,7 +18,7 @@ from pathlib import Path
 from textwrap import dedent
 
 LAYERS = ("core", "models", "data", "ranking", "judge", "scoring", "distill", "evaluation", "baselines",
-          "pipeline", "cli")
+          "generation", "pipeline", "cli")
 MAX_MODULE_LINES = 400
 MAX_FUNCTION_LINES = 80
 ROOT = Path(__file__).resolve().parents[1]
