@@ -20,7 +20,7 @@ def print_report(cfg: PipelineConfig, results: dict, out=print) -> None:
         if "judging" in judge:  # markers written before judge_stats.json existed lack it
             j = judge["judging"]
             saved = ""
-            if j.get("prefix_tokens_saved_per_rank"):  # markers written before the counter existed lack it
+            if j.get("prefix_tokens_saved"):  # none: a judge without prefix reuse, or a marker older than the counter
                 per = j["prefix_tokens_saved_per_rank"]
                 saved = f", prefix tokens saved {j['prefix_tokens_saved']}" + (
                     f" (per rank {min(per)}-{max(per)})" if len(per) > 1 else "")
