@@ -104,16 +104,18 @@ def test_vllm_missing_on_one_rank_stops_every_rank_with_the_same_line(tmp_path):
             sys.modules["vllm"] = None  # import vllm raises ImportError here
         try:
             require_vllm("judge.kind=vllm", "use judge.kind=vlm")
-            print(f"rank {{state.process_index}}: no error")
+            said = "no error"
         except Exception as e:
-            print(f"rank {{state.process_index}}: {{e}}")
+            said = str(e)
+        with open({str(tmp_path)!r} + f"/rank{{state.process_index}}.txt", "w") as f:  # the ranks' stdout interleaves
+            f.write(f"rank {{state.process_index}}: {{said}}")
         state.destroy_process_group()
     """))
     launch = [sys.executable, "-m", "accelerate.commands.launch", "--config_file", str(REPO / "launch/cpu_ddp.yaml"),
               "--main_process_port", "29547", str(script)]
     run = subprocess.run(launch, capture_output=True, text=True, timeout=300, env={**os.environ, "PYTHONPATH": str(REPO)})
     assert run.returncode == 0, run.stderr[-2000:]
-    lines = sorted(line for line in run.stdout.splitlines() if line.startswith("rank "))
+    lines = [(tmp_path / f"rank{r}.txt").read_text() for r in (0, 1)]
     line = ("judge.kind=vllm: vllm is not installed on rank 1 of 2 (pip install 'psdistill[vllm]' in every rank's "
             "environment); or use judge.kind=vlm")
     assert lines == [f"rank 0: {line}", f"rank 1: {line}"]

@@ -170,7 +170,7 @@ def score_on_ranks(scorer, images, out_csv, batch_size: int, on_bad_image: str =
                    overwrite: bool = False) -> Optional[np.ndarray]:
     """`score_images` with `scorer` built on every rank: under a multi-process launch each rank scores its
     share of each batch (rank r: images r, r+N, ...) and the main process alone writes (and resumes)
-    `out_csv`; the other ranks return None."""
+    `out_csv`; the other ranks return None. It ends the launch's process group, as run_pipeline does."""
     from psdistill.models.vllm_engine import world_size
     from psdistill.scoring.batch import score_images
 
@@ -180,11 +180,14 @@ def score_on_ranks(scorer, images, out_csv, batch_size: int, on_bad_image: str =
 
     state = process_state()
     sharded = _RankShards(scorer, state)
-    if not state.is_main_process:
-        sharded.serve()
-        return None
-    with sharded.leading():
-        return score_images(sharded, images, out_csv, batch_size * state.num_processes, on_bad_image, overwrite)
+    try:
+        if not state.is_main_process:
+            sharded.serve()
+            return None
+        with sharded.leading():
+            return score_images(sharded, images, out_csv, batch_size * state.num_processes, on_bad_image, overwrite)
+    finally:
+        state.destroy_process_group()  # as run_pipeline does: a rank exiting with live gloo groups may abort (SIGABRT)
 
 
 class _RankShards:
