@@ -21,11 +21,14 @@ import dataclasses
 import sys
 from pathlib import Path
 
-from psdistill.cli.launch import exit_status
-from psdistill.core.config import parse_config
-from psdistill.core.config_help import config_help, wants_help
-from psdistill.core.logs import get_logger, report_printer, run_logging, split_verbosity
-from psdistill.generation import RewardFinetuneConfig, finetune
+from psdistill.core.logs import get_logger, progress_bars_as_asked, report_printer, run_logging, split_verbosity
+
+progress_bars_as_asked(sys.argv[1:])  # before the imports below bring tqdm in
+
+from psdistill.cli.launch import exit_status  # noqa: E402
+from psdistill.core.config import parse_config  # noqa: E402
+from psdistill.core.config_help import config_help, wants_help  # noqa: E402
+from psdistill.generation import RewardFinetuneConfig, finetune  # noqa: E402
 
 
 def demo_scorer(run_dir: Path, log) -> str:

@@ -23,6 +23,7 @@ import torch
 
 from psdistill.core.config import parse_config, save_config, to_dict
 from psdistill.core.errors import ConfigError
+from psdistill.core.logs import bar_disable
 from psdistill.core.run_lock import run_lock
 from psdistill.generation.config import RewardFinetuneConfig
 from psdistill.generation.report import MetricsLog, plot, summary_lines
@@ -72,7 +73,7 @@ def _train(cfg, gen: Generator, reward, second, optimizer, metrics: MetricsLog, 
 
     t, stopped = cfg.train, None
     bar = tqdm(range(state["step"] + 1, t.max_steps + 1), initial=state["step"], total=t.max_steps,
-               desc="reward fine-tuning", disable=None)
+               desc="reward fine-tuning", disable=bar_disable())
     for step in bar:
         seeds = [TRAIN_SEED_BASE + step * t.batch_size + j for j in range(t.batch_size)]
         out = gen.sample(gen.noise(seeds), grad=True, kl=t.kl_weight > 0, reference=t.image_weight > 0)
