@@ -4,6 +4,7 @@ slow tests at the bottom, which skip where vllm is not installed (CI's venv; eva
 builds one that has it)."""
 from __future__ import annotations
 
+import csv
 import importlib.util
 import json
 import os
@@ -63,15 +64,6 @@ def test_a_scalar_head_student_is_refused_with_one_line_saying_why(tmp_path, ima
     assert not (tmp_path / "s.csv").exists()
 
 
-def test_intervals_with_the_vllm_engine_are_one_line(tmp_path, image, capsys):
-    args = ["score", "--engine", "vllm", "--coverage", "0.9", "--model", str(tmp_path), str(image),
-            "-o", str(tmp_path / "s.csv")]
-    assert main(args) == 2
-    err = capsys.readouterr().err.strip().splitlines()
-    assert len(err) == 1 and "--coverage" in err[0] and "--engine transformers" in err[0]
-    assert not (tmp_path / "s.csv").exists()
-
-
 @without_vllm
 def test_vllm_missing_is_one_line_for_the_judge_and_the_scorer(tmp_path, image, monkeypatch, capsys):
     from psdistill.judge.registry import JudgeConfig, build_judge
@@ -122,11 +114,11 @@ def test_vllm_missing_on_one_rank_stops_every_rank_with_the_same_line(tmp_path):
 
 
 def test_the_readout_asked_of_vllm_gives_student_scorer_scores(tiny, image):
-    """levels_readout + levels_scores over the model's own log-probabilities (what vLLM returns) equal
-    StudentScorer's scores: one dimension, and two (which StudentScorer reads through a shared prefix)."""
+    """levels_readout + levels_moments over the model's own log-probabilities (what vLLM returns) equal
+    StudentScorer's scores and spreads: one dimension, and two (which StudentScorer reads through a shared prefix)."""
     from psdistill.scoring.readout import processor_inputs
     from psdistill.scoring.student import StudentScorer
-    from psdistill.scoring.vllm import levels_readout, levels_scores
+    from psdistill.scoring.vllm import levels_moments, levels_readout
 
     model, processor = tiny
     for dims in (["overall"], ["colour", "composition"]):
@@ -138,8 +130,10 @@ def test_the_readout_asked_of_vllm_gives_student_scorer_scores(tiny, image):
         with torch.no_grad():
             lp = np.array([torch.log_softmax(model(**processor_inputs(processor, p, [_rgb(image)])).logits[0, -1].double(),
                                              -1)[ids].numpy() for p in prompts])
-        expected = StudentScorer(model, processor, spec).score([image]).reshape(-1)
-        np.testing.assert_allclose(levels_scores(lp, values), expected, atol=1e-5)
+        expected, spread = StudentScorer(model, processor, spec).score_with_spread([image])
+        mean, std = levels_moments(lp, values)
+        np.testing.assert_allclose(mean, expected.reshape(-1), atol=1e-5)
+        np.testing.assert_allclose(std, spread.reshape(-1), atol=1e-5)  # the intervals' spread (conformal.py)
         assert values.min() == 1.0 and values.max() == 10.0  # the level values mapped onto the 1-10 scale
 
 
@@ -223,20 +217,26 @@ def test_vllm_scorer_equals_student_scorer_merged_and_as_lora(mid_student):
 @needs_vllm
 @pytest.mark.slow
 def test_score_engine_vllm_on_two_processes_writes_student_scorer_scores(mid_student, tmp_path):
-    from psdistill.data.predictions import read_predictions
+    from psdistill.scoring.conformal import Calibration
     from psdistill.scoring.student import StudentScorer
 
     student, paths = mid_student
+    scorer = StudentScorer.from_pretrained(student, device="cpu")
+    scores, spreads = scorer.score_with_spread(paths)
+    targets = scores[:, 0] + np.random.default_rng(0).normal(scale=0.5, size=len(paths))  # a stand-in calibration set
+    Calibration.fit("levels", "ratings", (1, 10), {"overall": scores[:, 0]}, {"overall": spreads[:, 0]},
+                    {"overall": targets}).save(student)
     launch = [sys.executable, "-m", "accelerate.commands.launch", "--config_file", str(REPO / "launch/cpu_ddp.yaml"),
               "--main_process_port", "29549", "-m", "psdistill.cli", "score", "--engine", "vllm", "--model", str(student),
-              *paths, "-o", str(tmp_path / "scores.csv")]
+              *paths, "-o", str(tmp_path / "scores.csv"), "--coverage", "0.8"]
     run = subprocess.run(launch, capture_output=True, text=True, timeout=1200,
                          env={**os.environ, "PYTHONPATH": str(REPO), "VLLM_CPU_KVCACHE_SPACE": "1"})
     assert run.returncode == 0, run.stderr[-3000:]
     assert "Traceback" not in run.stderr and run.stdout.count("wrote 6 scores") == 1
-    got = read_predictions(tmp_path / "scores.csv")["overall"]
-    expected = StudentScorer.from_pretrained(student, device="cpu").score(paths)
-    np.testing.assert_allclose([got[Path(p).stem] for p in paths], expected, atol=1e-3)
+    rows = {r["id"]: r for r in csv.DictReader(open(tmp_path / "scores.csv"))}
+    expected = StudentScorer.from_pretrained(student, device="cpu").score(paths, coverage=0.8)  # with calibration.json
+    for k, column in enumerate(("overall", "overall_lo", "overall_hi")):
+        np.testing.assert_allclose([float(rows[Path(p).stem][column]) for p in paths], expected[k], atol=1e-3)
 
 
 @needs_vllm
@@ -257,12 +257,18 @@ def test_vllm_judge_on_two_processes_judges_each_pair_once_with_the_one_process_
     assert two.rstrip(" |").rsplit("|", 1)[1].strip() == "0"
 
 
+# scores, spreads and targets of 12 stand-in calibration images: Calibration.fit's per-dimension arguments
+_CALIBRATION = ({"overall": [5.0 + 0.1 * k for k in range(12)]}, {"overall": [0.5 + 0.05 * k for k in range(12)]},
+                {"overall": [5.0 + 0.1 * k + (-1) ** k * 0.07 * k for k in range(12)]})
+
+
 def test_scoring_on_two_ranks_writes_what_one_process_writes(tmp_path):
     """score_on_ranks (what `psdistill score --engine vllm` runs on every rank) with the tiny StudentScorer on 2
-    gloo ranks: the main process's CSV equals one process's scores, each image scored once, by both ranks."""
+    gloo ranks, with intervals: the main process's CSV equals one process's scores and bounds, each image scored
+    once, by both ranks."""
     from PIL import Image
 
-    from psdistill.data.predictions import read_predictions
+    from psdistill.scoring.conformal import Calibration
 
     rng = np.random.default_rng(0)
     paths = []
@@ -273,24 +279,28 @@ def test_scoring_on_two_ranks_writes_what_one_process_writes(tmp_path):
     script.write_text(textwrap.dedent(f"""
         import json, os, sys
         sys.path.insert(0, {str(REPO)!r})
+        CAL = {_CALIBRATION!r}
         from psdistill.models.loading import ModelConfig
         from psdistill.models.tiny import tiny_qwen3_vl
         from psdistill.scoring.spec import ReadoutConfig, ScorerSpec
+        from psdistill.scoring.conformal import Calibration
         from psdistill.scoring.student import StudentScorer
         from psdistill.scoring.vllm import score_on_ranks
 
         LOG = {str(tmp_path)!r} + "/rank" + os.environ["RANK"] + ".jsonl"  # ranks' stdout lines interleave
 
         class Counting(StudentScorer):
-            def score(self, images, batch_size=16):
+            def score(self, images, batch_size=16, coverage=None):
                 open(LOG, "a").write(json.dumps([str(i) for i in images]) + "\\n")
-                return super().score(images, batch_size)
+                return super().score(images, batch_size, coverage)
 
         model, processor = tiny_qwen3_vl(seed=0)
         spec = ScorerSpec.build(ModelConfig(), ReadoutConfig.from_template(), weights="base", name="tiny")
-        out = score_on_ranks(Counting(model.eval(), processor, spec), {[str(p) for p in paths]!r},
-                             {str(tmp_path / "two.csv")!r}, batch_size=2)
-        open(LOG, "a").write(json.dumps("none" if out is None else len(out)) + "\\n")
+        scorer = Counting(model.eval(), processor, spec)
+        scorer.calibration = Calibration.fit("levels", "ratings", (1, 10), *CAL)
+        out = score_on_ranks(scorer, {[str(p) for p in paths]!r}, {str(tmp_path / "two.csv")!r}, batch_size=2,
+                             coverage=0.8)
+        open(LOG, "a").write(json.dumps("none" if out is None else len(out.score)) + "\\n")
     """))
     launch = [sys.executable, "-m", "accelerate.commands.launch", "--config_file", str(REPO / "launch/cpu_ddp.yaml"),
               "--main_process_port", "29548", str(script)]
@@ -305,6 +315,9 @@ def test_scoring_on_two_ranks_writes_what_one_process_writes(tmp_path):
 
     model, processor = tiny_qwen3_vl(seed=0)
     spec = ScorerSpec.build(ModelConfig(), ReadoutConfig.from_template(), weights="base", name="tiny")
-    expected = StudentScorer(model.eval(), processor, spec).score(paths)
-    got = read_predictions(tmp_path / "two.csv")["overall"]
-    np.testing.assert_allclose([got[p.stem] for p in paths], expected, atol=1e-5)
+    one = StudentScorer(model.eval(), processor, spec)
+    one.calibration = Calibration.fit("levels", "ratings", (1, 10), *_CALIBRATION)
+    expected = one.score(paths, coverage=0.8)
+    rows = {r["id"]: r for r in csv.DictReader(open(tmp_path / "two.csv"))}
+    for k, column in enumerate(("overall", "overall_lo", "overall_hi")):
+        np.testing.assert_allclose([float(rows[p.stem][column]) for p in paths], expected[k], atol=1e-5)

@@ -163,14 +163,10 @@ def _score(argv) -> int:
         for path in paths:
             images += sorted(p for p in path.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES) if path.is_dir() else [path]
     if args.engine == "vllm":
-        if args.coverage is not None:
-            from psdistill.core.errors import ConfigError
-
-            raise ConfigError("--coverage: intervals are computed by --engine transformers (the default) only")
         from psdistill.scoring.vllm import score_with_vllm
 
         out = score_with_vllm(args.model, images, args.output, batch_size=args.batch_size,
-                              on_bad_image=args.on_bad_image, overwrite=args.overwrite)
+                              on_bad_image=args.on_bad_image, overwrite=args.overwrite, coverage=args.coverage)
         if out is None:  # a serving rank of a multi-process launch: the main process writes the file
             return 0
     else:

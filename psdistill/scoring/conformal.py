@@ -158,6 +158,12 @@ class Calibration:
         lo, hi = self.clip or (-np.inf, np.inf)
         return np.clip(s - half, lo, hi), np.clip(s + half, lo, hi)
 
+    def intervals(self, dimensions: Sequence[str], scores: np.ndarray, spreads: np.ndarray,
+                  coverage: float) -> tuple[np.ndarray, np.ndarray]:
+        """(lo, hi), each (N, D) as `scores` and `spreads` (N, D), the columns `dimensions`."""
+        bounds = [self.bounds(d, scores[:, k], spreads[:, k], coverage) for k, d in enumerate(dimensions)]
+        return tuple(np.stack([b[i] for b in bounds], 1) for i in (0, 1))
+
     def to_dict(self) -> dict:
         out = dataclasses.asdict(self)
         out["n"] = {d: len(r) for d, r in self.scores.items()}
@@ -183,6 +189,19 @@ class Calibration:
             raise PsdistillError(f"{path}: format {data.get('format')!r}, expected {FORMAT!r}")
         fields = {f.name for f in dataclasses.fields(cls)}
         return cls(**{k: v for k, v in data.items() if k in fields})
+
+
+def folder_calibration(folder) -> Optional[Calibration]:
+    """The scorer folder's `calibration.json`, or None where it has none."""
+    return Calibration.load(folder) if folder is not None and (Path(folder) / CALIBRATION_FILE).is_file() else None
+
+
+def required(calibration: Optional[Calibration], name: str, folder) -> Calibration:
+    """`calibration`, or the one-line error of a scorer asked for intervals without one."""
+    if calibration is None:
+        raise PsdistillError(f"scorer {name!r} ({folder}): no {CALIBRATION_FILE}, so no intervals; "
+                             "the pipeline's score stage writes it (calibration.target)")
+    return calibration
 
 
 def finite_or_none(q: float):

@@ -13,7 +13,8 @@ import torch
 from psdistill.core.errors import PsdistillError
 from psdistill.models.device import place_for_inference, pretrained_dtype
 from psdistill.models.loading import load_processor, load_vlm
-from psdistill.scoring.conformal import CALIBRATION_FILE, Calibration, Intervals, check_coverage
+from psdistill.scoring.conformal import (CALIBRATION_FILE, Calibration, Intervals, check_coverage,
+                                         folder_calibration, required)
 from psdistill.scoring.api import SCORE_BATCH_SIZE, CallableScorer, ImageInput, as_batch, as_image, weight_files
 from psdistill.scoring.readout import Readout, attach_score_head, processor_inputs, score_head
 from psdistill.scoring.spec import SPEC_FILE, ScorerSpec
@@ -78,9 +79,7 @@ class StudentScorer(CallableScorer):
             raise PsdistillError(f"{path}/{SPEC_FILE}: unknown weights {spec.weights!r}")
         scorer = cls(place_for_inference(model, model_cfg.dtype, device, dispatched=bool(model_cfg.device_map)),
                      processor, spec)
-        if path is not None and (Path(path) / CALIBRATION_FILE).is_file():
-            scorer.calibration = Calibration.load(path)
-        scorer.folder = path
+        scorer.folder, scorer.calibration = path, folder_calibration(path)
         scorer.identity = {"spec": dataclasses.asdict(spec),
                            # calibration.json changes intervals, never scores (batch.py stamps it for intervals)
                            "files": {k: v for k, v in weight_files(path).items() if k != CALIBRATION_FILE}
@@ -100,14 +99,10 @@ class StudentScorer(CallableScorer):
         the folder's `calibration.json` (psdistill/scoring/conformal.py says what they cover)."""
         if coverage is None:
             return self._squeeze(self.score_with_spread(images, batch_size, spread=False))
-        coverage = check_coverage(coverage)
-        if self.calibration is None:
-            raise PsdistillError(f"scorer {self.name!r} ({self.folder}): no {CALIBRATION_FILE}, so no intervals; "
-                                 "the pipeline's score stage writes it (calibration.target)")
+        coverage, calibration = check_coverage(coverage), required(self.calibration, self.name, self.folder)
         scores, spreads = self.score_with_spread(images, batch_size)
-        bounds = [self.calibration.bounds(d, scores[:, k], spreads[:, k], coverage)
-                  for k, d in enumerate(self.dimensions)]
-        return Intervals(self._squeeze(scores), *(self._squeeze(np.stack([b[i] for b in bounds], 1)) for i in (0, 1)))
+        lo, hi = calibration.intervals(self.dimensions, scores, spreads, coverage)
+        return Intervals(*map(self._squeeze, (scores, lo, hi)))
 
     @torch.inference_mode()
     def score_with_spread(self, images, batch_size: int = SCORE_BATCH_SIZE, spread: bool = True):

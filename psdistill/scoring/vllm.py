@@ -34,6 +34,7 @@ import numpy as np
 
 from psdistill.core.errors import ConfigError, DataError
 from psdistill.scoring.api import SCORE_BATCH_SIZE, CallableScorer, ImageInput, as_batch, as_image, weight_files
+from psdistill.scoring.conformal import CALIBRATION_FILE, Intervals, check_coverage, folder_calibration, required
 from psdistill.scoring.spec import SPEC_FILE, ScorerSpec
 
 VLLM_BATCH_SIZE = 64  # images per generate() call: vLLM schedules its own batches inside one call
@@ -94,7 +95,8 @@ class VLLMScorer(CallableScorer):
         self.prompts, self.token_ids, self.values = levels_readout(spec, processor)
         self.llm = engine(served, processor, revision, **llm_kwargs)
         self.params = SamplingParams(max_tokens=1, temperature=0.0, logprob_token_ids=self.token_ids)
-        self.identity = {"spec": dataclasses.asdict(spec), "files": weight_files(path) if spec.weights != "base" else {},
+        self.folder, self.calibration = path, folder_calibration(path)
+        self.identity = {"spec": dataclasses.asdict(spec), "files": model_files(path) if spec.weights != "base" else {},
                          "engine": "vllm"}
 
     @property
@@ -103,20 +105,30 @@ class VLLMScorer(CallableScorer):
 
         return torch.device(str(self.llm.llm_engine.vllm_config.device_config.device))
 
-    def score(self, images: Union[ImageInput, Sequence[ImageInput]], batch_size: int = SCORE_BATCH_SIZE) -> np.ndarray:
-        """Scores of the images in input order: (N,) for one dimension, (N, D) for several; one generate()
+    def score(self, images: Union[ImageInput, Sequence[ImageInput]], batch_size: int = SCORE_BATCH_SIZE,
+              coverage: Optional[float] = None) -> Union[np.ndarray, Intervals]:
+        """Scores of the images in input order: (N,) for one dimension, (N, D) for several; with `coverage`
+        `Intervals(score, lo, hi)` from the folder's calibration.json, as StudentScorer's. One generate()
         call per `batch_size` images (vLLM batches inside it; prefix caching shares an image's tokens
         between its dimensions' prompts)."""
+        if coverage is not None:
+            coverage, calibration = check_coverage(coverage), required(self.calibration, self.name, self.folder)
         images, _ = as_batch(images)
-        out = [np.zeros((0, len(self.dimensions)))]
+        scores, spreads = [np.zeros((0, len(self.dimensions)))], [np.zeros((0, len(self.dimensions)))]
         for start in range(0, len(images), batch_size):
             chunk = [as_image(im, start + k) for k, im in enumerate(images[start:start + batch_size])]
             requests = [{"prompt": p, "multi_modal_data": {"image": im}} for im in chunk for p in self.prompts]
             results = self.llm.generate(requests, self.params, use_tqdm=False, lora_request=self.lora)
             lp = np.array([[r.outputs[0].logprobs[0][t].logprob for t in self.token_ids] for r in results])
-            out.append(levels_scores(lp, self.values).reshape(len(chunk), len(self.dimensions)))
-        scores = np.concatenate(out)
-        return scores[:, 0] if len(self.dimensions) == 1 else scores
+            mean, std = levels_moments(lp, self.values)
+            scores.append(mean.reshape(len(chunk), len(self.dimensions)))
+            spreads.append(std.reshape(len(chunk), len(self.dimensions)))
+        scores, spreads = np.concatenate(scores), np.concatenate(spreads)
+        squeeze = (lambda a: a[:, 0]) if len(self.dimensions) == 1 else (lambda a: a)
+        if coverage is None:
+            return squeeze(scores)
+        lo, hi = calibration.intervals(self.dimensions, scores, spreads, coverage)
+        return Intervals(*map(squeeze, (scores, lo, hi)))
 
 
 def levels_readout(spec: ScorerSpec, processor) -> tuple[list[str], list[int], np.ndarray]:
@@ -129,10 +141,19 @@ def levels_readout(spec: ScorerSpec, processor) -> tuple[list[str], list[int], n
             readout.values.double().numpy())
 
 
-def levels_scores(logprobs: np.ndarray, values: np.ndarray) -> np.ndarray:
-    """Expected level value per row of the level words' log-probabilities (softmax over those words only)."""
+def levels_moments(logprobs: np.ndarray, values: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """(expected level value, the levels' standard deviation) per row of the level words' log-probabilities
+    (softmax over those words only): readout.py's score and spread (conformal.py)."""
     w = np.exp(logprobs - logprobs.max(axis=1, keepdims=True))
-    return (w / w.sum(axis=1, keepdims=True)) @ values
+    w /= w.sum(axis=1, keepdims=True)
+    mean = w @ values
+    return mean, np.sqrt((w * (values[None, :] - mean[:, None]) ** 2).sum(axis=1))
+
+
+def model_files(path) -> dict:
+    """The student folder's files that make its scores: calibration.json changes intervals only (as in
+    StudentScorer's identity; batch.py stamps it where intervals are written)."""
+    return {k: v for k, v in weight_files(path).items() if k != CALIBRATION_FILE}
 
 
 def merged_student(path: Path) -> Path:
@@ -141,7 +162,7 @@ def merged_student(path: Path) -> Path:
     from psdistill.models.device import main_process_only
     from psdistill.scoring.merge import export_merged
 
-    out, source = path / MERGED, {"files": weight_files(path)}
+    out, source = path / MERGED, {"files": model_files(path)}
     stamp = out / "source.json"
 
     def export():
@@ -159,15 +180,15 @@ def load_vllm_student(path, merge: bool = True) -> VLLMScorer:
 
 
 def score_with_vllm(path, images, out_csv, batch_size: Optional[int] = None, on_bad_image: str = "error",
-                    overwrite: bool = False, merge: bool = True) -> Optional[np.ndarray]:
+                    overwrite: bool = False, merge: bool = True, coverage: Optional[float] = None):
     """`score_images` (a resumable predictions CSV) with the student on vLLM, on every rank of a launch
     (`score_on_ranks`); None on the ranks other than the main process."""
     return score_on_ranks(VLLMScorer(path, merge=merge), images, out_csv, batch_size or VLLM_BATCH_SIZE,
-                          on_bad_image, overwrite)
+                          on_bad_image, overwrite, coverage)
 
 
 def score_on_ranks(scorer, images, out_csv, batch_size: int, on_bad_image: str = "error",
-                   overwrite: bool = False) -> Optional[np.ndarray]:
+                   overwrite: bool = False, coverage: Optional[float] = None):
     """`score_images` with `scorer` built on every rank: under a multi-process launch each rank scores its
     share of each batch (rank r: images r, r+N, ...) and the main process alone writes (and resumes)
     `out_csv`; the other ranks return None. It ends the launch's process group, as run_pipeline does."""
@@ -175,7 +196,7 @@ def score_on_ranks(scorer, images, out_csv, batch_size: int, on_bad_image: str =
     from psdistill.scoring.batch import score_images
 
     if world_size() == 1:
-        return score_images(scorer, images, out_csv, batch_size, on_bad_image, overwrite)
+        return score_images(scorer, images, out_csv, batch_size, on_bad_image, overwrite, coverage)
     from psdistill.models.device import process_state
 
     state = process_state()
@@ -185,7 +206,8 @@ def score_on_ranks(scorer, images, out_csv, batch_size: int, on_bad_image: str =
             sharded.serve()
             return None
         with sharded.leading():
-            return score_images(sharded, images, out_csv, batch_size * state.num_processes, on_bad_image, overwrite)
+            return score_images(sharded, images, out_csv, batch_size * state.num_processes, on_bad_image, overwrite,
+                                coverage)
     finally:
         state.destroy_process_group()  # as run_pipeline does: a rank exiting with live gloo groups may abort (SIGABRT)
 
@@ -196,18 +218,22 @@ class _RankShards:
     def __init__(self, scorer, state):
         self.scorer, self.state = scorer, state
         self.name, self.dimensions, self.identity = scorer.name, scorer.dimensions, scorer.identity
+        self.calibration = getattr(scorer, "calibration", None)
 
-    def score(self, images, batch_size: int = SCORE_BATCH_SIZE) -> np.ndarray:
+    def score(self, images, batch_size: int = SCORE_BATCH_SIZE, coverage: Optional[float] = None):
         images = [str(im) for im in images]
-        mine = self._share(("score", images))
+        mine = self._share(("score", images, coverage))
         gathered = dict(self._gather(mine))
         failed = [v for v in gathered.values() if isinstance(v, str)]
         if failed:  # an unreadable image on some rank: score_images decides (stop, or retry one by one)
             raise DataError(failed[0])
-        out = np.zeros((len(images), len(self.dimensions)))
+        d, parts = len(self.dimensions), 1 if coverage is None else 3  # with coverage: score, lo, hi columns
+        out = np.zeros((len(images), d * parts))
         for rank in range(self.state.num_processes):
-            out[rank::self.state.num_processes] = gathered[rank].reshape(-1, len(self.dimensions))
-        return out[:, 0] if len(self.dimensions) == 1 else out
+            out[rank::self.state.num_processes] = gathered[rank].reshape(-1, d * parts)
+        cols = [out[:, k * d:(k + 1) * d] for k in range(parts)]
+        cols = [c[:, 0] for c in cols] if d == 1 else cols
+        return cols[0] if coverage is None else Intervals(*cols)
 
     def leading(self):
         from contextlib import contextmanager
@@ -217,7 +243,7 @@ class _RankShards:
             try:
                 yield
             finally:
-                self._share(("done", None))
+                self._share(("done", None, None))
 
         return lead()
 
@@ -232,13 +258,17 @@ class _RankShards:
         """The leader's message to every rank; returns this rank's (rank, scores) for a batch, None when done."""
         from accelerate.utils import broadcast_object_list
 
-        kind, images = broadcast_object_list([message], from_process=0)[0]
+        kind, images, coverage = broadcast_object_list([message], from_process=0)[0]
         if kind == "done":
             return None
         rank, world = self.state.process_index, self.state.num_processes
         share = images[rank::world]
         try:
-            return rank, self.scorer.score(share).reshape(len(share), -1) if share else np.zeros((0, len(self.dimensions)))
+            if not share:
+                return rank, np.zeros((0, len(self.dimensions) * (1 if coverage is None else 3)))
+            got = self.scorer.score(share) if coverage is None else self.scorer.score(share, coverage=coverage)
+            parts = [got] if coverage is None else list(got)
+            return rank, np.concatenate([np.asarray(p).reshape(len(share), -1) for p in parts], 1)
         except DataError as e:
             return rank, str(e)
 
