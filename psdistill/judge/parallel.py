@@ -229,7 +229,6 @@ class DataParallelJudge:
 
     def serve(self) -> None:
         """On the other processes: judge this rank's share of every call the leader sends until it is done."""
-        rank = self.state.process_index
         while True:
             kind, pairs, dimension, identity = self._scatter(None)
             if kind == _DONE:

@@ -59,7 +59,7 @@ def score_images(scorer, images: Sequence[Union[ImageInput, ImageRecord]], out_c
         for start in range(0, len(todo), batch_size):
             chunk = todo[start:start + batch_size]
             try:
-                scores = _score(scorer, [r.path for r in chunk], batch_size, coverage)
+                scores = score_columns(scorer, [r.path for r in chunk], batch_size, coverage)
             except DataError:
                 if on_bad_image == "error":
                     raise
@@ -74,12 +74,17 @@ def score_images(scorer, images: Sequence[Union[ImageInput, ImageRecord]], out_c
     scores = np.array([done[str(r.path)] for r in records], dtype=float).reshape(len(records), len(dims))
     write_predictions(out_csv, records, {d: scores[:, k] for k, d in enumerate(dims)})
     partial.unlink()
+    return from_columns(scores, coverage)
+
+
+def from_columns(scores: np.ndarray, coverage: Optional[float]) -> Union[np.ndarray, Intervals]:
+    """What `scorer.score` returns, from `score_columns`' (n, columns): (n,) or (n, D), or their Intervals."""
     parts = [scores[:, k::3] for k in range(3)] if coverage is not None else [scores]
     parts = [p[:, 0] if p.shape[1] == 1 else p for p in parts]
     return Intervals(*parts) if coverage is not None else parts[0]
 
 
-def _score(scorer, paths: list, batch_size: int, coverage: Optional[float]) -> np.ndarray:
+def score_columns(scorer, paths: list, batch_size: int, coverage: Optional[float]) -> np.ndarray:
     """(n, columns): the scores, or with `coverage` each dimension's score, lo and hi side by side."""
     if coverage is None:
         return scorer.score(paths, batch_size=batch_size).reshape(len(paths), -1)
@@ -135,7 +140,7 @@ def _scored(path: Path, dims: list[str]) -> dict[str, list[float]]:
 
 def _score_or_nan(scorer, path, skipped: list, n_dims: int, coverage: Optional[float] = None) -> list[float]:
     try:
-        return [float(x) for x in _score(scorer, [path], 1, coverage).reshape(-1)]
+        return [float(x) for x in score_columns(scorer, [path], 1, coverage).reshape(-1)]
     except DataError as e:
         skipped.append(str(e))
         return [float("nan")] * n_dims

@@ -34,6 +34,7 @@ import numpy as np
 
 from psdistill.core.errors import ConfigError, DataError
 from psdistill.scoring.api import SCORE_BATCH_SIZE, CallableScorer, ImageInput, as_batch, as_image, weight_files
+from psdistill.scoring.batch import from_columns, score_columns, score_images
 from psdistill.scoring.conformal import CALIBRATION_FILE, Intervals, check_coverage, folder_calibration, required
 from psdistill.scoring.spec import SPEC_FILE, ScorerSpec
 
@@ -193,7 +194,6 @@ def score_on_ranks(scorer, images, out_csv, batch_size: int, on_bad_image: str =
     share of each batch (rank r: images r, r+N, ...) and the main process alone writes (and resumes)
     `out_csv`; the other ranks return None. It ends the launch's process group, as run_pipeline does."""
     from psdistill.models.vllm_engine import world_size
-    from psdistill.scoring.batch import score_images
 
     if world_size() == 1:
         return score_images(scorer, images, out_csv, batch_size, on_bad_image, overwrite, coverage)
@@ -227,13 +227,10 @@ class _RankShards:
         failed = [v for v in gathered.values() if isinstance(v, str)]
         if failed:  # an unreadable image on some rank: score_images decides (stop, or retry one by one)
             raise DataError(failed[0])
-        d, parts = len(self.dimensions), 1 if coverage is None else 3  # with coverage: score, lo, hi columns
-        out = np.zeros((len(images), d * parts))
+        out = np.zeros((len(images), gathered[0].shape[1]))
         for rank in range(self.state.num_processes):
-            out[rank::self.state.num_processes] = gathered[rank].reshape(-1, d * parts)
-        cols = [out[:, k * d:(k + 1) * d] for k in range(parts)]
-        cols = [c[:, 0] for c in cols] if d == 1 else cols
-        return cols[0] if coverage is None else Intervals(*cols)
+            out[rank::self.state.num_processes] = gathered[rank]
+        return from_columns(out, coverage)
 
     def leading(self):
         from contextlib import contextmanager
@@ -266,9 +263,7 @@ class _RankShards:
         try:
             if not share:
                 return rank, np.zeros((0, len(self.dimensions) * (1 if coverage is None else 3)))
-            got = self.scorer.score(share) if coverage is None else self.scorer.score(share, coverage=coverage)
-            parts = [got] if coverage is None else list(got)
-            return rank, np.concatenate([np.asarray(p).reshape(len(share), -1) for p in parts], 1)
+            return rank, score_columns(self.scorer, share, SCORE_BATCH_SIZE, coverage)
         except DataError as e:
             return rank, str(e)
 
