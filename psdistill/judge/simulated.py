@@ -127,7 +127,8 @@ def simulated_judge(quality, accuracy: float = 0.85, position_bias: float = 0.0,
       distinct quality is ordered correctly with probability ``accuracy``, however far apart.
     - ``"graded"`` (Thurstone, 1927): the judge perceives ``s * (q_a - q_b) + e`` with
       e ~ N(0, 1) per pair and answers expit(perceived + position_bias). Close pairs are hard and
-      distant ones easy; ``s`` is set so that the share of random pairs ordered correctly is ``accuracy``.
+      distant ones easy; ``s`` is set so that the share of random pairs ordered correctly is ``accuracy``,
+      and is the judge's attribute ``scale``.
     """
     q = np.asarray(quality, dtype=float)
     if kind == "constant":
@@ -157,5 +158,6 @@ def simulated_judge(quality, accuracy: float = 0.85, position_bias: float = 0.0,
             e = np.where(i < j, e, -e)  # one perception per unordered pair, seen from either side
             return expit(scale * (q[i] - q[j]) + e + position_bias)
 
+        judge.scale = scale  # the perceived gap per unit of quality: the latent scale, for calibration checks
         return judge
     raise ValueError(f"kind: use 'constant' or 'graded', got {kind!r}")

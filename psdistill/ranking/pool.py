@@ -26,7 +26,8 @@ the pair confidences need. Online Elo (eval/elo.py) is there for comparison.
      answers alone: ``budget`` x k pairs per item on average, each round to the items whose next
      comparison most lowers their expected rank error; a judge that states one confidence is
      modelled as a step (an exact posterior over the bins between the references, whose order and
-     the judge's accuracy are fitted to the answers), any other by the logistic likelihood.
+     the judge's accuracy are fitted to the answers), any other as graded (rounds placed by the
+     logistic posteriors, final scores from a Gaussian model of its answers' logits).
 4. Every pool: refit the references and the items jointly, the MAP of every judgment under the
    references' and the items' priors, with the dispersion pooled over every judgment. A reference
    meets hundreds of items but only k - 1 other references: frozen at the round robin, its
@@ -270,6 +271,9 @@ def _calibrate_references(ask, refs, cfg) -> Scale:
     l_ab, l_ba = clipped_logit(p[: len(ii)]), clipped_logit(p[len(ii):])
     bias = float(np.mean(l_ab + l_ba) / 2)  # logit p_ab = d + b, logit p_ba = -d + b
     y = expit((l_ab - l_ba) / 2)
+    if np.all(y == 0.5):
+        raise DataError(f"judge: all {len(y)} reference pairs were answered alike in both orders (no preference "
+                        "either way): there is nothing to rank; check the judge's prompt and answer tokens")
     fit = fit_bradley_terry(k, np.column_stack([ii, jj]), y, alpha=cfg.alpha, cov=True)
     phi = 1.0
     if cfg.estimate_dispersion:

@@ -15,6 +15,11 @@ from scipy.special import expit, logit, xlogy
 from psdistill.ranking.utils import ConvergenceError
 
 _EPS = 1e-6  # judge probabilities are clipped to [eps, 1 - eps] before taking logits
+_VARIANCE_FLOOR = 1e-8  # logit^2: far below what answers clipped at _EPS can tell apart
+# The logit-Gaussian fit's origin: the references' mean, held at 0 by a N(0, _ORIGIN_SD^2) prior on it.
+# Only differences are identified and the prior's line is free, so a looser origin would add its
+# variance to every score's, twice to every pair's.
+_ORIGIN_SD = 1e-4
 
 
 @dataclass(frozen=True)
@@ -163,6 +168,70 @@ def joint_posterior(scale: Scale, y, prior_mu, prior_var, alpha, start, phi, max
     dev = deviance(scale.y, expit(t[ii] - t[jj])) + deviance(y[seen], expit(s[:, None] - t[None, :])[seen])
     df = len(ii) + seen.sum() - (k - 1) - np.sum(1 - 1 / (prior_var * d))
     return JointFit(t=t, var_t=np.diag(cov_t), s=s, var_s=var_s, deviance=dev, df=float(df))
+
+
+def logit_gaussian_posterior(scale: Scale, y, prior_mu, alpha, max_iter=10_000, tol=1e-7) -> JointFit:
+    """References and items refitted jointly under a Gaussian model of the judge's debiased logits:
+    logit y = (score of the first) - (score of the second) + N(0, sigma^2), Thurstone's case V read on
+    the judge's own logit (the graded judge of `psdistill.judge.simulated` answers exactly so).
+
+    The logistic quasi-likelihood reads a graded answer as a soft vote whose information falls with
+    the gap; here a distant reference informs as much as a near one, and sigma^2 (how graded the
+    answers are) comes from the residuals. Items have the prior N(x_i beta, v0), x_i = (1, prior_mu_i)
+    when ``prior_mu`` (the items' prior on the logistic scale, which carries the prior score when there
+    is one) varies and (1,) otherwise; references N(0, 1 / alpha), their mean held at 0. Given sigma^2 and v0 the model is
+    linear: t, beta (flat prior) and s are one solve through the Schur complement of the dense block
+    (t, beta), as in `joint_posterior`; sigma^2 and v0 are fitted by EM (a linear mixed model's
+    updates, from the posterior's expected squared residuals). Returned on the logit scale; the
+    deviance is the residual sum of squares over sigma^2, with the df `joint_posterior` counts.
+    """
+    ii, jj, k = scale.ii, scale.jj, len(scale.mu)
+    seen = ~np.isnan(y)
+    counts = seen.astype(float)
+    ly = np.where(seen, clipped_logit(np.where(seen, y, 0.5)), 0.0)
+    l_rr = clipped_logit(scale.y)
+    m = len(ii) + int(seen.sum())
+    x = np.column_stack([np.ones(len(prior_mu)), prior_mu]) if np.ptp(prior_mu) > 0 else np.ones((len(prior_mu), 1))
+    big = k + x.shape[1]  # the dense block: reference scores, then the prior's line
+    graph = np.zeros((k, k))  # the round robin's and the items' precision on t, per 1 / sigma^2
+    np.add.at(graph, (ii, jj), -1.0)
+    graph += graph.T
+    graph[np.diag_indices(k)] = np.bincount(ii, None, k) + np.bincount(jj, None, k) + counts.sum(axis=0)
+    lin_t = np.bincount(ii, l_rr, k) - np.bincount(jj, l_rr, k) - ly.sum(axis=0)
+    sigma2, v0 = max(np.var(l_rr), _VARIANCE_FLOOR), max(np.var(ly[seen]), _VARIANCE_FLOOR)
+    for _ in range(max_iter):
+        d = counts.sum(axis=1) / sigma2 + 1 / v0
+        g = np.vstack([counts.T / sigma2, x.T / v0]) / d  # (big, n): -B D^-1, how each item moves with the block
+        a = np.zeros((big, big))
+        a[:k, :k] = graph / sigma2 + alpha * np.eye(k) + 1 / (k * _ORIGIN_SD) ** 2
+        a[k:, k:] = x.T @ x / v0
+        schur = a - g @ (g.T * d[:, None])
+        b_s = ly.sum(axis=1) / sigma2
+        block = np.linalg.solve(schur, np.r_[lin_t / sigma2, np.zeros(big - k)] + g @ b_s)
+        s = b_s / d + g.T @ block
+        cov = np.linalg.inv(schur)
+        spread = cov @ g  # (big, n): cov(block, s_i)
+        var_s = 1 / d + np.sum(g * spread, axis=0)
+        t, beta, cov_t = block[:k], block[k:], cov[:k, :k]
+        # EM: expected squared prior deviations and residuals under the posterior
+        dev = s - x @ beta
+        var_dev = var_s + np.einsum("np,pq,nq->n", x, cov[k:, k:], x) - 2 * np.sum(x * spread[k:].T, axis=1)
+        new_v0 = np.mean(dev ** 2 + var_dev)
+        var_t = np.diag(cov_t)
+        res_rr, res = l_rr - (t[ii] - t[jj]), np.where(seen, ly - (s[:, None] - t[None, :]), 0.0)
+        expected = (np.sum(res_rr ** 2) + np.sum(var_t[ii] + var_t[jj] - 2 * cov_t[ii, jj]) + np.sum(res ** 2)
+                    + np.sum(counts * (var_s[:, None] + var_t[None, :] - 2 * spread[:k].T)))
+        # floored: a judge whose answers never vary has sigma^2 and v0 -> 0, one step at a time
+        new_v0, new_sigma2 = max(new_v0, _VARIANCE_FLOOR), max(expected / m, _VARIANCE_FLOOR)
+        done = abs(new_v0 - v0) <= tol * v0 and abs(new_sigma2 - sigma2) <= tol * sigma2
+        v0, sigma2 = new_v0, new_sigma2
+        if done:
+            break
+    else:
+        raise ConvergenceError(f"logit-Gaussian refit: EM did not converge in {max_iter} iterations")
+    rss = np.sum(res_rr ** 2) + np.sum(res ** 2)
+    df = m - (k - 1) - np.sum(1 - 1 / (v0 * d))
+    return JointFit(t=t, var_t=var_t, s=s, var_s=var_s, deviance=float(rss / sigma2), df=float(df))
 
 
 def clipped_logit(p):

@@ -4,8 +4,12 @@ with what the judge's own answers show.
 Which likelihood: a judge whose debiased round-robin answers all state one confidence (their
 |logit| spread below ``_STEP_SPREAD`` of its mean; the simulated constant judge's spread is 0, a
 graded one's about 0.7) answers a step in the score gap: right with one probability however far
-apart the items are. Every other judge is modelled as today, by the logistic (soft Bradley-Terry)
-likelihood. The choice reads the round robin only, so it is made before any item is judged.
+apart the items are. Every other judge is graded: its rounds are placed by the logistic (soft
+Bradley-Terry) posteriors every pool uses, and its final scores are the Gaussian model of its debiased
+logits (`pool_fit.logit_gaussian_posterior`: answer logit = score gap + noise, the noise, the items'
+prior and its spread fitted to the answers by EM). The logistic posterior with 0.69x the pairs was
+over-confident at the weakest graded judges (eval/results/judge_budget.md). The choice reads the
+round robin only, so it is made before any item is judged.
 
 Step likelihood (`fit_step`): an item's place is one of the k + 1 bins between the sorted
 references, and each answer "the item is above reference r" is right with probability a, the
@@ -14,14 +18,17 @@ and is refined by adjacent swaps that raise the marginal likelihood of all answe
 round robin's); a is its maximum-likelihood value under that order. Both come from the answers
 alone, never from ground truth; the bins' prior is each item's Gaussian prior
 (`pool_fit.item_prior`) integrated between the references. Each item's exact bin posterior
-(a binary channel: `bin_log_joint`) ranks it by its expected rank, and the reported
-(mu, var) are its mean and variance on the references' latent scale (`refit`).
+(a binary channel: `bin_log_joint`) ranks it by its expected rank. The reported (mu, var) are
+its expected rank placed on the references' latent scale and the variance with which the pair
+confidences best reproduce the exact posterior's (`summary_variances`, started from the bins'
+variance; `refit`): the bins' variance alone made pair confidences under-confident (the posterior
+over bins is no Gaussian), and the pair confidences are what the training pairs read.
 
 Allocation (both likelihoods): ``budget`` x k item-reference pairs per item on average, spent in
 rounds; each round gives one more comparison to the items (at most ``_ROUND_SHARE`` of them) whose
 next one most lowers the expected squared error of their rank, each with its best unused
 reference: a one-step lookahead over the bins (step), or the item density squared times the
-variance the most informative reference removes (logistic; `pool_adaptive.most_informative`).
+variance the most informative reference removes (graded; `pool_adaptive.most_informative`).
 An item left out of a round may be chosen in a later one.
 
 Every decision is a function of the set of answers received: the pool asks each round in one
@@ -33,22 +40,24 @@ from __future__ import annotations
 from dataclasses import dataclass, replace
 
 import numpy as np
-from scipy.optimize import minimize_scalar
+from scipy.optimize import minimize, minimize_scalar
 from scipy.special import log_ndtr, softmax
 from scipy.stats import norm
 
 from psdistill.ranking.pool_adaptive import most_informative
-from psdistill.ranking.pool_fit import JointFit, Placement, Scale, clipped_logit, joint_posterior
+from psdistill.ranking.pool_fit import (JointFit, Placement, Scale, clipped_logit, joint_posterior,
+                                        logit_gaussian_posterior)
 
 _STEP_SPREAD = 0.1   # sd / mean of the round robin's |logit| below which the judge answers a step
 _ROUND_SHARE = 0.25  # at most this share of the items gets a comparison per round: ~4 rounds per pair per item
 _ACCURACY_RANGE = (0.5 + 1e-6, 1 - 1e-9)
+_SUMMARY_PARTNERS = 64  # random partners per item on which the Gaussian summary is fitted
 
 
 def judge_shape(scale: Scale) -> str:
-    """"step" if the round robin's debiased answers state one confidence, else "logistic"."""
+    """"step" if the round robin's debiased answers state one confidence, else "graded"."""
     size = np.abs(clipped_logit(scale.y))
-    return "step" if size.mean() > 0 and size.std() <= _STEP_SPREAD * size.mean() else "logistic"
+    return "step" if size.mean() > 0 and size.std() <= _STEP_SPREAD * size.mean() else "graded"
 
 
 @dataclass(frozen=True)
@@ -211,10 +220,11 @@ def next_references(state: Placement, cfg) -> tuple[np.ndarray, np.ndarray]:
 
 
 def refit(scale: Scale, y, prior_mu, prior_var, fit: JointFit, cfg) -> JointFit:
-    """The final scores: ``fit`` (the joint logistic refit) as it is for a logistic judge; for a step
-    judge the items' bin posteriors from every answer, as mean and variance on the latent scale."""
+    """The final scores: for a graded judge the Gaussian model of its logits
+    (`pool_fit.logit_gaussian_posterior`); for a step judge the items' bin posteriors from every answer,
+    summarised as Gaussians on the latent scale (`summary_variances`)."""
     if judge_shape(scale) != "step":
-        return fit
+        return logit_gaussian_posterior(scale, y, prior_mu, cfg.alpha)
     model = fit_step(y, scale, fit.t, prior_mu, prior_var)
     k, e = len(model.edges), model.edges
     spacing = (e[-1] - e[0]) / (k - 1)
@@ -226,7 +236,44 @@ def refit(scale: Scale, y, prior_mu, prior_var, fit: JointFit, cfg) -> JointFit:
     # ranked by the expected rank (what SRCC rewards), placed on the latent scale between the bins' centres
     s = np.interp(p @ rank_centre, rank_centre, centre)
     var_s = np.sum(p * ((centre[None, :] - s[:, None]) ** 2 + width ** 2 / 12), axis=1)
+    var_s = summary_variances(p, s, var_s)
     return replace(fit, t=e[model.rank], s=s, var_s=var_s)
+
+
+def pair_probability(p_i, p_j):
+    """P(item i above item j) for rows of bin posteriors: i in a higher bin, or in the same one with
+    probability 1/2 (two items between the same references are ordered by nothing the judge said)."""
+    below = np.cumsum(p_j, axis=-1) - p_j  # P(j in a bin below each bin)
+    return np.sum(p_i * below, axis=-1) + 0.5 * np.sum(p_i * p_j, axis=-1)
+
+
+def summary_variances(posterior, mu, var, partners=_SUMMARY_PARTNERS):
+    """Each item's variance such that, with the means ``mu``, the pair confidences
+    Phi((mu_i - mu_j) / sqrt(v_i + v_j)) best match (cross-entropy) the exact P(i above j) of the bin
+    posteriors, over ``partners`` random partners per item, started from ``var``. The partners are drawn
+    from a fixed seed, so the result is a function of the answers alone. The bins' own variance is no fit
+    for this: two items surely in adjacent bins are surely ordered, which Gaussians of the bins' spread
+    (width^2 / 12) state as 0.99, and a bin posterior's geometric tails are no Gaussian's. The means
+    stay the expected ranks (fitting them too moved the demo student's SRCC down, seeds 0-2)."""
+    n = len(posterior)
+    i = np.repeat(np.arange(n), partners)
+    j = np.random.default_rng(0).integers(0, n - 1, len(i))
+    j = j + (j >= i)  # never the item itself
+    exact = pair_probability(posterior[i], posterior[j])
+    gap = mu[i] - mu[j]
+
+    def loss(log_v):
+        v = np.exp(log_v)
+        total = v[i] + v[j]
+        z = gap / np.sqrt(total)
+        up, down = log_ndtr(z), log_ndtr(-z)
+        # d loss / dz, with the normal density over Phi computed in logs (stable in either tail)
+        log_pdf = -0.5 * z ** 2 - 0.5 * np.log(2 * np.pi)
+        dz = ((1 - exact) * np.exp(log_pdf - down) - exact * np.exp(log_pdf - up)) * -z / (2 * total)
+        grad = np.bincount(i, dz * v[i], n) + np.bincount(j, dz * v[j], n)  # d z / d log v_i = -z v_i / (2 total)
+        return -np.sum(exact * up + (1 - exact) * down) / len(i), grad / len(i)
+
+    return np.exp(minimize(loss, np.log(var), jac=True, method="L-BFGS-B").x)
 
 
 next_references.refit = refit  # the pool's final scores are the strategy's (psdistill.ranking.pool step 4)
