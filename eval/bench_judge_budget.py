@@ -417,17 +417,16 @@ PLUGIN_WHY = (
     "designing them and dropped: an empirical-Bayes prior variance for the logistic posterior (EM "
     "over-shrank: under-confident at 0.60-0.65), a sandwich variance and a logistic-normal link with the "
     "true noise (both more over-confident), a uniform prior over the bins, and fitting the step model's "
-    "means with its variances (ECE alike, the demo student's SRCC lower by 0.03 on seeds 0-2). Where the "
-    "ECE column still puts the plugin pool above the fixed pool (graded 0.65-0.80), most of it is the floor "
-    "(next section): a calibrated posterior with the plugin pool's variances scores about the fixed pool's "
-    "ECE or more there, the price of wider posteriors from 0.69x the pairs. What the excess column leaves "
-    "(+0.004 at graded 0.65 and 0.70) sits in a few instances: at graded 0.65, seeds 5, 7 and 9 score ECE "
-    "0.023-0.027, far above their own floors (0.011), the other seven 0.008-0.015, within them. In those "
-    "three the items' fitted spread is 35% above the truth (v0 0.17-0.18 against 0.13): at a weak graded "
-    "judge every item's most informative reference is one of the few central ones, some references meet "
-    "no item at all, and EM's estimate of the spread is loose; the fixed pool's answers (every item against "
-    "every reference) fitted by the same model give 0.007-0.011 in all ten (seeds 0-9, while designing it). Over all seeds the "
-    "z-scores above stay 1 within 0.02: confidences that are right on average, too sharp in some runs.")
+    "means with its variances (ECE alike, the demo student's SRCC lower by 0.03 on seeds 0-2). A third: a "
+    "graded judge's items are compared with their least used references, not their most informative ones "
+    "under the logistic posterior. That choice put a weak judge's items on the same few central references "
+    "and left others unmet; at graded 0.65, seeds 5, 7 and 9 then scored ECE 0.023-0.027, far above their own "
+    "floors (0.011), with the items' fitted spread 35% above the truth (excess ECE over 10 seeds +0.004 at "
+    "0.65 and 0.70, the fixed pool's -0.001); spread over the references, -0.000 and +0.001 at the same "
+    "SRCC. Where the ECE column still puts the plugin pool above the fixed pool (graded 0.65-0.80), its excess "
+    "ECE is within 0.001 of the fixed pool's and the z-scores above are 1 within 0.02: what is left is the "
+    "floor (next section), the price of wider posteriors from 0.69x the pairs, which no calibration removes: "
+    "a calibrated posterior with the plugin pool's variances scores about the fixed pool's ECE or more there.")
 
 FLOOR_WHY = """Reading: the ECE of a perfectly calibrated posterior on 20,000 random pairs of N = 600 items is no 0:
 the pairs share items (each item is in about 67), so one item's error moves many pairs together,

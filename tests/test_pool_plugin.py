@@ -273,6 +273,19 @@ def test_graded_judges_items_are_calibrated_on_its_latent_scale():
     assert np.mean(spread) == pytest.approx(1.0, abs=0.15)
 
 
+def test_a_graded_judges_comparisons_are_spread_over_the_references():
+    """A weak graded judge: every reference meets about as many items (the logistic choice put them on a
+    few central references and left others unmet)."""
+    q = np.random.default_rng(2).normal(size=400)
+    k = 12
+    res = run_reference_pool(400, simulated_judge(q, 0.65, 0.3, kind="graded", seed=2),
+                             ReferencePoolConfig(k=k, strategy="plugin", seed=2))
+    asked = res.comparisons[k * (k - 1):, :2]  # after the round robin (both orders of k (k - 1) / 2 pairs)
+    load = np.array([np.sum(asked == r) for r in res.reference_ids]) / 2  # each pair in both orders
+    assert load.sum() == pytest.approx(0.69 * 12 * (400 - k), abs=1)
+    assert load.min() >= 0.9 * load.mean() and load.max() <= 1.1 * load.mean()
+
+
 def test_a_judge_without_preferences_is_refused():
     with pytest.raises(DataError, match="no preference"):
         run_reference_pool(60, lambda pairs: np.full(len(pairs), 0.5), ReferencePoolConfig(k=5, strategy="plugin"))

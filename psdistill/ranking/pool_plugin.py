@@ -26,9 +26,10 @@ over bins is no Gaussian), and the pair confidences are what the training pairs 
 
 Allocation (both likelihoods): ``budget`` x k item-reference pairs per item on average, spent in
 rounds; each round gives one more comparison to the items (at most ``_ROUND_SHARE`` of them) whose
-next one most lowers the expected squared error of their rank, each with its best unused
-reference: a one-step lookahead over the bins (step), or the item density squared times the
-variance the most informative reference removes (graded; `pool_adaptive.most_informative`).
+next one most lowers the expected squared error of their rank: for a step judge each with its best
+unused reference by a one-step lookahead over the bins; for a graded judge the gain is the item
+density squared times the variance the most informative reference removes, and the reference the
+least used one (`_graded_gains`).
 An item left out of a round may be chosen in a later one.
 
 Every decision is a function of the set of answers received: the pool asks each round in one
@@ -190,12 +191,19 @@ def _step_gains(model: StepModel, used):
     return best, expected_loss(p, centre, within) - child[np.arange(len(p)), best]
 
 
-def _logistic_gains(state: Placement):
-    """(most informative unused reference, reduction of the rank variance) per item: the item density
-    at its estimate squared (the rank's delta method) times the variance that reference removes."""
-    cols, info = most_informative(state.mu, state.var, state.ref_mu, state.ref_var, state.used)
+def _graded_gains(state: Placement):
+    """(reference, reduction of the rank variance) per item. The gain: the item density at its estimate
+    squared (the rank's delta method) times the variance the most informative unused reference removes
+    under the logistic posterior. The reference: its least used unused one (ties by position), not the
+    most informative: under the graded model of the final fit every reference informs an item alike, and
+    the logistic choice put a weak judge's items on the same few central references, leaving others
+    unmet and the items' spread loosely fitted (graded 0.65, 10 seeds: excess ECE +0.004, the fixed
+    pool's -0.001; spread evenly -0.000, SRCC unchanged)."""
+    _, info = most_informative(state.mu, state.var, state.ref_mu, state.ref_var, state.used)
     density = norm.pdf(state.mu, state.ref_mu.mean(), state.ref_mu.std(ddof=1))
     after = 1 / (1 / state.var + info / state.scale.phi)
+    load = state.used.sum(axis=0)
+    cols = np.argmin(np.where(state.used, np.iinfo(load.dtype).max, load[None, :]), axis=1)  # first of the least used
     return cols, np.where(np.isfinite(info), density ** 2 * (state.var - after), -np.inf)
 
 
@@ -210,7 +218,7 @@ def next_references(state: Placement, cfg) -> tuple[np.ndarray, np.ndarray]:
                             state.scale.phi).t
         cols, gain = _step_gains(fit_step(state.y, state.scale, t, state.prior_mu, state.prior_var), state.used)
     else:
-        cols, gain = _logistic_gains(state)
+        cols, gain = _graded_gains(state)
     cap = k if cfg.max_comparisons_per_item is None else cfg.max_comparisons_per_item
     gain = np.where(state.used.sum(axis=1) < cap, gain, -np.inf)
     order = np.lexsort((np.arange(n), -gain))  # largest gain first, ties by item position
