@@ -231,6 +231,9 @@ def test_a_one_process_run_writes_judge_stats(tmp_path):
     assert stats["prefix_tokens_saved"] == stats["per_rank"][0]["prefix_tokens_saved"] == 0  # the simulated judge
     assert f"  judging: 1 rank, utilization {stats['utilization']:.2f}, {stats['pairs_per_s']:.1f} pairs/s " \
            "(judge_stats.json)" in lines  # no prefix figure for a judge that reuses none
+    model = summary["dimensions"]["overall"]["judge_model"]  # the default plugin pool: the simulated judge is a step
+    assert model["model"] == "step" and 0.5 < model["accuracy"] < 1
+    assert f"  judge model: step, right {model['accuracy']:.0%} of the time however far apart" in lines
 
 
 def test_pair_costs_count_the_image_tokens_the_processor_makes(tmp_path):

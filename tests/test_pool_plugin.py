@@ -286,6 +286,21 @@ def test_a_graded_judges_comparisons_are_spread_over_the_references():
     assert load.min() >= 0.9 * load.mean() and load.max() <= 1.1 * load.mean()
 
 
+def test_the_pool_says_what_it_learned_of_the_judge():
+    """The fitted judge model against the simulated judges' truth: a constant judge's accuracy; a graded
+    judge's logit noise (sd 1 by construction) and its items' spread (quality sd 1 times its scale)."""
+    q = np.random.default_rng(6).normal(size=500)
+    step = run_reference_pool(500, simulated_judge(q, 0.8, 0.3, kind="constant", seed=6),
+                              ReferencePoolConfig(strategy="plugin", seed=6)).judge_model
+    assert step["model"] == "step" and step["accuracy"] == pytest.approx(0.8, abs=0.02)
+    judge = simulated_judge(q, 0.8, 0.3, kind="graded", seed=6)
+    graded = run_reference_pool(500, judge, ReferencePoolConfig(strategy="plugin", seed=6)).judge_model
+    assert graded["model"] == "graded" and graded["noise_sd"] == pytest.approx(1.0, abs=0.05)
+    assert graded["spread_sd"] == pytest.approx(judge.scale * q.std(), rel=0.1)
+    fixed = run_reference_pool(500, judge, ReferencePoolConfig(strategy="fixed", seed=6))
+    assert fixed.judge_model == {"model": "logistic", "dispersion": fixed.dispersion}
+
+
 def test_a_judge_without_preferences_is_refused():
     with pytest.raises(DataError, match="no preference"):
         run_reference_pool(60, lambda pairs: np.full(len(pairs), 0.5), ReferencePoolConfig(k=5, strategy="plugin"))

@@ -26,6 +26,10 @@ def print_report(cfg: PipelineConfig, results: dict, out=print) -> None:
                     f" (per rank {min(per)}-{max(per)})" if len(per) > 1 else "")
             out(f"  judging: {j['ranks']} rank{'s' if j['ranks'] > 1 else ''}, utilization {j['utilization']:.2f}, "
                 f"{j['pairs_per_s']:.1f} pairs/s{saved} (judge_stats.json)")
+        models = {d: p["judge_model"] for d, p in judge["dimensions"].items() if "judge_model" in p}
+        if models:  # markers written before the pool reported its model of the judge lack it
+            out("  judge model: " + "; ".join((f"{d}: " if len(models) > 1 else "") + describe_judge_model(m)
+                                             for d, m in models.items()))
         if len(judge["dimensions"]) > 1:
             out("  per dimension: " + ", ".join(f"{d} {p['judgments_per_image']} judgments per image"
                                                  for d, p in judge["dimensions"].items()))
@@ -34,3 +38,14 @@ def print_report(cfg: PipelineConfig, results: dict, out=print) -> None:
         for line in evaluation["headline"]:
             out("  " + line)
         out(f"  report: {evaluation['files'].get('markdown', '')}")
+
+
+def describe_judge_model(model: dict) -> str:
+    """One phrase for `PoolResult.judge_model`."""
+    if model["model"] == "step":
+        return f"step, right {model['accuracy']:.0%} of the time however far apart"
+    if model["model"] == "graded":
+        return (f"graded, answer logit = score gap + noise of sd {model['noise_sd']:.2f}; "
+                f"scores spread with sd {model['spread_sd']:.2f} (signal to noise {model['spread_sd'] / model['noise_sd']:.2f})")
+    return f"logistic, dispersion {model['dispersion']:.2f}"
+

@@ -168,6 +168,10 @@ class PoolResult:
     (batched) judge calls. ``n_references_met``: how many references each item was compared with
     (k - 1 for a reference). ``position_bias``: the judge's logit shift toward the first-shown
     item, measured on the references. ``dispersion``: the quasi-likelihood dispersion phi.
+    ``judge_model``: what the final fit's model says of the judge: ``{"model": "logistic", "dispersion":
+    phi}``; the plugin pool's ``{"model": "step", "accuracy": a}`` (right with probability a however far
+    apart) or ``{"model": "graded", "noise_sd": sigma, "spread_sd": sd}`` (answer logit = score gap +
+    N(0, sigma^2), the items' scores spread with sd on that scale: sd / sigma is its signal to noise).
     """
 
     mu: np.ndarray
@@ -178,6 +182,7 @@ class PoolResult:
     n_references_met: np.ndarray
     position_bias: float
     dispersion: float
+    judge_model: dict
 
 
 def run_reference_pool(n_items: int, judge: IndexJudge, config: ReferencePoolConfig = ReferencePoolConfig(),
@@ -241,7 +246,7 @@ def run_reference_pool(n_items: int, judge: IndexJudge, config: ReferencePoolCon
     n_met[others] = (~np.isnan(y)).sum(axis=1)
     return PoolResult(mu=mu, var=var, reference_ids=refs, comparisons=np.concatenate(ask.log),
                       n_judge_calls=len(ask.log), n_references_met=n_met, position_bias=scale.bias,
-                      dispersion=scale.phi)
+                      dispersion=scale.phi, judge_model=fit.judge_model)
 
 
 class _CheckedJudge:

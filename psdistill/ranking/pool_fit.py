@@ -7,7 +7,7 @@ a soft-outcome Bradley-Terry quasi-likelihood whose dispersion phi scales every 
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 from scipy.special import expit, logit, xlogy
@@ -112,7 +112,8 @@ def item_posteriors(y, scale: Scale, prior_mu, prior_var, start, max_iter=100, t
 @dataclass(frozen=True)
 class JointFit:
     """`joint_posterior`'s result: reference scores ``t`` and variances ``var_t``, item scores ``s``
-    and variances ``var_s``, and the deviance of every judgment with its residual df."""
+    and variances ``var_s``, and the deviance of every judgment with its residual df. ``judge_model``:
+    what the fit's model says of the judge (`PoolResult.judge_model`), set by the model that made it."""
 
     t: np.ndarray
     var_t: np.ndarray
@@ -120,6 +121,7 @@ class JointFit:
     var_s: np.ndarray
     deviance: float
     df: float
+    judge_model: dict = field(default_factory=dict)
 
 
 def joint_posterior(scale: Scale, y, prior_mu, prior_var, alpha, start, phi, max_iter=100, tol=1e-10) -> JointFit:
@@ -167,7 +169,8 @@ def joint_posterior(scale: Scale, y, prior_mu, prior_var, alpha, start, phi, max
     var_s = 1 / d + np.sum(g * (cov_t @ g), axis=0)
     dev = deviance(scale.y, expit(t[ii] - t[jj])) + deviance(y[seen], expit(s[:, None] - t[None, :])[seen])
     df = len(ii) + seen.sum() - (k - 1) - np.sum(1 - 1 / (prior_var * d))
-    return JointFit(t=t, var_t=np.diag(cov_t), s=s, var_s=var_s, deviance=dev, df=float(df))
+    return JointFit(t=t, var_t=np.diag(cov_t), s=s, var_s=var_s, deviance=dev, df=float(df),
+                    judge_model={"model": "logistic", "dispersion": float(phi)})
 
 
 def logit_gaussian_posterior(scale: Scale, y, prior_mu, alpha, max_iter=10_000, tol=1e-7) -> JointFit:
@@ -231,7 +234,8 @@ def logit_gaussian_posterior(scale: Scale, y, prior_mu, alpha, max_iter=10_000, 
         raise ConvergenceError(f"logit-Gaussian refit: EM did not converge in {max_iter} iterations")
     rss = np.sum(res_rr ** 2) + np.sum(res ** 2)
     df = m - (k - 1) - np.sum(1 - 1 / (v0 * d))
-    return JointFit(t=t, var_t=var_t, s=s, var_s=var_s, deviance=float(rss / sigma2), df=float(df))
+    return JointFit(t=t, var_t=var_t, s=s, var_s=var_s, deviance=float(rss / sigma2), df=float(df),
+                    judge_model={"model": "graded", "noise_sd": float(np.sqrt(sigma2)), "spread_sd": float(np.sqrt(v0))})
 
 
 def clipped_logit(p):

@@ -245,7 +245,8 @@ def refit(scale: Scale, y, prior_mu, prior_var, fit: JointFit, cfg) -> JointFit:
     s = np.interp(p @ rank_centre, rank_centre, centre)
     var_s = np.sum(p * ((centre[None, :] - s[:, None]) ** 2 + width ** 2 / 12), axis=1)
     var_s = summary_variances(p, s, var_s)
-    return replace(fit, t=e[model.rank], s=s, var_s=var_s)
+    return replace(fit, t=e[model.rank], s=s, var_s=var_s,
+                   judge_model={"model": "step", "accuracy": float(model.accuracy)})
 
 
 def pair_probability(p_i, p_j):

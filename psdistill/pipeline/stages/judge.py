@@ -81,7 +81,9 @@ def _judge_pool(run: RunContext, judge) -> dict:
         var=list(map(float, r.var)), judge_id=judge.judge_id, simulated=judge.simulated) for d, r in results.items()})
     per = {d: {"pair_judgments": len(r.comparisons), "judge_calls": r.n_judge_calls,
                "judgments_per_image": round(len(r.comparisons) / max(len(records), 1), 2),
-               "position_bias": round(float(r.position_bias), 3)} for d, r in results.items()}
+               "position_bias": round(float(r.position_bias), 3),
+               "judge_model": {k: v if isinstance(v, str) else round(v, 3) for k, v in r.judge_model.items()}}
+           for d, r in results.items()}
     n = sum(p["pair_judgments"] for p in per.values())
     return {"judge": judge.judge_id, "simulated": judge.simulated, "images": len(records),
             "references": len(next(iter(results.values())).reference_ids), "pair_judgments": n,
