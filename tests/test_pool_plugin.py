@@ -301,9 +301,16 @@ def test_the_pool_says_what_it_learned_of_the_judge():
     assert fixed.judge_model == {"model": "logistic", "dispersion": fixed.dispersion}
 
 
-def test_a_judge_without_preferences_is_refused():
-    with pytest.raises(DataError, match="no preference"):
-        run_reference_pool(60, lambda pairs: np.full(len(pairs), 0.5), ReferencePoolConfig(k=5, strategy="plugin"))
+@pytest.mark.parametrize("strategy", ["plugin", "fixed"])
+def test_a_judge_without_preferences_is_refused(strategy):
+    """Exactly 0.5, or 0.5 give or take rounding: refused; a judge that barely prefers (1e-5) is ranked."""
+    cfg = ReferencePoolConfig(k=5, strategy=strategy)
+    for flat in (lambda p: np.full(len(p), 0.5), lambda p: 0.5 + 1e-9 * (p[:, 0] - p[:, 1])):
+        with pytest.raises(DataError, match="no preference"):
+            run_reference_pool(60, flat, cfg)
+    q = np.random.default_rng(0).normal(size=60)
+    res = run_reference_pool(60, lambda p: 0.5 + 1e-5 * np.tanh(q[p[:, 0]] - q[p[:, 1]]), cfg)
+    assert spearmanr(res.mu, q)[0] > 0.9
 
 
 @pytest.mark.parametrize("budget", [0, 1.5, True, "half"])

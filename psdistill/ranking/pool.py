@@ -86,6 +86,11 @@ STRATEGIES = {"fixed": pool_fixed.next_references, "adaptive": pool_adaptive.nex
               "plugin": pool_plugin.next_references}
 
 
+# Debiased round-robin logits all below this: the judge states no preference (P within 2.5e-7 of 0.5); its
+# references' spread, the items' prior variance, would be 0.
+_NO_PREFERENCE = 1e-6
+
+
 @dataclass
 class ReferencePoolConfig:
     """Reference pool settings (`run_reference_pool`).
@@ -276,7 +281,7 @@ def _calibrate_references(ask, refs, cfg) -> Scale:
     l_ab, l_ba = clipped_logit(p[: len(ii)]), clipped_logit(p[len(ii):])
     bias = float(np.mean(l_ab + l_ba) / 2)  # logit p_ab = d + b, logit p_ba = -d + b
     y = expit((l_ab - l_ba) / 2)
-    if np.all(y == 0.5):
+    if np.max(np.abs(l_ab - l_ba)) < _NO_PREFERENCE:
         raise DataError(f"judge: all {len(y)} reference pairs were answered alike in both orders (no preference "
                         "either way): there is nothing to rank; check the judge's prompt and answer tokens")
     fit = fit_bradley_terry(k, np.column_stack([ii, jj]), y, alpha=cfg.alpha, cov=True)
