@@ -52,7 +52,7 @@ from psdistill.ranking.pool_fit import (JointFit, Placement, Scale, clipped_logi
 _STEP_SPREAD = 0.1   # sd / mean of the round robin's |logit| below which the judge answers a step
 _ROUND_SHARE = 0.25  # at most this share of the items gets a comparison per round: ~4 rounds per pair per item
 _ACCURACY_RANGE = (0.5 + 1e-6, 1 - 1e-9)
-_SUMMARY_PARTNERS = 64  # random partners per item on which the Gaussian summary is fitted
+_SUMMARY_PARTNERS = 64  # random partners per item on which `summary_variances` fits
 
 
 def judge_shape(scale: Scale) -> str:
