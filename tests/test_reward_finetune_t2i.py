@@ -1,7 +1,7 @@
 """Reward fine-tuning of a Stable-Diffusion-style text-to-image generator ("tiny-sd", psdistill.generation):
 the component layout loaded from a folder as from a hub id, classifier-free guidance and the truncated
-gradient through the VAE against a hand-written loop, the prompts config's errors; end to end (slow): the
-held-out reward rises, the run resumes, the saved adapter reproduces it."""
+gradient through the VAE against a hand-written loop, the prompts config's errors; end to end: the
+held-out reward rises, the run resumes, the saved adapter reproduces it (13 s)."""
 import json
 import os
 import subprocess
@@ -210,7 +210,6 @@ def test_recipe_error_line_names_the_prompts_file():
         "reward_finetune: error: train.prompts_file missing-prompts.txt: no such file")
 
 
-@pytest.mark.slow
 def test_tiny_sd_heldout_reward_rises_resumes_and_the_adapter_reproduces_it(tmp_path):
     run = tmp_path / "run"
     args = [f"run_dir={run}", "scorer=teacher-pointwise", "second_scorer=teacher-pointwise", *SMALL,
@@ -222,7 +221,8 @@ def test_tiny_sd_heldout_reward_rises_resumes_and_the_adapter_reproduces_it(tmp_
     assert [r["step"] for r in rows] == [0, 1, 2, 3, 4] and first["steps"] == 2
     ev = [r for r in rows if "heldout_reward" in r]
     assert [r["step"] for r in ev] == [0, 2, 4]
-    assert ev[-1]["heldout_reward"] > ev[0]["heldout_reward"], ev
+    # the random teacher barely tells these images apart (+0.001 here), but the climb is deterministic
+    assert ev[0]["heldout_reward"] < ev[1]["heldout_reward"] < ev[2]["heldout_reward"], ev
     assert all(r["heldout_second"] is not None and r["heldout_diversity"] > 0 for r in ev)
     assert result["plot"].is_file() and (run / "lora" / "adapter_model.safetensors").is_file()
     from psdistill.scoring.reward import load_reward
