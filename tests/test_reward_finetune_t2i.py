@@ -1,7 +1,7 @@
 """Reward fine-tuning of a Stable-Diffusion-style text-to-image generator ("tiny-sd", psdistill.generation):
 the component layout loaded from a folder as from a hub id, classifier-free guidance and the truncated
-gradient through the VAE against a hand-written loop, the prompts config's errors; end to end: the
-held-out reward rises, the run resumes, the saved adapter reproduces it (13 s)."""
+gradient through the VAE against a hand-written loop, the prompts config's errors; end to end (slow): the
+held-out reward rises, an interrupted run resumed equals a whole one, the saved adapter reproduces it."""
 import json
 import os
 import subprocess
@@ -18,6 +18,7 @@ from psdistill.core.errors import ConfigError  # noqa: E402
 from psdistill.generation import RewardFinetuneConfig, finetune, load_finetuned  # noqa: E402
 from psdistill.generation.report import read_metrics  # noqa: E402
 from psdistill.generation.sampler import TextToImageGenerator, load_generator  # noqa: E402
+from tests.test_reward_finetune import _perturb  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
 PROMPTS = "train.prompts=[a red barn at dusk, a calm blue lake, an old stone bridge]"
@@ -36,15 +37,6 @@ def sd_folder(tmp_path_factory):
 def _gen(run_dir, *overrides) -> TextToImageGenerator:
     cfg = parse_config(RewardFinetuneConfig, [f"run_dir={run_dir}", *SMALL, *overrides])
     return load_generator(cfg, run_dir)
-
-
-def _perturb(gen, seed=0):
-    """The adapter moved off its init (peft starts lora_B at 0, so that the adapted model is the base)."""
-    g = torch.Generator().manual_seed(seed)
-    with torch.no_grad():
-        for name, p in gen.unet.named_parameters():
-            if "lora_B" in name:
-                p.copy_(0.05 * torch.randn(p.shape, generator=g))
 
 
 def test_a_saved_folder_loads_by_its_components_as_a_hub_id_would(sd_folder, tmp_path):
@@ -210,25 +202,32 @@ def test_recipe_error_line_names_the_prompts_file():
         "reward_finetune: error: train.prompts_file missing-prompts.txt: no such file")
 
 
-def test_tiny_sd_heldout_reward_rises_resumes_and_the_adapter_reproduces_it(tmp_path):
-    run = tmp_path / "run"
-    args = [f"run_dir={run}", "scorer=teacher-pointwise", "second_scorer=teacher-pointwise", *SMALL,
-            "generator.guidance_scale=2", "eval.prompts=[a snowy peak, a quiet street]", "eval.images=4",
-            "eval.every=2", "train.save_steps=2", "train.learning_rate=0.05"]
-    first = finetune(parse_config(RewardFinetuneConfig, args + ["train.max_steps=2"]))
-    result = finetune(parse_config(RewardFinetuneConfig, args + ["train.max_steps=4"]))  # resumes at 2
-    rows = read_metrics(run)
-    assert [r["step"] for r in rows] == [0, 1, 2, 3, 4] and first["steps"] == 2
-    ev = [r for r in rows if "heldout_reward" in r]
-    assert [r["step"] for r in ev] == [0, 2, 4]
+E2E = ["scorer=teacher-pointwise", "second_scorer=teacher-pointwise", *SMALL, "generator.guidance_scale=2",
+       "eval.prompts=[a snowy peak, a quiet street]", "eval.images=4", "eval.every=2", "train.save_steps=2",
+       "train.learning_rate=0.05"]
+
+
+def _finetune(run, *more):
+    return finetune(parse_config(RewardFinetuneConfig, [f"run_dir={run}", *E2E, *more]), log=lambda line: None)
+
+
+@pytest.mark.slow  # ~20 s: three short runs
+def test_tiny_sd_heldout_reward_rises_a_resumed_run_equals_a_whole_one_and_the_adapter_reproduces_it(tmp_path):
+    interrupted = _finetune(tmp_path / "a", "train.max_steps=2")
+    resumed = _finetune(tmp_path / "a", "train.max_steps=4")  # continues from checkpoints/step-2
+    _finetune(tmp_path / "b", "train.max_steps=4")
+    rows, whole = read_metrics(tmp_path / "a"), read_metrics(tmp_path / "b")
+    assert interrupted["steps"] == 2 and [r["step"] for r in rows] == [0, 1, 2, 3, 4]
+    heldout = {r["step"]: r["heldout_reward"] for r in rows if "heldout_reward" in r}
+    assert heldout == pytest.approx({r["step"]: r["heldout_reward"] for r in whole if "heldout_reward" in r},
+                                    abs=1e-6)
     # the random teacher barely tells these images apart (+0.001 here), but the climb is deterministic
-    assert ev[0]["heldout_reward"] < ev[1]["heldout_reward"] < ev[2]["heldout_reward"], ev
-    assert all(r["heldout_second"] is not None and r["heldout_diversity"] > 0 for r in ev)
-    assert result["plot"].is_file() and (run / "lora" / "adapter_model.safetensors").is_file()
+    assert heldout[0] < heldout[2] < heldout[4], heldout
+    assert resumed["plot"].is_file() and all(r["heldout_diversity"] > 0 for r in rows if "heldout_reward" in r)
     from psdistill.scoring.reward import load_reward
 
-    gen = load_finetuned(run)
-    images = gen.sample(gen.noise(range(1000, 1004)), ["a snowy peak", "a quiet street"] * 2).images
+    gen = load_finetuned(tmp_path / "a")
     with torch.no_grad():
+        images = gen.sample(gen.noise(range(1000, 1004)), ["a snowy peak", "a quiet street"] * 2).images
         again = float(load_reward("teacher-pointwise")(images).mean())
-    assert again == pytest.approx(ev[-1]["heldout_reward"], abs=1e-5)
+    assert again == pytest.approx(heldout[4], abs=1e-5)
