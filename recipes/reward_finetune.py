@@ -21,9 +21,9 @@ text_encoder/, tokenizer/, scheduler/); a text-to-image model needs training pro
 train.prompts_file, one a line) and takes held-out ones (eval.prompts*) and generator.guidance_scale
 (classifier-free guidance, 1: none). Outputs in run_dir: lora/ (the adapter, peft format), metrics.jsonl
 (per step: the training reward and loss; on held-out steps the reward on fixed (prompt,) seed pairs, the
-second scorer's score, the diversity), reward_curve.png, checkpoints/. Rerun the same command to resume. Over-optimisation (a scorer is easy to
-game) shows as the reward rising while the second scorer falls or the diversity collapses:
-train.kl_weight / train.image_weight penalise it, train.early_stop_* stop on it.
+second scorer's score, the diversity), reward_curve.png, checkpoints/. Rerun the same command to resume.
+Over-optimisation (a scorer is easy to game) shows as the reward rising while the second scorer falls or
+the diversity collapses: train.kl_weight / train.image_weight penalise it, train.early_stop_* stop on it.
 """
 import dataclasses
 import sys

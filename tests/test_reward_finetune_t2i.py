@@ -231,3 +231,22 @@ def test_tiny_sd_heldout_reward_rises_a_resumed_run_equals_a_whole_one_and_the_a
         images = gen.sample(gen.noise(range(1000, 1004)), ["a snowy peak", "a quiet street"] * 2).images
         again = float(load_reward("teacher-pointwise")(images).mean())
     assert again == pytest.approx(heldout[4], abs=1e-5)
+
+
+def test_a_run_written_before_the_prompt_keys_still_resumes(tmp_path):
+    import yaml
+
+    from psdistill.core.config import save_config
+    from psdistill.generation.draft import _check_same_run
+
+    cfg = parse_config(RewardFinetuneConfig, [f"run_dir={tmp_path}", "scorer=teacher-pointwise"])
+    save_config(cfg, tmp_path / "config.yaml")
+    old = yaml.safe_load((tmp_path / "config.yaml").read_text())
+    for group, key in [("train", "prompts"), ("train", "prompts_file"), ("eval", "prompts"),
+                       ("eval", "prompts_file"), ("generator", "guidance_scale")]:
+        del old[group][key]
+    (tmp_path / "config.yaml").write_text(yaml.safe_dump(old))
+    _check_same_run(cfg, tmp_path)  # the missing keys read as their defaults
+    with pytest.raises(ConfigError, match="holds a run with generator.guidance_scale=1.0"):
+        _check_same_run(parse_config(RewardFinetuneConfig, [f"run_dir={tmp_path}", "scorer=teacher-pointwise",
+                                                            "generator.guidance_scale=2"]), tmp_path)

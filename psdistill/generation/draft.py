@@ -139,13 +139,15 @@ def _early_stop(t, metrics: MetricsLog, row: dict) -> Optional[str]:
 
 
 def _check_same_run(cfg: RewardFinetuneConfig, run_dir: Path) -> None:
-    """A run directory resumes only the run it holds: keys other than RESUMABLE_KEYS must be equal."""
+    """A run directory resumes only the run it holds: keys other than RESUMABLE_KEYS must be equal; a key
+    its config.yaml lacks (added since it was written) counts as the default."""
     import yaml
 
     path = run_dir / "config.yaml"
     if not path.is_file():
         return
-    old, new = _flat(yaml.safe_load(path.read_text()) or {}), _flat(to_dict(cfg))
+    old = {**_flat(to_dict(RewardFinetuneConfig())), **_flat(yaml.safe_load(path.read_text()) or {})}
+    new = _flat(to_dict(cfg))
     changed = [k for k in sorted(set(old) | set(new)) if old.get(k) != new.get(k) and k not in RESUMABLE_KEYS]
     if changed:
         k = changed[0]

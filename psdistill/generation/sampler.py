@@ -23,6 +23,7 @@ import torch
 
 from psdistill.core.errors import ConfigError
 from psdistill.generation.config import RewardFinetuneConfig
+# diffusers_module, tiny_unet: importable from here as before models.py
 from psdistill.generation.models import (TEXT_TO_IMAGE, base_folder, diffusers_module, load_base,  # noqa: F401
                                          load_text_to_image, tiny_unet, unet_kind)
 
