@@ -5,17 +5,25 @@ gradient flows back through the last K DDIM steps into a LoRA adapter on the UNe
     .venv/bin/python recipes/reward_finetune.py scorer=runs/demo train.max_steps=60 run_dir=runs/draft60
     .venv/bin/python recipes/reward_finetune.py --config my.yaml generator.model=google/ddpm-celebahq-256 \
         scorer=runs/paintings device=cuda train.gradient_checkpointing=true
+    .venv/bin/python recipes/reward_finetune.py generator.model=tiny-sd generator.guidance_scale=3 \
+        "train.prompts=[a red barn at dusk, a calm blue lake]" run_dir=runs/draft_t2i   # text-to-image
+    .venv/bin/python recipes/reward_finetune.py generator.model=stable-diffusion-v1-5/stable-diffusion-v1-5 \
+        train.prompts_file=prompts.txt eval.prompts_file=heldout.txt generator.guidance_scale=7.5 \
+        scorer=runs/paintings device=cuda train.gradient_checkpointing=true
 
 Needs the `generate` extra (diffusers): pip install 'psdistill[generate]' (setup.sh installs it).
 With no scorer it first trains the demo's student into <run_dir>/demo (the distill demo up to its distill
 stage, ~1 minute on a laptop) and uses it. The default generator is "tiny", a random UNet2DModel built
-locally (64 px, 8 DDIM steps); with weights, generator.model takes an unconditional pixel-space pipeline
-(hub id or folder with unet/ and scheduler/, e.g. google/ddpm-cifar10-32); text-to-image pipelines are not
-supported yet. Outputs in run_dir: lora/ (the adapter, peft format), metrics.jsonl (per step: the training
-reward and loss; on held-out steps the reward on fixed seeds, the second scorer's score, the diversity),
-reward_curve.png, checkpoints/. Rerun the same command to resume. Over-optimisation (a scorer is easy to
-game) shows as the reward rising while the second scorer falls or the diversity collapses:
-train.kl_weight / train.image_weight penalise it, train.early_stop_* stop on it.
+locally (64 px, 8 DDIM steps); "tiny-sd" is a random Stable-Diffusion-style text-to-image one. With
+weights, generator.model takes an unconditional pixel-space pipeline (hub id or folder with unet/ and
+scheduler/, e.g. google/ddpm-cifar10-32) or a Stable-Diffusion-style latent one (unet/, vae/,
+text_encoder/, tokenizer/, scheduler/); a text-to-image model needs training prompts (train.prompts or
+train.prompts_file, one a line) and takes held-out ones (eval.prompts*) and generator.guidance_scale
+(classifier-free guidance, 1: none). Outputs in run_dir: lora/ (the adapter, peft format), metrics.jsonl
+(per step: the training reward and loss; on held-out steps the reward on fixed (prompt,) seed pairs, the
+second scorer's score, the diversity), reward_curve.png, checkpoints/. Rerun the same command to resume.
+Over-optimisation (a scorer is easy to game) shows as the reward rising while the second scorer falls or
+the diversity collapses: train.kl_weight / train.image_weight penalise it, train.early_stop_* stop on it.
 """
 import dataclasses
 import sys

@@ -1,11 +1,13 @@
 """RewardFinetuneConfig: a diffusers generator fine-tuned on a scorer's reward (DRaFT-K / AlignProp).
 
 Groups:
-- `generator`: the diffusion model ("tiny": a random UNet2DModel built locally; or a hub id / folder of an
-  unconditional pixel-space pipeline with `unet/` and `scheduler/`), its DDIM sampling (eta 0: deterministic, so a seed is an image);
+- `generator`: the diffusion model ("tiny": a random UNet2DModel built locally; "tiny-sd": a random
+  Stable-Diffusion-style text-to-image one; or a hub id / folder of either layout), its DDIM sampling (eta 0:
+  deterministic, so a seed is an image) and classifier-free guidance;
 - `lora`: the adapter on the UNet (peft);
-- `train`: the truncated backpropagation (K), optimisation, the KL / reference-image penalties, early stop;
-- `eval`: the fixed held-out seeds and how often they are scored.
+- `train`: the prompts (text-to-image), the truncated backpropagation (K), optimisation, the KL /
+  reference-image penalties, early stop;
+- `eval`: the fixed held-out (prompt, seed) pairs and how often they are scored.
 
 Defaults are the CPU demo's; DRaFT-K's paper (Clark et al. 2024, arXiv 2309.17400) uses K=1 with DDPM-style
 sampling on Stable Diffusion, AlignProp (Prabhudesai et al. 2023, arXiv 2310.03739) K in 1..T with gradient
@@ -14,6 +16,7 @@ checkpointing.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Literal, Optional
 
 from psdistill.core.errors import ConfigError
@@ -24,21 +27,48 @@ LORA_TARGETS = ("to_q", "to_k", "to_v", "to_out.0", "conv1", "conv2")
 @dataclass
 class GeneratorConfig:
     model: str = field(default="tiny", metadata={
-        "help": "'tiny' (a random UNet2DModel, saved to <run_dir>/base), or a hub id / folder of an unconditional "
-                "pixel-space pipeline with unet/ (UNet2DModel) and scheduler/ (e.g. google/ddpm-cifar10-32)"})
+        "help": "'tiny' (a random UNet2DModel, saved to <run_dir>/base), 'tiny-sd' (a random text-to-image "
+                "pipeline, likewise), or a hub id / folder of an unconditional pixel-space pipeline with unet/ "
+                "(UNet2DModel) and scheduler/ (e.g. google/ddpm-cifar10-32) or of a Stable-Diffusion-style one "
+                "with unet/ (UNet2DConditionModel), vae/, text_encoder/, tokenizer/, scheduler/ (e.g. "
+                "stable-diffusion-v1-5/stable-diffusion-v1-5)"})
     resolution: int = field(default=64, metadata={
-        "help": "'tiny' only (a hub UNet has its own sample_size): side in pixels; a multiple of 32 is a size "
-                "Qwen-VL's smart_resize keeps, so the reward sees the generated pixels unresized"})
-    seed: int = field(default=0, metadata={"help": "random weights of 'tiny' and the adapter's initial lora_A"})
+        "help": "'tiny' / 'tiny-sd' only (a hub UNet has its own sample_size): side in pixels; a multiple of 32 "
+                "is a size Qwen-VL's smart_resize keeps, so the reward sees the generated pixels unresized"})
+    seed: int = field(default=0, metadata={"help": "random weights of 'tiny' / 'tiny-sd' and the adapter's "
+                                                   "initial lora_A"})
     steps: int = field(default=8, metadata={"help": "DDIM sampling steps T"})
     timestep_spacing: Literal["trailing", "leading", "linspace"] = field(default="trailing", metadata={
         "help": "DDIM's; 'leading' ends at t=0, where the image barely depends on the UNet (then K >= 2)"})
+    guidance_scale: float = field(default=1.0, metadata={
+        "help": "text-to-image: classifier-free guidance, uncond + scale * (text - uncond) with the empty prompt "
+                "as unconditional (diffusers' convention); 1.0: none (one UNet pass per step instead of two)"})
 
     def __post_init__(self):
         if self.resolution < 8 or self.resolution % 8:
             raise ConfigError(f"generator.resolution: a multiple of 8 (>= 8), got {self.resolution}")
         if self.steps < 1:
             raise ConfigError(f"generator.steps: must be >= 1, got {self.steps}")
+        if self.guidance_scale < 1:
+            raise ConfigError(f"generator.guidance_scale: must be >= 1 (1: no guidance), got {self.guidance_scale}")
+
+
+def read_prompts(inline: tuple[str, ...], file: Optional[str], key: str) -> list[str]:
+    """`inline` then the file's lines (one prompt a line, blank lines skipped); a missing or empty file, or a
+    blank inline prompt, is one line of error naming it."""
+    blank = next((i for i, p in enumerate(inline) if not p.strip()), None)
+    if blank is not None:
+        raise ConfigError(f"{key}.prompts[{blank}]: an empty prompt (the empty prompt is guidance's unconditional)")
+    prompts = [p.strip() for p in inline]
+    if file is not None:
+        path = Path(file)
+        if not path.is_file():
+            raise ConfigError(f"{key}.prompts_file {file}: no such file")
+        lines = [line.strip() for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
+        if not lines:
+            raise ConfigError(f"{key}.prompts_file {file}: no prompts in it (one prompt a line)")
+        prompts += lines
+    return prompts
 
 
 @dataclass
@@ -57,6 +87,11 @@ class GeneratorLoraConfig:
 
 @dataclass
 class DraftTrainConfig:
+    prompts: tuple[str, ...] = field(default=(), metadata={
+        "help": "text-to-image: training prompts inline, e.g. '[a red barn, a calm lake]' (with prompts_file: "
+                "both); the batch's image j of step s takes prompt (s * batch_size + j) mod their number"})
+    prompts_file: Optional[str] = field(default=None, metadata={
+        "help": "text-to-image: a text file of training prompts, one a line"})
     max_steps: int = field(default=30, metadata={"help": "optimizer steps"})
     batch_size: int = field(default=2, metadata={"help": "images generated per step (fresh noise each step)"})
     learning_rate: float = 1e-2
@@ -94,11 +129,17 @@ class DraftTrainConfig:
                 raise ConfigError(f"train.{name}: must be >= 0, got {getattr(self, name)}")
         if self.early_stop_diversity is not None and not 0 < self.early_stop_diversity < 1:
             raise ConfigError(f"train.early_stop_diversity: a fraction in (0, 1), got {self.early_stop_diversity}")
+        read_prompts(self.prompts, self.prompts_file, "train")
 
 
 @dataclass
 class DraftEvalConfig:
-    images: int = field(default=8, metadata={"help": "held-out images, one per fixed seed"})
+    images: int = field(default=8, metadata={"help": "held-out images, one per fixed seed (and prompt)"})
+    prompts: tuple[str, ...] = field(default=(), metadata={
+        "help": "text-to-image: held-out prompts inline; image i takes prompt i mod their number and seed "
+                "eval.seed + i (fixed pairs); none given: the training prompts (then only the seeds are held out)"})
+    prompts_file: Optional[str] = field(default=None, metadata={
+        "help": "text-to-image: a text file of held-out prompts, one a line"})
     seed: int = field(default=1000, metadata={"help": "the held-out seeds are seed, seed+1, ...; training "
                                                          "noise never uses them"})
     every: int = field(default=5, metadata={"help": "score the held-out images every this many steps (and at 0 "
@@ -109,6 +150,7 @@ class DraftEvalConfig:
             raise ConfigError(f"eval.images: at least 2 (diversity compares images), got {self.images}")
         if self.every < 1:
             raise ConfigError(f"eval.every: must be >= 1, got {self.every}")
+        read_prompts(self.prompts, self.prompts_file, "eval")
 
 
 @dataclass
@@ -134,3 +176,9 @@ class RewardFinetuneConfig:
             raise ConfigError("train.backprop_steps: K=1 with generator.timestep_spacing=leading backpropagates "
                               "only the step to t=0, where the image barely depends on the UNet; use "
                               "timestep_spacing=trailing or K >= 2")
+
+    def prompts(self) -> tuple[list[str], list[str]]:
+        """(training prompts, the eval.images held-out ones: image i's), both empty when none are given."""
+        train = read_prompts(self.train.prompts, self.train.prompts_file, "train")
+        heldout = read_prompts(self.eval.prompts, self.eval.prompts_file, "eval") or train
+        return train, [heldout[i % len(heldout)] for i in range(self.eval.images)] if heldout else []

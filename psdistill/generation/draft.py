@@ -3,11 +3,12 @@
     from psdistill.generation import RewardFinetuneConfig, finetune
     finetune(RewardFinetuneConfig(scorer="runs/demo", run_dir="runs/draft"))
 
-Each step: fresh noise (seeds 2^32 + step * batch + j, never a held-out seed), DDIM sampling with the
-gradient through the last K steps (sampler.py), loss = -mean reward + kl_weight * KL + image_weight *
-reference-image penalty, AdamW on the LoRA weights only. The held-out seeds (eval.seed + i) are scored with
+Each step: fresh noise (seeds 2^32 + step * batch + j, never a held-out seed) and, for a text-to-image
+model, the next training prompts in turn, DDIM sampling with the gradient through the last K steps (and the
+VAE decoder; sampler.py), loss = -mean reward + kl_weight * KL + image_weight * reference-image penalty,
+AdamW on the LoRA weights only. The held-out seeds (eval.seed + i, with held-out prompt i) are scored with
 the reward and the second scorer, and their diversity measured, at step 0, every eval.every steps and at
-the end. Outputs in run_dir: config.yaml, base/ ("tiny"), lora/ (the adapter, peft format),
+the end. Outputs in run_dir: config.yaml, base/ ("tiny", "tiny-sd"), lora/ (the adapter, peft format),
 checkpoints/step-N/ (adapter, optimizer, state), metrics.jsonl, reward_curve.png, logs/run.log.
 A rerun resumes from the last checkpoint (metrics after it are recomputed); a finished or early-stopped
 run is read, not retrained.
@@ -53,10 +54,12 @@ def finetune(cfg: RewardFinetuneConfig, log: Callable[[str], None] = print) -> d
         if state["step"]:
             log(f"resumed from {run_dir / CHECKPOINTS}/step-{state['step']}")
         metrics = MetricsLog(run_dir, upto=state["step"])
-        heldout = gen.noise(range(cfg.eval.seed, cfg.eval.seed + cfg.eval.images))
+        train_prompts, heldout_prompts = cfg.prompts()
+        heldout = (gen.noise(range(cfg.eval.seed, cfg.eval.seed + cfg.eval.images)), heldout_prompts or None)
         if metrics.first("heldout_reward") is None:
             metrics.write({"step": 0, **_evaluate(gen, heldout, reward, second)})
-        stopped = state.get("stopped") or _train(cfg, gen, reward, second, optimizer, metrics, heldout, state, log)
+        stopped = state.get("stopped") or _train(cfg, gen, reward, second, optimizer, metrics, heldout,
+                                                 train_prompts, state, log)
         gen.unet.save_pretrained(run_dir / "lora")
         names = (cfg.scorer, cfg.second_scorer)
         path = plot(run_dir, *names)
@@ -67,7 +70,8 @@ def finetune(cfg: RewardFinetuneConfig, log: Callable[[str], None] = print) -> d
             "metrics": metrics.path, "plot": path, "summary": summary}
 
 
-def _train(cfg, gen: Generator, reward, second, optimizer, metrics: MetricsLog, heldout, state, log) -> Optional[str]:
+def _train(cfg, gen: Generator, reward, second, optimizer, metrics: MetricsLog, heldout, prompts: list[str],
+           state, log) -> Optional[str]:
     """Steps state["step"]+1 .. max_steps; returns why it stopped early, or None."""
     from tqdm.auto import tqdm
 
@@ -76,7 +80,8 @@ def _train(cfg, gen: Generator, reward, second, optimizer, metrics: MetricsLog, 
                desc="reward fine-tuning", disable=bar_disable())
     for step in bar:
         seeds = [TRAIN_SEED_BASE + step * t.batch_size + j for j in range(t.batch_size)]
-        out = gen.sample(gen.noise(seeds), grad=True, kl=t.kl_weight > 0, reference=t.image_weight > 0)
+        batch = [prompts[(step * t.batch_size + j) % len(prompts)] for j in range(t.batch_size)] if prompts else None
+        out = gen.sample(gen.noise(seeds), batch, grad=True, kl=t.kl_weight > 0, reference=t.image_weight > 0)
         scores = _scalar(reward(out.images))
         loss = -scores.mean()
         row = {"step": step, "reward": float(scores.detach().mean())}
@@ -109,8 +114,9 @@ def _train(cfg, gen: Generator, reward, second, optimizer, metrics: MetricsLog, 
 
 
 @torch.no_grad()
-def _evaluate(gen: Generator, noise, reward, second) -> dict:
-    images = gen.sample(noise).images
+def _evaluate(gen: Generator, heldout, reward, second) -> dict:
+    noise, prompts = heldout
+    images = gen.sample(noise, prompts).images
     return {"heldout_reward": float(_scalar(reward(images)).mean()),
             "heldout_second": float(_scalar(second(images)).mean()) if second is not None else None,
             "heldout_diversity": diversity(images)}
@@ -133,13 +139,15 @@ def _early_stop(t, metrics: MetricsLog, row: dict) -> Optional[str]:
 
 
 def _check_same_run(cfg: RewardFinetuneConfig, run_dir: Path) -> None:
-    """A run directory resumes only the run it holds: keys other than RESUMABLE_KEYS must be equal."""
+    """A run directory resumes only the run it holds: keys other than RESUMABLE_KEYS must be equal; a key
+    its config.yaml lacks (added since it was written) counts as the default."""
     import yaml
 
     path = run_dir / "config.yaml"
     if not path.is_file():
         return
-    old, new = _flat(yaml.safe_load(path.read_text()) or {}), _flat(to_dict(cfg))
+    old = {**_flat(to_dict(RewardFinetuneConfig())), **_flat(yaml.safe_load(path.read_text()) or {})}
+    new = _flat(to_dict(cfg))
     changed = [k for k in sorted(set(old) | set(new)) if old.get(k) != new.get(k) and k not in RESUMABLE_KEYS]
     if changed:
         k = changed[0]
@@ -190,7 +198,7 @@ def _load_adapter(gen: Generator, folder: Path) -> None:
 
 def load_finetuned(run_dir: str | Path, device: str | torch.device = "cpu") -> Generator:
     """The fine-tuned generator of a finished run (its config.yaml, base and lora/):
-    `load_finetuned("runs/reward_finetune").sample(noise).images`."""
+    `load_finetuned("runs/reward_finetune").sample(noise).images` (text-to-image: `.sample(noise, prompts)`)."""
     run_dir = Path(run_dir)
     if not (run_dir / "lora" / "adapter_model.safetensors").is_file():
         raise ConfigError(f"{run_dir}: no lora/adapter_model.safetensors (not a finished reward fine-tuning run)")

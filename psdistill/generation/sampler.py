@@ -3,12 +3,14 @@ truncated to the last K denoising steps (DRaFT-K, Clark et al. 2024; AlignProp, 
 
     gen = load_generator(cfg, run_dir)                       # cfg: RewardFinetuneConfig
     out = gen.sample(gen.noise([0, 1]), grad=True)           # out.images (2, 3, H, W) in [0, 1]
+    out = gen.sample(gen.noise([0, 1]), ["a red barn", "a calm lake"], grad=True)   # a text-to-image one
     (-reward(out.images).mean()).backward()                  # reaches only the adapter's weights
 
-Supported models: unconditional pixel-space pipelines whose folder has unet/ (a `UNet2DModel`) and
-scheduler/ (any scheduler config DDIM can read): DDPMPipeline / DDIMPipeline checkpoints such as
-google/ddpm-cifar10-32 or google/ddpm-celebahq-256, and "tiny", a random one built locally. A text-to-image
-pipeline (UNet2DConditionModel, a VAE, a text encoder) is not supported yet.
+Supported models (models.py loads them): unconditional pixel-space pipelines, unet/ (a `UNet2DModel`) and
+scheduler/ (any scheduler config DDIM can read), such as google/ddpm-cifar10-32 or "tiny", a random one built
+locally (`Generator`); Stable-Diffusion-style latent text-to-image pipelines, unet/ (`UNet2DConditionModel`),
+vae/, text_encoder/, tokenizer/ and scheduler/, such as stable-diffusion-v1-5/stable-diffusion-v1-5 or
+"tiny-sd" (`TextToImageGenerator`: classifier-free guidance, the gradient through the VAE decoder too).
 """
 from __future__ import annotations
 
@@ -20,62 +22,12 @@ from typing import Optional, Sequence
 import torch
 
 from psdistill.core.errors import ConfigError
-from psdistill.generation.config import GeneratorConfig, RewardFinetuneConfig
+from psdistill.generation.config import RewardFinetuneConfig
+# diffusers_module, tiny_unet: importable from here as before models.py
+from psdistill.generation.models import (TEXT_TO_IMAGE, base_folder, diffusers_module, load_base,  # noqa: F401
+                                         load_text_to_image, tiny_unet, unet_kind)
 
 TRAIN_SEED_BASE = 2 ** 32  # training noise seeds start here; held-out seeds are small numbers (eval.seed + i)
-
-
-def diffusers_module():
-    """diffusers is an extra (the core install runs without it): imported here, on first use."""
-    try:
-        import diffusers
-    except ImportError:
-        raise ConfigError("reward fine-tuning needs diffusers: pip install 'psdistill[generate]'") from None
-    return diffusers
-
-
-def tiny_unet(resolution: int, seed: int):
-    """A small random UNet2DModel (1.1 M parameters): attention only at the lowest resolution, since CPU
-    attention over a 32x32 map cost 65% of a forward at 64 px."""
-    diffusers = diffusers_module()
-    with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(seed)
-        return diffusers.UNet2DModel(
-            sample_size=resolution, in_channels=3, out_channels=3, layers_per_block=1, norm_num_groups=8,
-            block_out_channels=(32, 64, 64), attention_head_dim=32,
-            down_block_types=("DownBlock2D", "DownBlock2D", "AttnDownBlock2D"),
-            up_block_types=("AttnUpBlock2D", "UpBlock2D", "UpBlock2D"))
-
-
-def base_folder(cfg: GeneratorConfig, run_dir: str | Path) -> str:
-    """Where the base pipeline's unet/ and scheduler/ are: "tiny" is built once into <run_dir>/base (so a
-    resumed run and a later `load_finetuned` read the same weights), anything else is the model id itself."""
-    if cfg.model != "tiny":
-        return cfg.model
-    base = Path(run_dir) / "base"
-    if not (base / "unet" / "config.json").is_file():
-        diffusers = diffusers_module()
-        tiny_unet(cfg.resolution, cfg.seed).save_pretrained(base / "unet")
-        diffusers.DDIMScheduler(num_train_timesteps=1000).save_pretrained(base / "scheduler")
-    return str(base)
-
-
-def load_base(cfg: GeneratorConfig, run_dir: str | Path):
-    """(UNet2DModel, DDIMScheduler) of the base pipeline, the scheduler with `cfg.timestep_spacing`."""
-    diffusers = diffusers_module()
-    source = base_folder(cfg, run_dir)
-    try:
-        kind = diffusers.UNet2DModel.load_config(source, subfolder="unet").get("_class_name")
-        if kind != "UNet2DModel":
-            raise ConfigError(f"generator.model {cfg.model!r}: its unet is a {kind}; only unconditional "
-                              "UNet2DModel pipelines are supported")
-        unet = diffusers.UNet2DModel.from_pretrained(source, subfolder="unet")
-        scheduler = diffusers.DDIMScheduler.from_pretrained(source, subfolder="scheduler",
-                                                            timestep_spacing=cfg.timestep_spacing)
-    except OSError as e:
-        raise ConfigError(f"generator.model {cfg.model!r}: no pipeline with unet/ and scheduler/ there "
-                          f"({str(e).splitlines()[0]})") from None
-    return unet, scheduler
 
 
 @dataclass
@@ -114,13 +66,24 @@ class Generator:
         return torch.stack([torch.randn(shape, generator=torch.Generator().manual_seed(int(s))) for s in seeds]
                            ).to(self.device)
 
-    def _eps(self, x, t, adapter: bool):
+    def condition(self, prompts: Optional[Sequence[str]], n: int):
+        """What the UNet is conditioned on for `n` images: nothing here (an unconditional model)."""
+        if prompts is not None:
+            raise ConfigError("prompts: this generator is unconditional (a UNet2DModel); it takes none")
+
+    def _eps(self, x, t, adapter: bool, cond=None):
         with nullcontext() if adapter else self.unet.disable_adapter():
             return self.unet(x, t).sample
 
-    def sample(self, noise: torch.Tensor, grad: bool = False, kl: bool = False, reference: bool = False) -> Sample:
-        """Denoise `noise`; with `grad`, autograd records the last K steps (earlier ones run without it, as
-        DRaFT-K's stop-gradient). `kl`: the penalty over those K steps; `reference`: the base model's images."""
+    def decode(self, x: torch.Tensor) -> torch.Tensor:
+        return to_unit(x)
+
+    def sample(self, noise: torch.Tensor, prompts: Optional[Sequence[str]] = None, grad: bool = False,
+               kl: bool = False, reference: bool = False) -> Sample:
+        """Denoise `noise` (one prompt per image for a text-to-image model); with `grad`, autograd records the
+        last K steps (earlier ones run without it, as DRaFT-K's stop-gradient) and the decoding. `kl`: the
+        penalty over those K steps; `reference`: the base model's images."""
+        cond = self.condition(prompts, len(noise))
         timesteps = self.scheduler.timesteps
         start = len(timesteps) - self.k                          # first step with gradient
         first_lora = start if self.adapter_in == "last_k" else 0
@@ -129,21 +92,68 @@ class Generator:
             if i == first_lora:
                 branch = x  # the base model's trajectory leaves the adapted one here
             with torch.set_grad_enabled(grad and i >= start):
-                eps = self._eps(x, t, adapter=i >= first_lora)
+                eps = self._eps(x, t, i >= first_lora, cond)
                 if kl and i >= start:
                     with torch.no_grad():
-                        eps_ref = self._eps(x, t, adapter=False)
+                        eps_ref = self._eps(x, t, False, cond)
                     term = (eps - eps_ref).pow(2).mean()
                     kl_sum = term if kl_sum is None else kl_sum + term
                 x = self.scheduler.step(eps, t, x).prev_sample
-        out = Sample(to_unit(x), kl=None if kl_sum is None else kl_sum / self.k)
+        with torch.set_grad_enabled(grad):
+            out = Sample(self.decode(x), kl=None if kl_sum is None else kl_sum / self.k)
         if reference:
             with torch.no_grad():
                 y = branch
                 for t in timesteps[first_lora:]:
-                    y = self.scheduler.step(self._eps(y, t, adapter=False), t, y).prev_sample
-            out.reference = to_unit(y)
+                    y = self.scheduler.step(self._eps(y, t, False, cond), t, y).prev_sample
+                out.reference = self.decode(y)
         return out
+
+
+class TextToImageGenerator(Generator):
+    """A Stable-Diffusion-style latent generator: the LoRA UNet denoises latents conditioned on the frozen text
+    encoder's embeddings, with classifier-free guidance (the empty prompt as unconditional), and the frozen
+    VAE decodes them; the reward's gradient flows through the decoder into the last K steps."""
+
+    def __init__(self, parts: dict, cfg: RewardFinetuneConfig, device: str | torch.device = "cpu"):
+        super().__init__(parts["unet"], parts["scheduler"], cfg, device)
+        self.vae, self.text_encoder, self.tokenizer = parts["vae"], parts["text_encoder"], parts["tokenizer"]
+        for frozen in (self.vae, self.text_encoder):
+            frozen.requires_grad_(False).eval().to(self.device)
+        if cfg.train.gradient_checkpointing:
+            self.vae.enable_gradient_checkpointing()
+        self.guidance_scale = cfg.generator.guidance_scale
+
+    @torch.no_grad()
+    def encode(self, prompts: Sequence[str]) -> torch.Tensor:
+        """(B, L, D): the text encoder's last hidden states of the prompts padded to the tokenizer's length, as
+        StableDiffusionPipeline.encode_prompt (the attention mask only where the encoder's config asks)."""
+        tokens = self.tokenizer(list(prompts), padding="max_length", max_length=self.tokenizer.model_max_length,
+                                truncation=True, return_tensors="pt")
+        mask = tokens.attention_mask.to(self.device) if getattr(self.text_encoder.config, "use_attention_mask",
+                                                                False) else None
+        return self.text_encoder(tokens.input_ids.to(self.device), attention_mask=mask)[0]
+
+    def condition(self, prompts: Optional[Sequence[str]], n: int) -> torch.Tensor:
+        """The prompts' embeddings, after the empty prompt's with guidance (one UNet batch of 2n, as diffusers)."""
+        if prompts is None or len(prompts) != n:
+            raise ConfigError(f"prompts: a text-to-image generator takes one prompt per image ({n}), got "
+                              f"{None if prompts is None else len(prompts)}")
+        if self.guidance_scale == 1:
+            return self.encode(prompts)
+        return self.encode([""] * n + list(prompts))
+
+    def _eps(self, x, t, adapter: bool, cond=None):
+        """The guided noise prediction: uncond + scale * (text - uncond)."""
+        with nullcontext() if adapter else self.unet.disable_adapter():
+            if self.guidance_scale == 1:
+                return self.unet(x, t, encoder_hidden_states=cond).sample
+            uncond, text = self.unet(torch.cat([x, x]), t, encoder_hidden_states=cond).sample.chunk(2)
+            return uncond + self.guidance_scale * (text - uncond)
+
+    def decode(self, latents: torch.Tensor) -> torch.Tensor:
+        """The VAE's images in [0, 1] (the pipeline's decode and VaeImageProcessor's denormalisation)."""
+        return to_unit(self.vae.decode(latents / self.vae.config.scaling_factor).sample)
 
 
 def to_unit(x: torch.Tensor) -> torch.Tensor:
@@ -159,5 +169,17 @@ def diversity(images: torch.Tensor) -> float:
 
 
 def load_generator(cfg: RewardFinetuneConfig, run_dir: str | Path, device: str | torch.device = "cpu") -> Generator:
+    """A `Generator` or a `TextToImageGenerator`, by the base pipeline's unet class; the prompts config
+    checked against it (a text-to-image model needs training prompts, an unconditional one takes none)."""
+    text = unet_kind(cfg.generator, base_folder(cfg.generator, run_dir)) == TEXT_TO_IMAGE
+    train_prompts, heldout_prompts = cfg.prompts()
+    if text and not train_prompts:
+        raise ConfigError(f"train.prompts: generator.model {cfg.generator.model!r} is text-to-image and needs "
+                          "training prompts: train.prompts_file=<one prompt a line> or train.prompts=[...]")
+    if not text and (train_prompts or heldout_prompts or cfg.generator.guidance_scale != 1):
+        raise ConfigError(f"train.prompts: generator.model {cfg.generator.model!r} is unconditional: prompts "
+                          "and generator.guidance_scale apply only to a text-to-image model")
+    if text:
+        return TextToImageGenerator(load_text_to_image(cfg.generator, run_dir), cfg, device)
     unet, scheduler = load_base(cfg.generator, run_dir)
     return Generator(unet, scheduler, cfg, device)
