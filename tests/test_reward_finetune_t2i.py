@@ -250,3 +250,17 @@ def test_a_run_written_before_the_prompt_keys_still_resumes(tmp_path):
     with pytest.raises(ConfigError, match="holds a run with generator.guidance_scale=1.0"):
         _check_same_run(parse_config(RewardFinetuneConfig, [f"run_dir={tmp_path}", "scorer=teacher-pointwise",
                                                             "generator.guidance_scale=2"]), tmp_path)
+
+
+def test_a_run_resumed_on_an_edited_prompts_file_is_refused(tmp_path):
+    """The config names the file, not what it held: a run resumed after its prompts changed is another run."""
+    prompts = tmp_path / "prompts.txt"
+    prompts.write_text("a red barn\na calm lake\n")
+    args = [f"train.prompts_file={prompts}", "train.max_steps=1", "eval.images=2", *E2E]
+    args.remove("eval.images=4")
+    run = tmp_path / "run"
+    finetune(parse_config(RewardFinetuneConfig, [f"run_dir={run}", *args]), log=lambda line: None)
+    assert json.loads((run / "prompts.json").read_text())["train"][-2:] == ["a red barn", "a calm lake"]  # after SMALL's
+    prompts.write_text("a red barn\na stormy sea\n")
+    with pytest.raises(ConfigError, match=rf"^run_dir {run}: holds a run on other prompts"):
+        finetune(parse_config(RewardFinetuneConfig, [f"run_dir={run}", *args]), log=lambda line: None)

@@ -8,7 +8,7 @@ model, the next training prompts in turn, DDIM sampling with the gradient throug
 VAE decoder; sampler.py), loss = -mean reward + kl_weight * KL + image_weight * reference-image penalty,
 AdamW on the LoRA weights only. The held-out seeds (eval.seed + i, with held-out prompt i) are scored with
 the reward and the second scorer, and their diversity measured, at step 0, every eval.every steps and at
-the end. Outputs in run_dir: config.yaml, base/ ("tiny", "tiny-sd"), lora/ (the adapter, peft format),
+the end. Outputs in run_dir: config.yaml, prompts.json, base/ ("tiny", "tiny-sd"), lora/ (the adapter, peft format),
 checkpoints/step-N/ (adapter, optimizer, state), metrics.jsonl, reward_curve.png, logs/run.log.
 A rerun resumes from the last checkpoint (metrics after it are recomputed); a finished or early-stopped
 run is read, not retrained.
@@ -33,6 +33,7 @@ from psdistill.scoring.reward import load_reward
 
 CHECKPOINTS = "checkpoints"
 KEEP_CHECKPOINTS = 2
+PROMPTS = "prompts.json"  # the resolved training and held-out prompts of the run
 RESUMABLE_KEYS = ("train.max_steps", "train.save_steps", "train.early_stop_diversity",
                   "train.early_stop_second_drop", "eval.every", "device")  # may change between a run and its resume
 
@@ -45,6 +46,7 @@ def finetune(cfg: RewardFinetuneConfig, log: Callable[[str], None] = print) -> d
     with run_lock(run_dir):
         _check_same_run(cfg, run_dir)
         save_config(cfg, run_dir / "config.yaml")
+        (run_dir / PROMPTS).write_text(json.dumps(dict(zip(("train", "heldout"), cfg.prompts())), indent=1))
         device = cfg.device or ("cuda" if torch.cuda.is_available() else "cpu")
         gen = load_generator(cfg, run_dir, device)
         reward = load_reward(cfg.scorer, device=device, gradient_checkpointing=cfg.train.gradient_checkpointing)
@@ -153,6 +155,11 @@ def _check_same_run(cfg: RewardFinetuneConfig, run_dir: Path) -> None:
         k = changed[0]
         raise ConfigError(f"run_dir {run_dir}: holds a run with {k}={old.get(k)!r} (now {new.get(k)!r}); use "
                           "another run_dir, or delete it to start over")
+    # the config names a prompts file, not what it held: the prompts themselves are kept beside it
+    said = run_dir / PROMPTS
+    if said.is_file() and json.loads(said.read_text()) != dict(zip(("train", "heldout"), cfg.prompts())):
+        raise ConfigError(f"run_dir {run_dir}: holds a run on other prompts than train/eval.prompts(_file) give "
+                          f"now ({said}); use another run_dir, or delete it to start over")
 
 
 def _flat(d: dict, prefix: str = "") -> dict:
