@@ -273,3 +273,14 @@ def test_psdistill_launch_names_a_rank_killed_by_a_signal_in_one_line():
 
     assert _killed(failed(-9)).startswith("rank 1 was killed by SIGKILL (out of memory, or stopped from outside)")
     assert _killed(failed(1)) is None  # a Python error: its traceback is the report
+
+
+def test_judge_model_lines_keep_small_figures():
+    """A tiny random VLM's answers vary by 1e-4 logit: the line keeps 3 significant digits, never divides by 0."""
+    from psdistill.pipeline.console import describe_judge_model
+
+    assert describe_judge_model({"model": "graded", "noise_sd": 0.000123, "spread_sd": 0.0000456}) == (
+        "graded, answer logit = score gap + noise of sd 0.000123; scores spread with sd 4.56e-05 "
+        "(signal to noise 0.371)")
+    assert describe_judge_model({"model": "graded", "noise_sd": 0.0, "spread_sd": 0.1}).endswith("spread with sd 0.1")
+    assert describe_judge_model({"model": "logistic", "dispersion": 0.25}) == "logistic, dispersion 0.25"

@@ -45,7 +45,8 @@ def describe_judge_model(model: dict) -> str:
     if model["model"] == "step":
         return f"step, right {model['accuracy']:.0%} of the time however far apart"
     if model["model"] == "graded":
-        return (f"graded, answer logit = score gap + noise of sd {model['noise_sd']:.2f}; "
-                f"scores spread with sd {model['spread_sd']:.2f} (signal to noise {model['spread_sd'] / model['noise_sd']:.2f})")
-    return f"logistic, dispersion {model['dispersion']:.2f}"
+        noise, spread = model["noise_sd"], model["spread_sd"]
+        ratio = f" (signal to noise {spread / noise:.3g})" if noise > 0 else ""
+        return f"graded, answer logit = score gap + noise of sd {noise:.3g}; scores spread with sd {spread:.3g}{ratio}"
+    return f"logistic, dispersion {model['dispersion']:.3g}"
 

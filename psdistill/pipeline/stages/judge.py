@@ -82,7 +82,8 @@ def _judge_pool(run: RunContext, judge) -> dict:
     per = {d: {"pair_judgments": len(r.comparisons), "judge_calls": r.n_judge_calls,
                "judgments_per_image": round(len(r.comparisons) / max(len(records), 1), 2),
                "position_bias": round(float(r.position_bias), 3),
-               "judge_model": {k: v if isinstance(v, str) else round(v, 3) for k, v in r.judge_model.items()}}
+               # 3 significant digits: a barely-preferring judge's noise is 1e-4 logit, not 0
+               "judge_model": {k: v if isinstance(v, str) else float(f"{v:.3g}") for k, v in r.judge_model.items()}}
            for d, r in results.items()}
     n = sum(p["pair_judgments"] for p in per.values())
     return {"judge": judge.judge_id, "simulated": judge.simulated, "images": len(records),
