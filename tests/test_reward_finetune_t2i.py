@@ -246,10 +246,11 @@ def test_a_run_written_before_the_prompt_keys_still_resumes(tmp_path):
                        ("eval", "prompts_file"), ("generator", "guidance_scale")]:
         del old[group][key]
     (tmp_path / "config.yaml").write_text(yaml.safe_dump(old))
-    _check_same_run(cfg, tmp_path)  # the missing keys read as their defaults
+    no_prompts = {"train": [], "heldout": []}
+    _check_same_run(cfg, tmp_path, no_prompts)  # the missing keys read as their defaults
     with pytest.raises(ConfigError, match="holds a run with generator.guidance_scale=1.0"):
         _check_same_run(parse_config(RewardFinetuneConfig, [f"run_dir={tmp_path}", "scorer=teacher-pointwise",
-                                                            "generator.guidance_scale=2"]), tmp_path)
+                                                            "generator.guidance_scale=2"]), tmp_path, no_prompts)
 
 
 def test_a_run_resumed_on_an_edited_prompts_file_is_refused(tmp_path):

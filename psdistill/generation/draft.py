@@ -44,9 +44,11 @@ def finetune(cfg: RewardFinetuneConfig, log: Callable[[str], None] = print) -> d
         raise ConfigError("scorer: required (a run directory, a student/ folder or a registered scorer name)")
     run_dir = Path(cfg.run_dir)
     with run_lock(run_dir):
-        _check_same_run(cfg, run_dir)
+        train_prompts, heldout_prompts = cfg.prompts()  # the prompt files read once
+        prompts = {"train": train_prompts, "heldout": heldout_prompts}
+        _check_same_run(cfg, run_dir, prompts)
         save_config(cfg, run_dir / "config.yaml")
-        (run_dir / PROMPTS).write_text(json.dumps(dict(zip(("train", "heldout"), cfg.prompts())), indent=1))
+        (run_dir / PROMPTS).write_text(json.dumps(prompts, indent=1))
         device = cfg.device or ("cuda" if torch.cuda.is_available() else "cpu")
         gen = load_generator(cfg, run_dir, device)
         reward = load_reward(cfg.scorer, device=device, gradient_checkpointing=cfg.train.gradient_checkpointing)
@@ -56,7 +58,6 @@ def finetune(cfg: RewardFinetuneConfig, log: Callable[[str], None] = print) -> d
         if state["step"]:
             log(f"resumed from {run_dir / CHECKPOINTS}/step-{state['step']}")
         metrics = MetricsLog(run_dir, upto=state["step"])
-        train_prompts, heldout_prompts = cfg.prompts()
         heldout = (gen.noise(range(cfg.eval.seed, cfg.eval.seed + cfg.eval.images)), heldout_prompts or None)
         if metrics.first("heldout_reward") is None:
             metrics.write({"step": 0, **_evaluate(gen, heldout, reward, second)})
@@ -140,9 +141,10 @@ def _early_stop(t, metrics: MetricsLog, row: dict) -> Optional[str]:
     return None
 
 
-def _check_same_run(cfg: RewardFinetuneConfig, run_dir: Path) -> None:
-    """A run directory resumes only the run it holds: keys other than RESUMABLE_KEYS must be equal; a key
-    its config.yaml lacks (added since it was written) counts as the default."""
+def _check_same_run(cfg: RewardFinetuneConfig, run_dir: Path, prompts: dict) -> None:
+    """A run directory resumes only the run it holds: keys other than RESUMABLE_KEYS must be equal (a key
+    its config.yaml lacks, added since it was written, counts as the default), and so must the resolved
+    ``prompts`` ({"train", "heldout"}) it kept in prompts.json."""
     import yaml
 
     path = run_dir / "config.yaml"
@@ -157,7 +159,7 @@ def _check_same_run(cfg: RewardFinetuneConfig, run_dir: Path) -> None:
                           "another run_dir, or delete it to start over")
     # the config names a prompts file, not what it held: the prompts themselves are kept beside it
     said = run_dir / PROMPTS
-    if said.is_file() and json.loads(said.read_text()) != dict(zip(("train", "heldout"), cfg.prompts())):
+    if said.is_file() and json.loads(said.read_text()) != prompts:
         raise ConfigError(f"run_dir {run_dir}: holds a run on other prompts than train/eval.prompts(_file) give "
                           f"now ({said}); use another run_dir, or delete it to start over")
 

@@ -210,9 +210,9 @@ def logit_gaussian_posterior(scale: Scale, y, prior_mu, alpha, max_iter=10_000, 
         a[k:, k:] = x.T @ x / v0
         schur = a - g @ (g.T * d[:, None])
         b_s = ly.sum(axis=1) / sigma2
-        block = np.linalg.solve(schur, np.r_[lin_t / sigma2, np.zeros(big - k)] + g @ b_s)
+        cov = np.linalg.inv(schur)  # needed for the variances anyway: one factorisation, not a solve as well
+        block = cov @ (np.r_[lin_t / sigma2, np.zeros(big - k)] + g @ b_s)
         s = b_s / d + g.T @ block
-        cov = np.linalg.inv(schur)
         spread = cov @ g  # (big, n): cov(block, s_i)
         var_s = 1 / d + np.sum(g * spread, axis=0)
         t, beta, cov_t = block[:k], block[k:], cov[:k, :k]
